@@ -1,0 +1,15 @@
+//! Model file formats: GGUF (read), safetensors (read/write, sharded), llama2.c checkpoints,
+//! and the ggml quantized block types. This crate knows shapes, dtypes and byte layouts; it
+//! does no model math. Every reader memory-maps its file and validates sizes and offsets
+//! against the file length before trusting them, so corrupt input yields a [`FormatError`],
+//! never a panic or a huge allocation.
+
+pub mod error;
+pub mod ggml;
+pub mod gguf;
+pub mod mmap;
+pub mod quant;
+
+pub use error::{FormatError, Result};
+pub use ggml::GgmlType;
+pub use gguf::{GgufFile, MetaValue, TensorInfo};

@@ -1,0 +1,1 @@
+//! NDJSON events.
