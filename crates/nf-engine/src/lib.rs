@@ -1,1 +1,18 @@
-//! Compute kernels.
+//! Compute kernels for Llama-family transformers, as free functions on plain `f32` slices.
+//!
+//! Conventions (see ARCHITECTURE.md): activations are row-major `[tokens, channels]`;
+//! weights are `[out, in]` as in Hugging Face checkpoints, so a linear layer is `y = x · Wᵀ`.
+//! Outputs come first in every signature. Each fast kernel has a naive reference beside it
+//! (`*_naive`), and the tests hold the fast one to the reference. Backward kernels, when they
+//! land, sit directly below their forward.
+
+pub mod activation;
+pub mod attention;
+pub mod cpu;
+pub mod embedding;
+pub mod matmul;
+pub mod norm;
+pub mod rope;
+
+#[cfg(test)]
+pub(crate) mod testutil;

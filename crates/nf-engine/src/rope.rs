@@ -1,0 +1,202 @@
+//! Rotary position embeddings, in both conventions checkpoints use.
+//!
+//! - [`RopeStyle::Interleaved`]: dimension pairs `(2i, 2i+1)` rotate together. llama2.c and
+//!   GGUF `llama` files use it (llama.cpp's converter permutes q/k rows to get there).
+//! - [`RopeStyle::RotateHalf`]: pairs `(i, i + d/2)`. Hugging Face checkpoints use it, and
+//!   GGUF files of Qwen2/Qwen3/Phi-3 (llama.cpp's "neox" mode).
+//!
+//! Pair `i` rotates by angle `pos · inv_freq[i]`, `inv_freq[i] = theta^(-2i/d)`, optionally
+//! rescaled for long contexts ([`RopeScaling`]).
+
+/// Which dimensions form a rotating pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    Interleaved,
+    RotateHalf,
+}
+
+/// Context-extension rescaling of the frequencies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear {
+        factor: f32,
+    },
+    /// Llama 3.1's piecewise rescaling by wavelength.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position: f32,
+    },
+}
+
+/// Precomputed inverse frequencies for one head size.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// `[rot_dim / 2]`.
+    pub inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    /// `rot_dim` is the number of rotated dimensions per head (the head size for every model
+    /// we support; partial rotary would pass less).
+    pub fn new(style: RopeStyle, rot_dim: usize, theta: f32, scaling: RopeScaling) -> Rope {
+        // Computed in f32 exactly as llama2.c's run.c and HF's float32 `inv_freq` do, so
+        // greedy outputs match those references bit for bit.
+        let mut inv_freq: Vec<f32> = (0..rot_dim / 2)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / rot_dim as f32))
+            .collect();
+        match scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position,
+            } => {
+                let low_wavelen = original_max_position / low_freq_factor;
+                let high_wavelen = original_max_position / high_freq_factor;
+                for f in &mut inv_freq {
+                    let wavelen = 2.0 * std::f32::consts::PI / *f;
+                    if wavelen > low_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_wavelen {
+                        let smooth = (original_max_position / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+        }
+        Rope { style, inv_freq }
+    }
+
+    /// Rotates every head of every token in place.
+    /// x: [n_tok, n_heads * head_dim]; token `t` sits at position `pos0 + t`.
+    pub fn apply(&self, x: &mut [f32], pos0: usize, n_heads: usize, head_dim: usize) {
+        let half = self.inv_freq.len();
+        let mut cos_sin = vec![(0.0f32, 0.0f32); half];
+        for (t, row) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
+            let pos = (pos0 + t) as f32;
+            for (cs, &f) in cos_sin.iter_mut().zip(&self.inv_freq) {
+                let angle = pos * f;
+                *cs = (angle.cos(), angle.sin());
+            }
+            for head in row.chunks_exact_mut(head_dim) {
+                for (i, &(c, s)) in cos_sin.iter().enumerate() {
+                    let (a, b) = match self.style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::RotateHalf => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c - x1 * s;
+                    head[b] = x0 * s + x1 * c;
+                }
+            }
+        }
+    }
+}
+
+/// Reference for [`Rope::apply`]: each pair as a complex number times `e^{i·angle}`, in f64.
+pub fn rope_naive(rope: &Rope, x: &mut [f32], pos0: usize, n_heads: usize, head_dim: usize) {
+    let half = rope.inv_freq.len();
+    for (t, row) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
+        for head in row.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let angle = (pos0 + t) as f64 * rope.inv_freq[i] as f64;
+                let (a, b) = match rope.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::RotateHalf => (i, i + half),
+                };
+                let (re, im) = (head[a] as f64, head[b] as f64);
+                head[a] = (re * angle.cos() - im * angle.sin()) as f32;
+                head[b] = (re * angle.sin() + im * angle.cos()) as f32;
+            }
+        }
+    }
+}
+
+/// Reorders one head's dimensions from rotate-half order to interleaved order: output
+/// position `2i` takes input `i`, `2i+1` takes `i + d/2`. Applied to the rows of Wq/Wk this
+/// is the permutation llama.cpp's converter (and llama2.c's export) applies to HF weights.
+pub fn rotate_half_to_interleaved_index(i: usize, head_dim: usize) -> usize {
+    let half = head_dim / 2;
+    if i % 2 == 0 { i / 2 } else { i / 2 + half }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{Rng, assert_close};
+
+    #[test]
+    fn rope_matches_naive_in_both_styles() {
+        let mut rng = Rng::new(4);
+        for style in [RopeStyle::Interleaved, RopeStyle::RotateHalf] {
+            let rope = Rope::new(style, 16, 10000.0, RopeScaling::None);
+            let x = rng.vec(5 * 3 * 16);
+            let mut fast = x.clone();
+            let mut slow = x.clone();
+            rope.apply(&mut fast, 7, 3, 16);
+            rope_naive(&rope, &mut slow, 7, 3, 16);
+            assert_close(&fast, &slow, 1e-5);
+        }
+    }
+
+    #[test]
+    fn rotate_half_equals_interleaved_on_permuted_dims() {
+        let d = 8;
+        let mut rng = Rng::new(5);
+        let x = rng.vec(d);
+        let perm: Vec<f32> = (0..d)
+            .map(|i| x[rotate_half_to_interleaved_index(i, d)])
+            .collect();
+        let mut a = x.clone();
+        let mut b = perm.clone();
+        Rope::new(RopeStyle::RotateHalf, d, 10000.0, RopeScaling::None).apply(&mut a, 3, 1, d);
+        Rope::new(RopeStyle::Interleaved, d, 10000.0, RopeScaling::None).apply(&mut b, 3, 1, d);
+        let a_perm: Vec<f32> = (0..d)
+            .map(|i| a[rotate_half_to_interleaved_index(i, d)])
+            .collect();
+        assert_close(&a_perm, &b, 1e-6);
+    }
+
+    #[test]
+    fn position_zero_is_identity() {
+        let x = vec![1.0, 2.0, 3.0, 4.0];
+        let mut y = x.clone();
+        Rope::new(RopeStyle::Interleaved, 4, 10000.0, RopeScaling::None).apply(&mut y, 0, 1, 4);
+        assert_eq!(x, y);
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        let plain = Rope::new(RopeStyle::RotateHalf, 128, 500000.0, RopeScaling::None);
+        let scaled = Rope::new(
+            RopeStyle::RotateHalf,
+            128,
+            500000.0,
+            RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position: 8192.0,
+            },
+        );
+        // Highest frequency (shortest wavelength) is untouched; lowest is divided by factor.
+        assert_eq!(plain.inv_freq[0], scaled.inv_freq[0]);
+        let last = plain.inv_freq.len() - 1;
+        assert!((plain.inv_freq[last] / 8.0 - scaled.inv_freq[last]).abs() < 1e-12);
+        let linear = Rope::new(
+            RopeStyle::RotateHalf,
+            8,
+            10000.0,
+            RopeScaling::Linear { factor: 2.0 },
+        );
+        assert!((linear.inv_freq[1] - 0.5 * 10000f32.powf(-0.25)).abs() < 1e-7);
+    }
+}
