@@ -19,10 +19,9 @@ impl CpuFeatures {
         {
             // AMX is not exposed by `is_x86_feature_detected!` on stable Rust: read CPUID
             // leaf 7, sub-leaf 0, EDX bits 22 (AMX-BF16) and 24 (AMX-TILE) directly.
-            // SAFETY: CPUID is available on every x86_64 CPU.
-            let leaf7 = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
-            // SAFETY: as above; sub-leaf 1 of leaf 7 reports AVX512-BF16 in EAX bit 5.
-            let leaf7_1 = unsafe { std::arch::x86_64::__cpuid_count(7, 1) };
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+            // Sub-leaf 1 of leaf 7 reports AVX512-BF16 in EAX bit 5.
+            let leaf7_1 = std::arch::x86_64::__cpuid_count(7, 1);
             CpuFeatures {
                 avx2: std::arch::is_x86_feature_detected!("avx2"),
                 fma: std::arch::is_x86_feature_detected!("fma"),

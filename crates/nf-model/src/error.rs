@@ -1,0 +1,36 @@
+//! Errors of model loading and inference.
+
+use std::path::PathBuf;
+
+use nf_formats::FormatError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The model's configuration is missing something or describes a model we cannot run.
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    /// The architecture is not in the Llama family we implement.
+    #[error("{path}: unsupported architecture `{arch}`")]
+    UnsupportedArch { path: PathBuf, arch: String },
+    /// A tensor's shape disagrees with the configuration.
+    #[error("{path}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    /// A token id is outside the vocabulary (tokenizer and model do not match).
+    #[error("token id {id} is outside the model's vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+    /// The sequence would exceed the KV cache / context length.
+    #[error("context is full: {needed} positions needed, the model holds {capacity}")]
+    ContextFull { needed: usize, capacity: usize },
+    /// A path that is not a model directory, `.gguf` or llama2.c `.bin`.
+    #[error("{path}: {reason}")]
+    UnknownModelPath { path: PathBuf, reason: String },
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,82 @@
+//! Writing a model in Hugging Face layout (`config.json` + `model.safetensors`).
+//!
+//! Models whose q/k rows are in the interleaved RoPE layout (llama2.c, GGUF `llama`) have
+//! those rows permuted back to Hugging Face's rotate-half layout, the inverse of what
+//! llama.cpp's converter does, so `transformers` computes the same function.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nf_engine::rope::{RopeStyle, rotate_half_to_interleaved_index};
+use nf_formats::FormatError;
+use nf_formats::atomic::write_atomic;
+use nf_formats::safetensors::{StDtype, TensorToWrite, f32_bytes, write_safetensors};
+
+use crate::error::Result;
+use crate::model::Model;
+use crate::weights::hf_name;
+
+/// Reorders the rows of an interleaved-RoPE projection (`[n_heads * head_dim, cols]`) into
+/// rotate-half order.
+pub fn interleaved_rows_to_rotate_half(
+    m: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0; m.len()];
+    for h in 0..n_heads {
+        for i in 0..head_dim {
+            let src = (h * head_dim + i) * cols;
+            let dst = (h * head_dim + rotate_half_to_interleaved_index(i, head_dim)) * cols;
+            out[dst..dst + cols].copy_from_slice(&m[src..src + cols]);
+        }
+    }
+    out
+}
+
+/// Writes `config.json` and `model.safetensors` (f32) into `dir`, which must exist.
+pub fn export_hf(model: &Model, dir: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {
+    let c = &model.config;
+    let mut hf_config = c.to_hf_json();
+    let permute = c.rope_style == RopeStyle::Interleaved;
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, shape, data) in model.weights.named_tensors(c) {
+        let bytes = if permute && (name.ends_with("attn_q.weight") || name.ends_with("attn_q.bias"))
+        {
+            let cols = if name.ends_with("weight") { c.dim } else { 1 };
+            f32_bytes(&interleaved_rows_to_rotate_half(
+                data, c.n_heads, c.head_dim, cols,
+            ))
+        } else if permute && (name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias")) {
+            let cols = if name.ends_with("weight") { c.dim } else { 1 };
+            f32_bytes(&interleaved_rows_to_rotate_half(
+                data,
+                c.n_kv_heads,
+                c.head_dim,
+                cols,
+            ))
+        } else {
+            f32_bytes(data)
+        };
+        owned.push((hf_name(&name), shape, bytes));
+    }
+    let tensors: Vec<TensorToWrite<'_>> = owned
+        .iter()
+        .map(|(name, shape, data)| TensorToWrite {
+            name: name.clone(),
+            dtype: StDtype::F32,
+            shape: shape.clone(),
+            data,
+        })
+        .collect();
+    let mut meta = metadata.clone();
+    meta.insert("format".into(), "pt".into());
+    write_safetensors(&dir.join("model.safetensors"), &tensors, &meta)?;
+    hf_config["torch_dtype"] = "float32".into();
+    let text = serde_json::to_string_pretty(&hf_config).expect("config serializes");
+    let path = dir.join("config.json");
+    write_atomic(&path, |w| std::io::Write::write_all(w, text.as_bytes()))
+        .map_err(|e: FormatError| e)?;
+    Ok(())
+}
