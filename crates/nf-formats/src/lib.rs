@@ -4,11 +4,14 @@
 //! against the file length before trusting them, so corrupt input yields a [`FormatError`],
 //! never a panic or a huge allocation.
 
+pub mod atomic;
 pub mod error;
 pub mod ggml;
 pub mod gguf;
 pub mod mmap;
 pub mod quant;
+pub mod safetensors;
+pub mod llama2c;
 
 pub use error::{FormatError, Result};
 pub use ggml::GgmlType;
