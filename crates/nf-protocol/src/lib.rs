@@ -1,1 +1,232 @@
-//! NDJSON events.
+//! The NDJSON event protocol spoken by `neuralforge --json`.
+//!
+//! With `--json`, a command writes only events to stdout, one JSON object per line, flushed
+//! after each line; logs and human text go to stderr. Consumers (the studio, scripts) read
+//! lines, parse each as an [`Envelope`], and ignore kinds and fields they do not know.
+//!
+//! # Envelope
+//!
+//! Every line is an object with these fields plus the fields of its kind:
+//!
+//! - `v` (integer): protocol version, currently `1`. It changes only for a breaking change;
+//!   new kinds and new fields are not breaking.
+//! - `type` (string): the event kind, one of those below.
+//! - `ts` (string): the time the event was written, RFC 3339 in UTC with milliseconds,
+//!   e.g. `"2026-11-23T19:32:03.123Z"`.
+//!
+//! # Kinds
+//!
+//! ## `model.loaded`
+//! A model and its tokenizer are ready. Fields: `path` (string), `format` (`"hf"`, `"gguf"`,
+//! `"llama2c"`), `arch` (string), `n_params` (integer), `n_layers` (integer), `context_length`
+//! (integer), `tokenizer` (string: the tokenizer kind), `load_ms` (number).
+//!
+//! ## `generate.token`
+//! One generated token. Fields: `index` (integer, 0-based among generated tokens), `id`
+//! (integer token id), `text` (string: the text this token completes; may be empty when the
+//! token is part of a multi-byte character that the next token finishes).
+//!
+//! ## `generate.done`
+//! Generation finished. Fields: `text` (string: the whole continuation), `prompt_tokens`
+//! (integer), `generated_tokens` (integer), `stop` (string: `"stop"` for a stop token,
+//! `"length"` for the token budget, `"context"` for a full context, `"cancelled"`),
+//! `prompt_ms` (number), `decode_ms` (number), `prompt_tokens_per_s` (number),
+//! `decode_tokens_per_s` (number).
+//!
+//! ## `progress`
+//! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
+//! null when unknown), `unit` (string, e.g. `"bytes"`, `"files"`, `"steps"`).
+//!
+//! ## `error`
+//! The command failed; it is the last event of the stream and the exit code is non-zero.
+//! Fields: `code` (string, stable, e.g. `"bad_input"`, `"not_found"`, `"io"`), `message`
+//! (string, one line), `hint` (string or null: what to do about it).
+//!
+//! # Example
+//!
+//! ```text
+//! {"v":1,"type":"model.loaded","ts":"2026-11-23T19:32:03.123Z","path":"stories260K.bin","format":"llama2c","arch":"llama","n_params":260000,"n_layers":5,"context_length":512,"tokenizer":"llama2c-spm","load_ms":3.1}
+//! {"v":1,"type":"generate.token","ts":"2026-11-23T19:32:03.130Z","index":0,"id":261,"text":","}
+//! {"v":1,"type":"generate.done","ts":"2026-11-23T19:32:03.200Z","text":", there was...","prompt_tokens":5,"generated_tokens":60,"stop":"length","prompt_ms":1.0,"decode_ms":60.0,"prompt_tokens_per_s":5000.0,"decode_tokens_per_s":1000.0}
+//! ```
+
+use std::io::{self, BufRead, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate writes.
+pub const VERSION: u32 = 1;
+
+/// One event kind with its fields. See the crate docs for the wire contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    #[serde(rename = "model.loaded")]
+    ModelLoaded {
+        path: String,
+        format: String,
+        arch: String,
+        n_params: u64,
+        n_layers: u64,
+        context_length: u64,
+        tokenizer: String,
+        load_ms: f64,
+    },
+    #[serde(rename = "generate.token")]
+    GenerateToken { index: u64, id: u32, text: String },
+    #[serde(rename = "generate.done")]
+    GenerateDone {
+        text: String,
+        prompt_tokens: u64,
+        generated_tokens: u64,
+        stop: String,
+        prompt_ms: f64,
+        decode_ms: f64,
+        prompt_tokens_per_s: f64,
+        decode_tokens_per_s: f64,
+    },
+    #[serde(rename = "progress")]
+    Progress {
+        task: String,
+        done: u64,
+        total: Option<u64>,
+        unit: String,
+    },
+    #[serde(rename = "error")]
+    Error {
+        code: String,
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+/// An event on the wire: version, timestamp, and the event's own fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    pub ts: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Writes events as NDJSON, one line each, flushed so a reader sees them at once.
+#[derive(Debug)]
+pub struct EventWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> EventWriter<W> {
+    pub fn new(out: W) -> Self {
+        EventWriter { out }
+    }
+
+    pub fn emit(&mut self, event: Event) -> io::Result<()> {
+        let env = Envelope {
+            v: VERSION,
+            ts: rfc3339_now(),
+            event,
+        };
+        serde_json::to_writer(&mut self.out, &env)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+/// Reads NDJSON events. Blank lines are skipped; a line that is not a known event is an
+/// error for that line only, so a reader can skip kinds newer than itself.
+pub fn read_events<R: BufRead>(input: R) -> impl Iterator<Item = Result<Envelope, String>> {
+    input.lines().filter_map(|line| match line {
+        Err(e) => Some(Err(e.to_string())),
+        Ok(l) if l.trim().is_empty() => None,
+        Ok(l) => Some(serde_json::from_str::<Envelope>(&l).map_err(|e| format!("{e}: {l}"))),
+    })
+}
+
+/// The current time as RFC 3339 UTC with milliseconds.
+pub fn rfc3339_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs() as i64, d.subsec_millis())
+}
+
+/// Formats seconds since the Unix epoch (UTC) as RFC 3339 with milliseconds.
+pub fn rfc3339(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_795_462_323, 123), "2026-11-23T19:32:03.123Z");
+    }
+
+    #[test]
+    fn events_round_trip_through_ndjson() {
+        let mut buf = Vec::new();
+        let mut w = EventWriter::new(&mut buf);
+        let events = vec![
+            Event::GenerateToken {
+                index: 0,
+                id: 42,
+                text: "Hi".into(),
+            },
+            Event::Error {
+                code: "bad_input".into(),
+                message: "no such file".into(),
+                hint: Some("check the path".into()),
+            },
+            Event::Progress {
+                task: "load".into(),
+                done: 1,
+                total: None,
+                unit: "files".into(),
+            },
+        ];
+        for e in &events {
+            w.emit(e.clone()).unwrap();
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["v"], 1);
+        assert_eq!(first["type"], "generate.token");
+        assert_eq!(first["id"], 42);
+        let back: Vec<Event> = read_events(text.as_bytes())
+            .map(|e| e.unwrap().event)
+            .collect();
+        assert_eq!(back, events);
+    }
+
+    #[test]
+    fn unknown_kinds_are_per_line_errors() {
+        let input = "{\"v\":1,\"type\":\"future.kind\",\"ts\":\"x\"}\n\n{\"v\":1,\"type\":\"generate.token\",\"ts\":\"x\",\"index\":0,\"id\":1,\"text\":\"a\"}\n";
+        let r: Vec<_> = read_events(input.as_bytes()).collect();
+        assert_eq!(r.len(), 2);
+        assert!(r[0].is_err());
+        assert!(r[1].is_ok());
+    }
+}
