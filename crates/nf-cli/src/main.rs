@@ -1,1 +1,49 @@
-fn main() {}
+//! `neuralforge`: the command-line front end. It parses arguments, runs a command, and
+//! decides what goes to stdout (text or NDJSON events) and stderr (errors, hints, stats).
+
+mod cli;
+mod cmd;
+mod errors;
+mod load;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nf_protocol::Event;
+
+use crate::cli::{Cli, Command};
+use crate::output::Output;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    nf_engine::cpu::set_threads(cli.global.threads);
+    let home = load::home_dir(cli.global.home.as_deref());
+    let mut out = Output::new(cli.global.json);
+    let result = match &cli.command {
+        Command::Generate(a) => cmd::generate::run(a, &home, &mut out),
+        Command::Chat(a) => cmd::chat::run(a, &home, &mut out),
+        Command::Tokenize(a) => cmd::tokenize::run(a, &home, &mut out),
+        Command::Inspect(a) => cmd::inspect::run(a, &home, &mut out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let (code, hint) = errors::describe(&err);
+            if code == "broken_pipe" {
+                return ExitCode::SUCCESS; // the reader went away (`| head`): not a failure
+            }
+            let message = errors::one_line(&err);
+            eprintln!("error: {message}");
+            if let Some(h) = &hint {
+                eprintln!("hint: {h}");
+            }
+            let _ = out.event(|| Event::Error {
+                code: code.into(),
+                message,
+                hint,
+            });
+            ExitCode::FAILURE
+        }
+    }
+}

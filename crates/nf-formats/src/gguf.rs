@@ -420,6 +420,9 @@ impl<'a> Cursor<'a> {
 }
 
 fn parse_header(buf: &[u8]) -> PResult<Header> {
+    if buf.is_empty() {
+        return Err(ParseError::WrongFormat("the file is empty".into()));
+    }
     if buf.len() < 4 || &buf[..4] != GGUF_MAGIC {
         let got = &buf[..buf.len().min(4)];
         return Err(ParseError::WrongFormat(format!(
@@ -435,7 +438,9 @@ fn parse_header(buf: &[u8]) -> PResult<Header> {
                 "GGUF v1 (re-convert the model with a current llama.cpp)".into(),
             ));
         }
-        v if v.swap_bytes() <= 3 => return Err(ParseError::Unsupported("big-endian GGUF".into())),
+        v if (1..=3).contains(&v.swap_bytes()) => {
+            return Err(ParseError::Unsupported("big-endian GGUF".into()));
+        }
         v => return Err(ParseError::Unsupported(format!("version {v}"))),
     }
     // Each tensor info is at least 8 (name len) + 4 (n_dims) + 4 (type) + 8 (offset) bytes,
@@ -510,7 +515,7 @@ fn parse_header(buf: &[u8]) -> PResult<Header> {
         let n = t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
         let bytes = n.and_then(|n| t.ggml_type.bytes_for(n)).ok_or_else(|| {
             ParseError::Corrupt(format!(
-                "tensor `{}` dims {:?} are not a whole number of {} blocks",
+                "tensor `{}` dims {:?} overflow or are not a whole number of {} blocks",
                 t.name, t.dims, t.ggml_type
             ))
         })?;

@@ -21,6 +21,14 @@
 //! `"llama2c"`), `arch` (string), `n_params` (integer), `n_layers` (integer), `context_length`
 //! (integer), `tokenizer` (string: the tokenizer kind), `load_ms` (number).
 //!
+//! ## `model.info`
+//! What `inspect` found. Fields: `path`, `format`, `arch` (strings); `dim`, `hidden_dim`,
+//! `n_layers`, `n_heads`, `n_kv_heads`, `head_dim`, `vocab_size`, `context_length`,
+//! `n_params` (integers); `rope_theta` (number); `rope_style` (`"interleaved"` or
+//! `"rotate_half"`); `tied_embeddings`, `qkv_bias`, `qk_norm` (booleans); `tensor_types`
+//! (object: type name → tensor count, e.g. `{"q4_1": 210, "f32": 61}`); `tokenizer` (string
+//! or null when the file carries none); `chat_template` (boolean).
+//!
 //! ## `generate.token`
 //! One generated token. Fields: `index` (integer, 0-based among generated tokens), `id`
 //! (integer token id), `text` (string: the text this token completes; may be empty when the
@@ -32,6 +40,9 @@
 //! `"length"` for the token budget, `"context"` for a full context, `"cancelled"`),
 //! `prompt_ms` (number), `decode_ms` (number), `prompt_tokens_per_s` (number),
 //! `decode_tokens_per_s` (number).
+//!
+//! ## `tokens`
+//! The result of `tokenize`. Fields: `ids` (array of integers).
 //!
 //! ## `progress`
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
@@ -73,6 +84,8 @@ pub enum Event {
         tokenizer: String,
         load_ms: f64,
     },
+    #[serde(rename = "model.info")]
+    ModelInfo(Box<ModelInfo>),
     #[serde(rename = "generate.token")]
     GenerateToken { index: u64, id: u32, text: String },
     #[serde(rename = "generate.done")]
@@ -86,6 +99,8 @@ pub enum Event {
         prompt_tokens_per_s: f64,
         decode_tokens_per_s: f64,
     },
+    #[serde(rename = "tokens")]
+    Tokens { ids: Vec<u32> },
     #[serde(rename = "progress")]
     Progress {
         task: String,
@@ -99,6 +114,31 @@ pub enum Event {
         message: String,
         hint: Option<String>,
     },
+}
+
+/// The fields of a `model.info` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub path: String,
+    pub format: String,
+    pub arch: String,
+    pub dim: u64,
+    pub hidden_dim: u64,
+    pub n_layers: u64,
+    pub n_heads: u64,
+    pub n_kv_heads: u64,
+    pub head_dim: u64,
+    pub vocab_size: u64,
+    pub context_length: u64,
+    pub n_params: u64,
+    pub rope_theta: f64,
+    pub rope_style: String,
+    pub tied_embeddings: bool,
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    pub tensor_types: std::collections::BTreeMap<String, u64>,
+    pub tokenizer: Option<String>,
+    pub chat_template: bool,
 }
 
 /// An event on the wire: version, timestamp, and the event's own fields.

@@ -1,0 +1,271 @@
+//! `neuralforge generate`: one prompt in, its continuation out.
+
+use std::path::Path;
+
+use anyhow::Result;
+use nf_data::{ChatMessage, Tokenizer, render_chat};
+use nf_model::generate::{Generation, generate};
+use nf_model::{Sampler, SamplerConfig};
+use nf_protocol::Event;
+
+use crate::cli::{GenerateArgs, SamplingArgs};
+use crate::errors::user_error;
+use crate::load::{Loaded, load};
+use crate::output::Output;
+
+pub fn run(args: &GenerateArgs, home: &Path, out: &mut Output) -> Result<()> {
+    let loaded = load(&args.model, home)?;
+    announce(&loaded, out)?;
+    let prompt_ids = if args.chat {
+        let mut messages = Vec::new();
+        if let Some(s) = &args.system {
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: s.clone(),
+            });
+        }
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        });
+        let template = chat_template(&loaded.tokenizer, args.chat_template.as_deref())?;
+        encode_chat(&loaded.tokenizer, &template, &messages)?
+    } else {
+        loaded
+            .tokenizer
+            .encode(&args.prompt, loaded.tokenizer.add_bos_default(), true)?
+    };
+    let g = run_generation(&loaded, &prompt_ids, &args.sampling, out)?;
+    finish(&g, out)
+}
+
+/// Emits `model.loaded` in `--json` mode.
+pub fn announce(l: &Loaded, out: &mut Output) -> Result<()> {
+    out.event(|| Event::ModelLoaded {
+        path: l.model.path.display().to_string(),
+        format: l.model.format.name().into(),
+        arch: l.model.config.arch.clone(),
+        n_params: l.model.config.n_params() as u64,
+        n_layers: l.model.config.n_layers as u64,
+        context_length: l.model.config.max_seq_len as u64,
+        tokenizer: l.tokenizer.kind().to_string(),
+        load_ms: l.load_ms,
+    })?;
+    Ok(())
+}
+
+/// Templates built into the binary, for models without one and to reproduce other tools'
+/// formatting. `chatml` is llama.cpp's built-in ChatML formatting: unlike some models' own
+/// ChatML templates (SmolLM2's), it adds no default system message.
+const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "chatml",
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}\
+         {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    ),
+    (
+        "llama3",
+        "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}{% endfor %}\
+         {% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+    ),
+    (
+        "llama2",
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ '[INST] <<SYS>>\n' + m['content'] + '\n<</SYS>>\n\n' }}\
+         {% elif m['role'] == 'user' %}{% if loop.index0 == 0 or messages[loop.index0 - 1]['role'] != 'system' %}{{ bos_token + '[INST] ' }}{% endif %}\
+         {{ m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}",
+    ),
+];
+
+/// The template `--chat-template` names (built-in or file), else the model's own.
+pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
+    match choice {
+        Some(name) => {
+            if let Some((_, t)) = BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == name) {
+                return Ok(t.to_string());
+            }
+            std::fs::read_to_string(name).map_err(|e| {
+                let names: Vec<&str> = BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect();
+                user_error(
+                    "bad_input",
+                    format!("chat template `{name}`: {e}"),
+                    format!(
+                        "use a built-in name ({}) or a Jinja template file",
+                        names.join(", ")
+                    ),
+                )
+            })
+        }
+        None => tok.chat_template().map(str::to_string).ok_or_else(|| {
+            user_error(
+                "bad_input",
+                "this model has no chat template",
+                "pass --chat-template chatml|llama2|llama3|FILE, or use generate without --chat",
+            )
+        }),
+    }
+}
+
+/// Renders `messages` with `template` and encodes the result, adding BOS only when the model
+/// wants one and the template did not already write it.
+pub fn encode_chat(tok: &Tokenizer, template: &str, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+    let piece = |id: Option<u32>| {
+        id.and_then(|i| tok.id_to_token(i))
+            .unwrap_or("")
+            .to_string()
+    };
+    let (bos, eos) = (piece(tok.bos_id()), piece(tok.eos_id()));
+    let text = render_chat(template, messages, true, &bos, &eos)?;
+    let add_bos = tok.add_bos_default() && (bos.is_empty() || !text.starts_with(&bos));
+    Ok(tok.encode(&text, add_bos, true)?)
+}
+
+/// Turns a growing list of ids into text deltas. Decoding is done on a short window that
+/// starts inside the prompt, so tokenizer rules about the first piece (SentencePiece drops
+/// its leading space) apply exactly as they would to the whole text, and a character split
+/// across tokens is held back until it is complete.
+pub struct TextStream<'a> {
+    tok: &'a Tokenizer,
+    ids: Vec<u32>,
+    base: usize,
+    emitted: usize,
+}
+
+impl<'a> TextStream<'a> {
+    pub fn new(tok: &'a Tokenizer, prompt: &[u32]) -> TextStream<'a> {
+        let ids = prompt[prompt.len().saturating_sub(4)..].to_vec();
+        let base = tok.decode(&ids).len();
+        TextStream {
+            tok,
+            ids,
+            base,
+            emitted: 0,
+        }
+    }
+
+    /// The text `id` adds (possibly empty while a multi-byte character is incomplete).
+    pub fn push(&mut self, id: u32) -> String {
+        self.ids.push(id);
+        let text = self.tok.decode(&self.ids);
+        if text.ends_with('\u{FFFD}') {
+            return String::new();
+        }
+        self.take(&text)
+    }
+
+    /// Whatever is still held back.
+    pub fn finish(&mut self) -> String {
+        let text = self.tok.decode(&self.ids);
+        self.take(&text)
+    }
+
+    fn take(&mut self, text: &str) -> String {
+        let start = (self.base + self.emitted).min(text.len());
+        if !text.is_char_boundary(start) {
+            return String::new();
+        }
+        let delta = text[start..].to_string();
+        self.emitted += delta.len();
+        delta
+    }
+}
+
+/// Samples a continuation of `prompt_ids`, streaming text (or `generate.token` events).
+pub fn run_generation(
+    l: &Loaded,
+    prompt_ids: &[u32],
+    s: &SamplingArgs,
+    out: &mut Output,
+) -> Result<(Generation, String)> {
+    let ctx = l.model.config.max_seq_len;
+    if prompt_ids.len() >= ctx {
+        return Err(user_error(
+            "context_full",
+            format!(
+                "the prompt is {} tokens; the model's context holds {ctx}",
+                prompt_ids.len()
+            ),
+            "shorten the prompt",
+        ));
+    }
+    let mut cache = l.model.new_cache(prompt_ids.len() + s.max_tokens);
+    let mut sampler = Sampler::new(sampler_config(s));
+    let mut stream = TextStream::new(&l.tokenizer, prompt_ids);
+    let mut text = String::new();
+    let mut io_error = None;
+    let mut index = 0u64;
+    let g = generate(
+        &l.model,
+        &mut cache,
+        prompt_ids,
+        &mut sampler,
+        s.max_tokens,
+        &l.tokenizer.eos_ids(),
+        |id| {
+            let delta = stream.push(id);
+            text.push_str(&delta);
+            let r = out.text(&delta).and_then(|_| {
+                out.event(|| Event::GenerateToken {
+                    index,
+                    id,
+                    text: delta,
+                })
+            });
+            index += 1;
+            // A closed stdout (`| head`) ends generation quietly.
+            match r {
+                Ok(()) => true,
+                Err(e) => {
+                    io_error = Some(e);
+                    false
+                }
+            }
+        },
+    )?;
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    let rest = stream.finish();
+    out.text(&rest)?;
+    text.push_str(&rest);
+    Ok((g, text))
+}
+
+pub fn sampler_config(s: &SamplingArgs) -> SamplerConfig {
+    SamplerConfig {
+        temperature: s.temperature,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        repetition_penalty: s.repetition_penalty,
+        seed: s.seed,
+    }
+}
+
+/// Ends the output: a newline after human text plus a stats line on stderr, or
+/// `generate.done`.
+pub fn finish((g, text): &(Generation, String), out: &mut Output) -> Result<()> {
+    let per_s = |n: usize, ms: f64| if ms > 0.0 { n as f64 / ms * 1e3 } else { 0.0 };
+    let (pp, tg) = (
+        per_s(g.prompt_tokens, g.prompt_ms),
+        per_s(g.tokens.len(), g.decode_ms),
+    );
+    out.text("\n")?;
+    if !out.is_json() {
+        eprintln!(
+            "[{} prompt tokens at {pp:.1} tok/s, {} generated at {tg:.1} tok/s, stop: {}]",
+            g.prompt_tokens,
+            g.tokens.len(),
+            g.stop.name()
+        );
+    }
+    out.event(|| Event::GenerateDone {
+        text: text.clone(),
+        prompt_tokens: g.prompt_tokens as u64,
+        generated_tokens: g.tokens.len() as u64,
+        stop: g.stop.name().into(),
+        prompt_ms: g.prompt_ms,
+        decode_ms: g.decode_ms,
+        prompt_tokens_per_s: pp,
+        decode_tokens_per_s: tg,
+    })?;
+    Ok(())
+}

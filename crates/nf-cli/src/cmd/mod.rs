@@ -1,0 +1,4 @@
+pub mod chat;
+pub mod generate;
+pub mod inspect;
+pub mod tokenize;

@@ -1,0 +1,95 @@
+//! User-facing failures: one `error:` line, an optional `hint:` line, a stable code for the
+//! NDJSON `error` event, and the exit code.
+
+use nf_data::TokenizerError;
+use nf_formats::FormatError;
+use nf_model::ModelError;
+
+/// An error raised by the CLI itself with a hint for the user.
+#[derive(Debug)]
+pub struct UserError {
+    pub code: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// Builds an error with a hint: `return Err(user_error("bad_input", "...", "..."))`.
+pub fn user_error(
+    code: &'static str,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> anyhow::Error {
+    UserError {
+        code,
+        message: message.into(),
+        hint: Some(hint.into()),
+    }
+    .into()
+}
+
+/// Code and hint for any error the libraries return.
+pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
+    if let Some(u) = err.downcast_ref::<UserError>() {
+        return (u.code, u.hint.clone());
+    }
+    let format_hint = |e: &FormatError| -> (&'static str, Option<String>) {
+        match e {
+            FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ("not_found", Some("check the path; models are folders (config.json + safetensors), .gguf files or llama2.c .bin files".into()))
+            }
+            FormatError::Io { .. } => ("io", Some("check that the file is readable".into())),
+            FormatError::WrongFormat { .. } => ("bad_input", Some("pass a model folder (Hugging Face layout), a .gguf file, or a llama2.c .bin".into())),
+            FormatError::Corrupt { .. } => ("corrupt", Some("the file is damaged or incomplete; download or export it again".into())),
+            FormatError::Unsupported { .. } => ("unsupported", Some("convert the model with a current llama.cpp or transformers".into())),
+            FormatError::MissingTensor { .. } => ("corrupt", Some("the file lacks weights this architecture needs; is it a complete Llama-family model?".into())),
+        }
+    };
+    if let Some(e) = err.downcast_ref::<ModelError>() {
+        return match e {
+            ModelError::Format(f) => format_hint(f),
+            ModelError::UnsupportedArch { .. } => ("unsupported", Some("supported: llama, mistral, qwen2, qwen3, phi3 (Llama, TinyLlama, SmolLM, Mistral, Qwen2/3, Phi-3)".into())),
+            ModelError::Shape { .. } | ModelError::Config { .. } => ("corrupt", Some("the weights do not match the model's configuration".into())),
+            ModelError::BadToken { .. } => ("mismatch", Some("the tokenizer does not belong to this model; pass the matching --tokenizer".into())),
+            ModelError::ContextFull { .. } => ("context_full", Some("shorten the prompt or lower --max-tokens".into())),
+            ModelError::UnknownModelPath { .. } => ("bad_input", Some("pass a model folder, a .gguf file, or a llama2.c .bin".into())),
+        };
+    }
+    if let Some(e) = err.downcast_ref::<FormatError>() {
+        return format_hint(e);
+    }
+    if err.downcast_ref::<TokenizerError>().is_some() {
+        return (
+            "tokenizer",
+            Some("check the tokenizer file; llama2.c models need --tokenizer tokenizer.bin".into()),
+        );
+    }
+    if let Some(e) = err.downcast_ref::<std::io::Error>() {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return ("broken_pipe", None);
+        }
+        return ("io", None);
+    }
+    ("error", None)
+}
+
+/// The error and its causes on one line (`a: b: c`), without repeating a cause that the
+/// outer message already contains.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg.replace('\n', " ")
+}
