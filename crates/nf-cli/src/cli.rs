@@ -40,6 +40,45 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Describe a model file or folder: architecture, sizes, types, tokenizer, template.
     Inspect(InspectArgs),
+    /// Measure speed: prompt processing and decoding, or tokenizer throughput.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Prompt processing and decode tokens/s, as llama.cpp's llama-bench measures them.
+    Model(BenchModelArgs),
+    /// Tokenizer encode throughput in MB/s over text files.
+    Tokenizer(BenchTokenizerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchModelArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens processed in one batch (pp).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub prompt_tokens: usize,
+    /// Tokens decoded one at a time (tg).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub gen_tokens: usize,
+    /// Repetitions; the report gives the mean and standard deviation.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub reps: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTokenizerArgs {
+    /// tokenizer.json, a .gguf, a model folder, or a llama2.c tokenizer.bin.
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: PathBuf,
+    /// Text files to encode.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Repetitions; the best is reported.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub reps: usize,
 }
 
 /// Where the model and its tokenizer come from.

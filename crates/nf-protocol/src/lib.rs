@@ -44,6 +44,11 @@
 //! ## `tokens`
 //! The result of `tokenize`. Fields: `ids` (array of integers).
 //!
+//! ## `bench.result`
+//! One measurement of `bench`. Fields: `test` (string, e.g. `"pp128"`, `"tg64"`,
+//! `"tokenize"`), `threads` (integer), `value` (number: mean), `stddev` (number), `unit`
+//! (string: `"tokens/s"` or `"MB/s"`), `reps` (integer).
+//!
 //! ## `progress`
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
 //! null when unknown), `unit` (string, e.g. `"bytes"`, `"files"`, `"steps"`).
@@ -101,6 +106,15 @@ pub enum Event {
     },
     #[serde(rename = "tokens")]
     Tokens { ids: Vec<u32> },
+    #[serde(rename = "bench.result")]
+    BenchResult {
+        test: String,
+        threads: u64,
+        value: f64,
+        stddev: f64,
+        unit: String,
+        reps: u64,
+    },
     #[serde(rename = "progress")]
     Progress {
         task: String,
