@@ -125,7 +125,11 @@ pub fn rope_naive(rope: &Rope, x: &mut [f32], pos0: usize, n_heads: usize, head_
 /// is the permutation llama.cpp's converter (and llama2.c's export) applies to HF weights.
 pub fn rotate_half_to_interleaved_index(i: usize, head_dim: usize) -> usize {
     let half = head_dim / 2;
-    if i % 2 == 0 { i / 2 } else { i / 2 + half }
+    if i.is_multiple_of(2) {
+        i / 2
+    } else {
+        i / 2 + half
+    }
 }
 
 #[cfg(test)]

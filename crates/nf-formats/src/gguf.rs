@@ -401,7 +401,9 @@ impl<'a> Cursor<'a> {
                     }
                 };
                 let n = self.count(min, "array length")?;
-                let mut values = Vec::with_capacity(n);
+                // The count is bounded by the file size, but a `MetaValue` is ~40 times the
+                // size of a stored u8: grow as values parse rather than trusting the count.
+                let mut values = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
                     values.push(self.value(elem_type, depth + 1)?);
                 }

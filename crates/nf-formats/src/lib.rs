@@ -9,10 +9,10 @@ pub mod error;
 pub mod ggml;
 pub mod gguf;
 pub mod gguf_write;
+pub mod llama2c;
 pub mod mmap;
 pub mod quant;
 pub mod safetensors;
-pub mod llama2c;
 
 pub use error::{FormatError, Result};
 pub use ggml::GgmlType;

@@ -129,7 +129,7 @@ impl Llama2cFile {
             _ => {
                 // struct.pack writes the flag byte at 36 and the group size right after it.
                 let group = i32::from_le_bytes(buf[37..41].try_into().unwrap());
-                if group <= 0 || config.dim % group as usize != 0 {
+                if group <= 0 || !config.dim.is_multiple_of(group as usize) {
                     return Err(bad(
                         path,
                         format!("group size {group} does not divide dim {}", config.dim),
@@ -163,7 +163,10 @@ fn validate(path: &Path, p: &[i32], c: &Llama2cConfig) -> Result<()> {
             ),
         });
     }
-    if c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || c.head_dim() % 2 != 0 {
+    if !c.dim.is_multiple_of(c.n_heads)
+        || !c.n_heads.is_multiple_of(c.n_kv_heads)
+        || !c.head_dim().is_multiple_of(2)
+    {
         return Err(bad(
             path,
             format!(

@@ -398,7 +398,7 @@ pub fn write_safetensors(
         offset += t.data.len();
     }
     let mut json = serde_json::to_vec(&header).expect("header serializes");
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     write_atomic(path, |w| {

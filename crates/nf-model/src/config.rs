@@ -84,13 +84,13 @@ impl Config {
                 "implausible dimensions {sizes:?} (dim, hidden, layers, heads, kv heads, head dim, vocab)"
             ));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} heads are not a multiple of {} kv heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head size {} is odd; RoPE needs pairs",
                 self.head_dim

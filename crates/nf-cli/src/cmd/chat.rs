@@ -101,7 +101,7 @@ pub fn run(args: &ChatArgs, home: &Path, out: &mut Output) -> Result<()> {
             &ids[common..],
             &mut sampler,
             max,
-            &tok.eos_ids(),
+            tok.eos_ids(),
             |id| {
                 let delta = stream.push(id);
                 reply.push_str(&delta);

@@ -199,7 +199,7 @@ pub fn run_generation(
         prompt_ids,
         &mut sampler,
         s.max_tokens,
-        &l.tokenizer.eos_ids(),
+        l.tokenizer.eos_ids(),
         |id| {
             let delta = stream.push(id);
             text.push_str(&delta);
