@@ -1,0 +1,323 @@
+//! Hugging Face `tokenizer.json`, with the `tokenizer_config.json` and
+//! `generation_config.json` that sit beside it.
+//!
+//! The `tokenizers` crate runs the model, normalizer and pre-tokenizer. Added tokens marked
+//! `special` are taken out of its added vocabulary and matched by our own splitter instead,
+//! because `tokenizers` always splits them out of the text, and `encode(.., parse_special
+//! = false)` must treat `<|eot_id|>` in a document as plain text. Non-special added tokens
+//! stay with `tokenizers`, which matches them in any text as HF does.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::special::SpecialToken;
+use super::vocab::{ByteLevelTable, PieceStyle, TokenAttr, Vocab, parse_byte_token};
+use super::{Engine, Parts, Tokenizer};
+use crate::error::{Result, TokenizerError};
+
+/// Pre-tokenizer regexes (as written in `tokenizer.json`) for which chunked encoding is
+/// exact; see `bpe::chunk_boundaries`.
+const CHUNKABLE_REGEXES: &[&str] = &[
+    // Llama 3
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    // Qwen2
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    // Qwen3.5
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+];
+
+/// Names tried, in order, when no config names the BOS or EOS token.
+const BOS_NAMES: &[&str] = &["<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>"];
+const EOS_NAMES: &[&str] = &["<|end_of_text|>", "</s>", "<eos>", "<|endoftext|>"];
+
+const FORMAT: &str = "tokenizer.json";
+
+impl Tokenizer {
+    /// Loads `dir/tokenizer.json` (plus `tokenizer_config.json` and
+    /// `generation_config.json` when present).
+    pub fn from_hf_dir(dir: impl AsRef<Path>) -> Result<Tokenizer> {
+        Tokenizer::from_hf_file(dir.as_ref().join("tokenizer.json"))
+    }
+
+    /// Loads a `tokenizer.json` (any file name) and the configs in the same folder.
+    pub fn from_hf_file(path: impl AsRef<Path>) -> Result<Tokenizer> {
+        let path = path.as_ref();
+        let corrupt = |reason: String| TokenizerError::corrupt(path, FORMAT, reason);
+        let bytes = std::fs::read(path).map_err(|e| TokenizerError::io(path, e))?;
+        let mut json: Value =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
+        drop(bytes);
+        let obj = json
+            .as_object_mut()
+            .ok_or_else(|| corrupt("the top level is not an object".into()))?;
+
+        let added = added_tokens(obj.get("added_tokens")).map_err(corrupt)?;
+        let (special, plain): (Vec<_>, Vec<_>) = added.into_iter().partition(|t| t.special);
+        obj.insert(
+            "added_tokens".into(),
+            Value::Array(plain.iter().map(|t| t.json.clone()).collect()),
+        );
+        let style = piece_style(obj.get("decoder"));
+        let strip_first_space = matches!(style, (PieceStyle::SentencePiece, true));
+        let byte_fallback = field(obj, "model")["byte_fallback"]
+            .as_bool()
+            .unwrap_or(false);
+        let chunkable = is_chunkable(obj) && plain.iter().all(|t| !t.content.contains('\n'));
+        let post_bos = post_processor_bos(obj.get("post_processor"));
+
+        let tok: tokenizers::Tokenizer = serde_json::from_value(json).map_err(|e| {
+            corrupt(format!(
+                "not a tokenizer the `tokenizers` crate accepts: {e}"
+            ))
+        })?;
+
+        // The vocabulary: the model's, the added tokens left in `tok`, and the specials.
+        let mut entries: Vec<(String, u32)> = tok.get_vocab(true).into_iter().collect();
+        entries.extend(special.iter().map(|t| (t.content.clone(), t.id)));
+        let n = entries.iter().map(|e| e.1 as usize + 1).max().unwrap_or(0);
+        if n == 0 || n > 4 * entries.len() + 1024 {
+            return Err(corrupt(format!(
+                "{} tokens with ids up to {n}",
+                entries.len()
+            )));
+        }
+        let mut tokens = vec![String::new(); n];
+        let mut attrs = vec![TokenAttr::Normal; n];
+        for (text, id) in entries {
+            let i = id as usize;
+            if byte_fallback && parse_byte_token(&text).is_some() {
+                attrs[i] = TokenAttr::Byte;
+            }
+            tokens[i] = text;
+        }
+        for t in &plain {
+            attrs[t.id as usize] = TokenAttr::UserDefined;
+        }
+        for t in &special {
+            attrs[t.id as usize] = TokenAttr::Control;
+        }
+        let vocab = Vocab::new(tokens, attrs);
+
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let config = read_optional_json(&dir.join("tokenizer_config.json"))?;
+        let gen_config = read_optional_json(&dir.join("generation_config.json"))?;
+        let config_token = |key: &str| {
+            config
+                .as_ref()
+                .and_then(|c| token_content(&c[key]))
+                .and_then(|t| vocab.id(t))
+        };
+        let gen_ids = |key: &str| -> Vec<u32> {
+            match gen_config.as_ref().map(|g| &g[key]) {
+                Some(Value::Array(a)) => a.iter().filter_map(json_u32).collect(),
+                Some(v) => json_u32(v).into_iter().collect(),
+                None => Vec::new(),
+            }
+        };
+        let by_name = |names: &[&str]| names.iter().find_map(|n| vocab.id(n));
+        let bos = config_token("bos_token")
+            .or(post_bos.as_deref().and_then(|t| vocab.id(t)))
+            .or(gen_ids("bos_token_id").first().copied())
+            .or_else(|| by_name(BOS_NAMES));
+        let gen_eos = gen_ids("eos_token_id");
+        let eos = config_token("eos_token")
+            .or(gen_eos.first().copied())
+            .or_else(|| by_name(EOS_NAMES));
+        let add_bos = config
+            .as_ref()
+            .and_then(|c| c["add_bos_token"].as_bool())
+            .unwrap_or_else(|| post_bos.is_some());
+        let chat_template = config
+            .as_ref()
+            .and_then(|c| chat_template(&c["chat_template"]));
+
+        let specials = special
+            .iter()
+            .map(|t| SpecialToken {
+                text: t.content.clone(),
+                id: t.id,
+                always: false,
+                lstrip: t.lstrip,
+                rstrip: t.rstrip,
+            })
+            .collect();
+        Ok(Tokenizer::from_parts(Parts {
+            kind: "hf-json".to_string(),
+            vocab,
+            engine: Engine::Hf {
+                tok: Box::new(tok),
+                chunkable,
+            },
+            style: style.0,
+            specials,
+            bos,
+            eos,
+            extra_eos: gen_eos,
+            add_bos,
+            strip_first_space,
+            chat_template,
+        }))
+    }
+}
+
+/// One entry of `added_tokens`, with its JSON kept to hand back to `tokenizers`.
+struct AddedToken {
+    id: u32,
+    content: String,
+    special: bool,
+    lstrip: bool,
+    rstrip: bool,
+    json: Value,
+}
+
+fn added_tokens(list: Option<&Value>) -> Result<Vec<AddedToken>, String> {
+    let Some(list) = list.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let items = list.as_array().ok_or("`added_tokens` is not a list")?;
+    items
+        .iter()
+        .map(|t| {
+            let id = json_u32(&t["id"]).ok_or("an added token has no valid `id`")?;
+            let content = t["content"]
+                .as_str()
+                .ok_or("an added token has no `content`")?;
+            let flag = |k: &str| t[k].as_bool().unwrap_or(false);
+            Ok(AddedToken {
+                id,
+                content: content.to_string(),
+                special: flag("special"),
+                lstrip: flag("lstrip"),
+                rstrip: flag("rstrip"),
+                json: t.clone(),
+            })
+        })
+        .collect()
+}
+
+fn json_u32(v: &Value) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+/// How the decoder maps tokens to text, and whether it strips SentencePiece's dummy prefix.
+fn piece_style(decoder: Option<&Value>) -> (PieceStyle, bool) {
+    let Some(d) = decoder else {
+        return (PieceStyle::Raw, false);
+    };
+    let steps: Vec<&Value> = match d["type"].as_str() {
+        Some("Sequence") => d["decoders"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        _ => vec![d],
+    };
+    let mut style = PieceStyle::Raw;
+    let mut strip = false;
+    for s in steps {
+        match s["type"].as_str() {
+            Some("ByteLevel") => style = PieceStyle::ByteLevel(Box::new(ByteLevelTable::new())),
+            Some("Metaspace") => {
+                style = PieceStyle::SentencePiece;
+                strip = s["prepend_scheme"].as_str().map_or_else(
+                    || s["add_prefix_space"].as_bool().unwrap_or(true),
+                    |p| p != "never",
+                );
+            }
+            Some("Replace") if s["pattern"]["String"] == "▁" && s["content"] == " " => {
+                style = PieceStyle::SentencePiece;
+            }
+            Some("Strip") if s["content"] == " " && s["start"].as_u64().unwrap_or(0) > 0 => {
+                strip = true;
+            }
+            _ => {}
+        }
+    }
+    (style, strip)
+}
+
+/// Whether the normalizer and pre-tokenizer are ones `bpe::chunk_boundaries` is exact for.
+fn is_chunkable(obj: &serde_json::Map<String, Value>) -> bool {
+    fn pre_ok(p: &Value) -> bool {
+        match p["type"].as_str() {
+            Some("Sequence") => p["pretokenizers"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(pre_ok)),
+            Some("ByteLevel") | Some("Digits") => true,
+            Some("Split") => {
+                p["behavior"] == "Isolated"
+                    && p["invert"] != true
+                    && p["pattern"]["Regex"]
+                        .as_str()
+                        .is_some_and(|r| CHUNKABLE_REGEXES.contains(&r))
+            }
+            _ => false,
+        }
+    }
+    let normalizer_ok = match obj.get("normalizer") {
+        None | Some(Value::Null) => true,
+        Some(n) => n["type"] == "NFC",
+    };
+    field(obj, "model")["type"] == "BPE"
+        && normalizer_ok
+        && obj.get("pre_tokenizer").is_some_and(pre_ok)
+}
+
+/// A top-level field, `null` when absent (indexing a JSON map directly would panic).
+fn field<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> &'a Value {
+    static NULL: Value = Value::Null;
+    obj.get(key).unwrap_or(&NULL)
+}
+
+/// The special token a `TemplateProcessing` post-processor puts first, if any: that is the
+/// BOS the model expects.
+fn post_processor_bos(pp: Option<&Value>) -> Option<String> {
+    let pp = pp?;
+    match pp["type"].as_str()? {
+        "Sequence" => pp["processors"]
+            .as_array()?
+            .iter()
+            .find_map(|p| post_processor_bos(Some(p))),
+        "TemplateProcessing" => pp["single"][0]["SpecialToken"]["id"]
+            .as_str()
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A token in a config: a string, or an AddedToken object with `content`.
+fn token_content(v: &Value) -> Option<&str> {
+    v.as_str().or_else(|| v["content"].as_str())
+}
+
+/// `chat_template`: a string, or a list of `{name, template}` (the one named `default`,
+/// else the first).
+fn chat_template(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(list) => list
+            .iter()
+            .find(|t| t["name"] == "default")
+            .or_else(|| list.first())
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// A JSON file that may be absent; present but unreadable or invalid is an error.
+fn read_optional_json(path: &PathBuf) -> Result<Option<Value>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(TokenizerError::io(path, e)),
+    };
+    let name = if path.ends_with("generation_config.json") {
+        "generation_config.json"
+    } else {
+        "tokenizer_config.json"
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| TokenizerError::corrupt(path, name, format!("not JSON: {e}")))
+}

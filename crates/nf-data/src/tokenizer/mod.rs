@@ -1,0 +1,317 @@
+//! One tokenizer type over three sources: GGUF vocabularies, Hugging Face `tokenizer.json`,
+//! and llama2.c `tokenizer.bin`.
+//!
+//! Every input goes through the same steps: BOS if asked, a cut at special tokens
+//! ([`special`]), then each text piece through the model: SentencePiece ([`spm`], written
+//! here after llama.cpp) or a `tokenizers::Tokenizer` (byte-level BPE built from a GGUF
+//! vocabulary in [`bpe`], or loaded from `tokenizer.json` in [`hf`]). Decoding is ours for
+//! all kinds, token by token ([`vocab`]), so streaming output and whole-sequence decoding
+//! agree.
+
+mod bpe;
+mod fxhash;
+mod gguf;
+mod hf;
+mod llama2c;
+mod special;
+mod spm;
+mod vocab;
+
+use special::{Piece, SpecialSplitter};
+use spm::Spm;
+use vocab::{PieceStyle, TokenAttr, Vocab};
+
+use crate::error::{Result, TokenizerError};
+
+/// Chunks of about this many bytes are handed to `tokenizers` at a time: it is several
+/// times slower on one multi-megabyte string than on the same text in pieces.
+const CHUNK_BYTES: usize = 8 * 1024;
+
+/// Token texts that end a generation turn in the models we know, as llama.cpp lists them
+/// (its `special_eog_ids`); a vocabulary that has one of these stops on it.
+const END_OF_GENERATION: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
+
+/// How text pieces are turned into ids.
+enum Engine {
+    Spm(Box<Spm>),
+    /// `chunkable`: long text may be cut with [`bpe::chunk_boundaries`].
+    Hf {
+        tok: Box<tokenizers::Tokenizer>,
+        chunkable: bool,
+    },
+}
+
+/// A loaded tokenizer: encode, decode, special tokens, and the chat template that came
+/// with it. Cheap to share across threads (`Send + Sync`); encoding takes `&self`.
+pub struct Tokenizer {
+    kind: String,
+    vocab: Vocab,
+    engine: Engine,
+    style: PieceStyle,
+    specials: SpecialSplitter,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    eos_ids: Vec<u32>,
+    add_bos: bool,
+    /// SentencePiece's dummy prefix: decoding removes the space it put before the first
+    /// word.
+    strip_first_space: bool,
+    chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("kind", &self.kind)
+            .field("vocab_size", &self.vocab.len())
+            .field("bos", &self.bos)
+            .field("eos_ids", &self.eos_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a loader found, before the common parts are derived from it.
+struct Parts {
+    kind: String,
+    vocab: Vocab,
+    engine: Engine,
+    style: PieceStyle,
+    /// Extra special tokens beyond those implied by token types (HF added tokens).
+    specials: Vec<special::SpecialToken>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    /// End-of-generation ids the source declares (GGUF eot/eom, generation_config).
+    extra_eos: Vec<u32>,
+    add_bos: bool,
+    strip_first_space: bool,
+    chat_template: Option<String>,
+}
+
+impl Tokenizer {
+    fn from_parts(mut p: Parts) -> Tokenizer {
+        let valid = |id: Option<u32>| id.filter(|&i| (i as usize) < p.vocab.len());
+        let (bos, eos) = (valid(p.bos), valid(p.eos));
+        let mut eos_ids: Vec<u32> = eos.into_iter().chain(p.extra_eos).collect();
+        for name in END_OF_GENERATION {
+            let Some(id) = p.vocab.id(name) else {
+                continue;
+            };
+            eos_ids.push(id);
+            // Like llama.cpp, a turn marker stored as an ordinary token (old conversions)
+            // is made a control token, so chat prompts can contain it and decode skips it.
+            if p.vocab.attr(id) == Some(TokenAttr::Normal) {
+                p.vocab.attrs[id as usize] = TokenAttr::Control;
+                p.specials.push(special::SpecialToken {
+                    text: name.to_string(),
+                    id,
+                    always: false,
+                    lstrip: false,
+                    rstrip: false,
+                });
+            }
+        }
+        eos_ids.retain(|&i| (i as usize) < p.vocab.len());
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
+        Tokenizer {
+            kind: p.kind,
+            engine: p.engine,
+            style: p.style,
+            specials: SpecialSplitter::new(p.specials),
+            bos,
+            eos,
+            eos_ids,
+            add_bos: p.add_bos && bos.is_some(),
+            strip_first_space: p.strip_first_space,
+            chat_template: p.chat_template,
+            vocab: p.vocab,
+        }
+    }
+
+    /// Encodes `text` to token ids.
+    ///
+    /// `add_bos` puts the BOS token first (ignored when the vocabulary has none; see
+    /// [`Tokenizer::add_bos_default`] for what the model expects). With `parse_special`,
+    /// special-token texts such as `<|im_start|>` become their ids; without it they are
+    /// ordinary text. GGUF user-defined tokens are matched either way, as in llama.cpp.
+    pub fn encode(&self, text: &str, add_bos: bool, parse_special: bool) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 2);
+        if add_bos && let Some(bos) = self.bos {
+            out.push(bos);
+        }
+        let mut pieces = Vec::new();
+        if self.specials.is_empty() {
+            if !text.is_empty() {
+                pieces.push(Piece::Text(text));
+            }
+        } else {
+            self.specials.split(text, parse_special, &mut pieces);
+        }
+        // SentencePiece puts its dummy-prefix space before text that starts the input or
+        // follows a special token (llama.cpp's `is_prev_special`), not after BOS only.
+        let mut prev_special = true;
+        for piece in pieces {
+            match piece {
+                Piece::Token(id) => {
+                    out.push(id);
+                    prev_special = true;
+                }
+                Piece::Text(t) => {
+                    self.encode_text(t, prev_special, &mut out)?;
+                    prev_special = false;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn encode_text(&self, text: &str, prev_special: bool, out: &mut Vec<u32>) -> Result<()> {
+        match &self.engine {
+            Engine::Spm(spm) => spm.encode(text, spm.add_space_prefix && prev_special, out),
+            Engine::Hf { tok, chunkable } => {
+                let cuts = if *chunkable && text.len() > 2 * CHUNK_BYTES {
+                    bpe::chunk_boundaries(text, CHUNK_BYTES)
+                } else {
+                    vec![text.len()]
+                };
+                let mut start = 0;
+                for end in cuts {
+                    let enc = tok.encode_fast(&text[start..end], false).map_err(|e| {
+                        TokenizerError::Library {
+                            context: format!("encoding with the {} tokenizer", self.kind),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    out.extend_from_slice(enc.get_ids());
+                    start = end;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes ids to text: BOS, EOS and other control tokens are skipped, byte tokens
+    /// become bytes, and invalid UTF-8 (say, a multi-byte char cut in half) becomes U+FFFD.
+    /// Ids outside the vocabulary are skipped.
+    ///
+    /// For SentencePiece vocabularies with a dummy prefix, the space that encoding put
+    /// before the first word is removed: the first text-bearing token loses one leading
+    /// space if it is an ordinary piece. So `decode(encode(x, _, false)) == x` holds for
+    /// any `x` without U+2581 (`▁`, which SentencePiece cannot tell from a space) and
+    /// without user-defined tokens (text after one gets its own dummy prefix). Byte-level
+    /// BPE vocabularies decode every encoding back exactly.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        let mut first = true;
+        for &id in ids {
+            let start = bytes.len();
+            self.vocab.token_bytes(id, &self.style, &mut bytes);
+            if first && bytes.len() > start {
+                first = false;
+                if self.strip_first_space
+                    && bytes[start] == b' '
+                    && self.vocab.attr(id) == Some(TokenAttr::Normal)
+                {
+                    bytes.remove(start);
+                }
+            }
+        }
+        match String::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+
+    /// The raw bytes one token stands for, for streaming output (a token may hold part of
+    /// a UTF-8 char, so callers buffer until the bytes are valid).
+    ///
+    /// Control, unknown and unused tokens give **no bytes** (so concatenating
+    /// `token_bytes` equals [`Tokenizer::decode`]; use [`Tokenizer::id_to_token`] to show
+    /// them). SentencePiece pieces keep their leading space: like llama2.c's `run.c`,
+    /// drop the space of the first piece after BOS when printing.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.vocab.token_bytes(id, &self.style, &mut out);
+        out
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos
+    }
+
+    /// Every id that ends a generation: EOS, end-of-turn tokens (`<|eot_id|>`,
+    /// `<|im_end|>`, `<|end|>`, ...) and ids the model files declare. Sorted.
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+
+    /// Whether the model expects BOS at the start of a prompt (from
+    /// `tokenizer.ggml.add_bos_token`, `tokenizer_config.json`'s `add_bos_token`, or the
+    /// `tokenizer.json` post-processor). False when there is no BOS token.
+    pub fn add_bos_default(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Number of ids, including special and added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+
+    /// `"llama2c-spm"`, `"gguf-llama"`, `"gguf-gpt2:<pre>"` or `"hf-json"`.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The Jinja chat template shipped with the model, if any.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// The vocabulary text of a token (`▁the`, `Ġthe`, `<|im_end|>`), not its bytes.
+    pub fn id_to_token(&self, id: u32) -> Option<&str> {
+        self.vocab.text(id)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.vocab.id(token)
+    }
+}
+
+/// Special tokens derived from token types: control and unknown tokens when parsing
+/// specials, user-defined tokens always.
+fn specials_from_types(vocab: &Vocab, rstrip: impl Fn(&str) -> bool) -> Vec<special::SpecialToken> {
+    vocab
+        .tokens
+        .iter()
+        .zip(&vocab.attrs)
+        .enumerate()
+        .filter_map(|(id, (text, attr))| {
+            let always = match attr {
+                TokenAttr::Control | TokenAttr::Unknown => false,
+                TokenAttr::UserDefined => true,
+                _ => return None,
+            };
+            Some(special::SpecialToken {
+                text: text.clone(),
+                id: id as u32,
+                always,
+                lstrip: false,
+                rstrip: rstrip(text),
+            })
+        })
+        .collect()
+}
