@@ -5,14 +5,21 @@
 //! Outputs come first in every signature. Each fast kernel has a naive reference beside it
 //! (`*_naive`), and the tests hold the fast one to the reference. Backward kernels, when they
 //! land, sit directly below their forward.
+//!
+//! The ggml block types ([`ggml`], [`quant`]) live here because kernels compute on them
+//! directly; `nf-formats` re-exports them for file I/O.
 
 pub mod activation;
 pub mod attention;
 pub mod cpu;
 pub mod embedding;
+pub mod ggml;
+pub mod linear;
 pub mod matmul;
 pub mod norm;
+pub mod quant;
 pub mod rope;
+pub mod simd;
 
 #[cfg(test)]
 pub(crate) mod testutil;

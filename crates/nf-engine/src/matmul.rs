@@ -8,6 +8,21 @@ use crate::cpu;
 
 /// out: [n, m], x: [n, k], w: [m, k]. Overwrites `out`.
 pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize) {
+    // Small products lose more to thread hand-off than they gain.
+    let threads = if n * m * k < 1 << 16 {
+        1
+    } else {
+        cpu::threads()
+    };
+    gemm_f32(out, x, w, n, k, m, threads);
+}
+
+/// [`matmul`] on the calling thread only, for callers that parallelize at a coarser grain.
+pub fn matmul_single_thread(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize) {
+    gemm_f32(out, x, w, n, k, m, 1);
+}
+
+fn gemm_f32(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize, threads: usize) {
     assert_eq!(out.len(), n * m, "matmul: out is not [n, m]");
     assert_eq!(x.len(), n * k, "matmul: x is not [n, k]");
     assert_eq!(w.len(), m * k, "matmul: w is not [m, k]");
@@ -18,12 +33,6 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usiz
         out.fill(0.0);
         return;
     }
-    // Small products lose more to thread hand-off than they gain.
-    let threads = if n * m * k < 1 << 16 {
-        1
-    } else {
-        cpu::threads()
-    };
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

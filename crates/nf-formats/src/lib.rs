@@ -6,13 +6,14 @@
 
 pub mod atomic;
 pub mod error;
-pub mod ggml;
 pub mod gguf;
 pub mod gguf_write;
 pub mod llama2c;
 pub mod mmap;
-pub mod quant;
 pub mod safetensors;
+
+/// The ggml element types and their (de)quantization, defined in `nf-engine`.
+pub use nf_engine::{ggml, quant};
 
 pub use error::{FormatError, Result};
 pub use ggml::GgmlType;

@@ -46,18 +46,18 @@ pub fn export_hf(model: &Model, dir: &Path, metadata: &BTreeMap<String, String>)
         {
             let cols = if name.ends_with("weight") { c.dim } else { 1 };
             f32_bytes(&interleaved_rows_to_rotate_half(
-                data, c.n_heads, c.head_dim, cols,
+                &data, c.n_heads, c.head_dim, cols,
             ))
         } else if permute && (name.ends_with("attn_k.weight") || name.ends_with("attn_k.bias")) {
             let cols = if name.ends_with("weight") { c.dim } else { 1 };
             f32_bytes(&interleaved_rows_to_rotate_half(
-                data,
+                &data,
                 c.n_kv_heads,
                 c.head_dim,
                 cols,
             ))
         } else {
-            f32_bytes(data)
+            f32_bytes(&data)
         };
         owned.push((hf_name(&name), shape, bytes));
     }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use nf_engine::activation::swiglu;
 use nf_engine::attention::{AttnShape, attention};
-use nf_engine::embedding::embedding;
-use nf_engine::matmul::{add_bias, matmul};
+use nf_engine::linear::linear;
+use nf_engine::matmul::add_bias;
 use nf_engine::norm::rmsnorm;
 use nf_engine::rope::Rope;
 use nf_formats::GgufFile;
@@ -188,12 +188,14 @@ impl Model {
         let mut att = vec![0.0; n * qd]; // [n, q_dim]
         let mut gate = vec![0.0; n * h]; // [n, hidden]
         let mut up = vec![0.0; n * h]; // [n, hidden]
-        embedding(&mut x, tokens, &w.token_embd, d);
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            w.token_embd.rows_to_f32(t as usize, row);
+        }
         for (l, lw) in w.layers.iter().enumerate() {
             rmsnorm(&mut xb, &x, &lw.attn_norm, c.norm_eps);
-            matmul(&mut q, &xb, &lw.wq, n, d, qd);
-            matmul(&mut k, &xb, &lw.wk, n, d, kvd);
-            matmul(&mut v, &xb, &lw.wv, n, d, kvd);
+            linear(&mut q, &xb, &lw.wq);
+            linear(&mut k, &xb, &lw.wk);
+            linear(&mut v, &xb, &lw.wv);
             for (out, b) in [(&mut q, &lw.bq), (&mut k, &lw.bk), (&mut v, &lw.bv)] {
                 if let Some(b) = b {
                     add_bias(out, b);
@@ -218,15 +220,15 @@ impl Model {
                 pos0,
                 shape,
             );
-            matmul(&mut xb, &att, &lw.wo, n, qd, d);
+            linear(&mut xb, &att, &lw.wo);
             x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
 
             rmsnorm(&mut xb, &x, &lw.ffn_norm, c.norm_eps);
-            matmul(&mut gate, &xb, &lw.w_gate, n, d, h);
-            matmul(&mut up, &xb, &lw.w_up, n, d, h);
+            linear(&mut gate, &xb, &lw.w_gate);
+            linear(&mut up, &xb, &lw.w_up);
             let g = gate.clone();
             swiglu(&mut gate, &g, &up);
-            matmul(&mut xb, &gate, &lw.w_down, n, h, d);
+            linear(&mut xb, &gate, &lw.w_down);
             x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
         }
         cache.len += n;
@@ -234,9 +236,9 @@ impl Model {
         let last = &x[(n - rows) * d..];
         let mut normed = vec![0.0; rows * d];
         rmsnorm(&mut normed, last, &w.output_norm, c.norm_eps);
-        let cls = w.output.as_deref().unwrap_or(&w.token_embd);
+        let cls = w.output.as_ref().unwrap_or(&w.token_embd);
         let mut logits = vec![0.0; rows * c.vocab_size];
-        matmul(&mut logits, &normed, cls, rows, d, c.vocab_size);
+        linear(&mut logits, &normed, cls);
         Ok(logits)
     }
 }

@@ -1,10 +1,14 @@
 //! Model weights in f32, loaded from any of the three sources under GGUF tensor names.
 //!
-//! Shapes follow the engine's convention: matrices are `[out, in]` row-major.
+//! Shapes follow the engine's convention: matrices are `[out, in]` row-major. Matrices are
+//! [`Weight`]s, kept in the file's quantized blocks when it has them (a Q4_1 GGUF stays a
+//! sixth of its f32 size in memory); norms and biases are always f32.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use nf_engine::linear::Weight;
 use nf_formats::GgufFile;
 use nf_formats::llama2c::Llama2cFile;
 use nf_formats::quant::dequantize_to_vec;
@@ -17,28 +21,28 @@ use crate::error::{ModelError, Result};
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,      // [dim]
-    pub wq: Vec<f32>,             // [n_heads * head_dim, dim]
-    pub wk: Vec<f32>,             // [n_kv_heads * head_dim, dim]
-    pub wv: Vec<f32>,             // [n_kv_heads * head_dim, dim]
-    pub wo: Vec<f32>,             // [dim, n_heads * head_dim]
+    pub wq: Weight,               // [n_heads * head_dim, dim]
+    pub wk: Weight,               // [n_kv_heads * head_dim, dim]
+    pub wv: Weight,               // [n_kv_heads * head_dim, dim]
+    pub wo: Weight,               // [dim, n_heads * head_dim]
     pub bq: Option<Vec<f32>>,     // [n_heads * head_dim] (Qwen2)
     pub bk: Option<Vec<f32>>,     // [n_kv_heads * head_dim]
     pub bv: Option<Vec<f32>>,     // [n_kv_heads * head_dim]
     pub q_norm: Option<Vec<f32>>, // [head_dim] (Qwen3)
     pub k_norm: Option<Vec<f32>>, // [head_dim]
     pub ffn_norm: Vec<f32>,       // [dim]
-    pub w_gate: Vec<f32>,         // [hidden_dim, dim]
-    pub w_up: Vec<f32>,           // [hidden_dim, dim]
-    pub w_down: Vec<f32>,         // [dim, hidden_dim]
+    pub w_gate: Weight,           // [hidden_dim, dim]
+    pub w_up: Weight,             // [hidden_dim, dim]
+    pub w_down: Weight,           // [dim, hidden_dim]
 }
 
 #[derive(Debug, Clone)]
 pub struct Weights {
-    pub token_embd: Vec<f32>, // [vocab, dim]
+    pub token_embd: Weight, // [vocab, dim]
     pub layers: Vec<LayerWeights>,
     pub output_norm: Vec<f32>, // [dim]
     /// `None` when the classifier is tied to the embedding.
-    pub output: Option<Vec<f32>>, // [vocab, dim]
+    pub output: Option<Weight>, // [vocab, dim]
     /// Per-frequency RoPE divisors (GGUF `rope_freqs.weight`, Llama 3.1 scaling).
     pub rope_freqs: Option<Vec<f32>>, // [head_dim / 2]
 }
@@ -98,6 +102,35 @@ impl Source<'_> {
                 })?;
         check_shape(&path, name, shape, &got)?;
         Ok(data)
+    }
+
+    /// A `[rows, cols]` matrix, kept in its stored quantized type when the source is GGUF.
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Weight> {
+        self.optional_matrix(name, rows, cols)?.ok_or_else(|| {
+            nf_formats::FormatError::MissingTensor {
+                path: self.path(),
+                name: name.into(),
+            }
+            .into()
+        })
+    }
+
+    fn optional_matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Option<Weight>> {
+        if let Source::Gguf(g) = self {
+            let Some(info) = g.tensor_info(name) else {
+                return Ok(None);
+            };
+            check_shape(g.path(), name, &[rows, cols], &info.shape())?;
+            let w = Weight::from_quant(rows, cols, info.ggml_type, g.tensor_data(info).to_vec())
+                .map_err(|e| ModelError::Config {
+                    path: g.path().into(),
+                    reason: format!("tensor `{name}`: {e}"),
+                })?;
+            return Ok(Some(w));
+        }
+        Ok(self
+            .optional(name, &[rows, cols])?
+            .map(|v| Weight::from_f32(rows, cols, v)))
     }
 
     fn optional(&mut self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
@@ -163,36 +196,25 @@ pub fn hf_name(gguf: &str) -> String {
     format!("model.layers.{layer}.{hf_tail}")
 }
 
-/// Splits a row-major `[sum(rows), cols]` matrix into consecutive row blocks.
-fn split_rows(m: Vec<f32>, rows: &[usize], cols: usize) -> Vec<Vec<f32>> {
-    let mut out = Vec::with_capacity(rows.len());
-    let mut start = 0;
-    for &r in rows {
-        out.push(m[start * cols..(start + r) * cols].to_vec());
-        start += r;
-    }
-    out
-}
-
 impl Weights {
     pub(crate) fn load(c: &Config, src: &mut Source<'_>) -> Result<Weights> {
         let (d, h, qd, kvd, hd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim(), c.head_dim);
-        let token_embd = src.require("token_embd.weight", &[c.vocab_size, d])?;
+        let token_embd = src.matrix("token_embd.weight", c.vocab_size, d)?;
         let mut layers = Vec::with_capacity(c.n_layers);
         for l in 0..c.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}");
             // Phi-3 fuses q, k, v into one matrix and gate, up into another; split at load so
             // the forward pass has one shape for every model.
-            let fused_qkv = src.optional(&n("attn_qkv.weight"), &[qd + 2 * kvd, d])?;
+            let fused_qkv = src.optional_matrix(&n("attn_qkv.weight"), qd + 2 * kvd, d)?;
             let (wq, wk, wv) = match fused_qkv {
                 Some(m) => {
-                    let mut p = split_rows(m, &[qd, kvd, kvd], d).into_iter();
+                    let mut p = m.split_rows(&[qd, kvd, kvd]).into_iter();
                     (p.next().unwrap(), p.next().unwrap(), p.next().unwrap())
                 }
                 None => (
-                    src.require(&n("attn_q.weight"), &[qd, d])?,
-                    src.require(&n("attn_k.weight"), &[kvd, d])?,
-                    src.require(&n("attn_v.weight"), &[kvd, d])?,
+                    src.matrix(&n("attn_q.weight"), qd, d)?,
+                    src.matrix(&n("attn_k.weight"), kvd, d)?,
+                    src.matrix(&n("attn_v.weight"), kvd, d)?,
                 ),
             };
             let fused_up = if c.arch == "phi3" {
@@ -201,18 +223,18 @@ impl Weights {
                 } else {
                     n("ffn_up.weight")
                 };
-                Some(src.require(&name, &[2 * h, d])?)
+                Some(src.matrix(&name, 2 * h, d)?)
             } else {
                 None
             };
             let (w_gate, w_up) = match fused_up {
                 Some(m) => {
-                    let mut p = split_rows(m, &[h, h], d).into_iter();
+                    let mut p = m.split_rows(&[h, h]).into_iter();
                     (p.next().unwrap(), p.next().unwrap())
                 }
                 None => (
-                    src.require(&n("ffn_gate.weight"), &[h, d])?,
-                    src.require(&n("ffn_up.weight"), &[h, d])?,
+                    src.matrix(&n("ffn_gate.weight"), h, d)?,
+                    src.matrix(&n("ffn_up.weight"), h, d)?,
                 ),
             };
             let bias = |src: &mut Source<'_>, name: &str, len: usize| -> Result<Option<Vec<f32>>> {
@@ -239,18 +261,18 @@ impl Weights {
                 wq,
                 wk,
                 wv,
-                wo: src.require(&n("attn_output.weight"), &[d, qd])?,
+                wo: src.matrix(&n("attn_output.weight"), d, qd)?,
                 ffn_norm: src.require(&n("ffn_norm.weight"), &[d])?,
                 w_gate,
                 w_up,
-                w_down: src.require(&n("ffn_down.weight"), &[d, h])?,
+                w_down: src.matrix(&n("ffn_down.weight"), d, h)?,
             });
         }
         let output_norm = src.require("output_norm.weight", &[d])?;
         let output = if c.tied_embeddings {
             None
         } else {
-            Some(src.require("output.weight", &[c.vocab_size, d])?)
+            Some(src.matrix("output.weight", c.vocab_size, d)?)
         };
         let rope_freqs = src.optional("rope_freqs.weight", &[hd / 2])?;
         Ok(Weights {
@@ -262,27 +284,32 @@ impl Weights {
         })
     }
 
-    /// Every tensor under its GGUF name with its `[out, in]` shape, for export.
-    pub fn named_tensors(&self, c: &Config) -> Vec<(String, Vec<usize>, &[f32])> {
+    /// Every tensor under its GGUF name with its `[out, in]` shape, as f32, for export.
+    pub fn named_tensors(&self, c: &Config) -> Vec<(String, Vec<usize>, Cow<'_, [f32]>)> {
         let (d, h, qd, kvd, hd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim(), c.head_dim);
-        let mut v: Vec<(String, Vec<usize>, &[f32])> = vec![(
+        let m = |w: &Weight| -> Cow<'_, [f32]> { Cow::Owned(w.to_f32()) };
+        let mut v: Vec<(String, Vec<usize>, Cow<'_, [f32]>)> = vec![(
             "token_embd.weight".into(),
             vec![c.vocab_size, d],
-            &self.token_embd,
+            m(&self.token_embd),
         )];
         for (l, w) in self.layers.iter().enumerate() {
             let n = |s: &str| format!("blk.{l}.{s}");
-            v.push((n("attn_norm.weight"), vec![d], &w.attn_norm));
-            v.push((n("attn_q.weight"), vec![qd, d], &w.wq));
-            v.push((n("attn_k.weight"), vec![kvd, d], &w.wk));
-            v.push((n("attn_v.weight"), vec![kvd, d], &w.wv));
+            v.push((
+                n("attn_norm.weight"),
+                vec![d],
+                Cow::Borrowed(w.attn_norm.as_slice()),
+            ));
+            v.push((n("attn_q.weight"), vec![qd, d], m(&w.wq)));
+            v.push((n("attn_k.weight"), vec![kvd, d], m(&w.wk)));
+            v.push((n("attn_v.weight"), vec![kvd, d], m(&w.wv)));
             for (name, b, len) in [
                 ("attn_q.bias", &w.bq, qd),
                 ("attn_k.bias", &w.bk, kvd),
                 ("attn_v.bias", &w.bv, kvd),
             ] {
                 if let Some(b) = b {
-                    v.push((n(name), vec![len], b));
+                    v.push((n(name), vec![len], Cow::Borrowed(b.as_slice())));
                 }
             }
             for (name, nw) in [
@@ -290,18 +317,26 @@ impl Weights {
                 ("attn_k_norm.weight", &w.k_norm),
             ] {
                 if let Some(nw) = nw {
-                    v.push((n(name), vec![hd], nw));
+                    v.push((n(name), vec![hd], Cow::Borrowed(nw.as_slice())));
                 }
             }
-            v.push((n("attn_output.weight"), vec![d, qd], &w.wo));
-            v.push((n("ffn_norm.weight"), vec![d], &w.ffn_norm));
-            v.push((n("ffn_gate.weight"), vec![h, d], &w.w_gate));
-            v.push((n("ffn_up.weight"), vec![h, d], &w.w_up));
-            v.push((n("ffn_down.weight"), vec![d, h], &w.w_down));
+            v.push((n("attn_output.weight"), vec![d, qd], m(&w.wo)));
+            v.push((
+                n("ffn_norm.weight"),
+                vec![d],
+                Cow::Borrowed(w.ffn_norm.as_slice()),
+            ));
+            v.push((n("ffn_gate.weight"), vec![h, d], m(&w.w_gate)));
+            v.push((n("ffn_up.weight"), vec![h, d], m(&w.w_up)));
+            v.push((n("ffn_down.weight"), vec![d, h], m(&w.w_down)));
         }
-        v.push(("output_norm.weight".into(), vec![d], &self.output_norm));
+        v.push((
+            "output_norm.weight".into(),
+            vec![d],
+            Cow::Borrowed(self.output_norm.as_slice()),
+        ));
         if let Some(o) = &self.output {
-            v.push(("output.weight".into(), vec![c.vocab_size, d], o));
+            v.push(("output.weight".into(), vec![c.vocab_size, d], m(o)));
         }
         v
     }

@@ -85,7 +85,7 @@ fn hf_layout_round_trip_agrees_to_1e5() {
         st.to_f32("model.layers.0.self_attn.q_proj.weight")
             .unwrap()
             .1,
-        model.weights.layers[0].wq
+        model.weights.layers[0].wq.to_f32()
     );
     let ids = golden_ids(&assets);
     let a = model

@@ -1,0 +1,292 @@
+//! Linear layers over weights that are either f32 or ggml quantized blocks:
+//! `out[n, rows] = x[n, cols] · Wᵀ` with `W` stored `[rows, cols]` (`[out, in]`).
+//!
+//! Quantized weights stay quantized in memory (a Q4_1 model takes a sixth of its f32 size)
+//! and are dequantized on the fly, a row or a tile of rows at a time:
+//! - few tokens (decoding): each row is dequantized into an L1-resident buffer and dotted
+//!   with every token, so the weight bytes are read once per call;
+//! - many tokens (prompts, training): tiles of rows are dequantized into an f32 panel and
+//!   multiplied with the f32 GEMM, so the dequantization cost is amortized over the tokens.
+
+use rayon::prelude::*;
+
+use crate::ggml::GgmlType;
+use crate::matmul::{matmul, matmul_naive};
+use crate::quant::{QuantError, dequantize};
+use crate::simd::dot;
+
+/// Token counts at or below this use the row-at-a-time path.
+const FEW_TOKENS: usize = 8;
+
+/// Weight storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightData {
+    F32(Vec<f32>),
+    /// Row-major ggml blocks; every row is a whole number of blocks.
+    Quant {
+        ty: GgmlType,
+        bytes: Vec<u8>,
+    },
+}
+
+/// A `[rows, cols]` weight matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weight {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: WeightData,
+}
+
+impl Weight {
+    pub fn from_f32(rows: usize, cols: usize, v: Vec<f32>) -> Weight {
+        assert_eq!(v.len(), rows * cols, "weight is not [rows, cols]");
+        Weight {
+            rows,
+            cols,
+            data: WeightData::F32(v),
+        }
+    }
+
+    /// Wraps quantized rows, checking that the bytes hold exactly `rows` whole rows.
+    pub fn from_quant(
+        rows: usize,
+        cols: usize,
+        ty: GgmlType,
+        bytes: Vec<u8>,
+    ) -> Result<Weight, QuantError> {
+        let bs = ty.block_size();
+        if cols % bs != 0 {
+            return Err(QuantError::NotWholeBlocks {
+                ty,
+                n_elements: cols,
+                block_size: bs,
+            });
+        }
+        let expected = rows * (cols / bs) * ty.type_size();
+        if bytes.len() != expected {
+            return Err(QuantError::LengthMismatch {
+                ty,
+                n_elements: rows * cols,
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        if ty == GgmlType::F32 {
+            let v = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            return Ok(Weight::from_f32(rows, cols, v));
+        }
+        Ok(Weight {
+            rows,
+            cols,
+            data: WeightData::Quant { ty, bytes },
+        })
+    }
+
+    /// The element type (`F32` for f32 weights).
+    pub fn ggml_type(&self) -> GgmlType {
+        match &self.data {
+            WeightData::F32(_) => GgmlType::F32,
+            WeightData::Quant { ty, .. } => *ty,
+        }
+    }
+
+    /// Bytes of one stored row.
+    fn row_bytes(&self) -> usize {
+        match &self.data {
+            WeightData::F32(_) => self.cols * 4,
+            WeightData::Quant { ty, .. } => self.cols / ty.block_size() * ty.type_size(),
+        }
+    }
+
+    /// Writes rows `r0..r0 + dst.len() / cols` as f32 into `dst`.
+    pub fn rows_to_f32(&self, r0: usize, dst: &mut [f32]) {
+        let n_rows = dst.len() / self.cols;
+        assert!(r0 + n_rows <= self.rows);
+        match &self.data {
+            WeightData::F32(v) => {
+                dst.copy_from_slice(&v[r0 * self.cols..(r0 + n_rows) * self.cols])
+            }
+            WeightData::Quant { ty, bytes } => {
+                let rb = self.row_bytes();
+                dequantize(*ty, &bytes[r0 * rb..(r0 + n_rows) * rb], dst)
+                    .expect("rows hold whole blocks (checked at construction)");
+            }
+        }
+    }
+
+    /// The whole matrix as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.data {
+            WeightData::F32(v) => v.clone(),
+            WeightData::Quant { .. } => {
+                let mut out = vec![0.0; self.rows * self.cols];
+                self.rows_to_f32(0, &mut out);
+                out
+            }
+        }
+    }
+
+    /// Splits into consecutive blocks of `counts` rows each (fused projections such as
+    /// Phi-3's qkv), without dequantizing.
+    pub fn split_rows(self, counts: &[usize]) -> Vec<Weight> {
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            self.rows,
+            "split does not cover every row"
+        );
+        let rb = self.row_bytes();
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(counts.len());
+        for &r in counts {
+            let data = match &self.data {
+                WeightData::F32(v) => {
+                    WeightData::F32(v[start * self.cols..(start + r) * self.cols].to_vec())
+                }
+                WeightData::Quant { ty, bytes } => WeightData::Quant {
+                    ty: *ty,
+                    bytes: bytes[start * rb..(start + r) * rb].to_vec(),
+                },
+            };
+            parts.push(Weight {
+                rows: r,
+                cols: self.cols,
+                data,
+            });
+            start += r;
+        }
+        parts
+    }
+
+    /// Bytes the weight occupies in memory.
+    pub fn size_bytes(&self) -> usize {
+        self.rows * self.row_bytes()
+    }
+}
+
+/// out: [n, w.rows], x: [n, w.cols]. Overwrites `out`.
+pub fn linear(out: &mut [f32], x: &[f32], w: &Weight) {
+    let (rows, cols) = (w.rows, w.cols);
+    let n = x.len() / cols.max(1);
+    assert_eq!(x.len(), n * cols, "linear: x is not [n, cols]");
+    assert_eq!(out.len(), n * rows, "linear: out is not [n, rows]");
+    match &w.data {
+        WeightData::F32(v) => matmul(out, x, v, n, cols, rows),
+        WeightData::Quant { .. } if n <= FEW_TOKENS => linear_rows(out, x, w, n),
+        WeightData::Quant { .. } => linear_tiles(out, x, w, n),
+    }
+}
+
+/// Few tokens: dequantize each row once, dot it with every token.
+fn linear_rows(out: &mut [f32], x: &[f32], w: &Weight, n: usize) {
+    let (rows, cols) = (w.rows, w.cols);
+    // Work on outᵀ ([rows, n]) so each task owns a contiguous block of rows.
+    let mut out_t = vec![0.0f32; rows * n];
+    let rows_per_task = (rows / (4 * crate::cpu::threads())).clamp(16, 256);
+    out_t
+        .par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each_init(
+            || vec![0.0f32; cols],
+            |buf, (t, chunk)| {
+                let r0 = t * rows_per_task;
+                for (i, o) in chunk.chunks_exact_mut(n).enumerate() {
+                    w.rows_to_f32(r0 + i, buf);
+                    for (tok, oj) in o.iter_mut().enumerate() {
+                        *oj = dot(&x[tok * cols..(tok + 1) * cols], buf);
+                    }
+                }
+            },
+        );
+    for (j, o) in out_t.chunks_exact(n).enumerate() {
+        for (tok, &v) in o.iter().enumerate() {
+            out[tok * rows + j] = v;
+        }
+    }
+}
+
+/// Many tokens: dequantize tiles of rows and multiply each with GEMM.
+fn linear_tiles(out: &mut [f32], x: &[f32], w: &Weight, n: usize) {
+    let (rows, cols) = (w.rows, w.cols);
+    // A 256 KiB f32 panel per tile: large enough for efficient GEMM, small enough for L2.
+    let tile = (65_536 / cols.max(1)).clamp(16, 512).min(rows);
+    let n_tiles = rows.div_ceil(tile);
+    let tiles: Vec<Vec<f32>> = (0..n_tiles)
+        .into_par_iter()
+        .map_init(Vec::new, |panel: &mut Vec<f32>, t| {
+            let r0 = t * tile;
+            let tr = tile.min(rows - r0);
+            panel.resize(tr * cols, 0.0);
+            w.rows_to_f32(r0, panel);
+            let mut o = vec![0.0f32; n * tr];
+            crate::matmul::matmul_single_thread(&mut o, x, panel, n, cols, tr);
+            o
+        })
+        .collect();
+    for (t, o) in tiles.iter().enumerate() {
+        let r0 = t * tile;
+        let tr = o.len() / n;
+        for tok in 0..n {
+            out[tok * rows + r0..tok * rows + r0 + tr]
+                .copy_from_slice(&o[tok * tr..(tok + 1) * tr]);
+        }
+    }
+}
+
+/// Reference for [`linear`]: dequantize everything, then the naive triple loop.
+pub fn linear_naive(out: &mut [f32], x: &[f32], w: &Weight) {
+    let n = x.len() / w.cols;
+    matmul_naive(out, x, &w.to_f32(), n, w.cols, w.rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize;
+    use crate::testutil::{Rng, assert_close};
+
+    fn quantized(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Weight {
+        let v = rng.vec(rows * cols);
+        let mut bytes = Vec::new();
+        quantize(ty, &v, &mut bytes).unwrap();
+        Weight::from_quant(rows, cols, ty, bytes).unwrap()
+    }
+
+    #[test]
+    fn linear_matches_naive_for_every_path_and_type() {
+        let mut rng = Rng::new(9);
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+        ] {
+            for &(n, rows, cols) in &[
+                (1, 37, 64),
+                (3, 100, 96),
+                (8, 64, 128),
+                (9, 130, 64),
+                (40, 300, 256),
+            ] {
+                let w = quantized(ty, rows, cols, &mut rng);
+                let x = rng.vec(n * cols);
+                let mut fast = vec![f32::NAN; n * rows];
+                let mut slow = vec![0.0; n * rows];
+                linear(&mut fast, &x, &w);
+                linear_naive(&mut slow, &x, &w);
+                assert_close(&fast, &slow, 2e-5 * (cols as f32).sqrt());
+            }
+        }
+    }
+
+    #[test]
+    fn from_quant_checks_lengths() {
+        assert!(Weight::from_quant(2, 32, GgmlType::Q8_0, vec![0; 68]).is_ok());
+        assert!(Weight::from_quant(2, 32, GgmlType::Q8_0, vec![0; 67]).is_err());
+        assert!(Weight::from_quant(2, 48, GgmlType::Q8_0, vec![0; 102]).is_err());
+    }
+}
