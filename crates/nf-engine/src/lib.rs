@@ -17,6 +17,7 @@ pub mod ggml;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
+pub mod qdot;
 pub mod quant;
 pub mod rope;
 pub mod simd;

@@ -12,8 +12,8 @@ use rayon::prelude::*;
 
 use crate::ggml::GgmlType;
 use crate::matmul::{matmul, matmul_naive};
+use crate::qdot::dot_rows;
 use crate::quant::{QuantError, dequantize};
-use crate::simd::dot;
 
 /// Token counts at or below this use the row-at-a-time path.
 const FEW_TOKENS: usize = 8;
@@ -181,25 +181,16 @@ pub fn linear(out: &mut [f32], x: &[f32], w: &Weight) {
 
 /// Few tokens: dequantize each row once, dot it with every token.
 fn linear_rows(out: &mut [f32], x: &[f32], w: &Weight, n: usize) {
-    let (rows, cols) = (w.rows, w.cols);
+    let rows = w.rows;
     // Work on outᵀ ([rows, n]) so each task owns a contiguous block of rows.
     let mut out_t = vec![0.0f32; rows * n];
     let rows_per_task = (rows / (4 * crate::cpu::threads())).clamp(16, 256);
     out_t
         .par_chunks_mut(rows_per_task * n)
         .enumerate()
-        .for_each_init(
-            || vec![0.0f32; cols],
-            |buf, (t, chunk)| {
-                let r0 = t * rows_per_task;
-                for (i, o) in chunk.chunks_exact_mut(n).enumerate() {
-                    w.rows_to_f32(r0 + i, buf);
-                    for (tok, oj) in o.iter_mut().enumerate() {
-                        *oj = dot(&x[tok * cols..(tok + 1) * cols], buf);
-                    }
-                }
-            },
-        );
+        .for_each_init(Vec::new, |buf, (t, chunk)| {
+            dot_rows(chunk, w, t * rows_per_task, x, n, buf);
+        });
     for (j, o) in out_t.chunks_exact(n).enumerate() {
         for (tok, &v) in o.iter().enumerate() {
             out[tok * rows + j] = v;

@@ -50,7 +50,7 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 /// 32 independent partial sums: enough to fill two 16-lane registers and hide FMA latency.
 /// `mul_add` lets the vectorized copies use fused multiply-add.
 #[inline(always)]
-fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     const L: usize = 32;
     let mut acc = [0.0f32; L];

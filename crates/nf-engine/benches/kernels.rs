@@ -1,0 +1,70 @@
+//! Kernel micro-benchmarks on SmolLM2-135M shapes (dim 576, ffn 1536, 9 heads of 64).
+//! Run with `cargo bench -p nf-engine`; results are recorded in BENCHMARKS.md.
+
+use divan::{Bencher, black_box};
+use nf_engine::attention::{AttnShape, attention};
+use nf_engine::ggml::GgmlType;
+use nf_engine::linear::{Weight, linear};
+use nf_engine::matmul::matmul;
+use nf_engine::norm::rmsnorm;
+use nf_engine::quant::quantize;
+
+fn main() {
+    divan::main();
+}
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32
+                / (1u32 << 24) as f32
+                - 0.5
+        })
+        .collect()
+}
+
+const D: usize = 576;
+const H: usize = 1536;
+
+/// f32 GEMM, `[n, 576] · [1536, 576]ᵀ`: decode (n = 1) and a prompt batch (n = 128).
+#[divan::bench(args = [1, 128])]
+fn matmul_f32(b: Bencher, n: usize) {
+    let (x, w) = (data(n * D, 1), data(H * D, 2));
+    let mut out = vec![0.0; n * H];
+    b.counter(divan::counter::ItemsCount::new(2 * n * H * D))
+        .bench_local(|| matmul(black_box(&mut out), &x, &w, n, D, H));
+}
+
+/// The same product with quantized weights, dequantized on the fly.
+#[divan::bench(args = [(GgmlType::Q4_1, 1), (GgmlType::Q4_1, 128), (GgmlType::Q8_0, 1), (GgmlType::Q8_0, 128)])]
+fn linear_quant(b: Bencher, (ty, n): (GgmlType, usize)) {
+    let mut bytes = Vec::new();
+    quantize(ty, &data(H * D, 3), &mut bytes).unwrap();
+    let w = Weight::from_quant(H, D, ty, bytes).unwrap();
+    let x = data(n * D, 4);
+    let mut out = vec![0.0; n * H];
+    b.counter(divan::counter::ItemsCount::new(2 * n * H * D))
+        .bench_local(|| linear(black_box(&mut out), &x, &w));
+}
+
+#[divan::bench(args = [1, 128])]
+fn rmsnorm_576(b: Bencher, n: usize) {
+    let (x, w) = (data(n * D, 5), data(D, 6));
+    let mut out = vec![0.0; n * D];
+    b.bench_local(|| rmsnorm(black_box(&mut out), &x, &w, 1e-5));
+}
+
+/// One decode step attending over 512 cached positions, and a 128-token causal prompt.
+#[divan::bench(args = [(1, 511), (128, 0)])]
+fn attention_gqa(b: Bencher, (n, pos0): (usize, usize)) {
+    let s = AttnShape {
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+    };
+    let q = data(n * 576, 7);
+    let k = data((pos0 + n) * 192, 8);
+    let v = data((pos0 + n) * 192, 9);
+    let mut out = vec![0.0; n * 576];
+    b.bench_local(|| attention(black_box(&mut out), &q, &k, &v, pos0, s));
+}
