@@ -1,18 +1,25 @@
-//! Byte-level BPE from a GGUF vocabulary (`tokenizer.ggml.model = gpt2`), run by the
-//! Hugging Face `tokenizers` crate, plus the rule that lets long inputs be encoded in
-//! chunks.
+//! Byte-level BPE (GPT-2 style): GGUF vocabularies with `tokenizer.ggml.model = gpt2`,
+//! and `tokenizer.json` files of the same shape.
 //!
 //! A GGUF file names its pre-tokenizer (`tokenizer.ggml.pre`) instead of storing it; the
 //! regexes below are llama.cpp's (src/llama-vocab.cpp), which in turn come from each
 //! model's `tokenizer.json`. Each regex splits the text with matches kept as their own
-//! pieces (Split, Isolated), in order, then bytes are mapped to GPT-2's printable chars
-//! (ByteLevel without its own regex).
+//! pieces (HF's Split with Isolated behaviour), in order; each piece's bytes are mapped to
+//! GPT-2's printable chars and merged by the `tokenizers` crate's BPE model.
+//!
+//! We run the pre-tokenization ourselves, with the same regex engine `tokenizers` uses,
+//! rather than a whole `tokenizers::Tokenizer`: its pipeline tracks offsets through every
+//! step and spends most of its time allocating. Doing the splitting here also lets one
+//! `encode` call cache the ids of each distinct piece (words repeat), which makes prose
+//! several times faster. The ids are the same: same regexes, same splitting rule, same
+//! BPE model.
 
+use tokenizers::Model as _;
+use tokenizers::models::ModelWrapper;
 use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::utils::SysRegex;
+
+use super::fxhash::FxHashMap;
 
 /// GPT-2's pattern, used by gpt-2 and, after splitting digits, by smollm/starcoder.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -71,28 +78,140 @@ impl PreTokenizer {
             _ => return None,
         })
     }
+}
 
-    /// Whether [`chunk_boundaries`] cuts are exact for these regexes (see there).
-    pub fn chunkable(&self) -> bool {
-        self.regexes
+/// The GPT-2 regex, for `tokenizer.json` files whose ByteLevel pre-tokenizer uses its
+/// built-in pattern (`use_regex: true`).
+pub(crate) const GPT2_REGEX: &str = GPT2;
+
+/// Byte-level BPE: regex pre-tokenization, GPT-2 byte-to-char mapping, BPE merges.
+pub(crate) struct ByteBpe {
+    model: ModelWrapper,
+    regexes: Vec<SysRegex>,
+    /// The regex sources, to rebuild the same pipeline in `tokenizers` (tests do).
+    patterns: Vec<String>,
+    /// GPT-2's printable char for each byte.
+    byte_chars: [char; 256],
+}
+
+/// Inputs shorter than this are encoded without a piece cache.
+const CACHE_MIN_BYTES: usize = 512;
+
+impl ByteBpe {
+    /// `model` must be a byte-level vocabulary (pieces spelled in GPT-2's printable chars).
+    pub fn new(model: ModelWrapper, patterns: &[&str]) -> Result<ByteBpe, String> {
+        let regexes = patterns
             .iter()
-            .all(|r| [GPT2, LLAMA3, QWEN2, QWEN35, r"\p{N}"].contains(r))
+            .map(|r| SysRegex::new(r).map_err(|e| format!("regex {r:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let mut byte_chars = ['\0'; 256];
+        let mut n = 0u32;
+        for (b, slot) in byte_chars.iter_mut().enumerate() {
+            let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
+            let code = if printable {
+                b as u32
+            } else {
+                n += 1;
+                255 + n
+            };
+            *slot = char::from_u32(code).unwrap_or('\u{FFFD}');
+        }
+        Ok(ByteBpe {
+            model,
+            regexes,
+            patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            byte_chars,
+        })
     }
 
-    fn build(&self) -> Result<PreTokenizerWrapper, String> {
-        let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
-        for r in self.regexes {
-            let pattern = SplitPattern::Regex((*r).to_string());
-            let split = Split::new(pattern, SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| format!("regex {r:?}: {e}"))?;
-            steps.push(split.into());
+    /// Encodes one fragment of plain text (no special tokens in it).
+    pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<(), String> {
+        self.encode_with(text, text.len() >= CACHE_MIN_BYTES, out)
+    }
+
+    fn encode_with(&self, text: &str, use_cache: bool, out: &mut Vec<u32>) -> Result<(), String> {
+        // Split with each regex in turn, keeping matches and the gaps between them.
+        let mut pieces = vec![(0usize, text.len())];
+        for re in &self.regexes {
+            let mut next = Vec::with_capacity(pieces.len() * 2);
+            for &(start, end) in &pieces {
+                let mut prev = start;
+                for (a, b) in re.find_iter(&text[start..end]) {
+                    if start + a > prev {
+                        next.push((prev, start + a));
+                    }
+                    if b > a {
+                        next.push((start + a, start + b));
+                    }
+                    prev = start + b;
+                }
+                if prev < end {
+                    next.push((prev, end));
+                }
+            }
+            pieces = next;
         }
-        steps.push(ByteLevel::new(false, false, false).into());
-        Ok(Sequence::new(steps).into())
+
+        let mut mapped = String::new();
+        let mut merge = |piece: &str, out: &mut Vec<u32>| -> Result<(), String> {
+            mapped.clear();
+            mapped.extend(piece.bytes().map(|b| self.byte_chars[b as usize]));
+            let tokens = self.model.tokenize(&mapped).map_err(|e| e.to_string())?;
+            out.extend(tokens.iter().map(|t| t.id));
+            Ok(())
+        };
+        if !use_cache {
+            for (a, b) in pieces {
+                merge(&text[a..b], out)?;
+            }
+            return Ok(());
+        }
+        // Ids of each distinct piece already merged in this call: ranges into `arena`.
+        let mut cache: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
+        let mut arena: Vec<u32> = Vec::new();
+        for (a, b) in pieces {
+            let piece = &text[a..b];
+            if let Some(&(x, y)) = cache.get(piece) {
+                out.extend_from_slice(&arena[x as usize..y as usize]);
+                continue;
+            }
+            let start = out.len();
+            merge(piece, out)?;
+            let x = arena.len() as u32;
+            arena.extend_from_slice(&out[start..]);
+            cache.insert(piece, (x, arena.len() as u32));
+        }
+        Ok(())
     }
 }
 
-/// Builds the BPE tokenizer from the GGUF vocabulary and merges (`"a b"` strings).
+#[cfg(test)]
+impl ByteBpe {
+    /// The same steps as a `tokenizers` pipeline (Split per regex, then ByteLevel), the
+    /// reference our own splitting must agree with.
+    pub(crate) fn reference_pipeline(&self) -> tokenizers::Tokenizer {
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::{PreTokenizerWrapper, SplitDelimiterBehavior};
+        let mut steps: Vec<PreTokenizerWrapper> = self
+            .patterns
+            .iter()
+            .map(|p| {
+                let pattern = SplitPattern::Regex(p.clone());
+                Split::new(pattern, SplitDelimiterBehavior::Isolated, false)
+                    .unwrap()
+                    .into()
+            })
+            .collect();
+        steps.push(ByteLevel::new(false, false, false).into());
+        let mut tok = tokenizers::Tokenizer::new(self.model.clone());
+        tok.with_pre_tokenizer(Some(Sequence::new(steps)));
+        tok
+    }
+}
+
+/// Builds the BPE model from the GGUF vocabulary and merges (`"a b"` strings).
 ///
 /// Merges whose parts or result are missing from the vocabulary are dropped: llama.cpp
 /// never applies them either (it looks the result up), while `tokenizers` would refuse the
@@ -101,7 +220,8 @@ pub(crate) fn build_gguf_bpe(
     tokens: &[String],
     merges: &[&str],
     pre: &PreTokenizer,
-) -> Result<tokenizers::Tokenizer, String> {
+) -> Result<ByteBpe, String> {
+    // Collected in reverse so that, for a duplicated text, the lowest id wins.
     let vocab: Vocab = tokens
         .iter()
         .enumerate()
@@ -126,70 +246,57 @@ pub(crate) fn build_gguf_bpe(
         .ignore_merges(pre.ignore_merges)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut tok = tokenizers::Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(pre.build()?));
-    Ok(tok)
-}
-
-/// Byte offsets where `text` can be cut into chunks of about `target` bytes that tokenize,
-/// one by one, exactly as the whole text does (the last offset is `text.len()`).
-///
-/// A cut goes right after a `\n` that follows a non-whitespace char and precedes an ASCII
-/// letter. For the GPT-2, Llama 3 and Qwen patterns no regex match can run from the `\n`
-/// into the letter (letters are matched by `\p{L}+` alternatives whose optional prefix is
-/// a space or excludes `\r\n`), and since the `\n` is a whitespace run of one char the
-/// `\s+(?!\S)` lookahead gives the same one-char piece whether a letter or the end of the
-/// chunk follows. BPE merges never cross pre-token boundaries, so the ids are identical.
-pub(crate) fn chunk_boundaries(text: &str, target: usize) -> Vec<usize> {
-    let bytes = text.as_bytes();
-    let mut cuts = Vec::new();
-    let mut last = 0;
-    let mut search = target;
-    while search < bytes.len() {
-        let Some(off) = bytes[search..].iter().position(|&b| b == b'\n') else {
-            break;
-        };
-        let nl = search + off;
-        search = nl + 1;
-        let next_is_letter = bytes.get(nl + 1).is_some_and(u8::is_ascii_alphabetic);
-        let prev_is_text = text[last..nl]
-            .chars()
-            .next_back()
-            .is_some_and(|c| !c.is_whitespace());
-        if next_is_letter && prev_is_text {
-            cuts.push(nl + 1);
-            last = nl + 1;
-            search = last + target;
-        }
-    }
-    cuts.push(bytes.len());
-    cuts
+    ByteBpe::new(bpe.into(), pre.regexes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn cuts_only_after_a_lone_newline_before_a_letter() {
-        let text = "aaaa\nbbbb  \ncccc\n\ndddd.\neeee";
-        let cuts = chunk_boundaries(text, 1);
-        let pieces: Vec<&str> = cuts
+    /// A toy vocabulary over `a`, `b`, space: merges `a b` then `Ġ ab`.
+    fn toy(regexes: &[&str]) -> ByteBpe {
+        let tokens: Vec<String> = ["a", "b", "Ġ", "ab", "Ġab"]
             .iter()
-            .scan(0, |start, &end| {
-                let s = &text[*start..end];
-                *start = end;
-                Some(s)
-            })
+            .map(|s| s.to_string())
             .collect();
-        assert_eq!(pieces, ["aaaa\n", "bbbb  \ncccc\n\ndddd.\n", "eeee"]);
+        let pre = PreTokenizer {
+            regexes: &[],
+            ignore_merges: false,
+            add_bos: false,
+        };
+        let bpe = build_gguf_bpe(&tokens, &["a b", "Ġ ab", "x y"], &pre).unwrap();
+        ByteBpe::new(bpe.model, regexes).unwrap()
     }
 
     #[test]
-    fn known_pre_tokenizers_build() {
+    fn splits_then_merges() {
+        let mut out = Vec::new();
+        toy(&[GPT2]).encode("ab abb", &mut out).unwrap();
+        assert_eq!(out, [3, 4, 1]);
+        out.clear();
+        // Isolating every char prevents all merges.
+        toy(&["."]).encode("ab ab", &mut out).unwrap();
+        assert_eq!(out, [0, 1, 2, 0, 1]);
+    }
+
+    #[test]
+    fn cached_and_uncached_paths_agree() {
+        let bpe = toy(&[GPT2]);
+        let text = "ab abb ba ".repeat(200);
+        let mut cached = Vec::new();
+        bpe.encode_with(&text, true, &mut cached).unwrap();
+        let mut uncached = Vec::new();
+        bpe.encode_with(&text, false, &mut uncached).unwrap();
+        assert_eq!(cached, uncached);
+    }
+
+    #[test]
+    fn known_pre_tokenizers_compile() {
         for name in ["llama-bpe", "qwen2", "qwen35", "smollm", "gpt-2", "default"] {
             let pre = PreTokenizer::for_name(name).unwrap();
-            pre.build().unwrap();
+            for r in pre.regexes {
+                SysRegex::new(r).unwrap();
+            }
         }
         assert!(PreTokenizer::for_name("no-such-pre").is_none());
     }

@@ -89,13 +89,10 @@ impl Tokenizer {
             let merges = string_array(gguf, "tokenizer.ggml.merges")?
                 .ok_or_else(|| missing(path, "tokenizer.ggml.merges"))?;
             let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
-            let tok = build_gguf_bpe(&tokens, &merges, &pre)
+            let bpe = build_gguf_bpe(&tokens, &merges, &pre)
                 .map_err(|e| corrupt(path, format!("cannot build the BPE tokenizer: {e}")))?;
             kind = format!("gguf-gpt2:{pre_name}");
-            engine = Engine::Hf {
-                tok: Box::new(tok),
-                chunkable: pre.chunkable(),
-            };
+            engine = Engine::Bpe(Box::new(bpe));
             style = PieceStyle::ByteLevel(Box::new(ByteLevelTable::new()));
             add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(pre.add_bos);
             strip_first_space = false;

@@ -1,31 +1,26 @@
 //! Hugging Face `tokenizer.json`, with the `tokenizer_config.json` and
 //! `generation_config.json` that sit beside it.
 //!
-//! The `tokenizers` crate runs the model, normalizer and pre-tokenizer. Added tokens marked
-//! `special` are taken out of its added vocabulary and matched by our own splitter instead,
-//! because `tokenizers` always splits them out of the text, and `encode(.., parse_special
-//! = false)` must treat `<|eot_id|>` in a document as plain text. Non-special added tokens
-//! stay with `tokenizers`, which matches them in any text as HF does.
+//! The `tokenizers` crate deserializes the file. Added tokens marked `special` are taken out
+//! of its added vocabulary and matched by our own splitter instead, because `tokenizers`
+//! always splits them out of the text, and `encode(.., parse_special = false)` must treat
+//! `<|eot_id|>` in a document as plain text. Non-special added tokens are matched in any
+//! text, as HF does.
+//!
+//! Byte-level BPE files (no normalizer; regex splits and a final ByteLevel step, as Llama 3,
+//! GPT-2 and SmolLM ship) run on our faster byte-level path (`bpe::ByteBpe`) with the
+//! file's own regexes and BPE model; anything else runs through the `tokenizers`
+//! pipeline as is.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::bpe::{ByteBpe, GPT2_REGEX};
 use super::special::SpecialToken;
 use super::vocab::{ByteLevelTable, PieceStyle, TokenAttr, Vocab, parse_byte_token};
 use super::{Engine, Parts, Tokenizer};
 use crate::error::{Result, TokenizerError};
-
-/// Pre-tokenizer regexes (as written in `tokenizer.json`) for which chunked encoding is
-/// exact; see `bpe::chunk_boundaries`.
-const CHUNKABLE_REGEXES: &[&str] = &[
-    // Llama 3
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    // Qwen2
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    // Qwen3.5
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-];
 
 /// Names tried, in order, when no config names the BOS or EOS token.
 const BOS_NAMES: &[&str] = &["<|begin_of_text|>", "<s>", "<bos>", "<|startoftext|>"];
@@ -54,16 +49,25 @@ impl Tokenizer {
 
         let added = added_tokens(obj.get("added_tokens")).map_err(corrupt)?;
         let (special, plain): (Vec<_>, Vec<_>) = added.into_iter().partition(|t| t.special);
-        obj.insert(
-            "added_tokens".into(),
-            Value::Array(plain.iter().map(|t| t.json.clone()).collect()),
-        );
         let style = piece_style(obj.get("decoder"));
         let strip_first_space = matches!(style, (PieceStyle::SentencePiece, true));
         let byte_fallback = field(obj, "model")["byte_fallback"]
             .as_bool()
             .unwrap_or(false);
-        let chunkable = is_chunkable(obj) && plain.iter().all(|t| !t.content.contains('\n'));
+        let fast_regexes = byte_level_regexes(obj)
+            .filter(|_| matches!(style.0, PieceStyle::ByteLevel(_)))
+            .filter(|_| plain.iter().all(|t| !t.single_word));
+        // On the fast path our splitter matches the plain added tokens too; otherwise
+        // `tokenizers` keeps them.
+        let kept_added = if fast_regexes.is_some() {
+            &[][..]
+        } else {
+            &plain[..]
+        };
+        obj.insert(
+            "added_tokens".into(),
+            Value::Array(kept_added.iter().map(|t| t.json.clone()).collect()),
+        );
         let post_bos = post_processor_bos(obj.get("post_processor"));
 
         let tok: tokenizers::Tokenizer = serde_json::from_value(json).map_err(|e| {
@@ -72,9 +76,10 @@ impl Tokenizer {
             ))
         })?;
 
-        // The vocabulary: the model's, the added tokens left in `tok`, and the specials.
+        // The vocabulary: the model's, the added tokens left in `tok`, and the ones we match.
         let mut entries: Vec<(String, u32)> = tok.get_vocab(true).into_iter().collect();
         entries.extend(special.iter().map(|t| (t.content.clone(), t.id)));
+        entries.extend(plain.iter().map(|t| (t.content.clone(), t.id)));
         let n = entries.iter().map(|e| e.1 as usize + 1).max().unwrap_or(0);
         if n == 0 || n > 4 * entries.len() + 1024 {
             return Err(corrupt(format!(
@@ -132,23 +137,34 @@ impl Tokenizer {
             .as_ref()
             .and_then(|c| chat_template(&c["chat_template"]));
 
+        let matched_plain = if fast_regexes.is_some() {
+            &plain[..]
+        } else {
+            &[][..]
+        };
         let specials = special
             .iter()
+            .chain(matched_plain)
             .map(|t| SpecialToken {
                 text: t.content.clone(),
                 id: t.id,
-                always: false,
+                always: !t.special,
                 lstrip: t.lstrip,
                 rstrip: t.rstrip,
             })
             .collect();
+        let engine = match fast_regexes {
+            Some(regexes) => {
+                let regexes: Vec<&str> = regexes.iter().map(String::as_str).collect();
+                let bpe = ByteBpe::new(tok.get_model().clone(), &regexes).map_err(corrupt)?;
+                Engine::Bpe(Box::new(bpe))
+            }
+            None => Engine::Hf(Box::new(tok)),
+        };
         Ok(Tokenizer::from_parts(Parts {
             kind: "hf-json".to_string(),
             vocab,
-            engine: Engine::Hf {
-                tok: Box::new(tok),
-                chunkable,
-            },
+            engine,
             style: style.0,
             specials,
             bos,
@@ -168,6 +184,7 @@ struct AddedToken {
     special: bool,
     lstrip: bool,
     rstrip: bool,
+    single_word: bool,
     json: Value,
 }
 
@@ -190,6 +207,7 @@ fn added_tokens(list: Option<&Value>) -> Result<Vec<AddedToken>, String> {
                 special: flag("special"),
                 lstrip: flag("lstrip"),
                 rstrip: flag("rstrip"),
+                single_word: flag("single_word"),
                 json: t.clone(),
             })
         })
@@ -236,31 +254,43 @@ fn piece_style(decoder: Option<&Value>) -> (PieceStyle, bool) {
     (style, strip)
 }
 
-/// Whether the normalizer and pre-tokenizer are ones `bpe::chunk_boundaries` is exact for.
-fn is_chunkable(obj: &serde_json::Map<String, Value>) -> bool {
-    fn pre_ok(p: &Value) -> bool {
-        match p["type"].as_str() {
-            Some("Sequence") => p["pretokenizers"]
-                .as_array()
-                .is_some_and(|a| a.iter().all(pre_ok)),
-            Some("ByteLevel") | Some("Digits") => true,
-            Some("Split") => {
-                p["behavior"] == "Isolated"
-                    && p["invert"] != true
-                    && p["pattern"]["Regex"]
-                        .as_str()
-                        .is_some_and(|r| CHUNKABLE_REGEXES.contains(&r))
+/// The split regexes, in order, if this is a plain byte-level BPE: a BPE model without
+/// dropout, no normalizer, and a pre-tokenizer made of regex splits (Isolated), digit
+/// splits, and a final ByteLevel step without prefix space.
+fn byte_level_regexes(obj: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
+    let model = field(obj, "model");
+    if model["type"] != "BPE" || !model["dropout"].is_null() || !field(obj, "normalizer").is_null()
+    {
+        return None;
+    }
+    let pre = field(obj, "pre_tokenizer");
+    let steps: Vec<&Value> = match pre["type"].as_str()? {
+        "Sequence" => pre["pretokenizers"].as_array()?.iter().collect(),
+        _ => vec![pre],
+    };
+    let (last, rest) = steps.split_last()?;
+    if last["type"] != "ByteLevel" || last["add_prefix_space"] == true {
+        return None;
+    }
+    let mut regexes = Vec::new();
+    for step in rest {
+        match step["type"].as_str()? {
+            "Split" if step["behavior"] == "Isolated" && step["invert"] != true => {
+                regexes.push(step["pattern"]["Regex"].as_str()?.to_string());
             }
-            _ => false,
+            // HF's Digits tests `char::is_numeric`, which is `\p{N}`.
+            "Digits" => regexes.push(if step["individual_digits"] == true {
+                r"\p{N}".to_string()
+            } else {
+                r"\p{N}+".to_string()
+            }),
+            _ => return None,
         }
     }
-    let normalizer_ok = match obj.get("normalizer") {
-        None | Some(Value::Null) => true,
-        Some(n) => n["type"] == "NFC",
-    };
-    field(obj, "model")["type"] == "BPE"
-        && normalizer_ok
-        && obj.get("pre_tokenizer").is_some_and(pre_ok)
+    if last["use_regex"] != false {
+        regexes.push(GPT2_REGEX.to_string());
+    }
+    Some(regexes)
 }
 
 /// A top-level field, `null` when absent (indexing a JSON map directly would panic).

@@ -9,6 +9,8 @@
 //! agree.
 
 mod bpe;
+#[cfg(test)]
+mod equivalence_tests;
 mod fxhash;
 mod gguf;
 mod hf;
@@ -22,10 +24,6 @@ use spm::Spm;
 use vocab::{PieceStyle, TokenAttr, Vocab};
 
 use crate::error::{Result, TokenizerError};
-
-/// Chunks of about this many bytes are handed to `tokenizers` at a time: it is several
-/// times slower on one multi-megabyte string than on the same text in pieces.
-const CHUNK_BYTES: usize = 8 * 1024;
 
 /// Token texts that end a generation turn in the models we know, as llama.cpp lists them
 /// (its `special_eog_ids`); a vocabulary that has one of these stops on it.
@@ -43,12 +41,13 @@ const END_OF_GENERATION: &[&str] = &[
 
 /// How text pieces are turned into ids.
 enum Engine {
+    /// SentencePiece with scores (GGUF `llama`, llama2.c).
     Spm(Box<Spm>),
-    /// `chunkable`: long text may be cut with [`bpe::chunk_boundaries`].
-    Hf {
-        tok: Box<tokenizers::Tokenizer>,
-        chunkable: bool,
-    },
+    /// Byte-level BPE with our own pre-tokenization (GGUF `gpt2`, and `tokenizer.json`
+    /// files of that shape).
+    Bpe(Box<bpe::ByteBpe>),
+    /// Any other `tokenizer.json`, run by the `tokenizers` pipeline.
+    Hf(Box<tokenizers::Tokenizer>),
 }
 
 /// A loaded tokenizer: encode, decode, special tokens, and the chat template that came
@@ -178,26 +177,22 @@ impl Tokenizer {
     fn encode_text(&self, text: &str, prev_special: bool, out: &mut Vec<u32>) -> Result<()> {
         match &self.engine {
             Engine::Spm(spm) => spm.encode(text, spm.add_space_prefix && prev_special, out),
-            Engine::Hf { tok, chunkable } => {
-                let cuts = if *chunkable && text.len() > 2 * CHUNK_BYTES {
-                    bpe::chunk_boundaries(text, CHUNK_BYTES)
-                } else {
-                    vec![text.len()]
-                };
-                let mut start = 0;
-                for end in cuts {
-                    let enc = tok.encode_fast(&text[start..end], false).map_err(|e| {
-                        TokenizerError::Library {
-                            context: format!("encoding with the {} tokenizer", self.kind),
-                            message: e.to_string(),
-                        }
-                    })?;
-                    out.extend_from_slice(enc.get_ids());
-                    start = end;
-                }
+            Engine::Bpe(bpe) => bpe.encode(text, out).map_err(|e| self.library_error(e))?,
+            Engine::Hf(tok) => {
+                let enc = tok
+                    .encode_fast(text, false)
+                    .map_err(|e| self.library_error(e.to_string()))?;
+                out.extend_from_slice(enc.get_ids());
             }
         }
         Ok(())
+    }
+
+    fn library_error(&self, message: String) -> TokenizerError {
+        TokenizerError::Library {
+            context: format!("encoding with the {} tokenizer", self.kind),
+            message,
+        }
     }
 
     /// Decodes ids to text: BOS, EOS and other control tokens are skipped, byte tokens
@@ -314,4 +309,14 @@ fn specials_from_types(vocab: &Vocab, rstrip: impl Fn(&str) -> bool) -> Vec<spec
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Tokenizers are loaded once and shared by worker threads.
+    #[test]
+    fn tokenizer_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Tokenizer>();
+    }
 }

@@ -32,7 +32,18 @@ pub(crate) struct Spm {
     /// No mergeable piece longer than one byte contains `\n`, so a newline is a hard
     /// boundary and each line can be merged on its own with exactly the same result.
     split_lines: bool,
+    /// No mergeable piece has a `▁` right after another char (true of Llama's and
+    /// Phi-3's vocabularies: `▁` only starts pieces or follows `▁`), so the text can be cut
+    /// before every `▁` that follows another char: no merge can span such a cut, and
+    /// merges on one side never change the candidates on the other. Words then repeat,
+    /// and their ids are cached for the length of one `encode` call.
+    split_words: bool,
 }
+
+/// Inputs shorter than this are merged without a word cache.
+const CACHE_MIN_BYTES: usize = 512;
+/// Longer words are rare; they are merged every time rather than cached.
+const CACHE_MAX_WORD: usize = 64;
 
 impl Spm {
     pub fn new(
@@ -67,6 +78,14 @@ impl Spm {
             }
         }
         let split_lines = !pieces.keys().any(|k| k.len() > 1 && k.contains('\n'));
+        let split_words = !pieces.keys().any(|k| {
+            let mut prev = None;
+            k.chars().any(|c| {
+                let glued = c == '▁' && prev.is_some_and(|p| p != '▁');
+                prev = Some(c);
+                glued
+            })
+        });
         Spm {
             pieces,
             scores,
@@ -75,6 +94,7 @@ impl Spm {
             unk,
             add_space_prefix,
             split_lines,
+            split_words,
         }
     }
 
@@ -88,13 +108,64 @@ impl Spm {
             escaped.push(if c == ' ' { '▁' } else { c });
         }
         let mut work = Work::default();
-        if self.split_lines {
-            for line in escaped.split_inclusive('\n') {
-                self.encode_escaped(line, &mut work, out);
-            }
-        } else {
-            self.encode_escaped(&escaped, &mut work, out);
+        if escaped.len() < CACHE_MIN_BYTES {
+            self.for_each_segment(&escaped, |seg| self.encode_escaped(seg, &mut work, out));
+            return;
         }
+        // Ids of each word already merged in this call: ranges into `arena`.
+        let mut cache: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
+        let mut arena: Vec<u32> = Vec::new();
+        self.for_each_segment(&escaped, |seg| {
+            if let Some(&(a, b)) = cache.get(seg) {
+                out.extend_from_slice(&arena[a as usize..b as usize]);
+                return;
+            }
+            let start = out.len();
+            self.encode_escaped(seg, &mut work, out);
+            if seg.len() <= CACHE_MAX_WORD {
+                let a = arena.len() as u32;
+                arena.extend_from_slice(&out[start..]);
+                cache.insert(seg, (a, arena.len() as u32));
+            }
+        });
+    }
+
+    /// Calls `f` on the pieces of `text` that can be merged independently: lines when
+    /// `split_lines`, words when `split_words` (see the fields), else the whole text.
+    fn for_each_segment<'t>(&self, text: &'t str, mut f: impl FnMut(&'t str)) {
+        const SPACE: &[u8] = "▁".as_bytes();
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.split_lines && bytes[i] == b'\n' {
+                f(&text[start..=i]);
+                start = i + 1;
+                i += 1;
+            } else if self.split_words
+                && bytes[i..].starts_with(SPACE)
+                && i > start
+                && !bytes[..i].ends_with(SPACE)
+            {
+                f(&text[start..i]);
+                start = i;
+                i += SPACE.len();
+            } else {
+                i += 1;
+            }
+        }
+        if start < bytes.len() {
+            f(&text[start..]);
+        }
+    }
+
+    /// The whole text merged at once, without line or word segmentation or caching: the
+    /// reference the segmented path must agree with.
+    #[cfg(test)]
+    pub(crate) fn encode_unsegmented(&self, text: &str, add_prefix: bool, out: &mut Vec<u32>) {
+        let prefix = if add_prefix { "▁" } else { "" };
+        let escaped = format!("{prefix}{}", text.replace(' ', "▁"));
+        self.encode_escaped(&escaped, &mut Work::default(), out);
     }
 
     fn encode_escaped(&self, text: &str, work: &mut Work, out: &mut Vec<u32>) {
