@@ -88,7 +88,8 @@ pub(crate) const GPT2_REGEX: &str = GPT2;
 pub(crate) struct ByteBpe {
     model: ModelWrapper,
     regexes: Vec<SysRegex>,
-    /// The regex sources, to rebuild the same pipeline in `tokenizers` (tests do).
+    /// The regex sources, to rebuild the same pipeline in `tokenizers` as a reference.
+    #[cfg(test)]
     patterns: Vec<String>,
     /// GPT-2's printable char for each byte.
     byte_chars: [char; 256],
@@ -119,6 +120,7 @@ impl ByteBpe {
         Ok(ByteBpe {
             model,
             regexes,
+            #[cfg(test)]
             patterns: patterns.iter().map(|p| p.to_string()).collect(),
             byte_chars,
         })

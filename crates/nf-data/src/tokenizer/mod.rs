@@ -2,11 +2,16 @@
 //! and llama2.c `tokenizer.bin`.
 //!
 //! Every input goes through the same steps: BOS if asked, a cut at special tokens
-//! ([`special`]), then each text piece through the model: SentencePiece ([`spm`], written
-//! here after llama.cpp) or a `tokenizers::Tokenizer` (byte-level BPE built from a GGUF
-//! vocabulary in [`bpe`], or loaded from `tokenizer.json` in [`hf`]). Decoding is ours for
-//! all kinds, token by token ([`vocab`]), so streaming output and whole-sequence decoding
-//! agree.
+//! (`special.rs`), then each text piece through one of three engines: SentencePiece with
+//! scores (`spm.rs`, written after llama.cpp's), byte-level BPE (`bpe.rs`: our own regex
+//! pre-tokenization feeding the `tokenizers` crate's BPE model), or, for any other
+//! `tokenizer.json`, the whole `tokenizers` pipeline (`hf.rs`). Decoding is ours for all
+//! kinds, token by token (`vocab.rs`), so streamed output and whole-sequence decoding agree.
+//!
+//! Long inputs are fast without changing a single id: SentencePiece merges each word on
+//! its own and byte-level BPE each regex piece, and one `encode` call caches the ids of
+//! every distinct word or piece; `equivalence_tests.rs` holds both against merging whole
+//! texts and against the `tokenizers` pipeline on the corpus.
 
 mod bpe;
 #[cfg(test)]
