@@ -10,6 +10,6 @@ pub mod chat;
 pub mod error;
 pub mod tokenizer;
 
-pub use chat::{ChatMessage, render_chat};
+pub use chat::{ChatMessage, builtin_template, render_chat};
 pub use error::{Result, TokenizerError};
 pub use tokenizer::Tokenizer;

@@ -1,7 +1,7 @@
 //! Chat templates written inline (Llama 3, Llama 3.1, ChatML) rendered and encoded with
 //! real tokenizers.
 
-use nf_data::{ChatMessage, Tokenizer, TokenizerError, render_chat};
+use nf_data::{ChatMessage, Tokenizer, TokenizerError, builtin_template, render_chat};
 use nf_formats::GgufFile;
 
 /// Meta-Llama-3-8B-Instruct's template.
@@ -180,4 +180,47 @@ fn whitespace_control_matches_hf() {
         render_chat("{% for %}", &msgs, false, "", ""),
         Err(TokenizerError::Template(_))
     ));
+}
+
+/// The built-in templates render as the inline ones above, and Llama 2's `[INST]` format
+/// encodes with the Llama 2 vocabulary's BOS/EOS ids.
+#[test]
+fn builtin_templates() {
+    let conv = conversation();
+    for (name, inline) in [("chatml", CHATML), ("llama3", LLAMA3)] {
+        let builtin = builtin_template(name).unwrap();
+        for gen_prompt in [false, true] {
+            assert_eq!(
+                render_chat(builtin, &conv, gen_prompt, "<|begin_of_text|>", "").unwrap(),
+                render_chat(inline, &conv, gen_prompt, "<|begin_of_text|>", "").unwrap(),
+                "{name}"
+            );
+        }
+    }
+    assert!(builtin_template("no-such-template").is_none());
+
+    let llama2 = builtin_template("llama2").unwrap();
+    let msgs = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hi"),
+        ChatMessage::new("assistant", "Hello! "),
+        ChatMessage::new("user", "Bye"),
+    ];
+    let text = render_chat(llama2, &msgs, true, "<s>", "</s>").unwrap();
+    assert_eq!(
+        text,
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Bye [/INST]"
+    );
+    let wrong_order = [ChatMessage::new("assistant", "x")];
+    assert!(render_chat(llama2, &wrong_order, true, "<s>", "</s>").is_err());
+
+    let assets = nf_testkit::require_assets!();
+    let tok = Tokenizer::from_llama2c(assets.join("llama2c/tokenizer.bin"), None).unwrap();
+    let ids = tok.encode(&text, false, true).unwrap();
+    assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 2);
+    assert_eq!(ids.iter().filter(|&&i| i == 2).count(), 1);
+    assert_eq!(ids[0], 1);
+    // As plain text the markers are not BOS/EOS.
+    let plain = tok.encode(&text, false, false).unwrap();
+    assert!(!plain.contains(&1) && !plain.contains(&2));
 }
