@@ -20,6 +20,7 @@ use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::utils::SysRegex;
 
 use super::fxhash::FxHashMap;
+use super::vocab::gpt2_byte_chars;
 
 /// GPT-2's pattern, used by gpt-2 and, after splitting digits, by smollm/starcoder.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -105,24 +106,12 @@ impl ByteBpe {
             .iter()
             .map(|r| SysRegex::new(r).map_err(|e| format!("regex {r:?}: {e}")))
             .collect::<Result<_, _>>()?;
-        let mut byte_chars = ['\0'; 256];
-        let mut n = 0u32;
-        for (b, slot) in byte_chars.iter_mut().enumerate() {
-            let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
-            let code = if printable {
-                b as u32
-            } else {
-                n += 1;
-                255 + n
-            };
-            *slot = char::from_u32(code).unwrap_or('\u{FFFD}');
-        }
         Ok(ByteBpe {
             model,
             regexes,
             #[cfg(test)]
             patterns: patterns.iter().map(|p| p.to_string()).collect(),
-            byte_chars,
+            byte_chars: gpt2_byte_chars(),
         })
     }
 

@@ -132,8 +132,24 @@ pub(crate) fn parse_byte_token(text: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
-/// GPT-2's reversible byte ⇄ char map: printable Latin-1 bytes stand for themselves, the
-/// other 68 bytes are shifted to U+0100.. so that every byte is a visible char.
+/// GPT-2's reversible byte → char map: printable Latin-1 bytes stand for themselves, the
+/// other 68 bytes are shifted, in order, to U+0100.. so that every byte is a visible char.
+pub(crate) fn gpt2_byte_chars() -> [char; 256] {
+    let mut chars = ['\0'; 256];
+    let mut shifted = 0u32;
+    for (b, slot) in chars.iter_mut().enumerate() {
+        let code = if matches!(b, 33..=126 | 161..=172 | 174..=255) {
+            b as u32
+        } else {
+            shifted += 1;
+            255 + shifted
+        };
+        *slot = char::from_u32(code).unwrap_or('\u{FFFD}');
+    }
+    chars
+}
+
+/// The inverse of [`gpt2_byte_chars`], for decoding.
 #[derive(Debug, Clone)]
 pub(crate) struct ByteLevelTable {
     /// Indexed by char code (all mapped chars are below U+0144).
@@ -143,16 +159,8 @@ pub(crate) struct ByteLevelTable {
 impl ByteLevelTable {
     pub fn new() -> Self {
         let mut char_to_byte = vec![None; 0x200];
-        let mut n = 0u32;
-        for b in 0..=255u8 {
-            let printable = matches!(b, 33..=126 | 161..=172 | 174..=255);
-            let c = if printable {
-                b as u32
-            } else {
-                n += 1;
-                255 + n
-            };
-            char_to_byte[c as usize] = Some(b);
+        for (b, c) in gpt2_byte_chars().iter().enumerate() {
+            char_to_byte[*c as usize] = Some(b as u8);
         }
         ByteLevelTable { char_to_byte }
     }
