@@ -55,7 +55,7 @@ impl Weight {
         bytes: Vec<u8>,
     ) -> Result<Weight, QuantError> {
         let bs = ty.block_size();
-        if cols % bs != 0 {
+        if !cols.is_multiple_of(bs) {
             return Err(QuantError::NotWholeBlocks {
                 ty,
                 n_elements: cols,
