@@ -17,6 +17,41 @@ pub fn swiglu_naive(out: &mut [f32], gate: &[f32], up: &[f32]) {
     }
 }
 
+/// dgate, dup: [n] (OVERWRITES), dout, gate, up: [n]. Backward of swiglu.
+///
+/// With `σ = sigmoid(g)`: `∂out/∂up = g·σ` and `∂out/∂g = u·σ·(1 + g·(1 - σ))`, the
+/// derivative of `silu(g) = g·σ` being `σ + g·σ·(1 - σ)`.
+pub fn swiglu_backward(dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
+    let n = dout.len();
+    assert!(
+        dgate.len() == n && dup.len() == n && gate.len() == n && up.len() == n,
+        "swiglu_backward: slices differ in length"
+    );
+    for i in 0..n {
+        let (g, u, d) = (gate[i], up[i], dout[i]);
+        let sig = 1.0 / (1.0 + (-g).exp());
+        let silu = g * sig;
+        dup[i] = d * silu;
+        dgate[i] = d * u * (sig + silu * (1.0 - sig));
+    }
+}
+
+/// Reference for [`swiglu_backward`], in f64.
+pub fn swiglu_backward_naive(
+    dgate: &mut [f32],
+    dup: &mut [f32],
+    dout: &[f32],
+    gate: &[f32],
+    up: &[f32],
+) {
+    for i in 0..dout.len() {
+        let (g, u, d) = (gate[i] as f64, up[i] as f64, dout[i] as f64);
+        let sig = 1.0 / (1.0 + (-g).exp());
+        dup[i] = (d * g * sig) as f32;
+        dgate[i] = (d * u * sig * (1.0 + g * (1.0 - sig))) as f32;
+    }
+}
+
 /// In-place numerically stable softmax over a row.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -34,7 +69,7 @@ pub fn softmax(x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{Rng, assert_close};
+    use crate::testutil::{Rng, assert_close, assert_grad_close, finite_diff, to_f64};
 
     #[test]
     fn swiglu_matches_naive() {
@@ -54,5 +89,36 @@ mod tests {
         softmax(&mut x);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[1] > x[0] && x[0] > x[2]);
+    }
+
+    #[test]
+    fn swiglu_backward_matches_naive_and_overwrites() {
+        let mut rng = Rng::new(41);
+        let g: Vec<f32> = rng.vec(257).iter().map(|v| v * 8.0).collect();
+        let (u, d) = (rng.vec(257), rng.vec(257));
+        let (mut dg, mut du) = (vec![f32::NAN; 257], vec![f32::NAN; 257]);
+        let (mut dg_ref, mut du_ref) = (vec![0.0; 257], vec![0.0; 257]);
+        swiglu_backward(&mut dg, &mut du, &d, &g, &u);
+        swiglu_backward_naive(&mut dg_ref, &mut du_ref, &d, &g, &u);
+        assert_close(&dg, &dg_ref, 1e-6);
+        assert_close(&du, &du_ref, 1e-6);
+    }
+
+    #[test]
+    fn swiglu_backward_matches_finite_differences() {
+        let mut rng = Rng::new(42);
+        let g: Vec<f32> = rng.vec(40).iter().map(|v| v * 6.0).collect();
+        let (u, r) = (rng.vec(40), rng.vec(40));
+        // f64 forward: L = Σ silu(g) · u · r.
+        let loss = |g: &[f64], u: &[f64]| -> f64 {
+            (0..g.len())
+                .map(|i| g[i] / (1.0 + (-g[i]).exp()) * u[i] * r[i] as f64)
+                .sum()
+        };
+        let (mut dg, mut du) = (vec![0.0; 40], vec![0.0; 40]);
+        swiglu_backward(&mut dg, &mut du, &r, &g, &u);
+        let (g64, u64) = (to_f64(&g), to_f64(&u));
+        assert_grad_close(&dg, &finite_diff(|g| loss(g, &u64), &g), 1e-5);
+        assert_grad_close(&du, &finite_diff(|u| loss(&g64, u), &u), 1e-5);
     }
 }

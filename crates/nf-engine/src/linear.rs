@@ -8,10 +8,12 @@
 //! - many tokens (prompts, training): tiles of rows are dequantized into an f32 panel and
 //!   multiplied with the f32 GEMM, so the dequantization cost is amortized over the tokens.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
 use crate::ggml::GgmlType;
-use crate::matmul::{matmul, matmul_naive};
+use crate::matmul::{gemm_accumulate, matmul, matmul_backward_naive, matmul_naive};
 use crate::qdot::dot_rows;
 use crate::quant::{QuantError, dequantize};
 
@@ -226,6 +228,99 @@ fn linear_tiles(out: &mut [f32], x: &[f32], w: &Weight, n: usize) {
     }
 }
 
+/// dx: [n, w.cols] (+=), dy: [n, w.rows]. dx += dy · W for a frozen Weight of any type (F32
+/// or any ggml type [`dequantize`] handles).
+///
+/// The gradient of `linear` with respect to its input, for training adapters on a frozen,
+/// possibly quantized base model. The rows of `W` are the depth of this product, so the
+/// quantized path dequantizes tiles of rows into an f32 panel and accumulates
+/// `dx += dy[:, tile] · panel` with GEMM, tile after tile. The tiles are added in a fixed
+/// order, so the result does not depend on thread scheduling.
+pub fn linear_backward_dx(dx: &mut [f32], dy: &[f32], w: &Weight) {
+    let (rows, cols) = (w.rows, w.cols);
+    let n = dy.len() / rows.max(1);
+    assert_eq!(
+        dy.len(),
+        n * rows,
+        "linear_backward_dx: dy is not [n, rows]"
+    );
+    assert_eq!(
+        dx.len(),
+        n * cols,
+        "linear_backward_dx: dx is not [n, cols]"
+    );
+    // Same policy as the forward GEMM: small products lose more to thread hand-off than
+    // they gain.
+    let threads = if n * rows * cols < 1 << 16 {
+        1
+    } else {
+        crate::cpu::threads()
+    };
+    match &w.data {
+        // dx[n, cols] += dy[n, rows] · W[rows, cols], both row-major.
+        WeightData::F32(v) => {
+            gemm_accumulate(dx, n, cols, rows, (dy, rows, 1), (v, cols, 1), threads)
+        }
+        WeightData::Quant { .. } => linear_backward_dx_tiles(dx, dy, w, n, threads),
+    }
+}
+
+thread_local! {
+    /// The dequantized panel of [`linear_backward_dx_tiles`], kept between calls so a
+    /// training step does not allocate it once per layer.
+    static PANEL: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Quantized weights: `dx += dy[:, tile] · panel(tile)` for consecutive tiles of W's rows.
+fn linear_backward_dx_tiles(dx: &mut [f32], dy: &[f32], w: &Weight, n: usize, threads: usize) {
+    let (rows, cols) = (w.rows, w.cols);
+    // A 1 MiB panel: every tile is one more pass over dx, so tiles are larger than the
+    // forward's, while the panel still fits in L2 alongside gemm's packed blocks.
+    let tile = (262_144 / cols.max(1)).clamp(16, 1024).min(rows);
+    // The buffer is taken out of the thread-local rather than borrowed: the rayon calls
+    // below may run another linear_backward_dx on this thread (work stealing), which then
+    // simply finds an empty buffer and allocates its own.
+    let mut panel = PANEL.take();
+    for r0 in (0..rows).step_by(tile.max(1)) {
+        let tr = tile.min(rows - r0);
+        panel.resize(tr * cols, 0.0);
+        let panel = &mut panel[..tr * cols];
+        // Dequantize the tile in parallel, a contiguous run of whole rows per task.
+        let rows_per_task = tr.div_ceil(threads);
+        panel
+            .par_chunks_mut(rows_per_task * cols)
+            .enumerate()
+            .for_each(|(i, chunk)| w.rows_to_f32(r0 + i * rows_per_task, chunk));
+        // dy[:, r0..r0 + tr] is dy from element r0 on, read with dy's row stride.
+        gemm_accumulate(
+            dx,
+            n,
+            cols,
+            tr,
+            (&dy[r0..], rows, 1),
+            (panel, cols, 1),
+            threads,
+        );
+    }
+    PANEL.set(panel);
+}
+
+/// Reference for [`linear_backward_dx`]: dequantize everything, then the naive loops.
+pub fn linear_backward_dx_naive(dx: &mut [f32], dy: &[f32], w: &Weight) {
+    let n = dy.len() / w.rows;
+    let x_unused = vec![0.0; n * w.cols];
+    matmul_backward_naive(
+        Some(dx),
+        None,
+        dy,
+        &x_unused,
+        &w.to_f32(),
+        n,
+        w.cols,
+        w.rows,
+    );
+}
+
 /// Reference for [`linear`]: dequantize everything, then the naive triple loop.
 pub fn linear_naive(out: &mut [f32], x: &[f32], w: &Weight) {
     let n = x.len() / w.cols;
@@ -279,5 +374,30 @@ mod tests {
         assert!(Weight::from_quant(2, 32, GgmlType::Q8_0, vec![0; 68]).is_ok());
         assert!(Weight::from_quant(2, 32, GgmlType::Q8_0, vec![0; 67]).is_err());
         assert!(Weight::from_quant(2, 48, GgmlType::Q8_0, vec![0; 102]).is_err());
+    }
+
+    #[test]
+    fn linear_backward_dx_matches_naive_for_every_type() {
+        let mut rng = Rng::new(10);
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+        ] {
+            // (5000, 64) has several tiles, the last one partial.
+            for &(n, rows, cols) in &[(1, 37, 64), (9, 130, 64), (40, 300, 256), (3, 5000, 64)] {
+                let w = quantized(ty, rows, cols, &mut rng);
+                let dy = rng.vec(n * rows);
+                let dx0 = rng.vec(n * cols);
+                let (mut fast, mut slow) = (dx0.clone(), dx0.clone());
+                linear_backward_dx(&mut fast, &dy, &w);
+                linear_backward_dx_naive(&mut slow, &dy, &w);
+                assert_close(&fast, &slow, 2e-5 * (rows as f32).sqrt());
+            }
+        }
     }
 }

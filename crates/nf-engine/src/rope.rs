@@ -78,13 +78,29 @@ impl Rope {
     /// Rotates every head of every token in place.
     /// x: [n_tok, n_heads * head_dim]; token `t` sits at position `pos0 + t`.
     pub fn apply(&self, x: &mut [f32], pos0: usize, n_heads: usize, head_dim: usize) {
+        self.rotate(x, pos0, n_heads, head_dim, 1.0);
+    }
+
+    /// Backward of `apply`: rotates by the negative angle (the transpose of a rotation), in
+    /// place. dx: [n_tok, n_heads*head_dim].
+    ///
+    /// A rotation is orthogonal, so its Jacobian's transpose is its inverse: the gradient
+    /// flowing into the rotated vector is rotated back by the same angle.
+    pub fn apply_backward(&self, dx: &mut [f32], pos0: usize, n_heads: usize, head_dim: usize) {
+        self.rotate(dx, pos0, n_heads, head_dim, -1.0);
+    }
+
+    /// Rotates by `sign · angle`; `sign` is +1 for the forward and -1 for the backward.
+    fn rotate(&self, x: &mut [f32], pos0: usize, n_heads: usize, head_dim: usize, sign: f32) {
         let half = self.inv_freq.len();
         let mut cos_sin = vec![(0.0f32, 0.0f32); half];
         for (t, row) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
             let pos = (pos0 + t) as f32;
             for (cs, &f) in cos_sin.iter_mut().zip(&self.inv_freq) {
+                // The angle is computed exactly as in the forward and only the sine's sign
+                // flips (sin is odd), so the backward is the forward's exact transpose.
                 let angle = pos * f;
-                *cs = (angle.cos(), angle.sin());
+                *cs = (angle.cos(), sign * angle.sin());
             }
             for head in row.chunks_exact_mut(head_dim) {
                 for (i, &(c, s)) in cos_sin.iter().enumerate() {
@@ -120,6 +136,31 @@ pub fn rope_naive(rope: &Rope, x: &mut [f32], pos0: usize, n_heads: usize, head_
     }
 }
 
+/// Reference for [`Rope::apply_backward`]: each pair times `e^{-i·angle}`, in f64.
+pub fn rope_backward_naive(
+    rope: &Rope,
+    dx: &mut [f32],
+    pos0: usize,
+    n_heads: usize,
+    head_dim: usize,
+) {
+    let half = rope.inv_freq.len();
+    for (t, row) in dx.chunks_exact_mut(n_heads * head_dim).enumerate() {
+        for head in row.chunks_exact_mut(head_dim) {
+            for i in 0..half {
+                let angle = -((pos0 + t) as f64 * rope.inv_freq[i] as f64);
+                let (a, b) = match rope.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::RotateHalf => (i, i + half),
+                };
+                let (re, im) = (head[a] as f64, head[b] as f64);
+                head[a] = (re * angle.cos() - im * angle.sin()) as f32;
+                head[b] = (re * angle.sin() + im * angle.cos()) as f32;
+            }
+        }
+    }
+}
+
 /// Reorders one head's dimensions from rotate-half order to interleaved order: output
 /// position `2i` takes input `i`, `2i+1` takes `i + d/2`. Applied to the rows of Wq/Wk this
 /// is the permutation llama.cpp's converter (and llama2.c's export) applies to HF weights.
@@ -135,7 +176,7 @@ pub fn rotate_half_to_interleaved_index(i: usize, head_dim: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{Rng, assert_close};
+    use crate::testutil::{Rng, assert_close, assert_grad_close, finite_diff};
 
     #[test]
     fn rope_matches_naive_in_both_styles() {
@@ -202,5 +243,57 @@ mod tests {
             RopeScaling::Linear { factor: 2.0 },
         );
         assert!((linear.inv_freq[1] - 0.5 * 10000f32.powf(-0.25)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn rope_backward_matches_naive_and_inverts_apply() {
+        let mut rng = Rng::new(31);
+        for style in [RopeStyle::Interleaved, RopeStyle::RotateHalf] {
+            let rope = Rope::new(style, 16, 10000.0, RopeScaling::None);
+            let x = rng.vec(5 * 3 * 16);
+            let mut fast = x.clone();
+            let mut slow = x.clone();
+            rope.apply_backward(&mut fast, 7, 3, 16);
+            rope_backward_naive(&rope, &mut slow, 7, 3, 16);
+            assert_close(&fast, &slow, 1e-5);
+            // The transpose of a rotation is its inverse.
+            rope.apply(&mut fast, 7, 3, 16);
+            assert_close(&fast, &x, 1e-5);
+        }
+    }
+
+    #[test]
+    fn rope_backward_matches_finite_differences_in_both_styles() {
+        let (n_tok, n_heads, hd, pos0) = (3, 2, 8, 5);
+        let mut rng = Rng::new(32);
+        for style in [RopeStyle::Interleaved, RopeStyle::RotateHalf] {
+            let rope = Rope::new(style, hd, 10000.0, RopeScaling::None);
+            let (x, r) = (rng.vec(n_tok * n_heads * hd), rng.vec(n_tok * n_heads * hd));
+            // f64 forward: L = Σ rope(x) ⊙ r.
+            let loss = |x: &[f64]| -> f64 {
+                let half = hd / 2;
+                let mut l = 0.0;
+                for t in 0..n_tok {
+                    for h in 0..n_heads {
+                        let base = (t * n_heads + h) * hd;
+                        for i in 0..half {
+                            let angle = (pos0 + t) as f64 * rope.inv_freq[i] as f64;
+                            let (a, b) = match style {
+                                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                                RopeStyle::RotateHalf => (i, i + half),
+                            };
+                            let (x0, x1) = (x[base + a], x[base + b]);
+                            l += (x0 * angle.cos() - x1 * angle.sin()) * r[base + a] as f64;
+                            l += (x0 * angle.sin() + x1 * angle.cos()) * r[base + b] as f64;
+                        }
+                    }
+                }
+                l
+            };
+            // The gradient of L with respect to x is the backward applied to r.
+            let mut dx = r.clone();
+            rope.apply_backward(&mut dx, pos0, n_heads, hd);
+            assert_grad_close(&dx, &finite_diff(loss, &x), 1e-5);
+        }
     }
 }
