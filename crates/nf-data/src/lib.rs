@@ -4,9 +4,11 @@
 //! `tokenizer.json` ([`Tokenizer::from_hf_dir`], [`Tokenizer::from_hf_file`]) or a llama2.c
 //! `tokenizer.bin` ([`Tokenizer::from_llama2c`]) and encodes and decodes text with the ids
 //! the model was trained on. [`render_chat`] turns a conversation into the prompt text a
-//! chat model expects, using the Jinja template shipped with the model.
+//! chat model expects, using the Jinja template shipped with the model. [`dataset`] holds
+//! the training data side: token shards, the token stream, batching and splits.
 
 pub mod chat;
+pub mod dataset;
 pub mod error;
 pub mod tokenizer;
 

@@ -1,0 +1,614 @@
+//! The training loop: micro-batches with gradient accumulation, global-norm clipping,
+//! AdamW on a schedule, a NaN/Inf guard with rollback, validation with early stopping,
+//! sample generations, and checkpoints that resume bit for bit.
+//!
+//! The trainer never prints: it reports through an event sink (`nf_protocol::Event`), and
+//! the binary decides how to show them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use nf_data::dataset::{Batcher, BatcherState, Sampling};
+use nf_engine::optim::{AdamWParams, adamw_step, grad_norm_sq};
+use nf_model::train::{BatchLoss, ComponentTimes, Method, StepTimes, TrainModel};
+use nf_protocol::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, NamedTensor};
+use crate::error::TrainError;
+use crate::schedule::{Schedule, lr_at};
+
+/// Hyperparameters and cadence of a run. Everything here that changes the computation is
+/// part of the configuration hash a resume is checked against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// The step the run ends at.
+    pub steps: u64,
+    pub grad_accum: usize,
+    pub lr: f32,
+    /// Where cosine and linear schedules end.
+    pub min_lr: f32,
+    pub warmup: u64,
+    pub schedule: Schedule,
+    pub weight_decay: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub adam_eps: f32,
+    /// Global gradient-norm clip (0 = off).
+    pub clip: f32,
+    /// Validate every N steps (0 = only at the end).
+    pub eval_every: u64,
+    /// Validation batches per evaluation.
+    pub eval_batches: usize,
+    /// Sample every N steps (0 = never).
+    pub sample_every: u64,
+    /// Checkpoint every N steps (0 = only at the end).
+    pub save_every: u64,
+    /// Checkpoints kept besides the best.
+    pub keep_last: usize,
+    pub seed: u64,
+    /// Stop after this many evaluations without a better validation loss (0 = never).
+    pub patience: u32,
+    /// Consecutive non-finite steps after which the run rolls back to the last good
+    /// checkpoint with half the learning rate.
+    pub max_bad_steps: u32,
+    pub sampling: Sampling,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            steps: 200,
+            grad_accum: 1,
+            lr: 1e-3,
+            min_lr: 0.0,
+            warmup: 10,
+            schedule: Schedule::Cosine,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            clip: 1.0,
+            eval_every: 50,
+            eval_batches: 8,
+            sample_every: 0,
+            save_every: 100,
+            keep_last: 2,
+            seed: 0,
+            patience: 0,
+            max_bad_steps: 3,
+            sampling: Sampling::Random,
+        }
+    }
+}
+
+/// Identities a checkpoint is bound to; `--resume` refuses when any differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHashes {
+    /// Model configuration, method and hyperparameters.
+    pub config: String,
+    /// The base model's files.
+    pub base_model: String,
+    /// The training tokens.
+    pub data: String,
+}
+
+/// The loop's own state, saved in every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LoopState {
+    step: u64,
+    loss_ema: Option<f64>,
+    last_loss: Option<f64>,
+    best_val: Option<(u64, f64)>,
+    last_val: Option<f64>,
+    evals_without_improvement: u32,
+    /// Multiplier on the schedule's learning rate, halved by each rollback.
+    lr_scale: f32,
+    bad_steps: u32,
+    batcher: BatcherState,
+    hashes: RunHashes,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    Completed,
+    Interrupted,
+    EarlyStopped,
+}
+
+impl EndReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Completed => "completed",
+            EndReason::Interrupted => "interrupted",
+            EndReason::EarlyStopped => "early_stopped",
+        }
+    }
+}
+
+/// Totals for the efficiency report.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    steps: u64,
+    compute_s: f64,
+    model: ComponentTimes,
+    optimizer_s: f64,
+    data_s: f64,
+}
+
+/// What a finished `run` reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub reason: EndReason,
+    pub final_step: u64,
+    pub final_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub best_val: Option<(u64, f64)>,
+}
+
+/// A sample generator the caller provides (it owns the tokenizer): gets the model being
+/// trained, returns `(prompt, text)`.
+pub type SampleFn<'a> = dyn FnMut(&TrainModel) -> Option<(String, String)> + 'a;
+
+pub struct Trainer {
+    pub model: TrainModel,
+    pub opts: TrainOptions,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    train: Batcher,
+    val: Option<Vec<u32>>,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    state: LoopState,
+    ckpt_root: PathBuf,
+    /// Steps at which to replace the gradient by NaN: fault injection for testing the guard.
+    pub inject_nan_at: Vec<u64>,
+    /// Measured f32 GEMM peak of this machine in GFLOP/s, for the utilization figure.
+    pub peak_gflops: Option<f64>,
+    times: StepTimes,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").field("step", &self.state.step).finish()
+    }
+}
+
+impl Trainer {
+    /// A fresh run. `train` and `val` are token streams; `run_dir` receives checkpoints.
+    pub fn new(
+        model: TrainModel,
+        opts: TrainOptions,
+        train: Vec<u32>,
+        val: Option<Vec<u32>>,
+        run_dir: &Path,
+        hashes: RunHashes,
+    ) -> Result<Trainer, TrainError> {
+        let (b, t) = (model.shape.batch, model.shape.seq_len);
+        let batcher = Batcher::new(train, b, t, opts.sampling, opts.seed)?;
+        if let Some(v) = &val
+            && v.len() < t + 1
+        {
+            return Err(TrainError::Config(format!(
+                "the validation data has {} tokens, fewer than one window of {} (seq_len + 1)",
+                v.len(),
+                t + 1
+            )));
+        }
+        let n = model.params.len();
+        let state = LoopState {
+            step: 0,
+            loss_ema: None,
+            last_loss: None,
+            best_val: None,
+            last_val: None,
+            evals_without_improvement: 0,
+            lr_scale: 1.0,
+            bad_steps: 0,
+            batcher: batcher.state(),
+            hashes,
+        };
+        Ok(Trainer {
+            model,
+            opts,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            train: batcher,
+            val,
+            inputs: vec![0; b * t],
+            targets: vec![0; b * t],
+            state,
+            ckpt_root: run_dir.join("checkpoints"),
+            inject_nan_at: Vec::new(),
+            peak_gflops: None,
+            times: StepTimes::default(),
+        })
+    }
+
+    pub fn step(&self) -> u64 {
+        self.state.step
+    }
+
+    pub fn train_tokens(&self) -> usize {
+        self.train.tokens().len()
+    }
+
+    pub fn val_tokens(&self) -> usize {
+        self.val.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Continues from the newest valid checkpoint under the run folder, refusing when it
+    /// belongs to another configuration, base model or dataset. Returns the step resumed
+    /// at, and a warning for each newer checkpoint that was corrupt or incomplete.
+    pub fn resume(&mut self) -> Result<(u64, Vec<String>), TrainError> {
+        let found = checkpoint::latest_valid_checkpoint(&self.ckpt_root)?;
+        let Some((ckpt, skipped)) = found else {
+            return Err(TrainError::Config(format!(
+                "no complete checkpoint under {}",
+                self.ckpt_root.display()
+            )));
+        };
+        let warnings = skipped
+            .iter()
+            .map(|(p, e)| format!("skipped checkpoint {}: {e}", p.display()))
+            .collect();
+        let saved: LoopState = serde_json::from_value(ckpt.state.clone()).map_err(|e| {
+            TrainError::Config(format!("{}: unreadable state.json: {e}", ckpt.dir.display()))
+        })?;
+        let mine = &self.state.hashes;
+        for (what, a, b) in [
+            ("training configuration", &saved.hashes.config, &mine.config),
+            ("base model", &saved.hashes.base_model, &mine.base_model),
+            ("training data", &saved.hashes.data, &mine.data),
+        ] {
+            if a != b {
+                return Err(TrainError::Mismatch {
+                    what: what.into(),
+                    dir: ckpt.dir.clone(),
+                });
+            }
+        }
+        self.load(&ckpt, saved)?;
+        Ok((self.state.step, warnings))
+    }
+
+    fn load(
+        &mut self,
+        ckpt: &checkpoint::LoadedCheckpoint,
+        saved: LoopState,
+    ) -> Result<(), TrainError> {
+        let p = &mut self.model.params;
+        for t in &p.tensors {
+            let r = t.range();
+            for (buf, map, kind) in [
+                (&mut p.data, &ckpt.weights, "weights"),
+                (&mut self.m, &ckpt.m, "optimizer m"),
+                (&mut self.v, &ckpt.v, "optimizer v"),
+            ] {
+                let src = map.get(&t.name).filter(|s| s.len() == t.len()).ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "{}: {kind} lack tensor `{}` of {} values",
+                        ckpt.dir.display(),
+                        t.name,
+                        t.len()
+                    ))
+                })?;
+                buf[r.clone()].copy_from_slice(src);
+            }
+        }
+        self.train.restore(saved.batcher.clone())?;
+        self.state = saved;
+        Ok(())
+    }
+
+    fn save(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), TrainError> {
+        self.state.batcher = self.train.state();
+        let p = &self.model.params;
+        // One list per buffer, all in the parameter table's order and shapes.
+        let view = |buf: &'_ [f32]| -> Vec<(String, Vec<usize>, Vec<f32>)> {
+            p.tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.shape.clone(), buf[t.range()].to_vec()))
+                .collect()
+        };
+        let (w, m, v) = (view(&p.data), view(&self.m), view(&self.v));
+        let as_named = |v: &'_ [(String, Vec<usize>, Vec<f32>)]| -> Vec<NamedTensor<'_>> {
+            v.iter()
+                .map(|(n, s, d)| NamedTensor {
+                    name: n,
+                    shape: s,
+                    data: d,
+                })
+                .collect()
+        };
+        let state = serde_json::to_value(&self.state).expect("state serializes");
+        let dir = checkpoint::save_checkpoint(
+            &self.ckpt_root,
+            self.state.step,
+            &as_named(&w),
+            &as_named(&m),
+            &as_named(&v),
+            &state,
+        )?;
+        checkpoint::prune_checkpoints(
+            &self.ckpt_root,
+            self.opts.keep_last.max(1),
+            self.state.best_val.map(|(s, _)| s),
+        )?;
+        emit(Event::CheckpointSaved {
+            step: self.state.step,
+            path: dir.display().to_string(),
+        });
+        Ok(())
+    }
+
+    /// Mean loss over up to `eval_batches` sequential windows of the validation data.
+    pub fn validate(&mut self) -> Result<Option<f64>, TrainError> {
+        let Some(val) = &self.val else {
+            return Ok(None);
+        };
+        let (b, t) = (self.model.shape.batch, self.model.shape.seq_len);
+        let mut batcher = Batcher::new(val.clone(), b, t, Sampling::Sequential, 0)?;
+        let n_batches = (batcher.batches_per_epoch() as usize).clamp(1, self.opts.eval_batches.max(1));
+        let mut total = BatchLoss {
+            loss_sum: 0.0,
+            n_targets: 0,
+        };
+        for _ in 0..n_batches {
+            batcher.next_batch(&mut self.inputs, &mut self.targets);
+            let l = self.model.eval_loss(&self.inputs, &self.targets)?;
+            total.loss_sum += l.loss_sum;
+            total.n_targets += l.n_targets;
+        }
+        Ok(Some(total.mean()))
+    }
+
+    /// One optimizer step; returns (mean loss, gradient norm, whether the update was skipped).
+    fn train_step(&mut self, totals: &mut Totals) -> Result<(f64, f64, bool), TrainError> {
+        let accum = self.opts.grad_accum.max(1);
+        self.model.params.zero_grad();
+        let mut loss = BatchLoss {
+            loss_sum: 0.0,
+            n_targets: 0,
+        };
+        let mut mean_sum = 0.0;
+        for micro in 0..accum {
+            let t = Instant::now();
+            self.train.next_batch(&mut self.inputs, &mut self.targets);
+            totals.data_s += t.elapsed().as_secs_f64();
+            self.model.dropout_seed = self
+                .opts
+                .seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(self.state.step * accum as u64 + micro as u64);
+            let l = self.model.forward_backward(
+                &self.inputs,
+                &self.targets,
+                1.0 / accum as f32,
+                &self.times,
+            )?;
+            mean_sum += l.mean();
+            loss.loss_sum += l.loss_sum;
+            loss.n_targets += l.n_targets;
+        }
+        let t = Instant::now();
+        let loss_mean = mean_sum / accum as f64;
+        if let Some(i) = self.inject_nan_at.iter().position(|&s| s == self.state.step + 1) {
+            // One-shot, so a rollback past this step does not meet it again.
+            self.inject_nan_at.remove(i);
+            self.model.params.grad[0] = f32::NAN;
+        }
+        let g = &mut self.model.params.grad;
+        let norm = grad_norm_sq(g).sqrt();
+        let skipped = !loss_mean.is_finite() || !norm.is_finite();
+        if !skipped {
+            if self.opts.clip > 0.0 && norm > self.opts.clip as f64 {
+                let s = (self.opts.clip as f64 / norm) as f32;
+                g.iter_mut().for_each(|x| *x *= s);
+            }
+            let lr = self.lr_now();
+            let step = self.state.step + 1;
+            let p = &mut self.model.params;
+            for t in &p.tensors {
+                let r = t.range();
+                let h = AdamWParams {
+                    lr,
+                    beta1: self.opts.beta1,
+                    beta2: self.opts.beta2,
+                    eps: self.opts.adam_eps,
+                    weight_decay: if t.decay { self.opts.weight_decay } else { 0.0 },
+                };
+                adamw_step(
+                    &mut p.data[r.clone()],
+                    &mut self.m[r.clone()],
+                    &mut self.v[r.clone()],
+                    &p.grad[r],
+                    step,
+                    h,
+                );
+            }
+        }
+        totals.optimizer_s += t.elapsed().as_secs_f64();
+        Ok((loss_mean, norm, skipped))
+    }
+
+    fn lr_now(&self) -> f32 {
+        let o = &self.opts;
+        lr_at(o.schedule, o.lr, o.min_lr, o.warmup, o.steps, self.state.step) * self.state.lr_scale
+    }
+
+    /// Runs until `opts.steps`, an interrupt (`stop` set: saves a checkpoint first), or early
+    /// stopping. `emit` receives every event; `sample` (optional) makes sample generations.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        emit: &mut dyn FnMut(Event),
+        mut sample: Option<&mut SampleFn<'_>>,
+    ) -> Result<(RunSummary, BTreeMap<String, f64>, f64), TrainError> {
+        let mut totals = Totals::default();
+        let tokens_per_step = (self.model.tokens_per_batch() * self.opts.grad_accum.max(1)) as f64;
+        let flops_per_step = self.model.flops_per_batch() * self.opts.grad_accum.max(1) as f64;
+        let mut reason = EndReason::Completed;
+        let mut last_saved = None;
+        while self.state.step < self.opts.steps {
+            if stop.load(Ordering::SeqCst) {
+                reason = EndReason::Interrupted;
+                break;
+            }
+            let t0 = Instant::now();
+            let lr = self.lr_now();
+            let (opt0, data0) = (totals.optimizer_s, totals.data_s);
+            let (loss, norm, skipped) = self.train_step(&mut totals)?;
+            let step_s = t0.elapsed().as_secs_f64();
+            let comp = self.times.take();
+            add_times(&mut totals.model, &comp);
+            if skipped {
+                self.state.bad_steps += 1;
+                emit(Event::Warning {
+                    message: format!(
+                        "step {}: non-finite loss or gradient (loss {loss}, grad norm {norm}); update skipped",
+                        self.state.step + 1
+                    ),
+                });
+                if self.state.bad_steps >= self.opts.max_bad_steps.max(1) {
+                    self.rollback(emit)?;
+                    continue;
+                }
+            } else {
+                self.state.bad_steps = 0;
+                self.state.last_loss = Some(loss);
+                self.state.loss_ema = Some(match self.state.loss_ema {
+                    None => loss,
+                    Some(e) => 0.9 * e + 0.1 * loss,
+                });
+            }
+            self.state.step += 1;
+            totals.steps += 1;
+            totals.compute_s += step_s;
+            let mut ms = ms_map(&comp, 1.0);
+            ms.insert("optimizer".into(), (totals.optimizer_s - opt0) * 1e3);
+            ms.insert("data".into(), (totals.data_s - data0) * 1e3);
+            emit(Event::TrainStep {
+                step: self.state.step,
+                loss,
+                loss_ema: self.state.loss_ema.unwrap_or(loss),
+                lr: lr as f64,
+                grad_norm: norm,
+                tokens_per_s: tokens_per_step / step_s,
+                ms_per_step: step_s * 1e3,
+                tflops: flops_per_step / step_s / 1e12,
+                ms,
+                skipped,
+            });
+            let last = self.state.step == self.opts.steps;
+            if (self.opts.eval_every > 0 && self.state.step.is_multiple_of(self.opts.eval_every)) || last {
+                if let Some(vl) = self.validate()? {
+                    let best = self.state.best_val.is_none_or(|(_, b)| vl < b);
+                    if best {
+                        self.state.best_val = Some((self.state.step, vl));
+                        self.state.evals_without_improvement = 0;
+                    } else {
+                        self.state.evals_without_improvement += 1;
+                    }
+                    self.state.last_val = Some(vl);
+                    emit(Event::TrainEval {
+                        step: self.state.step,
+                        val_loss: vl,
+                        perplexity: vl.exp(),
+                        best,
+                    });
+                    if self.opts.patience > 0 && self.state.evals_without_improvement >= self.opts.patience {
+                        reason = EndReason::EarlyStopped;
+                    }
+                }
+            }
+            if let Some(f) = sample.as_deref_mut()
+                && self.opts.sample_every > 0
+                && (self.state.step.is_multiple_of(self.opts.sample_every) || last)
+                && let Some((prompt, text)) = f(&self.model)
+            {
+                emit(Event::TrainSample {
+                    step: self.state.step,
+                    prompt,
+                    text,
+                });
+            }
+            let due = self.opts.save_every > 0 && self.state.step.is_multiple_of(self.opts.save_every);
+            if due || last || reason == EndReason::EarlyStopped {
+                self.save(emit)?;
+                last_saved = Some(self.state.step);
+            }
+            if reason == EndReason::EarlyStopped {
+                break;
+            }
+        }
+        if last_saved != Some(self.state.step) && self.state.step > 0 {
+            self.save(emit)?;
+        }
+        let summary = RunSummary {
+            reason,
+            final_step: self.state.step,
+            final_loss: self.state.last_loss,
+            val_loss: self.state.last_val,
+            best_val: self.state.best_val,
+        };
+        let steps = totals.steps.max(1) as f64;
+        let mut ms = ms_map(&totals.model, steps);
+        ms.insert("optimizer".into(), totals.optimizer_s * 1e3 / steps);
+        ms.insert("data".into(), totals.data_s * 1e3 / steps);
+        Ok((summary, ms, totals.compute_s))
+    }
+
+    /// Restores the newest good checkpoint after repeated non-finite steps, at half the
+    /// learning rate; with no checkpoint yet, restarts from the initial weights is not
+    /// possible, so the run fails with a clear error.
+    fn rollback(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), TrainError> {
+        let bad = self.state.bad_steps;
+        let Some((ckpt, _)) = checkpoint::latest_valid_checkpoint(&self.ckpt_root)? else {
+            return Err(TrainError::Diverged { steps: bad });
+        };
+        let saved: LoopState = serde_json::from_value(ckpt.state.clone())
+            .map_err(|e| TrainError::Config(format!("{}: {e}", ckpt.dir.display())))?;
+        let lr_scale = self.state.lr_scale * 0.5;
+        self.load(&ckpt, saved)?;
+        self.state.lr_scale = lr_scale;
+        self.state.bad_steps = 0;
+        emit(Event::Warning {
+            message: format!(
+                "{bad} non-finite steps in a row: rolled back to step {} and halved the learning rate (now ×{lr_scale})",
+                self.state.step
+            ),
+        });
+        Ok(())
+    }
+
+    /// The adapter or full weights as named f32 tensors, for export.
+    pub fn method(&self) -> &Method {
+        &self.model.method
+    }
+}
+
+fn add_times(acc: &mut ComponentTimes, t: &ComponentTimes) {
+    acc.matmul += t.matmul;
+    acc.attention += t.attention;
+    acc.norms += t.norms;
+    acc.loss += t.loss;
+    acc.other += t.other;
+}
+
+/// Component times as milliseconds per step.
+fn ms_map(t: &ComponentTimes, steps: f64) -> BTreeMap<String, f64> {
+    [
+        ("matmul", t.matmul),
+        ("attention", t.attention),
+        ("norms", t.norms),
+        ("loss", t.loss),
+        ("other", t.other),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v * 1e3 / steps))
+    .collect()
+}

@@ -1,0 +1,173 @@
+//! The trainer on real models: validation loss falls when fine-tuning stories260K (full)
+//! and SmolLM2-135M (LoRA on its quantized GGUF base), and the NaN guard skips a poisoned
+//! step and rolls back after repeated ones.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use nf_data::Tokenizer;
+use nf_data::dataset::{Sampling, TokenStream, split_train_val};
+use nf_model::Model;
+use nf_model::train::{BatchShape, LoraConfig, Method, Target, TrainModel};
+use nf_protocol::Event;
+use nf_testkit::{require_assets, temp_dir};
+use nf_train::schedule::Schedule;
+use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
+
+fn hashes() -> RunHashes {
+    RunHashes {
+        config: "test".into(),
+        base_model: "test".into(),
+        data: "test".into(),
+    }
+}
+
+fn stories(assets: &Path) -> (Model, Tokenizer) {
+    let model = Model::open(assets.join("llama2c/stories260K.bin")).unwrap();
+    let tok = Tokenizer::from_llama2c(&assets.join("llama2c/tok512.bin"), Some(512)).unwrap();
+    (model, tok)
+}
+
+fn opts(steps: u64) -> TrainOptions {
+    TrainOptions {
+        steps,
+        lr: 3e-3,
+        min_lr: 3e-4,
+        warmup: 5,
+        schedule: Schedule::Cosine,
+        eval_every: 0,
+        eval_batches: 4,
+        save_every: 0,
+        ..TrainOptions::default()
+    }
+}
+
+#[test]
+fn stories260k_full_finetune_lowers_validation_loss() {
+    let assets = require_assets!();
+    let (model, tok) = stories(&assets);
+    let corpus = assets.join("corpus");
+    let train = TokenStream::from_paths(&[corpus.join("tinystories_sample_197k.txt")], &tok)
+        .unwrap()
+        .into_tokens();
+    let val = TokenStream::from_paths(&[corpus.join("tinystories_valid_sample_30k.txt")], &tok)
+        .unwrap()
+        .into_tokens();
+    let shape = BatchShape {
+        batch: 4,
+        seq_len: 64,
+        recompute: false,
+    };
+    let tm = TrainModel::new(model, Method::Full, shape, 1);
+    let dir = temp_dir("stories-full");
+    let mut t = Trainer::new(tm, opts(200), train, Some(val), &dir, hashes()).unwrap();
+    let before = t.validate().unwrap().unwrap();
+    let mut losses = Vec::new();
+    let stop = AtomicBool::new(false);
+    let (summary, _, _) = t
+        .run(
+            &stop,
+            &mut |e| {
+                if let Event::TrainStep { loss, .. } = e {
+                    losses.push(loss)
+                }
+            },
+            None,
+        )
+        .unwrap();
+    let after = summary.val_loss.unwrap();
+    assert_eq!(summary.final_step, 200);
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(
+        after < before - 0.05,
+        "validation loss {before:.4} -> {after:.4} did not fall"
+    );
+}
+
+#[test]
+fn smollm2_lora_on_quantized_base_lowers_validation_loss() {
+    let assets = require_assets!();
+    let g = nf_formats::GgufFile::open(assets.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let model = Model::from_gguf(&g).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let text = std::fs::read_to_string(assets.join("corpus/wizard_of_oz.txt")).unwrap();
+    let dir = temp_dir("smollm-lora");
+    let src = dir.join("oz.txt");
+    std::fs::write(&src, &text[..40_000]).unwrap();
+    let tokens = TokenStream::from_paths(&[src], &tok).unwrap().into_tokens();
+    let (train, val) = split_train_val(tokens, 0.15);
+    let shape = BatchShape {
+        batch: 1,
+        seq_len: 64,
+        recompute: false,
+    };
+    let lora = LoraConfig {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        targets: Target::ALL.to_vec(),
+    };
+    let tm = TrainModel::new(model, Method::Lora(lora), shape, 1);
+    let o = TrainOptions {
+        lr: 2e-3,
+        eval_batches: 4,
+        sampling: Sampling::Random,
+        ..opts(20)
+    };
+    let mut t = Trainer::new(tm, o, train, Some(val), &dir, hashes()).unwrap();
+    let before = t.validate().unwrap().unwrap();
+    let stop = AtomicBool::new(false);
+    let (summary, _, _) = t.run(&stop, &mut |_| {}, None).unwrap();
+    let after = summary.val_loss.unwrap();
+    assert!(
+        after < before - 0.02,
+        "validation loss {before:.4} -> {after:.4} did not fall"
+    );
+}
+
+#[test]
+fn nan_guard_skips_then_rolls_back() {
+    let assets = require_assets!();
+    let (model, tok) = stories(&assets);
+    let train = TokenStream::from_paths(
+        &[assets.join("corpus/tinystories_valid_sample_30k.txt")],
+        &tok,
+    )
+    .unwrap()
+    .into_tokens();
+    let shape = BatchShape {
+        batch: 2,
+        seq_len: 32,
+        recompute: false,
+    };
+    let tm = TrainModel::new(model, Method::Full, shape, 1);
+    let dir = temp_dir("nan-guard");
+    let o = TrainOptions {
+        save_every: 4,
+        max_bad_steps: 3,
+        ..opts(12)
+    };
+    let mut t = Trainer::new(tm, o, train, None, &dir, hashes()).unwrap();
+    // One poisoned step is skipped; three in a row (6, 7, 8) roll back to step 4's
+    // checkpoint at half the learning rate.
+    t.inject_nan_at = vec![2, 6, 7, 8];
+    let mut warnings = Vec::new();
+    let mut skipped = Vec::new();
+    let stop = AtomicBool::new(false);
+    let (summary, _, _) = t
+        .run(
+            &stop,
+            &mut |e| match e {
+                Event::Warning { message } => warnings.push(message),
+                Event::TrainStep { step, skipped: true, .. } => skipped.push(step),
+                _ => {}
+            },
+            None,
+        )
+        .unwrap();
+    assert_eq!(summary.final_step, 12);
+    assert_eq!(skipped, vec![2, 6, 7], "steps whose update was skipped");
+    assert!(warnings.iter().any(|w| w.contains("rolled back to step 4")), "{warnings:?}");
+    let weights_finite = t.model.params.data.iter().all(|v| v.is_finite());
+    assert!(weights_finite, "a non-finite gradient reached the weights");
+}
