@@ -2,10 +2,13 @@
 //! Run with `cargo bench -p nf-engine`; results are recorded in BENCHMARKS.md.
 
 use divan::{Bencher, black_box};
-use nf_engine::attention::{AttnShape, attention};
+use nf_engine::attention::{
+    AttnShape, attention, attention_backward, attention_backward_scratch_len,
+    attention_forward_train,
+};
 use nf_engine::ggml::GgmlType;
 use nf_engine::linear::{Weight, linear};
-use nf_engine::matmul::matmul;
+use nf_engine::matmul::{matmul, matmul_backward};
 use nf_engine::norm::rmsnorm;
 use nf_engine::quant::quantize;
 
@@ -67,4 +70,70 @@ fn attention_gqa(b: Bencher, (n, pos0): (usize, usize)) {
     let v = data((pos0 + n) * 192, 9);
     let mut out = vec![0.0; n * 576];
     b.bench_local(|| attention(black_box(&mut out), &q, &k, &v, pos0, s));
+}
+
+/// Backward of the 128-token product above: `dx += dy · w` and `dw += dyᵀ · x`, twice the
+/// forward's work.
+#[divan::bench]
+fn matmul_backward_f32(b: Bencher) {
+    let n = 128;
+    let (x, w, dy) = (data(n * D, 1), data(H * D, 2), data(n * H, 3));
+    let (mut dx, mut dw) = (vec![0.0; n * D], vec![0.0; H * D]);
+    b.counter(divan::counter::ItemsCount::new(4 * n * H * D))
+        .bench_local(|| {
+            matmul_backward(
+                Some(black_box(&mut dx)),
+                Some(black_box(&mut dw)),
+                &dy,
+                &x,
+                &w,
+                n,
+                D,
+                H,
+            )
+        });
+}
+
+const TRAIN_SHAPE: AttnShape = AttnShape {
+    n_heads: 9,
+    n_kv_heads: 3,
+    head_dim: 64,
+};
+
+/// Training attention over one causal sequence of T tokens.
+#[divan::bench(args = [128, 512])]
+fn attention_train_forward(b: Bencher, t: usize) {
+    let q = data(t * 576, 7);
+    let (k, v) = (data(t * 192, 8), data(t * 192, 9));
+    let (mut out, mut lse) = (vec![0.0; t * 576], vec![0.0; 9 * t]);
+    b.bench_local(|| {
+        attention_forward_train(black_box(&mut out), &mut lse, &q, &k, &v, TRAIN_SHAPE)
+    });
+}
+
+#[divan::bench(args = [128, 512])]
+fn attention_train_backward(b: Bencher, t: usize) {
+    let s = TRAIN_SHAPE;
+    let q = data(t * 576, 7);
+    let (k, v) = (data(t * 192, 8), data(t * 192, 9));
+    let dout = data(t * 576, 10);
+    let (mut out, mut lse) = (vec![0.0; t * 576], vec![0.0; 9 * t]);
+    attention_forward_train(&mut out, &mut lse, &q, &k, &v, s);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; t * 576], vec![0.0; t * 192], vec![0.0; t * 192]);
+    let mut scratch = vec![0.0; attention_backward_scratch_len(t, s)];
+    b.bench_local(|| {
+        attention_backward(
+            black_box(&mut dq),
+            &mut dk,
+            &mut dv,
+            &mut scratch,
+            &dout,
+            &out,
+            &lse,
+            &q,
+            &k,
+            &v,
+            s,
+        )
+    });
 }
