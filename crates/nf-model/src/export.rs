@@ -80,3 +80,22 @@ pub fn export_hf(model: &Model, dir: &Path, metadata: &BTreeMap<String, String>)
         .map_err(|e: FormatError| e)?;
     Ok(())
 }
+
+/// The inverse of [`interleaved_rows_to_rotate_half`]: rotate-half rows (Hugging Face, PEFT)
+/// into the interleaved layout the model computes with.
+pub fn rotate_half_rows_to_interleaved(
+    m: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0; m.len()];
+    for h in 0..n_heads {
+        for i in 0..head_dim {
+            let dst = (h * head_dim + i) * cols;
+            let src = (h * head_dim + rotate_half_to_interleaved_index(i, head_dim)) * cols;
+            out[dst..dst + cols].copy_from_slice(&m[src..src + cols]);
+        }
+    }
+    out
+}

@@ -8,6 +8,7 @@ pub mod export;
 pub mod generate;
 pub mod model;
 pub mod sampler;
+pub mod train;
 pub mod weights;
 
 pub use config::Config;

@@ -1,0 +1,807 @@
+//! One micro-batch: forward with saved activations, fused classifier + cross-entropy in
+//! chunks of tokens, and the backward pass, layer by layer in reverse.
+//!
+//! Every backward kernel accumulates into its outputs, so the residual stream's gradient
+//! `dres` flows through a layer by having each branch add its part.
+
+use std::cell::Cell;
+use std::time::Instant;
+
+use nf_engine::activation::{swiglu, swiglu_backward};
+use nf_engine::attention::{AttnShape, attention_backward, attention_forward_train};
+use nf_engine::embedding::embedding_backward;
+use nf_engine::linear::{linear, linear_backward_dx};
+use nf_engine::loss::{IGNORE, cross_entropy_loss, softmax_cross_entropy_backward};
+use nf_engine::matmul::{add_bias, matmul, matmul_backward};
+use nf_engine::norm::{rmsnorm, rmsnorm_backward};
+use nf_engine::rope::Rope;
+
+use crate::config::Config;
+use crate::error::{ModelError, Result};
+use crate::train::acts::{Activations, LayerActs};
+use crate::train::{Lin, Mat, ParamStore, TrainLayer, TrainModel, Vector, splitmix64};
+
+/// Loss over one micro-batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLoss {
+    /// Sum of `-log p(target)` over the counted targets.
+    pub loss_sum: f64,
+    /// Targets counted (those not [`IGNORE`]d).
+    pub n_targets: usize,
+}
+
+impl BatchLoss {
+    /// Mean loss per counted target (0 when nothing was counted).
+    pub fn mean(&self) -> f64 {
+        if self.n_targets == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.n_targets as f64
+        }
+    }
+}
+
+/// Seconds spent per component since the last [`StepTimes::take`].
+#[derive(Debug, Default)]
+pub struct StepTimes {
+    pub matmul: Cell<f64>,
+    pub attention: Cell<f64>,
+    pub norms: Cell<f64>,
+    pub loss: Cell<f64>,
+    /// Embedding, RoPE, SwiGLU, residual adds, dropout.
+    pub other: Cell<f64>,
+}
+
+/// A snapshot of [`StepTimes`], in seconds.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ComponentTimes {
+    pub matmul: f64,
+    pub attention: f64,
+    pub norms: f64,
+    pub loss: f64,
+    pub other: f64,
+}
+
+impl StepTimes {
+    /// Returns the totals and resets them.
+    pub fn take(&self) -> ComponentTimes {
+        ComponentTimes {
+            matmul: self.matmul.take(),
+            attention: self.attention.take(),
+            norms: self.norms.take(),
+            loss: self.loss.take(),
+            other: self.other.take(),
+        }
+    }
+}
+
+fn timed<T>(cell: &Cell<f64>, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let r = f();
+    cell.set(cell.get() + t.elapsed().as_secs_f64());
+    r
+}
+
+/// What every layer function reads.
+struct Ctx<'a> {
+    c: &'a Config,
+    rope: &'a Rope,
+    batch: usize,
+    seq: usize,
+    lora_scale: f32,
+    /// Dropout probability in effect (0 in eval mode).
+    dropout: f32,
+    seed: u64,
+    times: &'a StepTimes,
+}
+
+impl Ctx<'_> {
+    fn shape(&self) -> AttnShape {
+        AttnShape {
+            n_heads: self.c.n_heads,
+            n_kv_heads: self.c.n_kv_heads,
+            head_dim: self.c.head_dim,
+        }
+    }
+
+    /// The dropout stream of adapter `slot` in layer `l`.
+    fn dropout_key(&self, l: usize, slot: usize) -> u64 {
+        let mut s = self.seed ^ ((l as u64) << 32) ^ ((slot as u64) << 8);
+        splitmix64(&mut s)
+    }
+}
+
+/// out = dropout(x) (or `out += dropout(x)` when `accumulate`), with the mask drawn from
+/// `key`: the same key gives the same mask, so the backward pass regenerates it instead of
+/// storing it. Kept elements are scaled by `1 / (1 - p)` as `torch.nn.Dropout` does.
+fn dropout(out: &mut [f32], x: &[f32], p: f32, key: u64, accumulate: bool) {
+    let keep = 1.0 / (1.0 - p);
+    let threshold = (p as f64 * (1u64 << 53) as f64) as u64;
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        let mut s = key ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let kept = (splitmix64(&mut s) >> 11) >= threshold;
+        let y = if kept { v * keep } else { 0.0 };
+        if accumulate {
+            *o += y;
+        } else {
+            *o = y;
+        }
+    }
+}
+
+/// db: [m] (+=), dy: [n, m]. Gradient of a bias added to every row.
+fn bias_backward(db: &mut [f32], dy: &[f32]) {
+    for row in dy.chunks_exact(db.len()) {
+        db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+    }
+}
+
+fn add_into(acc: &mut [f32], x: &[f32]) {
+    acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+/// out: [n, rows] = x: [n, cols] · Wᵀ for a trainable or frozen matrix.
+fn mat_forward(out: &mut [f32], x: &[f32], m: &Mat, p: &ParamStore, rows: usize, cols: usize) {
+    match m {
+        Mat::Param(id) => matmul(out, x, p.value(*id), x.len() / cols, cols, rows),
+        Mat::Frozen(w) => linear(out, x, w),
+    }
+}
+
+/// dx: [n, cols] (+=) and, for a trainable matrix, its gradient (+=), from dy: [n, rows].
+fn mat_backward(
+    dx: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    m: &Mat,
+    p: &mut ParamStore,
+    rows: usize,
+    cols: usize,
+) {
+    match m {
+        Mat::Param(id) => {
+            let (w, gw) = p.value_and_grad(*id);
+            matmul_backward(dx, Some(gw), dy, x, w, dy.len() / rows, cols, rows);
+        }
+        Mat::Frozen(w) => {
+            if let Some(dx) = dx {
+                linear_backward_dx(dx, dy, w);
+            }
+        }
+    }
+}
+
+/// The LoRA hidden buffer of `lin`'s adapter, if it has one.
+fn h_of<'a>(lora_h: &'a mut [Vec<f32>], lin: &Lin) -> Option<&'a mut [f32]> {
+    lin.adapter.map(|ad| lora_h[ad.slot].as_mut_slice())
+}
+
+/// out: [n, rows] = x · Wᵀ + scale · (dropout(x) · Aᵀ) · Bᵀ; saves `h = scale · dropout(x)·Aᵀ`.
+#[allow(clippy::too_many_arguments)]
+fn lin_forward(
+    cx: &Ctx,
+    lin: &Lin,
+    l: usize,
+    out: &mut [f32],
+    x: &[f32],
+    h: Option<&mut [f32]>,
+    xd: &mut [f32],
+    tmp: &mut [f32],
+    p: &ParamStore,
+) {
+    timed(&cx.times.matmul, || {
+        mat_forward(out, x, &lin.base, p, lin.rows, lin.cols)
+    });
+    let (Some(ad), Some(h)) = (lin.adapter, h) else {
+        return;
+    };
+    let n = x.len() / lin.cols;
+    let r = h.len() / n;
+    let xin: &[f32] = if cx.dropout > 0.0 {
+        let xd = &mut xd[..x.len()];
+        timed(&cx.times.other, || {
+            dropout(xd, x, cx.dropout, cx.dropout_key(l, ad.slot), false)
+        });
+        xd
+    } else {
+        x
+    };
+    timed(&cx.times.matmul, || {
+        matmul(h, xin, p.value(ad.a), n, lin.cols, r);
+        h.iter_mut().for_each(|v| *v *= cx.lora_scale);
+        let tmp = &mut tmp[..n * lin.rows];
+        matmul(tmp, h, p.value(ad.b), n, r, lin.rows);
+        add_into(out, tmp);
+    });
+}
+
+/// Backward of [`lin_forward`]: dx (+=) from dy, and gradients of whatever trains.
+#[allow(clippy::too_many_arguments)]
+fn lin_backward(
+    cx: &Ctx,
+    lin: &Lin,
+    l: usize,
+    dx: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    h: Option<&[f32]>,
+    xd: &mut [f32],
+    dh: &mut [f32],
+    p: &mut ParamStore,
+) {
+    timed(&cx.times.matmul, || {
+        mat_backward(Some(&mut *dx), dy, x, &lin.base, p, lin.rows, lin.cols)
+    });
+    let (Some(ad), Some(h)) = (lin.adapter, h) else {
+        return;
+    };
+    let n = x.len() / lin.cols;
+    let r = h.len() / n;
+    let dh = &mut dh[..n * r];
+    timed(&cx.times.matmul, || {
+        // Through B: out += h · Bᵀ.
+        dh.fill(0.0);
+        let (b, gb) = p.value_and_grad(ad.b);
+        matmul_backward(Some(&mut *dh), Some(gb), dy, h, b, n, r, lin.rows);
+        dh.iter_mut().for_each(|v| *v *= cx.lora_scale);
+    });
+    if cx.dropout > 0.0 {
+        let xd = &mut xd[..x.len()];
+        let key = cx.dropout_key(l, ad.slot);
+        timed(&cx.times.other, || dropout(xd, x, cx.dropout, key, false));
+        timed(&cx.times.matmul, || {
+            let (a, ga) = p.value_and_grad(ad.a);
+            matmul_backward(None, Some(ga), dh, xd, a, n, lin.cols, r);
+            // Reuse the dropout scratch for d(dropout(x)), then push it through the mask.
+            xd.fill(0.0);
+            matmul_backward(Some(&mut *xd), None, dh, x, a, n, lin.cols, r);
+        });
+        timed(&cx.times.other, || dropout(dx, xd, cx.dropout, key, true));
+    } else {
+        timed(&cx.times.matmul, || {
+            let (a, ga) = p.value_and_grad(ad.a);
+            matmul_backward(Some(dx), Some(ga), dh, x, a, n, lin.cols, r);
+        });
+    }
+}
+
+fn norm_forward(cx: &Ctx, out: &mut [f32], x: &[f32], w: &Vector, p: &ParamStore) {
+    timed(&cx.times.norms, || rmsnorm(out, x, w.get(p), cx.c.norm_eps));
+}
+
+fn norm_backward(cx: &Ctx, dx: &mut [f32], dy: &[f32], x: &[f32], w: &Vector, p: &mut ParamStore) {
+    timed(&cx.times.norms, || match w {
+        Vector::Param(id) => {
+            let (w, gw) = p.value_and_grad(*id);
+            rmsnorm_backward(dx, Some(gw), dy, x, w, cx.c.norm_eps);
+        }
+        Vector::Frozen(w) => rmsnorm_backward(dx, None, dy, x, w, cx.c.norm_eps),
+    });
+}
+
+fn bias_forward(out: &mut [f32], b: &Option<Vector>, p: &ParamStore) {
+    if let Some(b) = b {
+        add_bias(out, b.get(p));
+    }
+}
+
+fn bias_grad(dy: &[f32], b: &Option<Vector>, p: &mut ParamStore) {
+    if let Some(Vector::Param(id)) = b {
+        let (_, g) = p.value_and_grad(*id);
+        bias_backward(g, dy);
+    }
+}
+
+/// One transformer block: x_out = block(x_in), saving what the backward pass needs in `a`.
+#[allow(clippy::too_many_arguments)]
+fn layer_forward(
+    cx: &Ctx,
+    lw: &TrainLayer,
+    l: usize,
+    x_in: &[f32],
+    x_out: &mut [f32],
+    a: &mut LayerActs,
+    xd: &mut [f32],
+    tmp: &mut [f32],
+    p: &ParamStore,
+) {
+    let c = cx.c;
+    let (t, qd, kvd, hd) = (cx.seq, c.q_dim(), c.kv_dim(), c.head_dim);
+    norm_forward(cx, &mut a.xn1, x_in, &lw.attn_norm, p);
+    let (q_out, k_out) = if c.qk_norm {
+        (&mut a.q_lin, &mut a.k_lin)
+    } else {
+        (&mut a.q, &mut a.k)
+    };
+    lin_forward(
+        cx,
+        &lw.q,
+        l,
+        q_out,
+        &a.xn1,
+        h_of(&mut a.lora_h, &lw.q),
+        xd,
+        tmp,
+        p,
+    );
+    lin_forward(
+        cx,
+        &lw.k,
+        l,
+        k_out,
+        &a.xn1,
+        h_of(&mut a.lora_h, &lw.k),
+        xd,
+        tmp,
+        p,
+    );
+    lin_forward(
+        cx,
+        &lw.v,
+        l,
+        &mut a.v,
+        &a.xn1,
+        h_of(&mut a.lora_h, &lw.v),
+        xd,
+        tmp,
+        p,
+    );
+    bias_forward(q_out, &lw.bq, p);
+    bias_forward(k_out, &lw.bk, p);
+    bias_forward(&mut a.v, &lw.bv, p);
+    if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+        norm_forward(cx, &mut a.q, &a.q_lin, qn, p);
+        norm_forward(cx, &mut a.k, &a.k_lin, kn, p);
+    }
+    timed(&cx.times.other, || {
+        for b in 0..cx.batch {
+            cx.rope
+                .apply(&mut a.q[b * t * qd..(b + 1) * t * qd], 0, c.n_heads, hd);
+            cx.rope.apply(
+                &mut a.k[b * t * kvd..(b + 1) * t * kvd],
+                0,
+                c.n_kv_heads,
+                hd,
+            );
+        }
+    });
+    timed(&cx.times.attention, || {
+        for b in 0..cx.batch {
+            let (qs, ks) = (b * t * qd..(b + 1) * t * qd, b * t * kvd..(b + 1) * t * kvd);
+            attention_forward_train(
+                &mut a.att[qs.clone()],
+                &mut a.lse[b * c.n_heads * t..(b + 1) * c.n_heads * t],
+                &a.q[qs],
+                &a.k[ks.clone()],
+                &a.v[ks],
+                cx.shape(),
+            );
+        }
+    });
+    lin_forward(
+        cx,
+        &lw.o,
+        l,
+        &mut a.x_mid,
+        &a.att,
+        h_of(&mut a.lora_h, &lw.o),
+        xd,
+        tmp,
+        p,
+    );
+    timed(&cx.times.other, || add_into(&mut a.x_mid, x_in));
+    norm_forward(cx, &mut a.xn2, &a.x_mid, &lw.ffn_norm, p);
+    lin_forward(
+        cx,
+        &lw.gate,
+        l,
+        &mut a.gate,
+        &a.xn2,
+        h_of(&mut a.lora_h, &lw.gate),
+        xd,
+        tmp,
+        p,
+    );
+    lin_forward(
+        cx,
+        &lw.up,
+        l,
+        &mut a.up,
+        &a.xn2,
+        h_of(&mut a.lora_h, &lw.up),
+        xd,
+        tmp,
+        p,
+    );
+    timed(&cx.times.other, || swiglu(&mut a.act, &a.gate, &a.up));
+    lin_forward(
+        cx,
+        &lw.down,
+        l,
+        x_out,
+        &a.act,
+        h_of(&mut a.lora_h, &lw.down),
+        xd,
+        tmp,
+        p,
+    );
+    timed(&cx.times.other, || add_into(x_out, &a.x_mid));
+}
+
+/// The LoRA hidden buffer of `lin`'s adapter, read-only.
+fn h_ref<'a>(lora_h: &'a [Vec<f32>], lin: &Lin) -> Option<&'a [f32]> {
+    lin.adapter.map(|ad| lora_h[ad.slot].as_slice())
+}
+
+/// Backward of [`layer_forward`]: on entry `acts.g.dres` holds dL/dx_out; on exit dL/dx_in.
+fn layer_backward(
+    cx: &Ctx,
+    lw: &TrainLayer,
+    l: usize,
+    x_in: &[f32],
+    a: &LayerActs,
+    acts_xd: &mut [f32],
+    g: &mut crate::train::acts::Grads,
+    p: &mut ParamStore,
+) {
+    let c = cx.c;
+    let (t, qd, kvd, hd) = (cx.seq, c.q_dim(), c.kv_dim(), c.head_dim);
+    // Feed-forward: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))).
+    g.dact.fill(0.0);
+    lin_backward(
+        cx,
+        &lw.down,
+        l,
+        &mut g.dact,
+        &g.dres,
+        &a.act,
+        h_ref(&a.lora_h, &lw.down),
+        acts_xd,
+        &mut g.dh,
+        p,
+    );
+    timed(&cx.times.other, || {
+        swiglu_backward(&mut g.dgate, &mut g.dup, &g.dact, &a.gate, &a.up)
+    });
+    g.dxn.fill(0.0);
+    lin_backward(
+        cx,
+        &lw.gate,
+        l,
+        &mut g.dxn,
+        &g.dgate,
+        &a.xn2,
+        h_ref(&a.lora_h, &lw.gate),
+        acts_xd,
+        &mut g.dh,
+        p,
+    );
+    lin_backward(
+        cx,
+        &lw.up,
+        l,
+        &mut g.dxn,
+        &g.dup,
+        &a.xn2,
+        h_ref(&a.lora_h, &lw.up),
+        acts_xd,
+        &mut g.dh,
+        p,
+    );
+    norm_backward(cx, &mut g.dres, &g.dxn, &a.x_mid, &lw.ffn_norm, p);
+    // Attention: x_mid = x_in + o(attention(rope(q), rope(k), v)).
+    g.datt.fill(0.0);
+    lin_backward(
+        cx,
+        &lw.o,
+        l,
+        &mut g.datt,
+        &g.dres,
+        &a.att,
+        h_ref(&a.lora_h, &lw.o),
+        acts_xd,
+        &mut g.dh,
+        p,
+    );
+    g.dq.fill(0.0);
+    g.dk.fill(0.0);
+    g.dv.fill(0.0);
+    timed(&cx.times.attention, || {
+        for b in 0..cx.batch {
+            let (qs, ks) = (b * t * qd..(b + 1) * t * qd, b * t * kvd..(b + 1) * t * kvd);
+            attention_backward(
+                &mut g.dq[qs.clone()],
+                &mut g.dk[ks.clone()],
+                &mut g.dv[ks.clone()],
+                &mut g.attn,
+                &g.datt[qs.clone()],
+                &a.att[qs.clone()],
+                &a.lse[b * c.n_heads * t..(b + 1) * c.n_heads * t],
+                &a.q[qs],
+                &a.k[ks.clone()],
+                &a.v[ks],
+                cx.shape(),
+            );
+        }
+    });
+    timed(&cx.times.other, || {
+        for b in 0..cx.batch {
+            cx.rope
+                .apply_backward(&mut g.dq[b * t * qd..(b + 1) * t * qd], 0, c.n_heads, hd);
+            cx.rope.apply_backward(
+                &mut g.dk[b * t * kvd..(b + 1) * t * kvd],
+                0,
+                c.n_kv_heads,
+                hd,
+            );
+        }
+    });
+    if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+        g.dq_lin.fill(0.0);
+        g.dk_lin.fill(0.0);
+        norm_backward(cx, &mut g.dq_lin, &g.dq, &a.q_lin, qn, p);
+        norm_backward(cx, &mut g.dk_lin, &g.dk, &a.k_lin, kn, p);
+    }
+    let (dq, dk) = if c.qk_norm {
+        (&g.dq_lin, &g.dk_lin)
+    } else {
+        (&g.dq, &g.dk)
+    };
+    bias_grad(dq, &lw.bq, p);
+    bias_grad(dk, &lw.bk, p);
+    bias_grad(&g.dv, &lw.bv, p);
+    g.dxn.fill(0.0);
+    lin_backward(
+        cx,
+        &lw.q,
+        l,
+        &mut g.dxn,
+        dq,
+        &a.xn1,
+        h_ref(&a.lora_h, &lw.q),
+        acts_xd,
+        &mut g.dh,
+        p,
+    );
+    lin_backward(
+        cx,
+        &lw.k,
+        l,
+        &mut g.dxn,
+        dk,
+        &a.xn1,
+        h_ref(&a.lora_h, &lw.k),
+        acts_xd,
+        &mut g.dh,
+        p,
+    );
+    lin_backward(
+        cx,
+        &lw.v,
+        l,
+        &mut g.dxn,
+        &g.dv,
+        &a.xn1,
+        h_ref(&a.lora_h, &lw.v),
+        acts_xd,
+        &mut g.dh,
+        p,
+    );
+    norm_backward(cx, &mut g.dres, &g.dxn, x_in, &lw.attn_norm, p);
+}
+
+impl TrainModel {
+    fn ctx<'a>(&'a self, times: &'a StepTimes) -> Ctx<'a> {
+        Ctx {
+            c: &self.config,
+            rope: &self.rope,
+            batch: self.shape.batch,
+            seq: self.shape.seq_len,
+            lora_scale: self.lora().map_or(0.0, |l| l.scale()),
+            dropout: if self.train_mode {
+                self.lora().map_or(0.0, |l| l.dropout)
+            } else {
+                0.0
+            },
+            seed: self.dropout_seed,
+            times,
+        }
+    }
+
+    fn check_batch(&self, inputs: &[u32], targets: &[u32]) -> Result<()> {
+        let n = self.tokens_per_batch();
+        if inputs.len() != n || targets.len() != n {
+            return Err(ModelError::Config {
+                path: self.source.path.clone(),
+                reason: format!(
+                    "batch of {} inputs / {} targets, the model was sized for {n}",
+                    inputs.len(),
+                    targets.len()
+                ),
+            });
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = inputs
+            .iter()
+            .chain(targets.iter().filter(|&&t| t != IGNORE))
+            .find(|&&t| t as usize >= vocab)
+        {
+            return Err(ModelError::BadToken { id, vocab });
+        }
+        Ok(())
+    }
+
+    /// Forward pass over `inputs` ([batch · seq_len]), leaving the final normed hidden
+    /// states in `acts.xnf` and every layer's saved activations.
+    fn forward(&mut self, inputs: &[u32], times: &StepTimes) {
+        let mut acts = std::mem::replace(&mut self.acts, Activations::empty());
+        {
+            let cx = self.ctx(times);
+            let d = self.config.dim;
+            let Activations {
+                layer_in,
+                saved,
+                xnf,
+                xd,
+                tmp,
+                ..
+            } = &mut acts;
+            timed(&times.other, || {
+                for (row, &tok) in layer_in[0].chunks_exact_mut(d).zip(inputs) {
+                    match &self.embed {
+                        Mat::Param(id) => row.copy_from_slice(
+                            &self.params.value(*id)[tok as usize * d..(tok as usize + 1) * d],
+                        ),
+                        Mat::Frozen(w) => w.rows_to_f32(tok as usize, row),
+                    }
+                }
+            });
+            let n_saved = saved.len();
+            for (l, lw) in self.layers.iter().enumerate() {
+                let (ins, outs) = layer_in.split_at_mut(l + 1);
+                let a = &mut saved[l % n_saved];
+                layer_forward(&cx, lw, l, &ins[l], &mut outs[0], a, xd, tmp, &self.params);
+            }
+            norm_forward(
+                &cx,
+                xnf,
+                &layer_in[self.layers.len()],
+                &self.output_norm,
+                &self.params,
+            );
+        }
+        self.acts = acts;
+    }
+
+    /// Forward, loss and backward over one micro-batch. `inputs`, `targets`:
+    /// [batch · seq_len]; targets equal to [`IGNORE`] are masked out. Adds
+    /// `grad_scale · ∂(mean loss)/∂θ` to [`ParamStore::grad`] (the caller zeroes it once
+    /// per optimizer step; with gradient accumulation over K micro-batches, pass `1/K`).
+    pub fn forward_backward(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        grad_scale: f32,
+        times: &StepTimes,
+    ) -> Result<BatchLoss> {
+        self.check_batch(inputs, targets)?;
+        self.forward(inputs, times);
+        let n_targets = targets.iter().filter(|&&t| t != IGNORE).count();
+        let scale = if n_targets == 0 {
+            0.0
+        } else {
+            grad_scale / n_targets as f32
+        };
+        let mut acts = std::mem::replace(&mut self.acts, Activations::empty());
+        let mut params = std::mem::take(&mut self.params);
+        let loss_sum = {
+            let cx = self.ctx(times);
+            let (d, v) = (self.config.dim, self.config.vocab_size);
+            let Activations {
+                layer_in,
+                saved,
+                xnf,
+                xd,
+                tmp,
+                logits,
+                chunk,
+                g,
+            } = &mut acts;
+            // Classifier + softmax + cross-entropy, a chunk of tokens at a time, so the
+            // [tokens, vocab] logits never exist whole.
+            let cls = self.output.as_ref().unwrap_or(&self.embed);
+            g.dxn.fill(0.0);
+            let mut loss_sum = 0.0;
+            for ((x, dx), tg) in xnf
+                .chunks(*chunk * d)
+                .zip(g.dxn.chunks_mut(*chunk * d))
+                .zip(targets.chunks(*chunk))
+            {
+                let lg = &mut logits[..tg.len() * v];
+                timed(&times.loss, || mat_forward(lg, x, cls, &params, v, d));
+                loss_sum += timed(&times.loss, || {
+                    softmax_cross_entropy_backward(lg, tg, v, scale)
+                });
+                timed(&times.loss, || {
+                    mat_backward(Some(dx), lg, x, cls, &mut params, v, d)
+                });
+            }
+            let n_layers = self.layers.len();
+            g.dres.fill(0.0);
+            norm_backward(
+                &cx,
+                &mut g.dres,
+                &g.dxn,
+                &layer_in[n_layers],
+                &self.output_norm,
+                &mut params,
+            );
+            let n_saved = saved.len();
+            for l in (0..n_layers).rev() {
+                let lw = &self.layers[l];
+                if self.shape.recompute {
+                    let (ins, outs) = layer_in.split_at_mut(l + 1);
+                    layer_forward(
+                        &cx,
+                        lw,
+                        l,
+                        &ins[l],
+                        &mut outs[0],
+                        &mut saved[0],
+                        xd,
+                        tmp,
+                        &params,
+                    );
+                }
+                layer_backward(
+                    &cx,
+                    lw,
+                    l,
+                    &layer_in[l],
+                    &saved[l % n_saved],
+                    xd,
+                    g,
+                    &mut params,
+                );
+            }
+            if let Mat::Param(id) = &self.embed {
+                let (_, ge) = params.value_and_grad(*id);
+                timed(&times.other, || embedding_backward(ge, &g.dres, inputs, d));
+            }
+            loss_sum
+        };
+        self.params = params;
+        self.acts = acts;
+        Ok(BatchLoss {
+            loss_sum,
+            n_targets,
+        })
+    }
+
+    /// Loss without gradients (validation): no dropout, parameters and gradients untouched.
+    pub fn eval_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<BatchLoss> {
+        self.check_batch(inputs, targets)?;
+        let was = self.train_mode;
+        self.train_mode = false;
+        let times = StepTimes::default();
+        self.forward(inputs, &times);
+        self.train_mode = was;
+        let (d, v) = (self.config.dim, self.config.vocab_size);
+        let cls = self.output.as_ref().unwrap_or(&self.embed);
+        let acts = &mut self.acts;
+        let mut loss_sum = 0.0;
+        for (x, tg) in acts
+            .xnf
+            .chunks(acts.chunk * d)
+            .zip(targets.chunks(acts.chunk))
+        {
+            let lg = &mut acts.logits[..tg.len() * v];
+            mat_forward(lg, x, cls, &self.params, v, d);
+            loss_sum += cross_entropy_loss(lg, tg, v);
+        }
+        Ok(BatchLoss {
+            loss_sum,
+            n_targets: targets.iter().filter(|&&t| t != IGNORE).count(),
+        })
+    }
+}

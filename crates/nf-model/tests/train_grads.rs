@@ -1,0 +1,390 @@
+//! Gradients of the training forward/backward pass: against central finite differences of
+//! the loss on tiny random models, and against PyTorch + PEFT fixtures
+//! (`tests/fixtures/train_grads`, made by `tools/gen_train_golden.py`).
+
+use std::path::{Path, PathBuf};
+
+use nf_engine::linear::Weight;
+use nf_engine::loss::IGNORE;
+use nf_engine::rope::{RopeScaling, RopeStyle};
+use nf_formats::safetensors::SafeTensors;
+use nf_model::config::Config;
+use nf_model::model::{Model, ModelFormat};
+use nf_model::train::adapter::{load_peft, peft_key};
+use nf_model::train::{BatchShape, LoraConfig, Method, StepTimes, Target, TrainModel};
+use nf_model::weights::{LayerWeights, Weights, hf_name};
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f() * scale).collect()
+    }
+    fn norm(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| 1.0 + 0.2 * self.f()).collect()
+    }
+}
+
+fn tiny_config(style: RopeStyle, tied: bool, qkv_bias: bool, qk_norm: bool) -> Config {
+    Config {
+        arch: "llama".into(),
+        dim: 16,
+        hidden_dim: 24,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: if qk_norm { 6 } else { 4 },
+        vocab_size: 19,
+        max_seq_len: 32,
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: RopeScaling::None,
+        rope_style: style,
+        tied_embeddings: tied,
+        qkv_bias,
+        qk_norm,
+    }
+}
+
+fn random_model(c: &Config, seed: u64) -> Model {
+    let mut r = Rng(seed * 7919 + 1);
+    let (d, h, qd, kvd, hd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim(), c.head_dim);
+    let m = |rows: usize, cols: usize, r: &mut Rng| {
+        Weight::from_f32(rows, cols, r.vec(rows * cols, 0.4))
+    };
+    let layers = (0..c.n_layers)
+        .map(|_| LayerWeights {
+            attn_norm: r.norm(d),
+            wq: m(qd, d, &mut r),
+            wk: m(kvd, d, &mut r),
+            wv: m(kvd, d, &mut r),
+            wo: m(d, qd, &mut r),
+            bq: c.qkv_bias.then(|| r.vec(qd, 0.3)),
+            bk: c.qkv_bias.then(|| r.vec(kvd, 0.3)),
+            bv: c.qkv_bias.then(|| r.vec(kvd, 0.3)),
+            q_norm: c.qk_norm.then(|| r.norm(hd)),
+            k_norm: c.qk_norm.then(|| r.norm(hd)),
+            ffn_norm: r.norm(d),
+            w_gate: m(h, d, &mut r),
+            w_up: m(h, d, &mut r),
+            w_down: m(d, h, &mut r),
+        })
+        .collect();
+    let weights = Weights {
+        token_embd: m(c.vocab_size, d, &mut r),
+        layers,
+        output_norm: r.norm(d),
+        output: (!c.tied_embeddings).then(|| m(c.vocab_size, d, &mut r)),
+        rope_freqs: None,
+    };
+    Model::assemble(c.clone(), weights, Path::new("tiny"), ModelFormat::Llama2c)
+}
+
+fn batch(c: &Config, shape: BatchShape, seed: u64) -> (Vec<u32>, Vec<u32>) {
+    let n = shape.batch * shape.seq_len;
+    let mut s = seed;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (s >> 33) as u32 % c.vocab_size as u32
+    };
+    let inputs: Vec<u32> = (0..n).map(|_| next()).collect();
+    let mut targets: Vec<u32> = (0..n).map(|_| next()).collect();
+    targets[1] = IGNORE; // a masked position must contribute nothing
+    (inputs, targets)
+}
+
+/// Checks `params.grad` against central differences of the mean loss for a sample of
+/// parameters of every tensor.
+fn check_fd(tm: &mut TrainModel, inputs: &[u32], targets: &[u32]) {
+    tm.params.zero_grad();
+    let times = StepTimes::default();
+    tm.forward_backward(inputs, targets, 1.0, &times).unwrap();
+    let analytic = tm.params.grad.clone();
+    let eps = 1e-2f32;
+    let tensors = tm.params.tensors.clone();
+    let mut checked = 0;
+    for t in &tensors {
+        let r = t.range();
+        let step = (t.len() / 5).max(1);
+        for i in (r.start..r.end).step_by(step) {
+            let orig = tm.params.data[i];
+            tm.params.data[i] = orig + eps;
+            let lp = tm.eval_loss(inputs, targets).unwrap().mean();
+            tm.params.data[i] = orig - eps;
+            let lm = tm.eval_loss(inputs, targets).unwrap().mean();
+            tm.params.data[i] = orig;
+            let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
+            let g = analytic[i];
+            assert!(
+                (fd - g).abs() <= 2e-3 + 2e-2 * g.abs().max(fd.abs()),
+                "{} [{}]: analytic {g} vs finite difference {fd}",
+                t.name,
+                i - r.start
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "checked only {checked} parameters");
+}
+
+#[test]
+fn full_gradients_match_finite_differences() {
+    let shape = BatchShape {
+        batch: 2,
+        seq_len: 5,
+        recompute: false,
+    };
+    for (i, c) in [
+        tiny_config(RopeStyle::Interleaved, true, false, false),
+        tiny_config(RopeStyle::RotateHalf, false, true, false),
+        tiny_config(RopeStyle::RotateHalf, true, false, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut tm = TrainModel::new(random_model(c, i as u64), Method::Full, shape, 1);
+        let (x, y) = batch(c, shape, 3 + i as u64);
+        check_fd(&mut tm, &x, &y);
+    }
+}
+
+fn lora_all(rank: usize) -> LoraConfig {
+    LoraConfig {
+        rank,
+        alpha: 2.0 * rank as f32,
+        dropout: 0.0,
+        targets: Target::ALL.to_vec(),
+    }
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let c = tiny_config(RopeStyle::Interleaved, false, true, true);
+    let shape = BatchShape {
+        batch: 2,
+        seq_len: 4,
+        recompute: false,
+    };
+    let mut tm = TrainModel::new(random_model(&c, 9), Method::Lora(lora_all(3)), shape, 5);
+    // B starts at zero, which would make every A gradient zero; give it values.
+    let mut r = Rng(77);
+    for t in tm.params.tensors.clone() {
+        if t.name.ends_with("lora_b") {
+            let v = r.vec(t.len(), 0.3);
+            tm.params
+                .value_mut(tm.params.find(&t.name).unwrap())
+                .copy_from_slice(&v);
+        }
+    }
+    let (x, y) = batch(&c, shape, 11);
+    check_fd(&mut tm, &x, &y);
+}
+
+#[test]
+fn recompute_gives_identical_gradients() {
+    let c = tiny_config(RopeStyle::RotateHalf, false, false, true);
+    let grads = |recompute: bool| {
+        let shape = BatchShape {
+            batch: 2,
+            seq_len: 6,
+            recompute,
+        };
+        let mut tm = TrainModel::new(random_model(&c, 4), Method::Full, shape, 1);
+        let (x, y) = batch(&c, shape, 8);
+        let l = tm
+            .forward_backward(&x, &y, 1.0, &StepTimes::default())
+            .unwrap();
+        (l.loss_sum, tm.params.grad.clone())
+    };
+    assert_eq!(grads(false), grads(true));
+}
+
+#[test]
+fn fresh_lora_model_equals_base_and_merges_to_it() {
+    // B = 0 at initialization: the adapted model computes exactly the base function.
+    let c = tiny_config(RopeStyle::Interleaved, true, false, false);
+    let shape = BatchShape {
+        batch: 1,
+        seq_len: 6,
+        recompute: false,
+    };
+    let (x, y) = batch(&c, shape, 2);
+    let mut full = TrainModel::new(random_model(&c, 1), Method::Full, shape, 1);
+    let mut lora = TrainModel::new(random_model(&c, 1), Method::Lora(lora_all(2)), shape, 1);
+    let a = full.eval_loss(&x, &y).unwrap();
+    let b = lora.eval_loss(&x, &y).unwrap();
+    assert!((a.loss_sum - b.loss_sum).abs() < 1e-5, "{a:?} vs {b:?}");
+    // Inference forward of the merged model gives the same loss as the training forward.
+    let merged = lora.to_model();
+    let mut cache = merged.new_cache(shape.seq_len);
+    let logits = merged.forward(&mut cache, &x, true).unwrap();
+    let v = c.vocab_size;
+    let mut loss = 0.0;
+    for (row, &t) in logits.chunks(v).zip(&y) {
+        if t == IGNORE {
+            continue;
+        }
+        let max = row.iter().copied().fold(f32::MIN, f32::max);
+        let z: f64 = row.iter().map(|&l| ((l - max) as f64).exp()).sum();
+        loss += z.ln() + max as f64 - row[t as usize] as f64;
+    }
+    assert!((loss - b.loss_sum).abs() < 1e-4, "{loss} vs {}", b.loss_sum);
+}
+
+// ---- PyTorch fixtures ----
+
+fn fixture_dir(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/train_grads")
+        .join(case)
+}
+
+struct FixtureBatch {
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    batch: usize,
+    seq: usize,
+    loss: f64,
+    lora_loss: f64,
+}
+
+fn read_batch(dir: &Path) -> FixtureBatch {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("batch.json")).unwrap()).unwrap();
+    let rows = |k: &str| -> Vec<Vec<i64>> { serde_json::from_value(v[k].clone()).unwrap() };
+    let (tokens, labels) = (rows("tokens"), rows("labels"));
+    FixtureBatch {
+        batch: tokens.len(),
+        seq: tokens[0].len(),
+        inputs: tokens.iter().flatten().map(|&t| t as u32).collect(),
+        targets: labels
+            .iter()
+            .flatten()
+            .map(|&t| if t < 0 { IGNORE } else { t as u32 })
+            .collect(),
+        loss: v["loss"].as_f64().unwrap(),
+        lora_loss: v["lora_loss"].as_f64().unwrap(),
+    }
+}
+
+/// max |a - b| / max |b| over a tensor.
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12) as f64;
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64;
+    diff / scale
+}
+
+fn check_fixture_full(case: &str) {
+    let dir = fixture_dir(case);
+    if !dir.is_dir() {
+        panic!(
+            "fixture {} missing: run tools/gen_train_golden.py",
+            dir.display()
+        );
+    }
+    let fb = read_batch(&dir);
+    let model = Model::open(dir.join("model")).unwrap();
+    let shape = BatchShape {
+        batch: fb.batch,
+        seq_len: fb.seq,
+        recompute: false,
+    };
+    let mut tm = TrainModel::new(model, Method::Full, shape, 0);
+    let l = tm
+        .forward_backward(&fb.inputs, &fb.targets, 1.0, &StepTimes::default())
+        .unwrap();
+    assert!(
+        (l.mean() - fb.loss).abs() <= 1e-5 * fb.loss,
+        "{case}: loss {} vs PyTorch {}",
+        l.mean(),
+        fb.loss
+    );
+    let grads = SafeTensors::open(dir.join("grads.safetensors")).unwrap();
+    let mut n = 0;
+    for t in &tm.params.tensors {
+        let hf = if tm.config.tied_embeddings && t.name == "token_embd.weight" {
+            "model.embed_tokens.weight".to_string()
+        } else {
+            hf_name(&t.name)
+        };
+        let (_, want) = grads
+            .to_f32(&hf)
+            .unwrap_or_else(|e| panic!("{case}: {hf}: {e}"));
+        let got = tm.params.grad(tm.params.find(&t.name).unwrap());
+        let e = rel_err(got, &want);
+        assert!(
+            e <= 1e-4,
+            "{case}: gradient of {hf} off by {e:e} (relative)"
+        );
+        n += 1;
+    }
+    assert_eq!(n, tm.params.tensors.len());
+}
+
+fn check_fixture_lora(case: &str) {
+    let dir = fixture_dir(case);
+    let fb = read_batch(&dir);
+    let model = Model::open(dir.join("model")).unwrap();
+    let adapter = load_peft(&dir.join("adapter"), &model.config).unwrap();
+    let shape = BatchShape {
+        batch: fb.batch,
+        seq_len: fb.seq,
+        recompute: false,
+    };
+    let mut tm = TrainModel::new(model, Method::Lora(adapter.config.clone()), shape, 0);
+    tm.load_adapter(&adapter).unwrap();
+    let l = tm
+        .forward_backward(&fb.inputs, &fb.targets, 1.0, &StepTimes::default())
+        .unwrap();
+    assert!(
+        (l.mean() - fb.lora_loss).abs() <= 1e-5 * fb.lora_loss,
+        "{case}: LoRA loss {} vs PEFT {}",
+        l.mean(),
+        fb.lora_loss
+    );
+    let grads = SafeTensors::open(dir.join("lora_grads.safetensors")).unwrap();
+    let mut n = 0;
+    for lyr in 0..tm.config.n_layers {
+        for t in &adapter.config.targets {
+            for (which, suffix) in [('A', "lora_a"), ('B', "lora_b")] {
+                let key = peft_key(lyr, *t, which);
+                let (_, want) = grads.to_f32(&key).unwrap();
+                let name = format!("blk.{lyr}.{}.{suffix}", t.gguf_stem());
+                let got = tm.params.grad(tm.params.find(&name).unwrap());
+                let e = rel_err(got, &want);
+                assert!(
+                    e <= 1e-4,
+                    "{case}: gradient of {key} off by {e:e} (relative)"
+                );
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, tm.params.tensors.len());
+}
+
+#[test]
+fn llama_gqa_gradients_match_pytorch() {
+    check_fixture_full("llama_gqa");
+    check_fixture_lora("llama_gqa");
+}
+
+#[test]
+fn qwen3_qknorm_gradients_match_pytorch() {
+    check_fixture_full("qwen3_qknorm");
+    check_fixture_lora("qwen3_qknorm");
+}
+
+#[test]
+fn qwen2_bias_gradients_match_pytorch() {
+    check_fixture_full("qwen2_bias");
+    check_fixture_lora("qwen2_bias");
+}
