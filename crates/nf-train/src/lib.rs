@@ -1,1 +1,12 @@
-//! Training support.
+//! Training support: learning-rate schedules ([`schedule`]), atomic checkpoints that
+//! verify on load for exact resume ([`checkpoint`]), and SHA-256 hashing ([`hash`]).
+//! Like every library in the workspace, it never prints: errors are typed
+//! ([`TrainError`], [`CheckpointError`]) and results are returned to the caller.
+
+pub mod checkpoint;
+pub mod error;
+pub mod hash;
+pub mod schedule;
+
+pub use error::{CheckpointError, Result, TrainError};
+pub use schedule::{LrSchedule, Schedule, lr_at};

@@ -1,0 +1,80 @@
+//! The error types of this crate. Every error about a file or folder carries its path.
+
+use std::path::PathBuf;
+
+use nf_formats::FormatError;
+
+/// An error of the training support code.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The operating system refused an operation on `path`.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Saving, finding or loading a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A learning-rate schedule name that is not `constant`, `linear` or `cosine`.
+    #[error("unknown learning-rate schedule `{0}`; expected constant, linear or cosine")]
+    UnknownSchedule(String),
+}
+
+/// What is wrong with a checkpoint, or why saving one failed. The messages say which
+/// folder or file, and what to do where there is something to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The operating system refused an operation on `path`.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tensor file could not be read or written (the error names the file).
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The folder has no `COMPLETE` marker: the save was interrupted before it finished.
+    #[error("{dir}: incomplete checkpoint (no COMPLETE marker; the save was interrupted)")]
+    Incomplete { dir: PathBuf },
+    /// The `COMPLETE` marker is unreadable or lacks an entry for a required file.
+    #[error("{path}: bad checkpoint marker: {reason}")]
+    BadMarker { path: PathBuf, reason: String },
+    /// A file listed in the marker is missing.
+    #[error("{path}: missing from the checkpoint")]
+    MissingFile { path: PathBuf },
+    /// A file's content is not what was saved: corrupted or edited after the save.
+    #[error(
+        "{path}: checksum mismatch (sha256 {actual}, the marker says {expected}): the file is corrupted"
+    )]
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    /// A file passed its checksum but does not make sense (a tensor without its
+    /// optimizer moments, a `state.json` that is not JSON).
+    #[error("{path}: corrupt checkpoint: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// The folder name is not `step-N`.
+    #[error("{path}: not a checkpoint folder (expected a name like step-100)")]
+    NotACheckpoint { path: PathBuf },
+    /// The tensors handed to [`crate::checkpoint::save_checkpoint`] are inconsistent
+    /// (a shape that does not match the data length, moments that do not match weights).
+    #[error("cannot save a checkpoint: {0}")]
+    InvalidInput(String),
+}
+
+impl CheckpointError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CheckpointError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The result type of this crate, with [`TrainError`] by default.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
