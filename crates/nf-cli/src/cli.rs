@@ -40,6 +40,8 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Describe a model file or folder: architecture, sizes, types, tokenizer, template.
     Inspect(InspectArgs),
+    /// Fine-tune a model (LoRA or full) on text files or token shards.
+    Train(Box<TrainArgs>),
     /// Measure speed: prompt processing and decoding, or tokenizer throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -51,6 +53,61 @@ pub enum BenchCommand {
     Model(BenchModelArgs),
     /// Tokenizer encode throughput in MB/s over text files.
     Tokenizer(BenchTokenizerArgs),
+    /// Training throughput (forward + backward + AdamW) in tokens/s, on a model file or a
+    /// randomly initialized model of given dimensions (default: Stories110M's).
+    Train(BenchTrainArgs),
+    /// The machine's f32 matrix-multiply peak in GFLOP/s (the utilization reference).
+    Peak(BenchPeakArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// A model to train instead of a random one (with --tokenizer for llama2.c files).
+    #[arg(long, short = 'm', value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Tokenizer for --model when it is a llama2.c checkpoint.
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Random model: model width.
+    #[arg(long, default_value_t = 768)]
+    pub dim: usize,
+    /// Random model: layers.
+    #[arg(long, default_value_t = 12)]
+    pub layers: usize,
+    /// Random model: attention heads.
+    #[arg(long, default_value_t = 12)]
+    pub heads: usize,
+    /// Random model: key/value heads (default = heads).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// Random model: feed-forward width.
+    #[arg(long, default_value_t = 2048)]
+    pub hidden: usize,
+    /// Random model: vocabulary size.
+    #[arg(long, default_value_t = 32000)]
+    pub vocab: usize,
+    #[arg(long, default_value_t = 1, value_name = "B")]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 256, value_name = "T")]
+    pub seq_len: usize,
+    /// LoRA rank (0 = full fine-tuning).
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub lora_rank: usize,
+    /// Recompute activations in the backward pass.
+    #[arg(long)]
+    pub recompute: bool,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub steps: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPeakArgs {
+    /// Square matrix size.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub size: usize,
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub reps: usize,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +149,11 @@ pub struct ModelArgs {
     /// tokenizer.bin (required for llama2.c checkpoints).
     #[arg(long, value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
+    /// A LoRA adapter to apply on top of the model: a run folder made by `train` (its
+    /// final adapter), or a PEFT adapter folder (adapter_config.json +
+    /// adapter_model.safetensors).
+    #[arg(long, value_name = "RUN_DIR|ADAPTER")]
+    pub adapter: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -171,4 +233,119 @@ pub struct InspectArgs {
     /// Tokenizer to describe for llama2.c checkpoints.
     #[arg(long, value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The base model: a model folder (Hugging Face layout), a .gguf, a llama2.c .bin, or a
+    /// model name in the NeuralForge home.
+    #[arg(
+        long,
+        short = 'm',
+        value_name = "PATH",
+        required_unless_present = "resume"
+    )]
+    pub model: Option<PathBuf>,
+    /// Tokenizer (required for llama2.c checkpoints): tokenizer.json, a .gguf, or tokenizer.bin.
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Training data: text files (.txt, .md, ...; tokenized on the fly) and .bin token shards.
+    #[arg(long, num_args = 1.., value_name = "PATH", required_unless_present = "resume")]
+    pub data: Vec<PathBuf>,
+    /// Validation data (default: hold out --val-fraction of the training tokens, from the end).
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub val: Vec<PathBuf>,
+    /// Fraction of the training tokens held out for validation when --val is not given.
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    pub val_fraction: f32,
+    /// Train every weight (f32 master weights and AdamW moments) instead of a LoRA adapter.
+    #[arg(long)]
+    pub full: bool,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8, value_name = "R")]
+    pub lora_rank: usize,
+    /// LoRA alpha (scale = alpha / rank); default 2 × rank.
+    #[arg(long, value_name = "A")]
+    pub lora_alpha: Option<f32>,
+    /// LoRA dropout on the adapter input.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub lora_dropout: f32,
+    /// Projections that get adapters: a comma list of q,k,v,o,gate,up,down, or `all`.
+    #[arg(long, default_value = "all", value_name = "LIST")]
+    pub lora_targets: String,
+    /// Optimizer steps.
+    #[arg(
+        long,
+        default_value_t = 200,
+        value_name = "N",
+        conflicts_with = "epochs"
+    )]
+    pub steps: u64,
+    /// Train for this many passes over the data instead of --steps.
+    #[arg(long, value_name = "E")]
+    pub epochs: Option<f32>,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 4, value_name = "B")]
+    pub batch_size: usize,
+    /// Tokens per sequence (capped at the model's context length).
+    #[arg(long, default_value_t = 256, value_name = "T")]
+    pub seq_len: usize,
+    /// Micro-batches accumulated per optimizer step.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub grad_accum: usize,
+    /// Peak learning rate (default 2e-3 for LoRA, 3e-4 for --full).
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f32>,
+    /// Final learning rate of the cosine/linear schedule (default lr / 10).
+    #[arg(long, value_name = "LR")]
+    pub min_lr: Option<f32>,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 10, value_name = "W")]
+    pub warmup: u64,
+    /// Learning-rate schedule after warmup: cosine, linear or constant.
+    #[arg(long, default_value = "cosine", value_name = "NAME")]
+    pub schedule: String,
+    /// AdamW decoupled weight decay (matrices only; norms and biases never decay).
+    #[arg(long, default_value_t = 0.0, value_name = "WD")]
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0 = off).
+    #[arg(long, default_value_t = 1.0, value_name = "C")]
+    pub clip: f32,
+    /// Validate every N steps (and at the end).
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub eval_every: u64,
+    /// Validation batches per evaluation.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub eval_batches: usize,
+    /// Stop after this many evaluations without a better validation loss (0 = never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub patience: u32,
+    /// Print a greedy sample every N steps (0 = never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub sample_every: u64,
+    /// Prompt of the sample generations.
+    #[arg(long, default_value = "Once upon a time", value_name = "TEXT")]
+    pub sample_prompt: String,
+    /// Save a checkpoint every N steps (and at the end, and on Ctrl-C).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub save_every: u64,
+    /// Checkpoints kept (besides the one with the best validation loss).
+    #[arg(long, default_value_t = 2, value_name = "K")]
+    pub keep: usize,
+    /// Window sampling: random (seeded) or sequential (packed, in order).
+    #[arg(long, default_value = "random", value_name = "MODE")]
+    pub sampling: String,
+    /// Recompute each layer's activations in the backward pass (less memory, ~30% slower).
+    #[arg(long)]
+    pub recompute: bool,
+    /// Seed for data order, LoRA initialization and dropout.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Run folder (default: <home>/runs/<date>-<time>-<method>).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its newest valid checkpoint, with its run.json
+    /// settings (other flags are ignored).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
 }

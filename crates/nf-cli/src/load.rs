@@ -69,6 +69,96 @@ pub struct Loaded {
 
 pub fn load(args: &ModelArgs, home: &Path) -> Result<Loaded> {
     let t0 = Instant::now();
+    let args = &resolve_run(args, home)?;
+    let mut loaded = load_base(args, home)?;
+    if let Some(dir) = &args.adapter {
+        let dir = adapter_dir(dir)?;
+        let adapter = nf_model::train::adapter::load_peft(&dir, &loaded.model.config)?;
+        nf_model::train::adapter::merge_adapter(&mut loaded.model, &adapter);
+    }
+    loaded.load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    Ok(loaded)
+}
+
+/// `--model RUN_DIR` (a folder made by `train`) means the run's result: its base model with
+/// its adapter, or its fully fine-tuned model, with the tokenizer the run used.
+fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
+    let path = resolve_model_path(&args.model, home)?;
+    let run_json = path.join("run.json");
+    if !path.is_dir() || !run_json.is_file() {
+        return Ok(args.clone());
+    }
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&run_json)
+            .with_context(|| format!("reading {}", run_json.display()))?,
+    )
+    .map_err(|e| {
+        user_error(
+            "corrupt",
+            format!("{}: {e}", run_json.display()),
+            "the run folder is damaged",
+        )
+    })?;
+    let tokenizer = args
+        .tokenizer
+        .clone()
+        .or_else(|| v["tokenizer"].as_str().map(PathBuf::from));
+    if v["method"] == "full" {
+        let model = path.join("model");
+        if !model.join("config.json").is_file() {
+            return Err(user_error(
+                "not_found",
+                format!("{} has no final model yet", path.display()),
+                format!(
+                    "finish the run with `neuralforge train --resume {}`",
+                    path.display()
+                ),
+            ));
+        }
+        return Ok(ModelArgs {
+            model,
+            tokenizer,
+            adapter: args.adapter.clone(),
+        });
+    }
+    let base = v["model"].as_str().map(PathBuf::from).ok_or_else(|| {
+        user_error(
+            "corrupt",
+            format!("{} names no base model", run_json.display()),
+            "the run folder is damaged",
+        )
+    })?;
+    Ok(ModelArgs {
+        model: base,
+        tokenizer,
+        adapter: Some(args.adapter.clone().unwrap_or(path)),
+    })
+}
+
+/// A PEFT adapter folder, or a run folder holding one in `adapter/`.
+fn adapter_dir(dir: &Path) -> Result<PathBuf> {
+    for d in [dir.to_path_buf(), dir.join("adapter")] {
+        if d.join("adapter_config.json").is_file() {
+            return Ok(d);
+        }
+    }
+    let hint = if dir.join("model").is_dir() {
+        format!(
+            "this run trained every weight: pass --model {} instead",
+            dir.display()
+        )
+    } else {
+        "pass a run folder made by `neuralforge train` with LoRA, or a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)".into()
+    };
+    Err(user_error(
+        "not_found",
+        format!("no LoRA adapter in {}", dir.display()),
+        hint,
+    ))
+}
+
+fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
+    let t0 = Instant::now();
     let path = resolve_model_path(&args.model, home)?;
     let format = ModelFormat::detect(&path)?;
     let (model, own_tokenizer) = match format {

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => cmd::chat::run(a, &home, &mut out),
         Command::Tokenize(a) => cmd::tokenize::run(a, &home, &mut out),
         Command::Inspect(a) => cmd::inspect::run(a, &home, &mut out),
+        Command::Train(a) => cmd::train::run(a, &home, &mut out),
         Command::Bench(b) => cmd::bench::run(b, &home, &mut out),
     };
     match result {

@@ -49,6 +49,43 @@
 //! `"tokenize"`), `threads` (integer), `value` (number: mean), `stddev` (number), `unit`
 //! (string: `"tokens/s"` or `"MB/s"`), `reps` (integer).
 //!
+//! ## `train.start`
+//! A training run began or resumed. Fields: `run_dir` (string), `method` (`"full"` or
+//! `"lora"`), `trainable_params` (integer), `total_params` (integer), `steps` (integer: the
+//! step the run ends at), `start_step` (integer: 0, or the checkpoint step when resuming),
+//! `batch_size`, `seq_len`, `grad_accum` (integers), `tokens_per_step` (integer),
+//! `train_tokens`, `val_tokens` (integers), `resumed` (boolean).
+//!
+//! ## `train.step`
+//! One optimizer step. Fields: `step` (integer, 1-based), `loss` (number: mean training loss
+//! of the step), `loss_ema` (number: exponential moving average, factor 0.9), `lr` (number),
+//! `grad_norm` (number: global L2 norm before clipping), `tokens_per_s`, `ms_per_step`,
+//! `tflops` (numbers), `ms` (object: component → milliseconds this step: `matmul`,
+//! `attention`, `norms`, `loss`, `other`, `optimizer`, `data`), `skipped` (boolean: the NaN
+//! guard skipped the update).
+//!
+//! ## `train.eval`
+//! Validation. Fields: `step` (integer), `val_loss` (number), `perplexity` (number),
+//! `best` (boolean: the best validation loss so far).
+//!
+//! ## `train.sample`
+//! A sample generation. Fields: `step` (integer), `prompt` (string), `text` (string).
+//!
+//! ## `checkpoint.saved`
+//! A checkpoint is complete on disk. Fields: `step` (integer), `path` (string).
+//!
+//! ## `warning`
+//! Something the user should know that does not stop the command (a skipped non-finite
+//! step, a rollback, a corrupt checkpoint passed over). Fields: `message` (string).
+//!
+//! ## `train.done`
+//! The run ended. Fields: `reason` (`"completed"`, `"interrupted"`, `"early_stopped"`),
+//! `steps` (integer: steps done in this process), `final_step` (integer), `final_loss`
+//! (number or null), `val_loss` (number or null), `wall_s`, `ms_per_step`, `tokens_per_s`,
+//! `tflops` (numbers), `utilization` (number or null: achieved / measured peak, when a peak
+//! was measured with `bench peak`), `ms` (object: component → mean milliseconds per step),
+//! `output` (string: the final adapter or model folder).
+//!
 //! ## `progress`
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
 //! null when unknown), `unit` (string, e.g. `"bytes"`, `"files"`, `"steps"`).
@@ -114,6 +151,67 @@ pub enum Event {
         stddev: f64,
         unit: String,
         reps: u64,
+    },
+    #[serde(rename = "train.start")]
+    TrainStart {
+        run_dir: String,
+        method: String,
+        trainable_params: u64,
+        total_params: u64,
+        steps: u64,
+        start_step: u64,
+        batch_size: u64,
+        seq_len: u64,
+        grad_accum: u64,
+        tokens_per_step: u64,
+        train_tokens: u64,
+        val_tokens: u64,
+        resumed: bool,
+    },
+    #[serde(rename = "train.step")]
+    TrainStep {
+        step: u64,
+        loss: f64,
+        loss_ema: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens_per_s: f64,
+        ms_per_step: f64,
+        tflops: f64,
+        ms: std::collections::BTreeMap<String, f64>,
+        skipped: bool,
+    },
+    #[serde(rename = "train.eval")]
+    TrainEval {
+        step: u64,
+        val_loss: f64,
+        perplexity: f64,
+        best: bool,
+    },
+    #[serde(rename = "train.sample")]
+    TrainSample {
+        step: u64,
+        prompt: String,
+        text: String,
+    },
+    #[serde(rename = "checkpoint.saved")]
+    CheckpointSaved { step: u64, path: String },
+    #[serde(rename = "warning")]
+    Warning { message: String },
+    #[serde(rename = "train.done")]
+    TrainDone {
+        reason: String,
+        steps: u64,
+        final_step: u64,
+        final_loss: Option<f64>,
+        val_loss: Option<f64>,
+        wall_s: f64,
+        ms_per_step: f64,
+        tokens_per_s: f64,
+        tflops: f64,
+        utilization: Option<f64>,
+        ms: std::collections::BTreeMap<String, f64>,
+        output: String,
     },
     #[serde(rename = "progress")]
     Progress {

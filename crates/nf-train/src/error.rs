@@ -20,6 +20,23 @@ pub enum TrainError {
     /// A learning-rate schedule name that is not `constant`, `linear` or `cosine`.
     #[error("unknown learning-rate schedule `{0}`; expected constant, linear or cosine")]
     UnknownSchedule(String),
+    /// The run's settings or data do not allow training.
+    #[error("{0}")]
+    Config(String),
+    /// A checkpoint belongs to another run: its configuration, base model or data differ.
+    #[error("{dir}: the checkpoint was made with a different {what}; refusing to resume from it")]
+    Mismatch { what: String, dir: PathBuf },
+    /// Every recent step was non-finite and there is no checkpoint to roll back to.
+    #[error(
+        "training diverged: {steps} non-finite steps in a row and no checkpoint to roll back to"
+    )]
+    Diverged { steps: u32 },
+    /// Loading or batching the training data failed.
+    #[error(transparent)]
+    Data(#[from] nf_data::dataset::DatasetError),
+    /// The model rejected a batch (a token outside its vocabulary, a wrong shape).
+    #[error(transparent)]
+    Model(#[from] nf_model::ModelError),
 }
 
 /// What is wrong with a checkpoint, or why saving one failed. The messages say which

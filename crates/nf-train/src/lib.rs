@@ -1,4 +1,4 @@
-//! Training support: learning-rate schedules ([`schedule`]), atomic checkpoints that
+//! Training: the loop ([`trainer`]), learning-rate schedules ([`schedule`]), atomic checkpoints that
 //! verify on load for exact resume ([`checkpoint`]), and SHA-256 hashing ([`hash`]).
 //! Like every library in the workspace, it never prints: errors are typed
 //! ([`TrainError`], [`CheckpointError`]) and results are returned to the caller.
@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod hash;
 pub mod schedule;
+pub mod trainer;
 
 pub use error::{CheckpointError, Result, TrainError};
 pub use schedule::{LrSchedule, Schedule, lr_at};

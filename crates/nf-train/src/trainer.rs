@@ -173,7 +173,9 @@ pub struct Trainer {
 
 impl std::fmt::Debug for Trainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trainer").field("step", &self.state.step).finish()
+        f.debug_struct("Trainer")
+            .field("step", &self.state.step)
+            .finish()
     }
 }
 
@@ -256,7 +258,10 @@ impl Trainer {
             .map(|(p, e)| format!("skipped checkpoint {}: {e}", p.display()))
             .collect();
         let saved: LoopState = serde_json::from_value(ckpt.state.clone()).map_err(|e| {
-            TrainError::Config(format!("{}: unreadable state.json: {e}", ckpt.dir.display()))
+            TrainError::Config(format!(
+                "{}: unreadable state.json: {e}",
+                ckpt.dir.display()
+            ))
         })?;
         let mine = &self.state.hashes;
         for (what, a, b) in [
@@ -288,14 +293,17 @@ impl Trainer {
                 (&mut self.m, &ckpt.m, "optimizer m"),
                 (&mut self.v, &ckpt.v, "optimizer v"),
             ] {
-                let src = map.get(&t.name).filter(|s| s.len() == t.len()).ok_or_else(|| {
-                    TrainError::Config(format!(
-                        "{}: {kind} lack tensor `{}` of {} values",
-                        ckpt.dir.display(),
-                        t.name,
-                        t.len()
-                    ))
-                })?;
+                let src = map
+                    .get(&t.name)
+                    .filter(|s| s.len() == t.len())
+                    .ok_or_else(|| {
+                        TrainError::Config(format!(
+                            "{}: {kind} lack tensor `{}` of {} values",
+                            ckpt.dir.display(),
+                            t.name,
+                            t.len()
+                        ))
+                    })?;
                 buf[r.clone()].copy_from_slice(src);
             }
         }
@@ -315,15 +323,6 @@ impl Trainer {
                 .collect()
         };
         let (w, m, v) = (view(&p.data), view(&self.m), view(&self.v));
-        let as_named = |v: &'_ [(String, Vec<usize>, Vec<f32>)]| -> Vec<NamedTensor<'_>> {
-            v.iter()
-                .map(|(n, s, d)| NamedTensor {
-                    name: n,
-                    shape: s,
-                    data: d,
-                })
-                .collect()
-        };
         let state = serde_json::to_value(&self.state).expect("state serializes");
         let dir = checkpoint::save_checkpoint(
             &self.ckpt_root,
@@ -352,7 +351,8 @@ impl Trainer {
         };
         let (b, t) = (self.model.shape.batch, self.model.shape.seq_len);
         let mut batcher = Batcher::new(val.clone(), b, t, Sampling::Sequential, 0)?;
-        let n_batches = (batcher.batches_per_epoch() as usize).clamp(1, self.opts.eval_batches.max(1));
+        let n_batches =
+            (batcher.batches_per_epoch() as usize).clamp(1, self.opts.eval_batches.max(1));
         let mut total = BatchLoss {
             loss_sum: 0.0,
             n_targets: 0,
@@ -370,10 +370,8 @@ impl Trainer {
     fn train_step(&mut self, totals: &mut Totals) -> Result<(f64, f64, bool), TrainError> {
         let accum = self.opts.grad_accum.max(1);
         self.model.params.zero_grad();
-        let mut loss = BatchLoss {
-            loss_sum: 0.0,
-            n_targets: 0,
-        };
+        // The step's loss is the mean of the micro-batch means, the quantity whose gradient
+        // the accumulated gradient is.
         let mut mean_sum = 0.0;
         for micro in 0..accum {
             let t = Instant::now();
@@ -391,12 +389,14 @@ impl Trainer {
                 &self.times,
             )?;
             mean_sum += l.mean();
-            loss.loss_sum += l.loss_sum;
-            loss.n_targets += l.n_targets;
         }
         let t = Instant::now();
         let loss_mean = mean_sum / accum as f64;
-        if let Some(i) = self.inject_nan_at.iter().position(|&s| s == self.state.step + 1) {
+        if let Some(i) = self
+            .inject_nan_at
+            .iter()
+            .position(|&s| s == self.state.step + 1)
+        {
             // One-shot, so a rollback past this step does not meet it again.
             self.inject_nan_at.remove(i);
             self.model.params.grad[0] = f32::NAN;
@@ -437,7 +437,14 @@ impl Trainer {
 
     fn lr_now(&self) -> f32 {
         let o = &self.opts;
-        lr_at(o.schedule, o.lr, o.min_lr, o.warmup, o.steps, self.state.step) * self.state.lr_scale
+        lr_at(
+            o.schedule,
+            o.lr,
+            o.min_lr,
+            o.warmup,
+            o.steps,
+            self.state.step,
+        ) * self.state.lr_scale
     }
 
     /// Runs until `opts.steps`, an interrupt (`stop` set: saves a checkpoint first), or early
@@ -504,26 +511,10 @@ impl Trainer {
                 skipped,
             });
             let last = self.state.step == self.opts.steps;
-            if (self.opts.eval_every > 0 && self.state.step.is_multiple_of(self.opts.eval_every)) || last {
-                if let Some(vl) = self.validate()? {
-                    let best = self.state.best_val.is_none_or(|(_, b)| vl < b);
-                    if best {
-                        self.state.best_val = Some((self.state.step, vl));
-                        self.state.evals_without_improvement = 0;
-                    } else {
-                        self.state.evals_without_improvement += 1;
-                    }
-                    self.state.last_val = Some(vl);
-                    emit(Event::TrainEval {
-                        step: self.state.step,
-                        val_loss: vl,
-                        perplexity: vl.exp(),
-                        best,
-                    });
-                    if self.opts.patience > 0 && self.state.evals_without_improvement >= self.opts.patience {
-                        reason = EndReason::EarlyStopped;
-                    }
-                }
+            let eval_due =
+                self.opts.eval_every > 0 && self.state.step.is_multiple_of(self.opts.eval_every);
+            if (eval_due || last) && self.evaluate(emit)? {
+                reason = EndReason::EarlyStopped;
             }
             if let Some(f) = sample.as_deref_mut()
                 && self.opts.sample_every > 0
@@ -536,7 +527,8 @@ impl Trainer {
                     text,
                 });
             }
-            let due = self.opts.save_every > 0 && self.state.step.is_multiple_of(self.opts.save_every);
+            let due =
+                self.opts.save_every > 0 && self.state.step.is_multiple_of(self.opts.save_every);
             if due || last || reason == EndReason::EarlyStopped {
                 self.save(emit)?;
                 last_saved = Some(self.state.step);
@@ -560,6 +552,28 @@ impl Trainer {
         ms.insert("optimizer".into(), totals.optimizer_s * 1e3 / steps);
         ms.insert("data".into(), totals.data_s * 1e3 / steps);
         Ok((summary, ms, totals.compute_s))
+    }
+
+    /// Validates, records the best loss, and says whether patience ran out.
+    fn evaluate(&mut self, emit: &mut dyn FnMut(Event)) -> Result<bool, TrainError> {
+        let Some(vl) = self.validate()? else {
+            return Ok(false);
+        };
+        let best = self.state.best_val.is_none_or(|(_, b)| vl < b);
+        if best {
+            self.state.best_val = Some((self.state.step, vl));
+            self.state.evals_without_improvement = 0;
+        } else {
+            self.state.evals_without_improvement += 1;
+        }
+        self.state.last_val = Some(vl);
+        emit(Event::TrainEval {
+            step: self.state.step,
+            val_loss: vl,
+            perplexity: vl.exp(),
+            best,
+        });
+        Ok(self.opts.patience > 0 && self.state.evals_without_improvement >= self.opts.patience)
     }
 
     /// Restores the newest good checkpoint after repeated non-finite steps, at half the
@@ -589,6 +603,16 @@ impl Trainer {
     pub fn method(&self) -> &Method {
         &self.model.method
     }
+}
+
+fn as_named(v: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTensor<'_>> {
+    v.iter()
+        .map(|(n, s, d)| NamedTensor {
+            name: n,
+            shape: s,
+            data: d,
+        })
+        .collect()
 }
 
 fn add_times(acc: &mut ComponentTimes, t: &ComponentTimes) {

@@ -24,7 +24,7 @@ fn hashes() -> RunHashes {
 
 fn stories(assets: &Path) -> (Model, Tokenizer) {
     let model = Model::open(assets.join("llama2c/stories260K.bin")).unwrap();
-    let tok = Tokenizer::from_llama2c(&assets.join("llama2c/tok512.bin"), Some(512)).unwrap();
+    let tok = Tokenizer::from_llama2c(assets.join("llama2c/tok512.bin"), Some(512)).unwrap();
     (model, tok)
 }
 
@@ -87,7 +87,8 @@ fn stories260k_full_finetune_lowers_validation_loss() {
 #[test]
 fn smollm2_lora_on_quantized_base_lowers_validation_loss() {
     let assets = require_assets!();
-    let g = nf_formats::GgufFile::open(assets.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let g =
+        nf_formats::GgufFile::open(assets.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
     let model = Model::from_gguf(&g).unwrap();
     let tok = Tokenizer::from_gguf(&g).unwrap();
     let text = std::fs::read_to_string(assets.join("corpus/wizard_of_oz.txt")).unwrap();
@@ -159,7 +160,11 @@ fn nan_guard_skips_then_rolls_back() {
             &stop,
             &mut |e| match e {
                 Event::Warning { message } => warnings.push(message),
-                Event::TrainStep { step, skipped: true, .. } => skipped.push(step),
+                Event::TrainStep {
+                    step,
+                    skipped: true,
+                    ..
+                } => skipped.push(step),
                 _ => {}
             },
             None,
@@ -167,7 +172,10 @@ fn nan_guard_skips_then_rolls_back() {
         .unwrap();
     assert_eq!(summary.final_step, 12);
     assert_eq!(skipped, vec![2, 6, 7], "steps whose update was skipped");
-    assert!(warnings.iter().any(|w| w.contains("rolled back to step 4")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("rolled back to step 4")),
+        "{warnings:?}"
+    );
     let weights_finite = t.model.params.data.iter().all(|v| v.is_finite());
     assert!(weights_finite, "a non-finite gradient reached the weights");
 }

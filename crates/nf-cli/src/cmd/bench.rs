@@ -8,7 +8,9 @@ use anyhow::Result;
 use nf_model::sampler::argmax;
 use nf_protocol::Event;
 
-use crate::cli::{BenchCommand, BenchModelArgs, BenchTokenizerArgs};
+use crate::cli::{
+    BenchCommand, BenchModelArgs, BenchPeakArgs, BenchTokenizerArgs, BenchTrainArgs, ModelArgs,
+};
 use crate::errors::user_error;
 use crate::load::{load, load_tokenizer};
 use crate::output::Output;
@@ -17,6 +19,8 @@ pub fn run(cmd: &BenchCommand, home: &Path, out: &mut Output) -> Result<()> {
     match cmd {
         BenchCommand::Model(a) => model(a, home, out),
         BenchCommand::Tokenizer(a) => tokenizer(a, out),
+        BenchCommand::Train(a) => train(a, home, out),
+        BenchCommand::Peak(a) => peak(a, out),
     }
 }
 
@@ -125,4 +129,203 @@ fn tokenizer(a: &BenchTokenizerArgs, out: &mut Output) -> Result<()> {
         bytes as f64 / 1e6
     ))?;
     report(out, "tokenize", &rates, "MB/s")
+}
+
+/// f32 GEMM GFLOP/s on square matrices, the reference for training utilization.
+fn peak(a: &BenchPeakArgs, out: &mut Output) -> Result<()> {
+    let n = a.size.max(16);
+    let x: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 97.0)
+        .collect();
+    let w = x.clone();
+    let mut y = vec![0.0; n * n];
+    nf_engine::matmul::matmul(&mut y, &x, &w, n, n, n);
+    let mut rates = Vec::new();
+    for _ in 0..a.reps.max(1) {
+        let t = Instant::now();
+        nf_engine::matmul::matmul(&mut y, &x, &w, n, n, n);
+        rates.push(2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    out.text(&format!(
+        "cpu: {}\n",
+        nf_engine::cpu::CpuFeatures::detect().summary()
+    ))?;
+    report(out, &format!("sgemm{n}"), &rates, "GFLOP/s")
+}
+
+/// Training steps per second on a real or random model, reported as tokens/s.
+fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
+    use nf_model::train::{BatchShape, LoraConfig, Method, StepTimes, Target, TrainModel};
+    let model = match &a.model {
+        Some(m) => {
+            let args = ModelArgs {
+                model: m.clone(),
+                tokenizer: a.tokenizer.clone(),
+                adapter: None,
+            };
+            load(&args, home)?.model
+        }
+        None => random_model(a)?,
+    };
+    if a.seq_len > model.config.max_seq_len || a.batch_size == 0 || a.seq_len == 0 {
+        return Err(user_error(
+            "bad_input",
+            format!("--seq-len must be 1..={}", model.config.max_seq_len),
+            "lower --seq-len",
+        ));
+    }
+    let c = model.config.clone();
+    let method = if a.lora_rank > 0 {
+        Method::Lora(LoraConfig {
+            rank: a.lora_rank,
+            alpha: 2.0 * a.lora_rank as f32,
+            dropout: 0.0,
+            targets: Target::ALL.to_vec(),
+        })
+    } else {
+        Method::Full
+    };
+    let shape = BatchShape {
+        batch: a.batch_size,
+        seq_len: a.seq_len,
+        recompute: a.recompute,
+    };
+    let mut tm = TrainModel::new(model, method, shape, 0);
+    let n = shape.batch * shape.seq_len;
+    let inputs: Vec<u32> = (0..n).map(|i| (i * 7919 % c.vocab_size) as u32).collect();
+    let targets: Vec<u32> = (0..n)
+        .map(|i| ((i + 1) * 7919 % c.vocab_size) as u32)
+        .collect();
+    let (mut m, mut v) = (vec![0.0; tm.params.len()], vec![0.0; tm.params.len()]);
+    let times = StepTimes::default();
+    let mut step = |tm: &mut TrainModel, k: u64| -> Result<f64> {
+        let t = Instant::now();
+        tm.params.zero_grad();
+        tm.forward_backward(&inputs, &targets, 1.0, &times)?;
+        let h = nf_engine::optim::AdamWParams {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let p = &mut tm.params;
+        nf_engine::optim::adamw_step(&mut p.data, &mut m, &mut v, &p.grad, k, h);
+        Ok(t.elapsed().as_secs_f64())
+    };
+    step(&mut tm, 1)?;
+    times.take();
+    let mut secs = Vec::new();
+    for k in 0..a.steps.max(1) {
+        secs.push(step(&mut tm, k as u64 + 2)?);
+    }
+    let comp = times.take();
+    let steps = secs.len() as f64;
+    out.text(&format!(
+        "train {} dim {} layers {} heads {}/{} hidden {} vocab {}, {} params, batch {} × {} tokens, cpu: {}\n",
+        if a.lora_rank > 0 { format!("lora r{}", a.lora_rank) } else { "full".into() },
+        c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden_dim, c.vocab_size,
+        c.n_params(), a.batch_size, a.seq_len,
+        nf_engine::cpu::CpuFeatures::detect().summary()
+    ))?;
+    let tok_s: Vec<f64> = secs.iter().map(|s| n as f64 / s).collect();
+    report(
+        out,
+        &format!("train_b{}_t{}", a.batch_size, a.seq_len),
+        &tok_s,
+        "tokens/s",
+    )?;
+    let ms: Vec<f64> = secs.iter().map(|s| s * 1e3).collect();
+    report(out, "ms_per_step", &ms, "ms")?;
+    let gflops: Vec<f64> = secs
+        .iter()
+        .map(|s| tm.flops_per_batch() / s / 1e9)
+        .collect();
+    report(out, "train_flops", &gflops, "GFLOP/s")?;
+    out.text(&format!(
+        "ms/step: matmul {:.1}, attention {:.1}, norms {:.1}, loss {:.1}, other {:.1}; activations {:.0} MiB\n",
+        comp.matmul * 1e3 / steps, comp.attention * 1e3 / steps, comp.norms * 1e3 / steps,
+        comp.loss * 1e3 / steps, comp.other * 1e3 / steps, tm.activation_bytes() as f64 / (1 << 20) as f64
+    ))?;
+    Ok(())
+}
+
+/// A randomly initialized Llama model of the dimensions the flags give (normal-ish, std
+/// 0.02, as GPT-2 / llama2.c initialize).
+fn random_model(a: &BenchTrainArgs) -> Result<nf_model::Model> {
+    use nf_engine::linear::Weight;
+    use nf_model::weights::{LayerWeights, Weights};
+    let kv = a.kv_heads.unwrap_or(a.heads);
+    if a.heads == 0 || !a.dim.is_multiple_of(a.heads) || kv == 0 || !a.heads.is_multiple_of(kv) {
+        return Err(user_error(
+            "bad_input",
+            "--dim must divide into --heads, and --heads into --kv-heads",
+            "e.g. --dim 768 --heads 12 --kv-heads 4",
+        ));
+    }
+    let c = nf_model::Config {
+        arch: "llama".into(),
+        dim: a.dim,
+        hidden_dim: a.hidden,
+        n_layers: a.layers,
+        n_heads: a.heads,
+        n_kv_heads: kv,
+        head_dim: a.dim / a.heads,
+        vocab_size: a.vocab,
+        max_seq_len: a.seq_len.max(256),
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: nf_engine::rope::RopeScaling::None,
+        rope_style: nf_engine::rope::RopeStyle::Interleaved,
+        tied_embeddings: true,
+        qkv_bias: false,
+        qk_norm: false,
+    };
+    let mut s = 0x1234_5678u64;
+    let mut mat = |rows: usize, cols: usize| {
+        let v = (0..rows * cols)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                // Sum of two uniforms: a cheap bell shape, scaled to std 0.02.
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32
+                    + (s & 0xFF_FFFF) as f32 / (1u64 << 24) as f32;
+                (u - 1.0) * 0.049
+            })
+            .collect();
+        Weight::from_f32(rows, cols, v)
+    };
+    let (d, h, qd, kvd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim());
+    let layers = (0..c.n_layers)
+        .map(|_| LayerWeights {
+            attn_norm: vec![1.0; d],
+            wq: mat(qd, d),
+            wk: mat(kvd, d),
+            wv: mat(kvd, d),
+            wo: mat(d, qd),
+            bq: None,
+            bk: None,
+            bv: None,
+            q_norm: None,
+            k_norm: None,
+            ffn_norm: vec![1.0; d],
+            w_gate: mat(h, d),
+            w_up: mat(h, d),
+            w_down: mat(d, h),
+        })
+        .collect();
+    let weights = Weights {
+        token_embd: mat(c.vocab_size, d),
+        layers,
+        output_norm: vec![1.0; d],
+        output: None,
+        rope_freqs: None,
+    };
+    Ok(nf_model::Model::assemble(
+        c,
+        weights,
+        Path::new("random"),
+        nf_model::ModelFormat::Llama2c,
+    ))
 }

@@ -434,6 +434,7 @@ fn h_ref<'a>(lora_h: &'a [Vec<f32>], lin: &Lin) -> Option<&'a [f32]> {
 }
 
 /// Backward of [`layer_forward`]: on entry `acts.g.dres` holds dL/dx_out; on exit dL/dx_in.
+#[allow(clippy::too_many_arguments)]
 fn layer_backward(
     cx: &Ctx,
     lw: &TrainLayer,

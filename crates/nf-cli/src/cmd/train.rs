@@ -1,0 +1,742 @@
+//! `neuralforge train`: fine-tune a model (LoRA or full) on token shards or text files.
+//!
+//! A run lives in one folder (`<home>/runs/<id>/` or `--out`): `run.json` (the resolved
+//! configuration, written first), `events.ndjson` (every event, in text mode too),
+//! `checkpoints/step-N/`, and at the end `adapter/` (PEFT layout) or `model/` (HF layout).
+//! `--resume RUN_DIR` continues from the newest valid checkpoint with the configuration in
+//! its `run.json`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use nf_data::dataset::{Sampling, TokenStream, split_train_val, tokens_hash};
+use nf_model::train::{BatchShape, LoraConfig, Method, TrainModel, parse_targets};
+use nf_model::{Model, Sampler, SamplerConfig};
+use nf_protocol::{Event, EventWriter};
+use nf_train::schedule::Schedule;
+use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ModelArgs, TrainArgs};
+use crate::errors::user_error;
+use crate::load::{Loaded, load};
+use crate::output::Output;
+
+/// Everything a run needs, resolved: written to `run.json` before the first step and read
+/// back by `--resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub neuralforge_version: String,
+    pub model: PathBuf,
+    pub tokenizer: Option<PathBuf>,
+    pub data: Vec<PathBuf>,
+    pub val_data: Vec<PathBuf>,
+    pub val_fraction: f32,
+    /// `"full"` or `"lora"`.
+    pub method: String,
+    pub lora_rank: usize,
+    pub lora_alpha: f32,
+    pub lora_dropout: f32,
+    pub lora_targets: String,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub recompute: bool,
+    pub sample_prompt: String,
+    pub options: TrainOptions,
+    pub hashes: Option<RunHashes>,
+}
+
+impl RunConfig {
+    fn method(&self) -> Result<Method> {
+        if self.method == "full" {
+            return Ok(Method::Full);
+        }
+        let targets = parse_targets(&self.lora_targets).map_err(|e| {
+            user_error(
+                "bad_input",
+                e,
+                "--lora-targets takes a list such as q,k,v,o,gate,up,down or `all`",
+            )
+        })?;
+        Ok(Method::Lora(LoraConfig {
+            rank: self.lora_rank,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            targets,
+        }))
+    }
+
+    /// Hash of everything that changes the computation (not cadence-only settings such as
+    /// how often to sample).
+    fn config_hash(&self, model: &Model) -> String {
+        let mut o = self.options.clone();
+        o.sample_every = 0;
+        o.keep_last = 0;
+        let key = serde_json::json!({
+            "model_config": format!("{:?}", model.config),
+            "method": self.method, "rank": self.lora_rank, "alpha": self.lora_alpha,
+            "dropout": self.lora_dropout, "targets": self.lora_targets,
+            "batch": self.batch_size, "seq": self.seq_len, "options": o,
+            "val_fraction": self.val_fraction,
+        });
+        nf_train::hash::sha256_bytes(key.to_string().as_bytes())
+    }
+}
+
+/// Writes every event to `events.ndjson` in the run folder and to the user's output.
+struct RunSink<'a> {
+    file: EventWriter<File>,
+    out: &'a mut Output,
+    progress: Progress,
+}
+
+impl RunSink<'_> {
+    fn emit(&mut self, e: Event) {
+        // A full disk must not kill a run mid-step; the checkpoint writer reports real
+        // I/O failures.
+        let _ = self.file.emit(e.clone());
+        self.progress.show(&e, self.out.is_json());
+        let _ = self.out.event(|| e);
+    }
+}
+
+/// The human view: a live status line on a terminal, a line per eval and every 10 steps
+/// otherwise.
+struct Progress {
+    tty: bool,
+    total: u64,
+    start: Instant,
+    start_step: u64,
+    last_val: Option<f64>,
+}
+
+impl Progress {
+    fn show(&mut self, e: &Event, json: bool) {
+        if json {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        match e {
+            Event::TrainStart {
+                run_dir,
+                method,
+                trainable_params,
+                total_params,
+                start_step,
+                train_tokens,
+                val_tokens,
+                tokens_per_step,
+                ..
+            } => {
+                self.start_step = *start_step;
+                let _ = writeln!(
+                    err,
+                    "training {method}: {} trainable of {} parameters, {train_tokens} train / {val_tokens} val tokens, {tokens_per_step} tokens/step{}\nrun: {run_dir}",
+                    human(*trainable_params as f64),
+                    human(*total_params as f64),
+                    if *start_step > 0 {
+                        format!(", resuming at step {start_step}")
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+            Event::TrainStep {
+                step,
+                loss,
+                loss_ema,
+                lr,
+                tokens_per_s,
+                ..
+            } => {
+                let done = step - self.start_step;
+                let per = self.start.elapsed().as_secs_f64() / done.max(1) as f64;
+                let eta = per * (self.total.saturating_sub(*step)) as f64;
+                let val = self
+                    .last_val
+                    .map_or(String::new(), |v| format!(" val {v:.4}"));
+                let line = format!(
+                    "step {step}/{} loss {loss:.4} ema {loss_ema:.4}{val} lr {lr:.2e} {} tok/s ETA {}",
+                    self.total,
+                    human(*tokens_per_s),
+                    duration(eta)
+                );
+                if self.tty {
+                    let _ = write!(err, "\r\x1b[2K{line}");
+                } else if step % 10 == 0 || *step == self.total {
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+            Event::TrainEval {
+                step,
+                val_loss,
+                perplexity,
+                best,
+            } => {
+                self.last_val = Some(*val_loss);
+                let nl = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(
+                    err,
+                    "{nl}eval step {step}: val loss {val_loss:.4} (perplexity {perplexity:.2}){}",
+                    if *best { " best" } else { "" }
+                );
+            }
+            Event::TrainSample { step, prompt, text } => {
+                let nl = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(err, "{nl}sample step {step}: {prompt}{text}");
+            }
+            Event::Warning { message } => {
+                let nl = if self.tty { "\r\x1b[2K" } else { "" };
+                let _ = writeln!(err, "{nl}warning: {message}");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn human(x: f64) -> String {
+    match x {
+        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 1e4 => format!("{:.1}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+fn duration(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s / 60 % 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
+    let (cfg, run_dir, resume) = match &args.resume {
+        Some(dir) => (read_run_config(dir)?, dir.clone(), true),
+        None => {
+            let cfg = resolve(args, home)?;
+            let dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| home.join("runs").join(run_id(&cfg.method)));
+            if dir.join("run.json").exists() {
+                return Err(user_error(
+                    "exists",
+                    format!("{} already holds a run", dir.display()),
+                    format!(
+                        "continue it with --resume {}, or pick another --out",
+                        dir.display()
+                    ),
+                ));
+            }
+            (cfg, dir, false)
+        }
+    };
+    let model_args = ModelArgs {
+        model: cfg.model.clone(),
+        tokenizer: cfg.tokenizer.clone(),
+        adapter: None,
+    };
+    let Loaded {
+        model, tokenizer, ..
+    } = load(&model_args, home)?;
+    let base_hash = hash_model_files(&model.path)?;
+    let stream = TokenStream::from_paths(&cfg.data, &tokenizer)?;
+    for w in stream.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let (train, val) = if cfg.val_data.is_empty() {
+        let (t, v) = split_train_val(stream.into_tokens(), cfg.val_fraction);
+        (t, (!v.is_empty()).then_some(v))
+    } else {
+        let v = TokenStream::from_paths(&cfg.val_data, &tokenizer)?.into_tokens();
+        (stream.into_tokens(), Some(v))
+    };
+    let seq_len = cfg.seq_len.min(model.config.max_seq_len);
+    let mut cfg = cfg;
+    if let Some(epochs) = args.epochs.filter(|_| !resume) {
+        // One epoch is every packed window once.
+        let windows = (train.len().saturating_sub(1) / seq_len) as f64;
+        let per_step = (cfg.batch_size * cfg.options.grad_accum) as f64;
+        cfg.options.steps = ((epochs as f64 * windows / per_step).ceil() as u64).max(1);
+    }
+    let need = seq_len + 1;
+    if train.len() < need {
+        return Err(user_error(
+            "bad_input",
+            format!(
+                "the training data has {} tokens, fewer than one window of {need}",
+                train.len()
+            ),
+            "give more text, or a smaller --seq-len",
+        ));
+    }
+    let val = val.filter(|v| {
+        let ok = v.len() >= need;
+        if !ok {
+            eprintln!("warning: validation split has {} tokens, fewer than one window of {need}; validation is off (give more data, a larger --val-fraction, or --val)", v.len());
+        }
+        ok
+    });
+    let hashes = RunHashes {
+        config: cfg.config_hash(&model),
+        base_model: base_hash,
+        data: tokens_hash(&train),
+    };
+    if let Some(saved) = &cfg.hashes
+        && resume
+    {
+        // run.json records what the run started with; the checkpoint check below repeats
+        // this per checkpoint, but a changed data file is clearer caught here by name.
+        if saved.data != hashes.data {
+            return Err(user_error(
+                "mismatch",
+                format!(
+                    "the training data of {} changed since the run started",
+                    run_dir.display()
+                ),
+                "restore the original data files, or start a new run",
+            ));
+        }
+        if saved.base_model != hashes.base_model {
+            return Err(user_error(
+                "mismatch",
+                format!(
+                    "the base model {} changed since the run started",
+                    cfg.model.display()
+                ),
+                "restore the original model, or start a new run",
+            ));
+        }
+    }
+    let method = cfg.method()?;
+    let total_params = model.config.n_params();
+    let shape = BatchShape {
+        batch: cfg.batch_size,
+        seq_len,
+        recompute: cfg.recompute,
+    };
+    let sample_model_ctx = SampleCtx {
+        tokenizer,
+        prompt: cfg.sample_prompt.clone(),
+    };
+    let tm = TrainModel::new(model, method, shape, cfg.options.seed);
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    if !resume {
+        let mut c = cfg.clone();
+        c.seq_len = seq_len;
+        c.hashes = Some(hashes.clone());
+        let text = serde_json::to_string_pretty(&c)?;
+        nf_formats::atomic::write_atomic(&run_dir.join("run.json"), |w| {
+            w.write_all(text.as_bytes())
+        })?;
+    }
+    let mut trainer = Trainer::new(tm, cfg.options.clone(), train, val, &run_dir, hashes)?;
+    let mut warnings = Vec::new();
+    if resume {
+        let (step, w) = trainer.resume().map_err(|e| match e {
+            nf_train::error::TrainError::Mismatch { .. } => user_error(
+                "mismatch",
+                e.to_string(),
+                "resume with the same model, data and settings, or start a new run",
+            ),
+            e => user_error(
+                "bad_checkpoint",
+                e.to_string(),
+                "start a new run, or restore the checkpoint folder",
+            ),
+        })?;
+        warnings = w;
+        let _ = step;
+    }
+    let events = File::options()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("events.ndjson"))
+        .with_context(|| format!("opening {}", run_dir.join("events.ndjson").display()))?;
+    let mut sink = RunSink {
+        file: EventWriter::new(events),
+        out,
+        progress: Progress {
+            tty: std::io::stderr().is_terminal(),
+            total: cfg.options.steps,
+            start: Instant::now(),
+            start_step: trainer.step(),
+            last_val: None,
+        },
+    };
+    for w in warnings {
+        sink.emit(Event::Warning { message: w });
+    }
+    let p = &trainer.model.params;
+    sink.emit(Event::TrainStart {
+        run_dir: run_dir.display().to_string(),
+        method: cfg.method.clone(),
+        trainable_params: p.len() as u64,
+        total_params: total_params as u64,
+        steps: cfg.options.steps,
+        start_step: trainer.step(),
+        batch_size: cfg.batch_size as u64,
+        seq_len: seq_len as u64,
+        grad_accum: cfg.options.grad_accum as u64,
+        tokens_per_step: (cfg.batch_size * seq_len * cfg.options.grad_accum) as u64,
+        train_tokens: trainer.train_tokens() as u64,
+        val_tokens: trainer.val_tokens() as u64,
+        resumed: resume,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    // SIGINT and SIGTERM ask the loop to stop after the current step and save a checkpoint;
+    // a second SIGINT kills the process as usual.
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        Arc::clone(&stop),
+    )
+    .context("installing the interrupt handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+        .context("installing the interrupt handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("installing the interrupt handler")?;
+    let start = Instant::now();
+    let start_step = trainer.step();
+    let mut sample = |m: &TrainModel| sample_model_ctx.sample(m);
+    let result = trainer.run(&stop, &mut |e| sink.emit(e), Some(&mut sample));
+    let (summary, ms, compute_s) = result.map_err(|e| {
+        user_error(
+            "train_failed",
+            e.to_string(),
+            "see the warnings above; lower --lr or check the data",
+        )
+    })?;
+    let output = save_final(&trainer, &cfg, &run_dir)?;
+    let steps = summary.final_step - start_step;
+    let tokens = steps as f64 * (cfg.batch_size * seq_len * cfg.options.grad_accum) as f64;
+    let flops = trainer.model.flops_per_batch() * cfg.options.grad_accum as f64 * steps as f64;
+    let tflops = if compute_s > 0.0 {
+        flops / compute_s / 1e12
+    } else {
+        0.0
+    };
+    let report = Event::TrainDone {
+        reason: summary.reason.name().into(),
+        steps,
+        final_step: summary.final_step,
+        final_loss: summary.final_loss,
+        val_loss: summary.val_loss,
+        wall_s: start.elapsed().as_secs_f64(),
+        ms_per_step: if steps > 0 {
+            compute_s * 1e3 / steps as f64
+        } else {
+            0.0
+        },
+        tokens_per_s: if compute_s > 0.0 {
+            tokens / compute_s
+        } else {
+            0.0
+        },
+        tflops,
+        utilization: trainer.peak_gflops.map(|p| tflops * 1e3 / p),
+        ms: ms.clone(),
+        output: output.display().to_string(),
+    };
+    write_report(&run_dir, &report)?;
+    if !sink.out.is_json() {
+        print_report(&report, &ms);
+    }
+    sink.emit(report);
+    Ok(())
+}
+
+struct SampleCtx {
+    tokenizer: nf_data::Tokenizer,
+    prompt: String,
+}
+
+impl SampleCtx {
+    /// A short greedy continuation of the sample prompt with the current weights.
+    fn sample(&self, m: &TrainModel) -> Option<(String, String)> {
+        let model = m.to_model();
+        let ids = self
+            .tokenizer
+            .encode(&self.prompt, self.tokenizer.add_bos_default(), false)
+            .ok()?;
+        let mut cache = model.new_cache(ids.len() + 48);
+        let mut sampler = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            ..SamplerConfig::default()
+        });
+        let g = nf_model::generate::generate(
+            &model,
+            &mut cache,
+            &ids,
+            &mut sampler,
+            40,
+            self.tokenizer.eos_ids(),
+            |_| true,
+        )
+        .ok()?;
+        // Decode prompt and continuation together so the tokenizer's word boundaries come
+        // out as they would in the whole text, then keep what follows the prompt.
+        let mut all = ids.clone();
+        all.extend(&g.tokens);
+        let (whole, head) = (self.tokenizer.decode(&all), self.tokenizer.decode(&ids));
+        let text = whole
+            .strip_prefix(&head)
+            .map_or_else(|| self.tokenizer.decode(&g.tokens), str::to_string);
+        Some((self.prompt.clone(), text))
+    }
+}
+
+fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
+    let Event::TrainDone {
+        reason,
+        steps,
+        final_step,
+        final_loss,
+        val_loss,
+        wall_s,
+        ms_per_step,
+        tokens_per_s,
+        tflops,
+        output,
+        ..
+    } = r
+    else {
+        return;
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "\r\x1b[2K");
+    let _ = writeln!(
+        err,
+        "{reason} at step {final_step}: {steps} steps in {wall_s:.1} s, {ms_per_step:.1} ms/step, {} tokens/s, {:.1} GFLOP/s",
+        human(*tokens_per_s),
+        tflops * 1e3
+    );
+    if let Some(l) = final_loss {
+        let _ = write!(err, "final loss {l:.4}");
+    }
+    if let Some(v) = val_loss {
+        let _ = write!(err, ", val loss {v:.4} (perplexity {:.2})", v.exp());
+    }
+    let _ = writeln!(err);
+    let parts: Vec<String> = ms.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
+    let _ = writeln!(err, "ms/step by component: {}", parts.join(", "));
+    let _ = writeln!(err, "saved: {output}");
+}
+
+fn write_report(run_dir: &Path, report: &Event) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    nf_formats::atomic::write_atomic(&run_dir.join("report.json"), |w| {
+        w.write_all(text.as_bytes())
+    })?;
+    Ok(())
+}
+
+/// Writes the final adapter (PEFT layout) or model (HF layout) into the run folder.
+fn save_final(trainer: &Trainer, cfg: &RunConfig, run_dir: &Path) -> Result<PathBuf> {
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        "neuralforge_version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    if let Some(h) = &cfg.hashes {
+        meta.insert("base_model_sha256".into(), h.base_model.clone());
+        meta.insert("data_sha256".into(), h.data.clone());
+    }
+    meta.insert("run_dir".into(), run_dir.display().to_string());
+    let m = &trainer.model;
+    let dir = if m.lora().is_some() {
+        run_dir.join("adapter")
+    } else {
+        run_dir.join("model")
+    };
+    let staging = run_dir.join(format!(
+        ".{}.tmp",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    if m.lora().is_some() {
+        nf_model::train::adapter::save_peft(m, &staging, &cfg.model.display().to_string(), &meta)?;
+    } else {
+        nf_model::export::export_hf(&m.to_model(), &staging, &meta)?;
+    }
+    // Replace the previous final output only once the new one is complete.
+    let old = run_dir.join(format!(
+        ".{}.old",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(&dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+    }
+    std::fs::rename(&staging, &dir).with_context(|| format!("renaming into {}", dir.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(dir)
+}
+
+/// sha256 over the model's files (a folder's `config.json` and `*.safetensors`, or the
+/// single file), so a resume notices a replaced base.
+fn hash_model_files(path: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+            let p = e?.path();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            if name == "config.json" || name.ends_with(".safetensors") {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut all = String::new();
+    for f in files {
+        all.push_str(&nf_train::hash::sha256_file(&f)?);
+    }
+    Ok(nf_train::hash::sha256_bytes(all.as_bytes()))
+}
+
+fn read_run_config(dir: &Path) -> Result<RunConfig> {
+    let path = dir.join("run.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        user_error(
+            "not_found",
+            format!("{}: {e}", path.display()),
+            "--resume takes a run folder made by `neuralforge train` (it holds run.json)",
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        user_error(
+            "corrupt",
+            format!("{}: not a valid run configuration: {e}", path.display()),
+            "the run folder is damaged; start a new run",
+        )
+    })
+}
+
+fn run_id(method: &str) -> String {
+    let ts = nf_protocol::rfc3339_now();
+    // 2026-12-01T23:31:45.123Z -> 20261201-233145
+    let compact: String = ts.chars().filter(|c| c.is_ascii_digit()).take(14).collect();
+    format!("{}-{}-{method}", &compact[..8], &compact[8..])
+}
+
+fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
+    if a.data.is_empty() {
+        return Err(user_error(
+            "bad_input",
+            "no training data given",
+            "pass --data FILE... (text files or .bin token shards)",
+        ));
+    }
+    for p in a.data.iter().chain(&a.val) {
+        if !p.exists() {
+            return Err(user_error(
+                "not_found",
+                format!("data not found: {}", p.display()),
+                "check the path given to --data / --val",
+            ));
+        }
+    }
+    let model = a
+        .model
+        .as_deref()
+        .ok_or_else(|| user_error("bad_input", "no --model given", "pass --model PATH"))?;
+    let model = crate::load::resolve_model_path(model, home)?;
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let method = if a.full { "full" } else { "lora" };
+    if a.steps == 0 {
+        return Err(user_error(
+            "bad_input",
+            "--steps must be at least 1",
+            "pass --steps N",
+        ));
+    }
+    if !(0.0..1.0).contains(&a.lora_dropout) || !(0.0..1.0).contains(&a.val_fraction) {
+        return Err(user_error(
+            "bad_input",
+            "--lora-dropout and --val-fraction must be in [0, 1)",
+            "e.g. --lora-dropout 0.05 --val-fraction 0.1",
+        ));
+    }
+    if a.lora_rank == 0 || a.batch_size == 0 || a.seq_len == 0 || a.grad_accum == 0 {
+        return Err(user_error(
+            "bad_input",
+            "--lora-rank, --batch-size, --seq-len and --grad-accum must be at least 1",
+            "see neuralforge train --help",
+        ));
+    }
+    if !a.full {
+        parse_targets(&a.lora_targets).map_err(|e| {
+            user_error(
+                "bad_input",
+                e,
+                "--lora-targets takes a list such as q,k,v,o,gate,up,down or `all`",
+            )
+        })?;
+    }
+    let lr = a.lr.unwrap_or(if a.full { 3e-4 } else { 2e-3 });
+    Ok(RunConfig {
+        neuralforge_version: env!("CARGO_PKG_VERSION").into(),
+        model: abs(&model),
+        tokenizer: a.tokenizer.as_deref().map(abs),
+        data: a.data.iter().map(|p| abs(p)).collect(),
+        val_data: a.val.iter().map(|p| abs(p)).collect(),
+        val_fraction: a.val_fraction,
+        method: method.into(),
+        lora_rank: a.lora_rank,
+        lora_alpha: a.lora_alpha.unwrap_or(2.0 * a.lora_rank as f32),
+        lora_dropout: a.lora_dropout,
+        lora_targets: a.lora_targets.clone(),
+        batch_size: a.batch_size,
+        seq_len: a.seq_len,
+        recompute: a.recompute,
+        sample_prompt: a.sample_prompt.clone(),
+        options: TrainOptions {
+            steps: a.steps,
+            grad_accum: a.grad_accum,
+            lr,
+            min_lr: a.min_lr.unwrap_or(lr * 0.1),
+            warmup: a.warmup,
+            schedule: a.schedule.parse::<Schedule>().map_err(|e| {
+                user_error(
+                    "bad_input",
+                    e.to_string(),
+                    "--schedule is cosine, linear or constant",
+                )
+            })?,
+            weight_decay: a.weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            clip: a.clip,
+            eval_every: a.eval_every,
+            eval_batches: a.eval_batches,
+            sample_every: a.sample_every,
+            save_every: a.save_every,
+            keep_last: a.keep,
+            seed: a.seed,
+            patience: a.patience,
+            max_bad_steps: 3,
+            sampling: a
+                .sampling
+                .parse::<Sampling>()
+                .map_err(|e| user_error("bad_input", e, "--sampling is random or sequential"))?,
+        },
+        hashes: None,
+    })
+}
