@@ -293,7 +293,7 @@ pub struct TrainArgs {
     /// Micro-batches accumulated per optimizer step.
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub grad_accum: usize,
-    /// Peak learning rate (default 2e-3 for LoRA, 3e-4 for --full).
+    /// Peak learning rate (default 2e-3 for LoRA, 1e-4 for --full).
     #[arg(long, value_name = "LR")]
     pub lr: Option<f32>,
     /// Final learning rate of the cosine/linear schedule (default lr / 10).
@@ -335,6 +335,10 @@ pub struct TrainArgs {
     /// Window sampling: random (seeded) or sequential (packed, in order).
     #[arg(long, default_value = "random", value_name = "MODE")]
     pub sampling: String,
+    /// How a LoRA run stores its frozen f32 base: as-loaded, bf16 (half the memory) or q8_0
+    /// (a quarter). Quantized GGUF bases always stay in their own blocks.
+    #[arg(long, default_value = "as-loaded", value_name = "TYPE")]
+    pub base_dtype: String,
     /// Recompute each layer's activations in the backward pass (less memory, ~30% slower).
     #[arg(long)]
     pub recompute: bool,

@@ -219,6 +219,24 @@ pub fn matmul_naive(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m
     }
 }
 
+/// The best f32 GEMM rate of `reps` square `n × n × n` products on this machine, in
+/// GFLOP/s, after one warm-up product: the reference for training utilization.
+pub fn sgemm_peak_gflops(n: usize, reps: usize) -> f64 {
+    let n = n.max(16);
+    let x: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 97.0)
+        .collect();
+    let mut y = vec![0.0; n * n];
+    matmul(&mut y, &x, &x, n, n, n);
+    (0..reps.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            matmul(&mut y, &x, &x, n, n, n);
+            2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
+}
+
 /// Adds a bias row to every token: out[n, m] += bias[m].
 pub fn add_bias(out: &mut [f32], bias: &[f32]) {
     for row in out.chunks_exact_mut(bias.len()) {

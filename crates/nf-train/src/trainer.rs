@@ -460,6 +460,10 @@ impl Trainer {
         let flops_per_step = self.model.flops_per_batch() * self.opts.grad_accum.max(1) as f64;
         let mut reason = EndReason::Completed;
         let mut last_saved = None;
+        if self.state.step == 0 && self.state.best_val.is_none() {
+            // The base model's validation loss: the reference every later eval is read against.
+            self.evaluate(emit)?;
+        }
         while self.state.step < self.opts.steps {
             if stop.load(Ordering::SeqCst) {
                 reason = EndReason::Interrupted;

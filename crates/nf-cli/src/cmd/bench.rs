@@ -133,24 +133,14 @@ fn tokenizer(a: &BenchTokenizerArgs, out: &mut Output) -> Result<()> {
 
 /// f32 GEMM GFLOP/s on square matrices, the reference for training utilization.
 fn peak(a: &BenchPeakArgs, out: &mut Output) -> Result<()> {
-    let n = a.size.max(16);
-    let x: Vec<f32> = (0..n * n)
-        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 97.0)
+    let rates: Vec<f64> = (0..a.reps.max(1))
+        .map(|_| nf_engine::matmul::sgemm_peak_gflops(a.size, 1))
         .collect();
-    let w = x.clone();
-    let mut y = vec![0.0; n * n];
-    nf_engine::matmul::matmul(&mut y, &x, &w, n, n, n);
-    let mut rates = Vec::new();
-    for _ in 0..a.reps.max(1) {
-        let t = Instant::now();
-        nf_engine::matmul::matmul(&mut y, &x, &w, n, n, n);
-        rates.push(2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
-    }
     out.text(&format!(
         "cpu: {}\n",
         nf_engine::cpu::CpuFeatures::detect().summary()
     ))?;
-    report(out, &format!("sgemm{n}"), &rates, "GFLOP/s")
+    report(out, &format!("sgemm{}", a.size.max(16)), &rates, "GFLOP/s")
 }
 
 /// Training steps per second on a real or random model, reported as tokens/s.

@@ -47,6 +47,9 @@ pub struct RunConfig {
     pub batch_size: usize,
     pub seq_len: usize,
     pub recompute: bool,
+    /// `as-loaded`, `bf16` or `q8_0`: how a LoRA run stores its frozen f32 base.
+    #[serde(default = "as_loaded")]
+    pub base_dtype: String,
     pub sample_prompt: String,
     pub options: TrainOptions,
     pub hashes: Option<RunHashes>,
@@ -83,9 +86,29 @@ impl RunConfig {
             "method": self.method, "rank": self.lora_rank, "alpha": self.lora_alpha,
             "dropout": self.lora_dropout, "targets": self.lora_targets,
             "batch": self.batch_size, "seq": self.seq_len, "options": o,
+            "base_dtype": self.base_dtype,
             "val_fraction": self.val_fraction,
         });
         nf_train::hash::sha256_bytes(key.to_string().as_bytes())
+    }
+}
+
+fn as_loaded() -> String {
+    "as-loaded".into()
+}
+
+/// Parses `--base-dtype`.
+fn base_dtype(name: &str) -> Result<Option<nf_formats::GgmlType>> {
+    match name {
+        "as-loaded" => Ok(None),
+        "bf16" => Ok(Some(nf_formats::GgmlType::BF16)),
+        "f16" => Ok(Some(nf_formats::GgmlType::F16)),
+        "q8_0" => Ok(Some(nf_formats::GgmlType::Q8_0)),
+        other => Err(user_error(
+            "bad_input",
+            format!("unknown --base-dtype `{other}`"),
+            "use as-loaded, bf16, f16 or q8_0",
+        )),
     }
 }
 
@@ -328,7 +351,11 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         tokenizer,
         prompt: cfg.sample_prompt.clone(),
     };
-    let tm = TrainModel::new(model, method, shape, cfg.options.seed);
+    let lora = matches!(method, Method::Lora(_));
+    let mut tm = TrainModel::new(model, method, shape, cfg.options.seed);
+    if let Some(ty) = base_dtype(&cfg.base_dtype)?.filter(|_| lora) {
+        tm.store_frozen_as(ty)?;
+    }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     if !resume {
         let mut c = cfg.clone();
@@ -340,6 +367,9 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         })?;
     }
     let mut trainer = Trainer::new(tm, cfg.options.clone(), train, val, &run_dir, hashes)?;
+    // A quick GEMM measurement (a few milliseconds) so the report can say what fraction of
+    // this machine's f32 peak the run achieved.
+    trainer.peak_gflops = Some(nf_engine::matmul::sgemm_peak_gflops(512, 3));
     let mut warnings = Vec::new();
     if resume {
         let (step, w) = trainer.resume().map_err(|e| match e {
@@ -506,6 +536,7 @@ fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
         ms_per_step,
         tokens_per_s,
         tflops,
+        utilization,
         output,
         ..
     } = r
@@ -514,9 +545,12 @@ fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
     };
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "\r\x1b[2K");
+    let util = utilization.map_or(String::new(), |u| {
+        format!(" ({:.0}% of this machine's f32 GEMM peak)", u * 100.0)
+    });
     let _ = writeln!(
         err,
-        "{reason} at step {final_step}: {steps} steps in {wall_s:.1} s, {ms_per_step:.1} ms/step, {} tokens/s, {:.1} GFLOP/s",
+        "{reason} at step {final_step}: {steps} steps in {wall_s:.1} s, {ms_per_step:.1} ms/step, {} tokens/s, {:.1} GFLOP/s{util}",
         human(*tokens_per_s),
         tflops * 1e3
     );
@@ -689,7 +723,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
             )
         })?;
     }
-    let lr = a.lr.unwrap_or(if a.full { 3e-4 } else { 2e-3 });
+    let lr = a.lr.unwrap_or(if a.full { 1e-4 } else { 2e-3 });
     Ok(RunConfig {
         neuralforge_version: env!("CARGO_PKG_VERSION").into(),
         model: abs(&model),
@@ -705,6 +739,10 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         batch_size: a.batch_size,
         seq_len: a.seq_len,
         recompute: a.recompute,
+        base_dtype: {
+            base_dtype(&a.base_dtype)?;
+            a.base_dtype.clone()
+        },
         sample_prompt: a.sample_prompt.clone(),
         options: TrainOptions {
             steps: a.steps,

@@ -436,3 +436,42 @@ impl TrainModel {
         self.acts.bytes()
     }
 }
+
+impl TrainModel {
+    /// Re-stores every frozen f32 matrix (a LoRA run's base) as `ty` blocks: `BF16` halves
+    /// the base's memory, `Q8_0` quarters it, and both passes dequantize on the fly.
+    /// Trainable tensors and matrices already stored quantized are left as they are.
+    pub fn store_frozen_as(
+        &mut self,
+        ty: nf_engine::ggml::GgmlType,
+    ) -> Result<(), nf_engine::quant::QuantError> {
+        let convert = |m: &mut Mat| -> Result<(), nf_engine::quant::QuantError> {
+            if let Mat::Frozen(w) = m
+                && w.ggml_type() == nf_engine::ggml::GgmlType::F32
+            {
+                let mut bytes = Vec::new();
+                nf_engine::quant::quantize(ty, &w.to_f32(), &mut bytes)?;
+                *w = Weight::from_quant(w.rows, w.cols, ty, bytes)?;
+            }
+            Ok(())
+        };
+        convert(&mut self.embed)?;
+        if let Some(o) = &mut self.output {
+            convert(o)?;
+        }
+        for l in &mut self.layers {
+            for lin in [
+                &mut l.q,
+                &mut l.k,
+                &mut l.v,
+                &mut l.o,
+                &mut l.gate,
+                &mut l.up,
+                &mut l.down,
+            ] {
+                convert(&mut lin.base)?;
+            }
+        }
+        Ok(())
+    }
+}
