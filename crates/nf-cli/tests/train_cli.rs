@@ -242,3 +242,45 @@ fn resume_refuses_changed_data_and_bad_flags_fail_cleanly() {
         "{err}"
     );
 }
+
+#[test]
+fn sigint_saves_a_checkpoint_and_exits_cleanly() {
+    let assets = require_assets!();
+    let tmp = temp_dir("train-sigint");
+    let data = data_file(&assets, &tmp);
+    let run = tmp.join("run");
+    let mut args = train_args(&assets, &data, &run);
+    let steps = args.iter().position(|a| a == "--steps").unwrap();
+    args[steps + 1] = "100000".into();
+    let mut child = bin(&tmp)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if v["type"] == "train.step" && v["step"] == 6 {
+            let ok = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            break;
+        }
+    }
+    let rest: Vec<serde_json::Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "interrupted run exited with {status}");
+    let done = rest.iter().find(|v| v["type"] == "train.done").expect("train.done");
+    assert_eq!(done["reason"], "interrupted");
+    let last = done["final_step"].as_u64().unwrap();
+    assert!(last >= 6 && last < 100000);
+    let saved = rest
+        .iter()
+        .any(|v| v["type"] == "checkpoint.saved" && v["step"].as_u64() == Some(last));
+    assert!(saved, "no checkpoint at the interrupted step {last}");
+}

@@ -24,15 +24,61 @@ pub fn interleaved_rows_to_rotate_half(
     head_dim: usize,
     cols: usize,
 ) -> Vec<f32> {
+    permute_head_rows(m, n_heads, head_dim, cols, true)
+}
+
+/// The inverse of [`interleaved_rows_to_rotate_half`]: rotate-half rows (Hugging Face, PEFT)
+/// into the interleaved layout the model computes with.
+pub fn rotate_half_rows_to_interleaved(
+    m: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+) -> Vec<f32> {
+    permute_head_rows(m, n_heads, head_dim, cols, false)
+}
+
+/// Moves row `i` of every head to `rotate_half_to_interleaved_index(i)` (`forward`) or
+/// back.
+fn permute_head_rows(
+    m: &[f32],
+    n_heads: usize,
+    head_dim: usize,
+    cols: usize,
+    forward: bool,
+) -> Vec<f32> {
     let mut out = vec![0.0; m.len()];
     for h in 0..n_heads {
         for i in 0..head_dim {
-            let src = (h * head_dim + i) * cols;
-            let dst = (h * head_dim + rotate_half_to_interleaved_index(i, head_dim)) * cols;
+            let a = (h * head_dim + i) * cols;
+            let b = (h * head_dim + rotate_half_to_interleaved_index(i, head_dim)) * cols;
+            let (src, dst) = if forward { (a, b) } else { (b, a) };
             out[dst..dst + cols].copy_from_slice(&m[src..src + cols]);
         }
     }
     out
+}
+
+/// Writes named f32 tensors (`name`, `shape`, little-endian bytes) as one safetensors file
+/// with `metadata` plus PyTorch's `format: pt`.
+pub fn write_f32_tensors(
+    path: &Path,
+    owned: &[(String, Vec<usize>, Vec<u8>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let tensors: Vec<TensorToWrite<'_>> = owned
+        .iter()
+        .map(|(name, shape, data)| TensorToWrite {
+            name: name.clone(),
+            dtype: StDtype::F32,
+            shape: shape.clone(),
+            data,
+        })
+        .collect();
+    let mut meta = metadata.clone();
+    meta.insert("format".into(), "pt".into());
+    write_safetensors(path, &tensors, &meta)?;
+    Ok(())
 }
 
 /// Writes `config.json` and `model.safetensors` (f32) into `dir`, which must exist.
@@ -61,41 +107,11 @@ pub fn export_hf(model: &Model, dir: &Path, metadata: &BTreeMap<String, String>)
         };
         owned.push((hf_name(&name), shape, bytes));
     }
-    let tensors: Vec<TensorToWrite<'_>> = owned
-        .iter()
-        .map(|(name, shape, data)| TensorToWrite {
-            name: name.clone(),
-            dtype: StDtype::F32,
-            shape: shape.clone(),
-            data,
-        })
-        .collect();
-    let mut meta = metadata.clone();
-    meta.insert("format".into(), "pt".into());
-    write_safetensors(&dir.join("model.safetensors"), &tensors, &meta)?;
+    write_f32_tensors(&dir.join("model.safetensors"), &owned, metadata)?;
     hf_config["torch_dtype"] = "float32".into();
     let text = serde_json::to_string_pretty(&hf_config).expect("config serializes");
     let path = dir.join("config.json");
     write_atomic(&path, |w| std::io::Write::write_all(w, text.as_bytes()))
         .map_err(|e: FormatError| e)?;
     Ok(())
-}
-
-/// The inverse of [`interleaved_rows_to_rotate_half`]: rotate-half rows (Hugging Face, PEFT)
-/// into the interleaved layout the model computes with.
-pub fn rotate_half_rows_to_interleaved(
-    m: &[f32],
-    n_heads: usize,
-    head_dim: usize,
-    cols: usize,
-) -> Vec<f32> {
-    let mut out = vec![0.0; m.len()];
-    for h in 0..n_heads {
-        for i in 0..head_dim {
-            let dst = (h * head_dim + i) * cols;
-            let src = (h * head_dim + rotate_half_to_interleaved_index(i, head_dim)) * cols;
-            out[dst..dst + cols].copy_from_slice(&m[src..src + cols]);
-        }
-    }
-    out
 }

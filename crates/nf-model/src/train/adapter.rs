@@ -14,11 +14,13 @@ use nf_engine::linear::Weight;
 use nf_engine::matmul::matmul;
 use nf_engine::rope::RopeStyle;
 use nf_formats::atomic::write_atomic;
-use nf_formats::safetensors::{SafeTensors, StDtype, TensorToWrite, f32_bytes, write_safetensors};
+use nf_formats::safetensors::{SafeTensors, f32_bytes};
 
 use crate::config::Config;
 use crate::error::{ModelError, Result};
-use crate::export::{interleaved_rows_to_rotate_half, rotate_half_rows_to_interleaved};
+use crate::export::{
+    interleaved_rows_to_rotate_half, rotate_half_rows_to_interleaved, write_f32_tensors,
+};
 use crate::model::Model;
 use crate::train::{LoraConfig, Target, TrainModel};
 
@@ -86,18 +88,7 @@ pub fn save_peft(
             ));
         }
     }
-    let tensors: Vec<TensorToWrite<'_>> = owned
-        .iter()
-        .map(|(name, shape, data)| TensorToWrite {
-            name: name.clone(),
-            dtype: StDtype::F32,
-            shape: shape.clone(),
-            data,
-        })
-        .collect();
-    let mut meta = metadata.clone();
-    meta.insert("format".into(), "pt".into());
-    write_safetensors(&dir.join("adapter_model.safetensors"), &tensors, &meta)?;
+    write_f32_tensors(&dir.join("adapter_model.safetensors"), &owned, metadata)?;
     let modules: Vec<String> = lora
         .targets
         .iter()
@@ -217,12 +208,7 @@ pub fn merge_adapter(model: &mut Model, adapter: &Adapter) {
         };
         let (rows, cols) = (w.rows, w.cols);
         // delta = B · A = B · (Aᵀ)ᵀ, with matmul's [out, in] convention on Aᵀ.
-        let mut a_t = vec![0.0; r * cols];
-        for i in 0..r {
-            for j in 0..cols {
-                a_t[j * r + i] = a[i * cols + j];
-            }
-        }
+        let a_t = crate::train::transpose(a, r, cols);
         let mut delta = vec![0.0; rows * cols];
         matmul(&mut delta, b, &a_t, rows, r, cols);
         let mut merged = w.to_f32();

@@ -420,7 +420,7 @@ impl TrainLayer {
 }
 
 /// m: [rows, cols] → [cols, rows].
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0; m.len()];
     for i in 0..rows {
         for j in 0..cols {
