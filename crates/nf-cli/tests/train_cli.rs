@@ -275,7 +275,10 @@ fn sigint_saves_a_checkpoint_and_exits_cleanly() {
         .collect();
     let status = child.wait().unwrap();
     assert!(status.success(), "interrupted run exited with {status}");
-    let done = rest.iter().find(|v| v["type"] == "train.done").expect("train.done");
+    let done = rest
+        .iter()
+        .find(|v| v["type"] == "train.done")
+        .expect("train.done");
     assert_eq!(done["reason"], "interrupted");
     let last = done["final_step"].as_u64().unwrap();
     assert!(last >= 6 && last < 100000);
