@@ -100,8 +100,60 @@ const TRAIN_SHAPE: AttnShape = AttnShape {
     head_dim: 64,
 };
 
+/// stories260K's attention (8 heads / 4 kv heads of 8): tiny heads, where per-(row, key)
+/// overhead rather than arithmetic decides the speed.
+const TINY_SHAPE: AttnShape = AttnShape {
+    n_heads: 8,
+    n_kv_heads: 4,
+    head_dim: 8,
+};
+
+/// Forward and backward of training attention for one sequence of `t` tokens of `s`.
+fn train_inputs(t: usize, s: AttnShape) -> [Vec<f32>; 4] {
+    let (qd, kvd) = (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+    [
+        data(t * qd, 7),
+        data(t * kvd, 8),
+        data(t * kvd, 9),
+        data(t * qd, 10),
+    ]
+}
+
+#[divan::bench(args = [256])]
+fn attention_train_forward_tiny(b: Bencher, t: usize) {
+    let s = TINY_SHAPE;
+    let [q, k, v, _] = train_inputs(t, s);
+    let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; s.n_heads * t]);
+    b.bench_local(|| attention_forward_train(black_box(&mut out), &mut lse, &q, &k, &v, s));
+}
+
+#[divan::bench(args = [256])]
+fn attention_train_backward_tiny(b: Bencher, t: usize) {
+    let s = TINY_SHAPE;
+    let [q, k, v, dout] = train_inputs(t, s);
+    let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; s.n_heads * t]);
+    attention_forward_train(&mut out, &mut lse, &q, &k, &v, s);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+    let mut scratch = vec![0.0; attention_backward_scratch_len(t, s)];
+    b.bench_local(|| {
+        attention_backward(
+            black_box(&mut dq),
+            &mut dk,
+            &mut dv,
+            &mut scratch,
+            &dout,
+            &out,
+            &lse,
+            &q,
+            &k,
+            &v,
+            s,
+        )
+    });
+}
+
 /// Training attention over one causal sequence of T tokens.
-#[divan::bench(args = [128, 512])]
+#[divan::bench(args = [128, 256, 512])]
 fn attention_train_forward(b: Bencher, t: usize) {
     let q = data(t * 576, 7);
     let (k, v) = (data(t * 192, 8), data(t * 192, 9));
@@ -111,7 +163,7 @@ fn attention_train_forward(b: Bencher, t: usize) {
     });
 }
 
-#[divan::bench(args = [128, 512])]
+#[divan::bench(args = [128, 256, 512])]
 fn attention_train_backward(b: Bencher, t: usize) {
     let s = TRAIN_SHAPE;
     let q = data(t * 576, 7);

@@ -6,7 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::simd::dot;
+use crate::fastmath;
+use crate::simd::dot_generic;
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -76,9 +77,8 @@ impl<'a> KvHead<'a> {
     }
 }
 
-/// The scaled score of one query against one key. Inference, the training forward and the
-/// training backward all call this, so the backward recomputes exactly the scores the
-/// forward saw and the training forward reproduces inference bit for bit.
+/// The scaled score of one query against one key, for inference. (The training kernels
+/// compute scores a chunk of keys at a time with [`score_chunk`].)
 #[inline]
 fn score(qh: &[f32], kh: &[f32], scale: f32) -> f32 {
     qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
@@ -166,14 +166,261 @@ pub fn attention_naive(
     }
 }
 
+// Training kernels
+// ----------------
+//
+// Both work on one kv head at a time with its K and V *head-transposed*: `Kᵀ, Vᵀ: [hd][tp]`,
+// `tp` being T rounded up to a multiple of `LANES` and the padding zeroed. Every inner loop
+// then runs over the key index j with unit stride, `LANES` keys at a time in fixed-size
+// arrays that the compiler keeps in vector registers: a query row's scores are hd
+// multiply-adds of `Kᵀ` rows, its probabilities one vectorized exp, and each gradient
+// update a multiply-add over j. With tiny heads (stories260K: hd = 8) the scalar
+// per-(row, key) work this replaces (a dot of length 8, a libm exp, three axpys of length
+// 8) was nearly all overhead. Keys past the causal limit inside a row's last chunk are
+// masked to a score of -inf, so their probability is exactly 0 and they contribute nothing.
+//
+// The chunk loops are compiled once per instruction set ([`Isa`]), like `simd::dot`.
+
+/// Keys per chunk in the training kernels: two AVX2 registers or one AVX-512 register.
+const LANES: usize = 16;
+/// Query rows per backward task, at least: each task also holds a partial dK and dV of
+/// `O(T · hd)`, so for long sequences the blocks grow to keep at most
+/// `BACKWARD_MAX_BLOCKS` per kv head. Both depend only on T, not on the thread count, so the
+/// order in which the partials are added (and so the result's bits) is the same everywhere.
+const BACKWARD_MIN_ROWS: usize = 32;
+const BACKWARD_MAX_BLOCKS: usize = 8;
+/// Query rows the backward processes together, sharing each load and store of a chunk of
+/// Kᵀ, dKᵀ and dVᵀ (which otherwise dominate its memory traffic).
+const TILE: usize = 4;
+/// Query rows (of every head) per forward task. Later rows cost more (they see more keys);
+/// small blocks keep the tasks balanced.
+const FORWARD_ROWS: usize = 16;
+
+/// T rounded up to whole chunks: the row length of the head-transposed buffers.
+fn padded(t_len: usize) -> usize {
+    t_len.div_ceil(LANES) * LANES
+}
+
+/// xt: [hd][tp] (overwrites), x: [T, row]. The `hd` columns of x starting at `offset`,
+/// transposed; columns `T..tp` are zeroed so masked lanes compute on finite numbers.
+fn transpose_head(xt: &mut [f32], x: &[f32], row: usize, offset: usize, hd: usize) {
+    let t_len = x.len() / row;
+    let tp = xt.len() / hd;
+    for (i, xt_i) in xt.chunks_exact_mut(tp).enumerate() {
+        for (j, dst) in xt_i[..t_len].iter_mut().enumerate() {
+            *dst = x[j * row + offset + i];
+        }
+        xt_i[t_len..].fill(0.0);
+    }
+}
+
+/// kvt: [n_kv_heads][2][hd][tp] (overwrites): each kv head's Kᵀ then Vᵀ.
+fn transpose_kv(kvt: &mut [f32], k: &[f32], v: &[f32], s: AttnShape) {
+    let hd = s.head_dim;
+    let kv_row = s.n_kv_heads * hd;
+    kvt.par_chunks_mut(kvt.len() / s.n_kv_heads)
+        .enumerate()
+        .for_each(|(g, buf)| {
+            let (kt, vt) = buf.split_at_mut(buf.len() / 2);
+            transpose_head(kt, k, kv_row, g * hd, hd);
+            transpose_head(vt, v, kv_row, g * hd, hd);
+        });
+}
+
+/// The scaled scores of query `qh` ([hd]) against keys `j0..j0 + LANES` of `kt` ([hd][tp]),
+/// keys after `t` masked to -inf. The training forward and backward both call this, so the
+/// backward recomputes exactly the scores the forward's log-sum-exp was taken over.
+///
+/// (Inference uses [`score`], which sums over hd in a different order; the two agree to
+/// rounding, not bit for bit.)
+#[inline(always)]
+fn score_chunk(qh: &[f32], kt: &[f32], tp: usize, j0: usize, t: usize, scale: f32) -> [f32; LANES] {
+    let mut acc = [0.0f32; LANES];
+    for (i, &qi) in qh.iter().enumerate() {
+        let k: &[f32; LANES] = kt[i * tp + j0..][..LANES].try_into().unwrap();
+        for l in 0..LANES {
+            acc[l] = qi.mul_add(k[l], acc[l]);
+        }
+    }
+    // Lane l is key j0 + l; keys after t are masked (t ≥ j0 in every chunk a row visits).
+    let last = t - j0;
+    for (l, a) in acc.iter_mut().enumerate() {
+        *a = if l <= last {
+            *a * scale
+        } else {
+            f32::NEG_INFINITY
+        };
+    }
+    acc
+}
+
+/// The instruction set the training kernels' chunk loops were compiled for.
+#[derive(Clone, Copy)]
+enum Isa {
+    Generic,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Generic
+    }
+}
+
+/// Defines `$name(isa, args...)`, which runs the `#[inline(always)]` function `$generic`
+/// compiled for `isa`: `$generic` is inlined into a `#[target_feature]` copy per instruction
+/// set, and everything it calls must be `#[inline(always)]` too (called directly, never
+/// through a function pointer) to be compiled for that set as well.
+macro_rules! multiversion {
+    ($name:ident => $generic:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(isa: Isa, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                match isa {
+                    // SAFETY: `Isa::detect` picks these only when the CPU has the features.
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    Isa::Generic => {}
+                }
+            }
+            let _ = isa;
+            $generic($($arg),*)
+        }
+    };
+}
+
+multiversion!(forward_block => forward_block_generic(
+    out: &mut [f32],
+    lse_t: &mut [f32],
+    work: &mut [f32],
+    q: &[f32],
+    kvt: &[f32],
+    r0: usize,
+    s: AttnShape,
+));
+
+/// out: [rows, n_heads*hd] (overwrites), lse_t: [rows, n_heads] (overwrites), work:
+/// tp + hd·LANES floats, q: [T, n_heads*hd], kvt: [n_kv_heads][2][hd][tp] from
+/// [`transpose_kv`]. Query rows `r0..r0 + rows` of [`attention_forward_train`], every head.
+///
+/// Per (row t, head): pass 1 computes the scores chunk by chunk into `work` and their max;
+/// pass 2 takes `e = exp(score - max)`, sums it, and accumulates `Σ_j e_j · v_j` per lane
+/// (`acc: [hd][LANES]`); the lanes are summed at the end, in a fixed order.
+#[inline(always)]
+fn forward_block_generic(
+    out: &mut [f32],
+    lse_t: &mut [f32],
+    work: &mut [f32],
+    q: &[f32],
+    kvt: &[f32],
+    r0: usize,
+    s: AttnShape,
+) {
+    let AttnShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+    } = s;
+    let (q_row, group) = (n_heads * hd, n_heads / n_kv_heads);
+    let tp = kvt.len() / (n_kv_heads * 2 * hd);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (scores, acc) = work.split_at_mut(tp);
+    let acc = &mut acc[..hd * LANES];
+    for (r, (o_t, lse_row)) in out
+        .chunks_exact_mut(q_row)
+        .zip(lse_t.chunks_exact_mut(n_heads))
+        .enumerate()
+    {
+        let t = r0 + r;
+        let n_chunks = (t + 1).div_ceil(LANES);
+        for (h, (o, lse_th)) in o_t.chunks_exact_mut(hd).zip(lse_row).enumerate() {
+            let head = &kvt[h / group * 2 * hd * tp..][..2 * hd * tp];
+            let (kt, vt) = head.split_at(hd * tp);
+            let qh = &q[t * q_row + h * hd..][..hd];
+
+            let mut lane_max = [f32::NEG_INFINITY; LANES];
+            for c in 0..n_chunks {
+                let sc = score_chunk(qh, kt, tp, c * LANES, t, scale);
+                scores[c * LANES..][..LANES].copy_from_slice(&sc);
+                for l in 0..LANES {
+                    lane_max[l] = if sc[l] > lane_max[l] {
+                        sc[l]
+                    } else {
+                        lane_max[l]
+                    };
+                }
+            }
+            let max = lane_max
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+
+            acc.fill(0.0);
+            let mut lanes = [0.0f32; LANES];
+            for c in 0..n_chunks {
+                let j0 = c * LANES;
+                let sc = &scores[j0..][..LANES];
+                let mut e = [0.0f32; LANES];
+                for l in 0..LANES {
+                    e[l] = fastmath::exp(sc[l] - max);
+                    lanes[l] += e[l];
+                }
+                for (i, a) in acc.chunks_exact_mut(LANES).enumerate() {
+                    let vi = &vt[i * tp + j0..][..LANES];
+                    for l in 0..LANES {
+                        a[l] = e[l].mul_add(vi[l], a[l]);
+                    }
+                }
+            }
+            let sum = lane_sum(&lanes);
+            let inv = 1.0 / sum;
+            for (oi, a) in o.iter_mut().zip(acc.chunks_exact(LANES)) {
+                *oi = lane_sum(a) * inv;
+            }
+            *lse_th = max + sum.ln();
+        }
+    }
+}
+
 /// out: [T, n_heads*hd] (overwrites), lse: [n_heads, T] (overwrites; log-sum-exp of the
 /// scaled scores of each query row, saved for backward), q: [T, n_heads*hd],
 /// k, v: [T, n_kv_heads*hd].
 ///
 /// Training attention over one causal sequence of `T` tokens at positions `0..T`. Instead
 /// of the `T × T` probabilities, only the per-row log-sum-exp is kept: with it the backward
-/// recomputes any probability as `exp(score - lse)` (FlashAttention's trick). `out` is
-/// bit for bit what [`attention`] gives with `pos0 = 0`.
+/// recomputes any probability as `exp(score - lse)` (FlashAttention's trick).
+///
+/// `out` equals what [`attention`] gives with `pos0 = 0` to about 1e-7 relative, not bit for
+/// bit: this kernel uses the vectorized [`fastmath::exp`] and sums in vector lanes, where
+/// inference keeps the scalar operation order its llama2.c golden outputs were taken with.
+///
+/// Parallel over blocks of `FORWARD_ROWS` query rows; allocates the head-transposed K and V
+/// (`2 · n_kv_heads · hd · T` floats) and per-thread scratch of `O(T + hd)`.
 pub fn attention_forward_train(
     out: &mut [f32],
     lse: &mut [f32],
@@ -182,11 +429,11 @@ pub fn attention_forward_train(
     v: &[f32],
     s: AttnShape,
 ) {
-    let (t_len, group) = check_train_shapes(q, k, v, s);
+    let (t_len, _) = check_train_shapes(q, k, v, s);
     let AttnShape {
         n_heads,
+        n_kv_heads,
         head_dim: hd,
-        ..
     } = s;
     assert_eq!(
         out.len(),
@@ -198,26 +445,216 @@ pub fn attention_forward_train(
         n_heads * t_len,
         "attention_forward_train: lse is not [n_heads, T]"
     );
-    let scale = 1.0 / (hd as f32).sqrt();
-    // Tasks run per (token, head) as in inference. lse is [n_heads, T], transposed relative
-    // to that order, so each task returns its value and they are placed afterwards.
-    let lse_by_token: Vec<f32> = out
-        .par_chunks_mut(hd)
+    let tp = padded(t_len);
+    let mut kvt = vec![0.0; n_kv_heads * 2 * hd * tp];
+    transpose_kv(&mut kvt, k, v, s);
+    let isa = Isa::detect();
+    // Tasks own blocks of whole rows of `out`; lse is [n_heads, T], transposed relative to
+    // that, so it is produced as [T, n_heads] and transposed afterwards.
+    let mut lse_t = vec![0.0; t_len * n_heads];
+    out.par_chunks_mut(FORWARD_ROWS * n_heads * hd)
+        .zip(lse_t.par_chunks_mut(FORWARD_ROWS * n_heads))
         .enumerate()
-        .map_init(Vec::new, |scores: &mut Vec<f32>, (idx, o)| {
-            let (t, h) = (idx / n_heads, idx % n_heads);
-            let qh = &q[(t * n_heads + h) * hd..][..hd];
-            let kv = KvHead {
-                k,
-                v,
-                row: s.n_kv_heads * hd,
-                offset: h / group * hd,
-            };
-            attend_row(o, scores, qh, kv, t + 1, scale)
-        })
-        .collect();
-    for (idx, &l) in lse_by_token.iter().enumerate() {
-        lse[(idx % n_heads) * t_len + idx / n_heads] = l;
+        .for_each_init(Vec::new, |work: &mut Vec<f32>, (b, (o, l))| {
+            work.resize(tp + hd * LANES, 0.0);
+            forward_block(isa, o, l, work, q, &kvt, b * FORWARD_ROWS, s);
+        });
+    for (t, row) in lse_t.chunks_exact(n_heads).enumerate() {
+        for (h, &l) in row.iter().enumerate() {
+            lse[h * t_len + t] = l;
+        }
+    }
+}
+
+multiversion!(backward_block => backward_block_generic(
+    dq_part: &mut [f32],
+    dkt: &mut [f32],
+    dvt: &mut [f32],
+    work: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    g: usize,
+    r0: usize,
+    s: AttnShape,
+));
+
+/// One task of [`attention_backward`]: kv head `g`, query rows `r0..r0 + rows` of each query
+/// head that reads it.
+///
+/// dq_part: [group, rows, hd] (overwrites): those rows' dq. dkt, dvt: [hd][tp] (overwrites
+/// columns `0..padded(r0 + rows)`, the only ones these rows' keys reach): this block's
+/// contribution to kv head g's dK and dV, transposed. work: TILE·hd·(LANES + 1) floats. kt, vt:
+/// [hd][tp], kv head g's Kᵀ and Vᵀ. The rest as in [`attention_backward`].
+///
+/// Per head, `TILE` rows at a time, chunk by chunk over keys `j ≤ t`: for each row recompute
+/// `p = exp(score - lse)`, `dp_j = dout · v_j`, `ds = p (dp - D)`; then, per column i of the
+/// chunk, accumulate each row's `ds_j · k_j` per lane into its `acc: [hd][LANES]` (its dq,
+/// lanes summed at the end) and add the rows' `scale · q · ds_j` and `p_j · dout`, in row
+/// order, into column j of dKᵀ and dVᵀ.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_block_generic(
+    dq_part: &mut [f32],
+    dkt: &mut [f32],
+    dvt: &mut [f32],
+    work: &mut [f32],
+    dout: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    g: usize,
+    r0: usize,
+    s: AttnShape,
+) {
+    let AttnShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+    } = s;
+    let (q_row, group) = (n_heads * hd, n_heads / n_kv_heads);
+    let t_len = q.len() / q_row;
+    let tp = kt.len() / hd;
+    let rows = dq_part.len() / (group * hd);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let reach = padded(r0 + rows);
+    for (dkt_i, dvt_i) in dkt.chunks_exact_mut(tp).zip(dvt.chunks_exact_mut(tp)) {
+        dkt_i[..reach].fill(0.0);
+        dvt_i[..reach].fill(0.0);
+    }
+    // Per tile row u: acc [hd][LANES] (dq's lane partial sums), then sq = scale · q [hd].
+    let (acc, sq) = work.split_at_mut(TILE * hd * LANES);
+    let sq = &mut sq[..TILE * hd];
+    for (hg, dq_h) in dq_part.chunks_exact_mut(rows * hd).enumerate() {
+        let h = g * group + hg;
+        for (tile, dq_tile) in dq_h.chunks_mut(TILE * hd).enumerate() {
+            let t0 = r0 + tile * TILE;
+            let nr = dq_tile.len() / hd;
+            let row = |u: usize| (t0 + u) * q_row + h * hd;
+            let mut d = [0.0f32; TILE];
+            let mut lse_t = [0.0f32; TILE];
+            for u in 0..nr {
+                let at = row(u);
+                d[u] = dot_generic(&dout[at..][..hd], &out[at..][..hd]);
+                lse_t[u] = lse[h * t_len + t0 + u];
+                for (x, &qi) in sq[u * hd..][..hd].iter_mut().zip(&q[at..][..hd]) {
+                    *x = scale * qi;
+                }
+            }
+            acc.fill(0.0);
+            for c in 0..(t0 + nr).div_ceil(LANES) {
+                let j0 = c * LANES;
+                // Every row's p and ds over this chunk; rows that end before it have none.
+                let (mut p, mut ds) = ([[0.0f32; LANES]; TILE], [[0.0f32; LANES]; TILE]);
+                for u in 0..nr {
+                    let t = t0 + u;
+                    if j0 > t {
+                        continue;
+                    }
+                    let (qh, doh) = (&q[row(u)..][..hd], &dout[row(u)..][..hd]);
+                    let sc = score_chunk(qh, kt, tp, j0, t, scale);
+                    let mut dp = [0.0f32; LANES];
+                    for (i, &di) in doh.iter().enumerate() {
+                        let vi: &[f32; LANES] = vt[i * tp + j0..][..LANES].try_into().unwrap();
+                        for l in 0..LANES {
+                            dp[l] = di.mul_add(vi[l], dp[l]);
+                        }
+                    }
+                    for l in 0..LANES {
+                        p[u][l] = fastmath::exp(sc[l] - lse_t[u]);
+                        ds[u][l] = p[u][l] * (dp[l] - d[u]);
+                    }
+                }
+                // Load each column of Kᵀ, dKᵀ and dVᵀ once for the whole tile.
+                for i in 0..hd {
+                    let ki: &[f32; LANES] = kt[i * tp + j0..][..LANES].try_into().unwrap();
+                    let dki: &mut [f32; LANES] =
+                        (&mut dkt[i * tp + j0..][..LANES]).try_into().unwrap();
+                    let dvi: &mut [f32; LANES] =
+                        (&mut dvt[i * tp + j0..][..LANES]).try_into().unwrap();
+                    let (mut dk_acc, mut dv_acc) = (*dki, *dvi);
+                    for u in 0..nr {
+                        let (sqi, doi) = (sq[u * hd + i], dout[row(u) + i]);
+                        let a = &mut acc[(u * hd + i) * LANES..][..LANES];
+                        for l in 0..LANES {
+                            a[l] = ds[u][l].mul_add(ki[l], a[l]);
+                            dk_acc[l] = sqi.mul_add(ds[u][l], dk_acc[l]);
+                            dv_acc[l] = doi.mul_add(p[u][l], dv_acc[l]);
+                        }
+                    }
+                    (*dki, *dvi) = (dk_acc, dv_acc);
+                }
+            }
+            for (dq_t, acc_u) in dq_tile
+                .chunks_exact_mut(hd)
+                .zip(acc.chunks_exact(hd * LANES))
+            {
+                for (x, a) in dq_t.iter_mut().zip(acc_u.chunks_exact(LANES)) {
+                    *x = scale * lane_sum(a);
+                }
+            }
+        }
+    }
+}
+
+/// The sum of one chunk's lanes, as a fixed tree of halvings (vectorizable, and the same
+/// order every time).
+#[inline(always)]
+fn lane_sum(a: &[f32]) -> f32 {
+    let mut v: [f32; LANES] = a[..LANES].try_into().unwrap();
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            v[l] += v[l + w];
+        }
+        w /= 2;
+    }
+    v[0]
+}
+
+/// Where the parts of [`attention_backward`]'s scratch lie, for a sequence of T tokens.
+///
+/// scratch = [kvt: n_kv_heads × (Kᵀ, Vᵀ: [hd][tp])] then one part per task (kv head g,
+/// row block b), g-major: [dq: group × rows × hd][dKᵀ: hd × tp][dVᵀ: hd × tp]
+/// [work: TILE · hd · (LANES + 1)].
+#[derive(Clone, Copy)]
+struct BackwardLayout {
+    tp: usize,
+    /// Query rows per block (the last block may have fewer).
+    rows: usize,
+    /// Row blocks per kv head.
+    blocks: usize,
+    kvt: usize,
+    dq: usize,
+    dkvt: usize,
+    task: usize,
+}
+
+impl BackwardLayout {
+    fn new(t_len: usize, s: AttnShape) -> BackwardLayout {
+        let hd = s.head_dim;
+        let tp = padded(t_len);
+        let rows = BACKWARD_MIN_ROWS.max(t_len.div_ceil(BACKWARD_MAX_BLOCKS));
+        let dq = s.n_heads / s.n_kv_heads * rows * hd;
+        let dkvt = hd * tp;
+        BackwardLayout {
+            tp,
+            rows,
+            blocks: t_len.div_ceil(rows),
+            kvt: s.n_kv_heads * 2 * hd * tp,
+            dq,
+            dkvt,
+            task: dq + 2 * dkvt + TILE * hd * (LANES + 1),
+        }
+    }
+
+    fn len(&self, s: AttnShape) -> usize {
+        self.kvt + s.n_kv_heads * self.blocks * self.task
     }
 }
 
@@ -225,15 +662,16 @@ pub fn attention_forward_train(
 /// lse from the forward, q, k, v as in forward. scratch: at least
 /// attention_backward_scratch_len(T, s) floats (no allocation inside).
 ///
-/// FlashAttention-2's backward, one query row at a time: with `p_j = exp(s_j - lse)`,
-/// `D = dout · out` (which equals `Σ_j p_j dp_j`), `dp_j = dout · v_j` and
-/// `ds_j = p_j (dp_j - D)`, it adds `scale · ds_j · k_j` to dq, `scale · ds_j · q` to dk_j
-/// and `p_j · dout` to dv_j.
+/// FlashAttention-2's backward: with `p_j = exp(s_j - lse)` (recomputed exactly as the
+/// forward computed it), `D = dout · out` (which equals `Σ_j p_j dp_j`), `dp_j = dout · v_j`
+/// and `ds_j = p_j (dp_j - D)`, it adds `scale · ds_j · k_j` to dq, `scale · ds_j · q` to
+/// dk_j and `p_j · dout` to dv_j.
 ///
-/// One rayon task per kv head: it owns that head's dk and dv and the dq of the query heads
-/// that read it, so no two tasks write the same gradient. Each task accumulates into its own
-/// contiguous part of `scratch` in a fixed order, and the parts are then added into the
-/// strided outputs, one addition per element, so the result is the same on every run.
+/// Work is split into tasks per (kv head, block of query rows) and run in parallel. A task owns the dq of its rows (for the query heads that read its kv head) and
+/// its own partial dK and dV; no two tasks write the same memory, and there are no atomics.
+/// Afterwards each output element receives one addition: its dq part, or the sum of the
+/// partial dK/dV of the blocks that reach it, taken in block order. The split depends only on
+/// T and the shape, so the result has the same bits on every run, for any thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dq: &mut [f32],
@@ -268,84 +706,90 @@ pub fn attention_backward(
         n_heads * t_len,
         "attention_backward: lse is not [n_heads, T]"
     );
-    let per_head = kv_head_scratch_len(t_len, s);
+    let lay = BackwardLayout::new(t_len, s);
     assert!(
-        scratch.len() >= n_kv_heads * per_head,
+        scratch.len() >= lay.len(s),
         "attention_backward: scratch is shorter than attention_backward_scratch_len"
     );
-    let scratch = &mut scratch[..n_kv_heads * per_head];
-    let scale = 1.0 / (hd as f32).sqrt();
+    if t_len == 0 {
+        return;
+    }
+    let (kvt, tasks) = scratch[..lay.len(s)].split_at_mut(lay.kvt);
+    transpose_kv(kvt, k, v, s);
+    let kvt = &*kvt;
+    let isa = Isa::detect();
+    let head_len = hd * lay.tp;
 
-    scratch
-        .par_chunks_mut(per_head)
+    tasks
+        .par_chunks_mut(lay.task)
         .enumerate()
-        .for_each(|(g, buf)| {
-            // This task's gradients, each row-major over tokens: dq of its `group` query
-            // heads [group, T, hd], then its dk [T, hd] and dv [T, hd].
-            buf.fill(0.0);
-            let (dq_g, rest) = buf.split_at_mut(group * t_len * hd);
-            let (dk_g, dv_g) = rest.split_at_mut(t_len * hd);
-            let kv = KvHead {
-                k,
-                v,
-                row: kv_row,
-                offset: g * hd,
-            };
-            for hg in 0..group {
-                let h = g * group + hg;
-                for t in 0..t_len {
-                    let at = t * q_row + h * hd;
-                    let (qt, dout_t) = (&q[at..][..hd], &dout[at..][..hd]);
-                    let d = dot(dout_t, &out[at..][..hd]);
-                    let lse_t = lse[h * t_len + t];
-                    let dq_t = &mut dq_g[(hg * t_len + t) * hd..][..hd];
-                    for j in 0..=t {
-                        let (kj, vj) = (kv.k(j, hd), kv.v(j, hd));
-                        let p = (score(qt, kj, scale) - lse_t).exp();
-                        let ds = p * (dot(dout_t, vj) - d);
-                        axpy(dq_t, scale * ds, kj);
-                        axpy(&mut dk_g[j * hd..][..hd], scale * ds, qt);
-                        axpy(&mut dv_g[j * hd..][..hd], p, dout_t);
+        .for_each(|(idx, part)| {
+            let (g, b) = (idx / lay.blocks, idx % lay.blocks);
+            let r0 = b * lay.rows;
+            let rows = lay.rows.min(t_len - r0);
+            let (dq_part, rest) = part.split_at_mut(lay.dq);
+            let (dkt, rest) = rest.split_at_mut(lay.dkvt);
+            let (dvt, work) = rest.split_at_mut(lay.dkvt);
+            let (kt, vt) = kvt[g * 2 * head_len..][..2 * head_len].split_at(head_len);
+            backward_block(
+                isa,
+                &mut dq_part[..group * rows * hd],
+                dkt,
+                dvt,
+                work,
+                dout,
+                out,
+                lse,
+                q,
+                kt,
+                vt,
+                g,
+                r0,
+                s,
+            );
+        });
+
+    // Add the parts into the strided outputs, in parallel over row blocks (each owns its
+    // rows of dq, dk and dv). Key row j of kv head g is reached by the row blocks at or
+    // after j's own; their partials are summed in block order, then added once.
+    let tasks = &*tasks;
+    let part = |g: usize, b: usize| &tasks[(g * lay.blocks + b) * lay.task..][..lay.task];
+    dq.par_chunks_mut(lay.rows * q_row)
+        .zip(dk.par_chunks_mut(lay.rows * kv_row))
+        .zip(dv.par_chunks_mut(lay.rows * kv_row))
+        .enumerate()
+        .for_each(|(b, ((dq_b, dk_b), dv_b))| {
+            let (r0, rows) = (b * lay.rows, dk_b.len() / kv_row);
+            for g in 0..n_kv_heads {
+                let dq_part = &part(g, b)[..group * rows * hd];
+                for (hg, dq_h) in dq_part.chunks_exact(rows * hd).enumerate() {
+                    let h = g * group + hg;
+                    for (r, src) in dq_h.chunks_exact(hd).enumerate() {
+                        add(&mut dq_b[r * q_row + h * hd..][..hd], src);
+                    }
+                }
+                for i in 0..hd {
+                    for r in 0..rows {
+                        let col = i * lay.tp + r0 + r;
+                        let (mut sk, mut sv) = (0.0f32, 0.0f32);
+                        for later in b..lay.blocks {
+                            let p = &part(g, later)[lay.dq..];
+                            sk += p[col];
+                            sv += p[lay.dkvt + col];
+                        }
+                        dk_b[r * kv_row + g * hd + i] += sk;
+                        dv_b[r * kv_row + g * hd + i] += sv;
                     }
                 }
             }
         });
-
-    // Scatter the per-head parts into the strided outputs. Every output element receives
-    // exactly one addition here, so the loop order cannot change the result.
-    for (g, buf) in scratch.chunks_exact(per_head).enumerate() {
-        let (dq_g, rest) = buf.split_at(group * t_len * hd);
-        let (dk_g, dv_g) = rest.split_at(t_len * hd);
-        for t in 0..t_len {
-            for hg in 0..group {
-                let h = g * group + hg;
-                add(
-                    &mut dq[t * q_row + h * hd..][..hd],
-                    &dq_g[(hg * t_len + t) * hd..][..hd],
-                );
-            }
-            add(&mut dk[t * kv_row + g * hd..][..hd], &dk_g[t * hd..][..hd]);
-            add(&mut dv[t * kv_row + g * hd..][..hd], &dv_g[t * hd..][..hd]);
-        }
-    }
 }
 
-/// Floats of scratch [`attention_backward`] needs for a sequence of `t` tokens.
+/// Floats of scratch [`attention_backward`] needs for a sequence of `t` tokens: about
+/// `2 · n_kv_heads · hd · T · (1 + blocks)` (Kᵀ and Vᵀ, and each row block's partial dKᵀ and
+/// dVᵀ; at most `BACKWARD_MAX_BLOCKS` blocks) plus dq's `n_heads · hd · T`.
 pub fn attention_backward_scratch_len(t: usize, s: AttnShape) -> usize {
-    s.n_kv_heads * kv_head_scratch_len(t, s)
-}
-
-/// One kv head's part of the scratch: the dq of its query-head group, its dk and its dv.
-fn kv_head_scratch_len(t: usize, s: AttnShape) -> usize {
-    (s.n_heads / s.n_kv_heads + 2) * t * s.head_dim
-}
-
-/// y += a · x.
-#[inline]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
+    BackwardLayout::new(t, s).len(s)
 }
 
 /// y += x.
@@ -572,9 +1016,14 @@ mod tests {
     #[test]
     fn forward_train_equals_inference_and_naive() {
         let mut rng = Rng::new(81);
-        for &(n_heads, n_kv_heads, hd, t_len) in
-            &[(4, 4, 8, 5), (4, 2, 8, 7), (9, 3, 64, 33), (8, 1, 16, 1)]
-        {
+        for &(n_heads, n_kv_heads, hd, t_len) in &[
+            (4, 4, 8, 5),
+            (4, 2, 8, 7),
+            (9, 3, 64, 33),
+            (8, 1, 16, 1),
+            (8, 4, 8, 70),
+            (2, 1, 3, 300),
+        ] {
             let s = shape(n_heads, n_kv_heads, hd);
             let q = rng.vec(t_len * n_heads * hd);
             let k = rng.vec(t_len * n_kv_heads * hd);
@@ -584,7 +1033,9 @@ mod tests {
             attention_forward_train(&mut out, &mut lse, &q, &k, &v, s);
             let mut inference = vec![0.0; q.len()];
             attention(&mut inference, &q, &k, &v, 0, s);
-            assert_eq!(out, inference, "training forward differs from inference");
+            // Not bit for bit: training uses the vectorized exp and lane-wise sums (see
+            // attention_forward_train), so the two differ by rounding only.
+            assert_close(&out, &inference, 1e-6);
             let (mut out_ref, mut lse_ref) = (vec![0.0; q.len()], vec![0.0; lse.len()]);
             attention_forward_train_naive(&mut out_ref, &mut lse_ref, &q, &k, &v, s);
             assert_close(&out, &out_ref, 1e-5);
@@ -635,6 +1086,9 @@ mod tests {
             (9, 3, 64, 33),
             (8, 1, 16, 20),
             (2, 2, 4, 1),
+            // Several row blocks, T not a multiple of the chunk width, odd head_dim.
+            (8, 4, 8, 70),
+            (2, 1, 3, 300),
         ] {
             let s = shape(n_heads, n_kv_heads, hd);
             let q = rng.vec(t_len * n_heads * hd);
@@ -666,6 +1120,71 @@ mod tests {
             let again = run_backward(s, &q, &k, &v, &dout, (&zeros.0, &zeros.1, &zeros.1));
             assert!(first == again, "attention_backward changed between runs");
         }
+    }
+
+    #[test]
+    fn training_kernels_do_not_depend_on_the_thread_count() {
+        // The backward's split into row blocks and its reduction order depend only on T.
+        let mut rng = Rng::new(85);
+        let s = shape(8, 4, 8);
+        let t_len = 100;
+        let q = rng.vec(t_len * 64);
+        let k = rng.vec(t_len * 32);
+        let v = rng.vec(t_len * 32);
+        let dout = rng.vec(q.len());
+        let zeros = (vec![0.0; q.len()], vec![0.0; k.len()]);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| run_backward(s, &q, &k, &v, &dout, (&zeros.0, &zeros.1, &zeros.1)))
+        };
+        let one = run(1);
+        for threads in [2, 3, 7] {
+            assert!(one == run(threads), "result changed with {threads} threads");
+        }
+    }
+
+    #[test]
+    fn training_kernels_agree_bit_for_bit_across_instruction_sets() {
+        // Every copy uses fused multiply-adds in the same order, so the portable fallback
+        // (not otherwise exercised on a machine with AVX2) gives the same bits.
+        let mut rng = Rng::new(86);
+        let s = shape(4, 2, 8);
+        let t_len = 40;
+        let q = rng.vec(t_len * 32);
+        let k = rng.vec(t_len * 16);
+        let v = rng.vec(t_len * 16);
+        let dout = rng.vec(q.len());
+        let tp = padded(t_len);
+        let mut kvt = vec![0.0; 2 * 2 * 8 * tp];
+        transpose_kv(&mut kvt, &k, &v, s);
+        let forward = |isa| {
+            let (mut o, mut l) = (vec![0.0; q.len()], vec![0.0; t_len * 4]);
+            let mut work = vec![0.0; tp + 8 * LANES];
+            forward_block(isa, &mut o, &mut l, &mut work, &q, &kvt, 0, s);
+            (o, l)
+        };
+        let (out, lse_t) = forward(Isa::detect());
+        assert!((out.clone(), lse_t.clone()) == forward(Isa::Generic));
+        let mut lse = vec![0.0; lse_t.len()];
+        for (i, &x) in lse_t.iter().enumerate() {
+            lse[(i % 4) * t_len + i / 4] = x;
+        }
+        let backward = |isa| {
+            let (mut dq, mut dkt, mut dvt) =
+                (vec![0.0; 2 * 24 * 8], vec![0.0; 8 * tp], vec![0.0; 8 * tp]);
+            let mut work = vec![0.0; TILE * 8 * (LANES + 1)];
+            let head = 2 * 8 * tp;
+            let (kt, vt) = kvt[head..][..head].split_at(8 * tp);
+            backward_block(
+                isa, &mut dq, &mut dkt, &mut dvt, &mut work, &dout, &out, &lse, &q, kt, vt, 1, 16,
+                s,
+            );
+            (dq, dkt, dvt)
+        };
+        assert!(backward(Isa::detect()) == backward(Isa::Generic));
     }
 
     #[test]

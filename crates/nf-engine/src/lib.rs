@@ -14,6 +14,7 @@ pub mod activation;
 pub mod attention;
 pub mod cpu;
 pub mod embedding;
+pub mod fastmath;
 pub mod ggml;
 pub mod linear;
 pub mod loss;
