@@ -56,6 +56,44 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
+/// `x[i] = e^(x[i] - shift)` over a slice, compiled for the widest vector unit the CPU has
+/// (the softmax numerators of the loss over a 50k vocabulary: a scalar libm `exp` per logit
+/// was a fifth of the loss time).
+pub fn exp_shifted_in_place(x: &mut [f32], shift: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked just above).
+            return unsafe { exp_shifted_avx512(x, shift) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { exp_shifted_avx2(x, shift) };
+        }
+    }
+    exp_shifted_generic(x, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_shifted_avx512(x: &mut [f32], shift: f32) {
+    exp_shifted_generic(x, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_avx2(x: &mut [f32], shift: f32) {
+    exp_shifted_generic(x, shift)
+}
+
+#[inline(always)]
+fn exp_shifted_generic(x: &mut [f32], shift: f32) {
+    for v in x.iter_mut() {
+        *v = exp(*v - shift);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

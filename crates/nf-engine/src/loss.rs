@@ -39,11 +39,8 @@ pub fn softmax_cross_entropy_backward(
             let max = row_max(row);
             // Exponentials in f32 (they are the softmax numerators we keep), their sum in f64:
             // a 50k-term f32 sum would lose several digits.
-            let mut sum = 0.0f64;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v as f64;
-            }
+            crate::fastmath::exp_shifted_in_place(row, max);
+            let sum: f64 = row.iter().map(|&v| v as f64).sum();
             let inv = (scale as f64 / sum) as f32;
             for v in row.iter_mut() {
                 *v *= inv;
