@@ -186,6 +186,23 @@ fn sigkill_and_resume_give_bitwise_identical_training() {
         "16",
     ]));
     assert!(!text.trim().is_empty());
+    // The same through the base model plus --adapter.
+    let via_adapter = run_ok(bin(&tmp).args([
+        "generate",
+        "--model",
+        p(&assets.join("llama2c/stories260K.bin")),
+        "--tokenizer",
+        p(&assets.join("llama2c/tok512.bin")),
+        "--adapter",
+        p(&killed),
+        "--prompt",
+        "Once upon a time",
+        "--temperature",
+        "0",
+        "-n",
+        "16",
+    ]));
+    assert_eq!(text, via_adapter);
 }
 
 #[test]

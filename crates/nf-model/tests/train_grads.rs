@@ -388,3 +388,32 @@ fn qwen2_bias_gradients_match_pytorch() {
     check_fixture_full("qwen2_bias");
     check_fixture_lora("qwen2_bias");
 }
+
+#[test]
+fn accumulating_two_half_batches_equals_one_batch() {
+    // What the trainer does for --grad-accum 2: two micro-batches, each scaled by 1/2.
+    let c = tiny_config(RopeStyle::RotateHalf, false, true, true);
+    let two = BatchShape {
+        batch: 2,
+        seq_len: 5,
+        recompute: false,
+    };
+    let one = BatchShape { batch: 1, ..two };
+    let (x, mut y) = batch(&c, two, 21);
+    y[1] = 3; // no ignored target, so both halves count the same number of targets
+    let mut big = TrainModel::new(random_model(&c, 2), Method::Full, two, 1);
+    big.forward_backward(&x, &y, 1.0, &StepTimes::default())
+        .unwrap();
+    let mut small = TrainModel::new(random_model(&c, 2), Method::Full, one, 1);
+    for half in 0..2 {
+        let r = half * 5..(half + 1) * 5;
+        small
+            .forward_backward(&x[r.clone()], &y[r], 0.5, &StepTimes::default())
+            .unwrap();
+    }
+    for t in &big.params.tensors {
+        let id = big.params.find(&t.name).unwrap();
+        let e = rel_err(small.params.grad(id), big.params.grad(id));
+        assert!(e < 1e-5, "{}: accumulated gradient off by {e:e}", t.name);
+    }
+}

@@ -186,3 +186,43 @@ fn nan_guard_skips_then_rolls_back() {
     let weights_finite = t.model.params.data.iter().all(|v| v.is_finite());
     assert!(weights_finite, "a non-finite gradient reached the weights");
 }
+
+#[test]
+fn early_stopping_ends_the_run_when_validation_stops_improving() {
+    let assets = require_assets!();
+    let (model, tok) = stories(&assets);
+    let corpus = assets.join("corpus");
+    let train = TokenStream::from_paths(&[corpus.join("tinystories_sample_197k.txt")], &tok)
+        .unwrap()
+        .into_tokens();
+    let val = TokenStream::from_paths(&[corpus.join("tinystories_valid_sample_30k.txt")], &tok)
+        .unwrap()
+        .into_tokens();
+    let shape = BatchShape {
+        batch: 2,
+        seq_len: 64,
+        recompute: false,
+    };
+    let tm = TrainModel::new(model, Method::Full, shape, 1);
+    let dir = temp_dir("early-stop");
+    // A learning rate far too high for a pretrained model: validation gets worse at once.
+    let o = TrainOptions {
+        lr: 2e-2,
+        warmup: 1,
+        schedule: Schedule::Constant,
+        eval_every: 5,
+        patience: 2,
+        ..opts(500)
+    };
+    let mut t = Trainer::new(tm, o, train, Some(val), &dir, hashes()).unwrap();
+    let stop = AtomicBool::new(false);
+    let (summary, _, _) = t.run(&stop, &mut |_| {}, None).unwrap();
+    assert_eq!(summary.reason, nf_train::trainer::EndReason::EarlyStopped);
+    assert!(summary.final_step < 500, "ran to {}", summary.final_step);
+    let (best_step, _) = summary.best_val.unwrap();
+    // The best checkpoint is kept by pruning.
+    assert!(
+        dir.join(format!("checkpoints/step-{best_step}")).is_dir() || best_step == 0,
+        "best checkpoint step-{best_step} was pruned"
+    );
+}
