@@ -40,8 +40,13 @@ pub enum Command {
     Tokenize(TokenizeArgs),
     /// Describe a model file or folder: architecture, sizes, types, tokenizer, template.
     Inspect(InspectArgs),
-    /// Fine-tune a model (LoRA or full) on text files or token shards.
+    /// Fine-tune a model (LoRA or full) on text files, token shards or a dataset.
     Train(Box<TrainArgs>),
+    /// Turn documents (PDF, DOCX, HTML, Markdown, text, JSONL) into a training dataset.
+    Ingest(Box<IngestArgs>),
+    /// List the datasets in the NeuralForge home, or show one.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
     /// Measure speed: prompt processing and decoding, or tokenizer throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -249,7 +254,8 @@ pub struct TrainArgs {
     /// Tokenizer (required for llama2.c checkpoints): tokenizer.json, a .gguf, or tokenizer.bin.
     #[arg(long, value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
-    /// Training data: text files (.txt, .md, ...; tokenized on the fly) and .bin token shards.
+    /// Training data: text files (.txt, .md, ...; tokenized on the fly), .bin token shards,
+    /// or a dataset made by `ingest` (its folder or its name), whose val.bin then validates.
     #[arg(long, num_args = 1.., value_name = "PATH", required_unless_present = "resume")]
     pub data: Vec<PathBuf>,
     /// Validation data (default: hold out --val-fraction of the training tokens, from the end).
@@ -352,4 +358,66 @@ pub struct TrainArgs {
     /// settings (other flags are ignored).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files and folders (walked recursively) to ingest.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Dataset name: the folder <home>/datasets/NAME (default with --out: its folder name).
+    #[arg(long, value_name = "NAME", required_unless_present = "out")]
+    pub name: Option<String>,
+    /// The model whose tokenizer and chat template the dataset is made for.
+    #[arg(long, short = 'm', value_name = "PATH")]
+    pub model: PathBuf,
+    /// Tokenizer to use instead of the model's own (required for llama2.c checkpoints).
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// JSONL record shape: auto (detected per file), text, completions or chat.
+    #[arg(long, default_value = "auto", value_name = "FORMAT")]
+    pub format: String,
+    /// Chat template for chat and completion examples instead of the model's own: a
+    /// built-in name (chatml, llama2, llama3) or a Jinja template file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
+    /// Fraction of the tokens held out for validation, in whole documents.
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    pub val_fraction: f32,
+    /// Training window length in tokens: long documents are cut into windows this long.
+    #[arg(long, default_value_t = 256, value_name = "T")]
+    pub seq_len: usize,
+    /// Tokens consecutive windows share (default: seq_len / 8).
+    #[arg(long, value_name = "N")]
+    pub overlap: Option<usize>,
+    /// Seed of the train/validation split.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub seed: u64,
+    /// Replace an existing dataset of this name.
+    #[arg(long)]
+    pub force: bool,
+    /// Dataset folder instead of <home>/datasets/NAME.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Train on every token of chat and completion examples (no loss mask).
+    #[arg(long)]
+    pub no_mask: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetsCommand {
+    /// The datasets in <home>/datasets/ with their sizes.
+    List,
+    /// A dataset's counts, sources and a few training windows decoded back to text.
+    Show(DatasetShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetShowArgs {
+    /// A dataset name under <home>/datasets/, or a dataset folder.
+    #[arg(value_name = "NAME|DIR")]
+    pub name: PathBuf,
+    /// Training windows to decode and print.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub samples: usize,
 }

@@ -2,6 +2,7 @@
 //! NDJSON `error` event, and the exit code.
 
 use nf_data::TokenizerError;
+use nf_data::ingest::IngestError;
 use nf_formats::FormatError;
 use nf_model::ModelError;
 
@@ -64,6 +65,21 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
     }
     if let Some(e) = err.downcast_ref::<FormatError>() {
         return format_hint(e);
+    }
+    if let Some(e) = err.downcast_ref::<IngestError>() {
+        return match e {
+            IngestError::NotADataset { .. } => (
+                "corrupt",
+                Some(
+                    "the dataset folder is damaged; run `neuralforge ingest` again with --force"
+                        .into(),
+                ),
+            ),
+            IngestError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ("not_found", Some("check the path".into()))
+            }
+            _ => ("ingest", None),
+        };
     }
     if err.downcast_ref::<TokenizerError>().is_some() {
         return (

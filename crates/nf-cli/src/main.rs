@@ -17,6 +17,7 @@ use crate::output::Output;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cmd::ingest::quiet_pdf_panics();
     nf_engine::cpu::set_threads(cli.global.threads);
     let home = load::home_dir(cli.global.home.as_deref());
     let mut out = Output::new(cli.global.json);
@@ -26,6 +27,8 @@ fn main() -> ExitCode {
         Command::Tokenize(a) => cmd::tokenize::run(a, &home, &mut out),
         Command::Inspect(a) => cmd::inspect::run(a, &home, &mut out),
         Command::Train(a) => cmd::train::run(a, &home, &mut out),
+        Command::Ingest(a) => cmd::ingest::run(a, &home, &mut out),
+        Command::Datasets(d) => cmd::datasets::run(d, &home, &mut out),
         Command::Bench(b) => cmd::bench::run(b, &home, &mut out),
     };
     match result {

@@ -6,10 +6,12 @@
 //! the model was trained on. [`render_chat`] turns a conversation into the prompt text a
 //! chat model expects, using the Jinja template shipped with the model. [`dataset`] holds
 //! the training data side: token shards, the token stream, batching and splits.
+//! [`ingest`] turns documents (PDF, DOCX, HTML, Markdown, text, JSONL) into datasets.
 
 pub mod chat;
 pub mod dataset;
 pub mod error;
+pub mod ingest;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, builtin_template, render_chat};

@@ -86,6 +86,28 @@
 //! was measured with `bench peak`), `ms` (object: component → mean milliseconds per step),
 //! `output` (string: the final adapter or model folder).
 //!
+//! ## `ingest.file`
+//! What `ingest` made of one source file (one event per file, after it is tokenized).
+//! Fields: `path` (string), `status` (`"ok"`, `"error"`, or `"skipped"` for a file with the
+//! same bytes as an earlier one or nothing left after de-duplication), `reader` (string or
+//! null: `"pdf"`, `"docx"`, `"html"`, `"markdown"`, `"text"`, `"jsonl"`), `size` (integer
+//! or null), `sha256` (string or null), `pages`, `paragraphs` (integers or null), `chars`,
+//! `tokens`, `windows`, `examples` (integers), `split` (`"train"`, `"val"`, `"both"` or
+//! null), `message` (string or null: why it failed or was skipped), `warnings` (array of
+//! strings).
+//!
+//! ## `ingest.done`
+//! The dataset is built. Fields: `dataset` (string: its name), `path` (string: its
+//! folder), `written` (boolean: false when files failed and an existing dataset was kept),
+//! `sources`, `ok`, `errors`, `skipped`, `train_tokens`, `val_tokens`, `windows`,
+//! `examples`, `duplicates_removed` (integers).
+//!
+//! ## `dataset.info`
+//! One dataset, from `datasets list` or `datasets show`. Fields: `name`, `path`,
+//! `created`, `tokenizer` (strings), `sources`, `errors`, `train_tokens`, `val_tokens`,
+//! `windows`, `examples` (integers), `samples` (array of strings: decoded training
+//! windows; `show` only, else empty).
+//!
 //! ## `progress`
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
 //! null when unknown), `unit` (string, e.g. `"bytes"`, `"files"`, `"steps"`).
@@ -213,6 +235,37 @@ pub enum Event {
         ms: std::collections::BTreeMap<String, f64>,
         output: String,
     },
+    #[serde(rename = "ingest.file")]
+    IngestFile(Box<IngestFile>),
+    #[serde(rename = "ingest.done")]
+    IngestDone {
+        dataset: String,
+        path: String,
+        written: bool,
+        sources: u64,
+        ok: u64,
+        errors: u64,
+        skipped: u64,
+        train_tokens: u64,
+        val_tokens: u64,
+        windows: u64,
+        examples: u64,
+        duplicates_removed: u64,
+    },
+    #[serde(rename = "dataset.info")]
+    DatasetInfo {
+        name: String,
+        path: String,
+        created: String,
+        tokenizer: String,
+        sources: u64,
+        errors: u64,
+        train_tokens: u64,
+        val_tokens: u64,
+        windows: u64,
+        examples: u64,
+        samples: Vec<String>,
+    },
     #[serde(rename = "progress")]
     Progress {
         task: String,
@@ -251,6 +304,25 @@ pub struct ModelInfo {
     pub tensor_types: std::collections::BTreeMap<String, u64>,
     pub tokenizer: Option<String>,
     pub chat_template: bool,
+}
+
+/// The fields of an `ingest.file` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IngestFile {
+    pub path: String,
+    pub status: String,
+    pub reader: Option<String>,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub pages: Option<u32>,
+    pub paragraphs: Option<u32>,
+    pub chars: u64,
+    pub tokens: u64,
+    pub windows: u64,
+    pub examples: u64,
+    pub split: Option<String>,
+    pub message: Option<String>,
+    pub warnings: Vec<String>,
 }
 
 /// An event on the wire: version, timestamp, and the event's own fields.

@@ -544,7 +544,10 @@ fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
         return;
     };
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "\r\x1b[2K");
+    if std::io::stderr().is_terminal() {
+        // Clear the live status line before the report.
+        let _ = write!(err, "\r\x1b[2K");
+    }
     let util = utilization.map_or(String::new(), |u| {
         format!(" ({:.0}% of this machine's f32 GEMM peak)", u * 100.0)
     });
@@ -677,7 +680,15 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
             "pass --data FILE... (text files or .bin token shards)",
         ));
     }
-    for p in a.data.iter().chain(&a.val) {
+    // A dataset made by `ingest` trains on its train.bin and validates on its val.bin
+    // (unless --val says otherwise).
+    let (data, dataset_val) = crate::cmd::ingest::expand_datasets(&a.data, home)?;
+    let val = if a.val.is_empty() {
+        dataset_val
+    } else {
+        a.val.clone()
+    };
+    for p in data.iter().chain(&val) {
         if !p.exists() {
             return Err(user_error(
                 "not_found",
@@ -728,8 +739,8 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         neuralforge_version: env!("CARGO_PKG_VERSION").into(),
         model: abs(&model),
         tokenizer: a.tokenizer.as_deref().map(abs),
-        data: a.data.iter().map(|p| abs(p)).collect(),
-        val_data: a.val.iter().map(|p| abs(p)).collect(),
+        data: data.iter().map(|p| abs(p)).collect(),
+        val_data: val.iter().map(|p| abs(p)).collect(),
         val_fraction: a.val_fraction,
         method: method.into(),
         lora_rank: a.lora_rank,

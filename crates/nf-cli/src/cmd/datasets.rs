@@ -1,0 +1,172 @@
+//! `neuralforge datasets list|show`: what `ingest` made.
+
+use std::path::Path;
+
+use anyhow::Result;
+use nf_data::dataset::TokenShard;
+use nf_data::ingest::Manifest;
+use nf_data::ingest::manifest::read_documents;
+use nf_protocol::Event;
+
+use crate::cli::{DatasetShowArgs, DatasetsCommand};
+use crate::cmd::ingest::resolve_dataset;
+use crate::errors::user_error;
+use crate::load::load_tokenizer;
+use crate::output::Output;
+
+pub fn run(cmd: &DatasetsCommand, home: &Path, out: &mut Output) -> Result<()> {
+    match cmd {
+        DatasetsCommand::List => list(home, out),
+        DatasetsCommand::Show(a) => show(a, home, out),
+    }
+}
+
+fn info(m: &Manifest, dir: &Path, samples: Vec<String>) -> Event {
+    Event::DatasetInfo {
+        name: m.name.clone(),
+        path: dir.display().to_string(),
+        created: m.created.clone(),
+        tokenizer: m.tokenizer.kind.clone(),
+        sources: m.counts.sources as u64,
+        errors: m.counts.errors as u64,
+        train_tokens: m.split.train_tokens as u64,
+        val_tokens: m.split.val_tokens as u64,
+        windows: m.counts.windows as u64,
+        examples: m.counts.examples as u64,
+        samples,
+    }
+}
+
+fn list(home: &Path, out: &mut Output) -> Result<()> {
+    let root = home.join("datasets");
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    let mut rows = Vec::new();
+    for d in dirs.iter().filter(|d| Manifest::is_dataset(d)) {
+        match Manifest::read(d) {
+            Ok(m) => rows.push((d.clone(), m)),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+    }
+    if rows.is_empty() && !out.is_json() {
+        eprintln!(
+            "no datasets in {} (make one with `neuralforge ingest`)",
+            root.display()
+        );
+    }
+    if !rows.is_empty() {
+        out.text(&format!(
+            "{:<24} {:>7} {:>6} {:>12} {:>10}  {}\n",
+            "NAME", "SOURCES", "ERRORS", "TRAIN TOK", "VAL TOK", "CREATED"
+        ))?;
+    }
+    for (d, m) in &rows {
+        out.text(&format!(
+            "{:<24} {:>7} {:>6} {:>12} {:>10}  {}\n",
+            d.file_name().unwrap_or_default().to_string_lossy(),
+            m.counts.sources,
+            m.counts.errors,
+            m.split.train_tokens,
+            m.split.val_tokens,
+            m.created
+        ))?;
+        out.event(|| info(m, d, Vec::new()))?;
+    }
+    Ok(())
+}
+
+fn show(a: &DatasetShowArgs, home: &Path, out: &mut Output) -> Result<()> {
+    let dir = resolve_dataset(&a.name, home).ok_or_else(|| {
+        user_error(
+            "not_found",
+            format!("no dataset `{}`", a.name.display()),
+            "see `neuralforge datasets list`, or pass a dataset folder",
+        )
+    })?;
+    let m = Manifest::read(&dir)?;
+    let samples = samples(&m, &dir, a.samples);
+    let mut t = String::new();
+    let c = &m.counts;
+    t.push_str(&format!("dataset {}  ({})\n", m.name, dir.display()));
+    t.push_str(&format!(
+        "created {}  tokenizer {} ({} tokens, from {})\n",
+        m.created, m.tokenizer.kind, m.tokenizer.vocab_size, m.tokenizer.source
+    ));
+    t.push_str(&format!(
+        "sources {} ({} ok, {} failed, {} skipped); {} windows, {} examples, {} characters; {} duplicate paragraphs removed\n",
+        c.sources, c.ok, c.errors, c.skipped, c.windows, c.examples, c.chars, c.duplicates_removed
+    ));
+    t.push_str(&format!(
+        "split by {}: train {} documents / {} tokens, val {} documents / {} tokens; seq_len {}, masks {}\n\nsources:\n",
+        m.split.by,
+        m.split.train_documents,
+        m.split.train_tokens,
+        m.split.val_documents,
+        m.split.val_tokens,
+        m.settings.seq_len,
+        if m.settings.mask { "yes" } else { "no" }
+    ));
+    for s in &m.sources {
+        let extent = match (s.pages, s.paragraphs) {
+            (Some(p), _) => format!("{p} pages"),
+            (None, Some(p)) => format!("{p} paragraphs"),
+            _ => String::new(),
+        };
+        t.push_str(&format!(
+            "  {:<7} {:<8} {:>12} {:>8} tok {:<5} {}{}\n",
+            s.status,
+            s.reader.as_deref().unwrap_or("-"),
+            extent,
+            s.tokens,
+            s.split.as_deref().unwrap_or("-"),
+            s.path,
+            s.message.as_deref().map_or(String::new(), |msg| {
+                let msg = msg
+                    .strip_prefix(s.path.as_str())
+                    .and_then(|m| m.strip_prefix(": "))
+                    .unwrap_or(msg);
+                format!("\n          {msg}")
+            })
+        ));
+    }
+    for (i, s) in samples.iter().enumerate() {
+        t.push_str(&format!("\nsample {}:\n{}\n", i + 1, s.trim_end()));
+    }
+    out.text(&t)?;
+    out.event(|| info(&m, &dir, samples))?;
+    Ok(())
+}
+
+/// `n` training windows of `seq_len` tokens, evenly spaced through train.bin, decoded
+/// with the dataset's tokenizer; the first windows of documents.jsonl when the tokenizer
+/// is no longer where it was.
+fn samples(m: &Manifest, dir: &Path, n: usize) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let tok = load_tokenizer(Path::new(&m.tokenizer.source), None).ok();
+    let shard = TokenShard::open(dir.join(&m.files.train)).ok();
+    if let (Some(tok), Some(shard)) = (tok, shard) {
+        let len = m.settings.seq_len.min(shard.len());
+        if len > 0 {
+            let span = shard.len() - len;
+            return (0..n.min(shard.len().div_ceil(len).max(1)))
+                .map(|k| {
+                    let start = if n > 1 { span * k / (n - 1) } else { 0 };
+                    let mut ids = vec![0u32; len];
+                    shard.read_window(start, &mut ids);
+                    tok.decode(&ids)
+                })
+                .collect();
+        }
+    }
+    read_documents(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.split == "train")
+        .filter_map(|l| l.text)
+        .take(n)
+        .collect()
+}

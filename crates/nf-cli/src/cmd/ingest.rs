@@ -1,0 +1,363 @@
+//! `neuralforge ingest`: documents in, a dataset folder out (see `nf_data::ingest`).
+//!
+//! Text mode: a progress line on a terminal, one line per file on stderr otherwise, and a
+//! summary with every failed file on stderr; the dataset folder on stdout. `--json`:
+//! `progress`, `ingest.file` (one per source) and `ingest.done` events. The exit code is
+//! 1 when any file failed, even though the others were ingested.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use nf_data::ingest::manifest::SourceEntry;
+use nf_data::ingest::{
+    BuildOptions, IngestError, IngestEvent, JsonlShape, Manifest, PDF_THREAD_NAME, ReadOptions,
+    build_dataset, collect_sources,
+};
+use nf_protocol::Event;
+
+use crate::cli::IngestArgs;
+use crate::errors::user_error;
+use crate::load::{load_tokenizer, resolve_model_path};
+use crate::output::Output;
+
+/// PDF extraction may panic on odd fonts; the library catches it and reports the file, so
+/// the default hook's message and backtrace note would only be noise on the terminal.
+pub fn quiet_pdf_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some(PDF_THREAD_NAME) {
+            default(info);
+        }
+    }));
+}
+
+/// A dataset name is one plain folder name.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && name.chars().all(|c| !c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(user_error(
+            "bad_input",
+            format!("`{name}` is not a dataset name"),
+            "use a plain name such as `handbook` (letters, digits, - and _), or --out DIR",
+        ))
+    }
+}
+
+pub fn run(args: &IngestArgs, home: &Path, out: &mut Output) -> Result<()> {
+    let (name, dir) = match (&args.name, &args.out) {
+        (Some(n), Some(o)) => (n.clone(), o.clone()),
+        (Some(n), None) => {
+            check_name(n)?;
+            (n.clone(), home.join("datasets").join(n))
+        }
+        (None, Some(o)) => (
+            o.file_name()
+                .map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned()),
+            o.clone(),
+        ),
+        (None, None) => unreachable!("clap requires --name or --out"),
+    };
+    if !(0.0..1.0).contains(&args.val_fraction) {
+        return Err(user_error(
+            "bad_input",
+            "--val-fraction must be in [0, 1)",
+            "e.g. --val-fraction 0.1",
+        ));
+    }
+    if args.seq_len < 16 {
+        return Err(user_error(
+            "bad_input",
+            "--seq-len must be at least 16",
+            "use the --seq-len you will train with, e.g. 256",
+        ));
+    }
+    let shape = match args.format.as_str() {
+        "auto" => None,
+        f => Some(f.parse::<JsonlShape>().map_err(|e| {
+            user_error(
+                "bad_input",
+                e,
+                "--format is auto, text, completions or chat",
+            )
+        })?),
+    };
+    if Manifest::is_dataset(&dir) && !args.force {
+        return Err(user_error(
+            "exists",
+            format!("a dataset already exists at {}", dir.display()),
+            "pass --force to replace it, or choose another --name",
+        ));
+    }
+    let model_path = resolve_model_path(&args.model, home)?;
+    let (tok, tok_path) = match &args.tokenizer {
+        Some(t) => (load_tokenizer(t, None)?, t.clone()),
+        None if model_path.is_dir() || is_gguf(&model_path) => {
+            (load_tokenizer(&model_path, None)?, model_path.clone())
+        }
+        None => {
+            return Err(user_error(
+                "bad_input",
+                format!("{} carries no tokenizer", model_path.display()),
+                "pass --tokenizer PATH (for llama2.c checkpoints: the tokenizer.bin that goes with it)",
+            ));
+        }
+    };
+    let template = match &args.chat_template {
+        Some(choice) => Some(crate::cmd::generate::chat_template(&tok, Some(choice))?),
+        None => tok.chat_template().map(str::to_string),
+    };
+    let tok_file = if tok_path.is_dir() {
+        tok_path.join("tokenizer.json")
+    } else {
+        tok_path.clone()
+    };
+    let tokenizer_sha256 = tok_file
+        .is_file()
+        .then(|| nf_train::hash::sha256_file(&tok_file).ok())
+        .flatten();
+    let (files, skipped) = collect_sources(&args.paths);
+    if files.is_empty() {
+        let exts: Vec<String> = nf_data::ingest::EXTENSIONS
+            .iter()
+            .map(|(e, _)| format!(".{e}"))
+            .collect();
+        return Err(user_error(
+            "bad_input",
+            format!(
+                "no documents to ingest ({} files skipped for their type)",
+                skipped.len()
+            ),
+            format!("ingest reads {}", exts.join(" ")),
+        ));
+    }
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let opts = BuildOptions {
+        name: name.clone(),
+        out_dir: dir.clone(),
+        force: args.force,
+        val_fraction: args.val_fraction,
+        seed: args.seed,
+        seq_len: args.seq_len,
+        overlap: args.overlap.unwrap_or(args.seq_len / 8),
+        mask: !args.no_mask,
+        threads: nf_engine::cpu::threads(),
+        read: ReadOptions {
+            jsonl_shape: shape,
+            ..ReadOptions::default()
+        },
+        chat_template: template,
+        tokenizer_source: abs(&tok_path).display().to_string(),
+        tokenizer_sha256,
+        created: nf_protocol::rfc3339_now(),
+    };
+    let tty = std::io::stderr().is_terminal() && !out.is_json();
+    let json = out.is_json();
+    let mut failed: Vec<(String, String)> = Vec::new();
+    let mut on_event = |e: IngestEvent| match e {
+        IngestEvent::Progress { stage, done, total } => {
+            if tty {
+                let verb = if stage == "read" {
+                    "reading"
+                } else {
+                    "tokenizing"
+                };
+                eprint!("\r\x1b[2K{verb} {done}/{total} files");
+                let _ = std::io::stderr().flush();
+            }
+            let _ = out.event(|| Event::Progress {
+                task: format!("ingest.{stage}"),
+                done: done as u64,
+                total: Some(total as u64),
+                unit: "files".into(),
+            });
+        }
+        IngestEvent::File(entry) => {
+            if entry.status == "error" {
+                failed.push((
+                    entry.path.clone(),
+                    entry.message.clone().unwrap_or_default(),
+                ));
+            }
+            if !json && !tty {
+                eprintln!("{}", file_line(entry));
+            }
+            let _ = out.event(|| Event::IngestFile(Box::new(file_event(entry))));
+        }
+    };
+    let result = build_dataset(&files, &tok, &opts, &mut on_event);
+    if tty {
+        eprint!("\r\x1b[2K");
+    }
+    let outcome = result.map_err(|e| match e {
+        IngestError::Exists { path } => user_error(
+            "exists",
+            format!("a dataset already exists at {}", path.display()),
+            "pass --force to replace it, or choose another --name",
+        ),
+        IngestError::NothingIngested(why) => {
+            for (p, m) in &failed {
+                eprintln!("  failed: {p}: {}", strip_path(m, p));
+            }
+            user_error(
+                "no_data",
+                format!("nothing was ingested: {why}"),
+                "see the failures above; ingest reads .pdf .docx .html .md .txt .jsonl",
+            )
+        }
+        e => anyhow::Error::new(e),
+    })?;
+    let m = &outcome.manifest;
+    let c = &m.counts;
+    if !json {
+        eprintln!(
+            "ingested {} of {} files ({} failed, {} skipped): {} train / {} val tokens in {} windows and {} examples; {} duplicate paragraphs removed",
+            c.ok,
+            c.sources,
+            c.errors,
+            c.skipped,
+            m.split.train_tokens,
+            m.split.val_tokens,
+            c.windows,
+            c.examples,
+            c.duplicates_removed
+        );
+        for (p, msg) in &failed {
+            eprintln!("  failed: {p}: {}", strip_path(msg, p));
+        }
+        if !skipped.is_empty() {
+            eprintln!(
+                "  {} files skipped for their type (ingest reads .pdf .docx .html .md .txt .jsonl)",
+                skipped.len()
+            );
+        }
+        if outcome.written {
+            out.text(&format!("{}\n", outcome.dir.display()))?;
+        } else {
+            eprintln!(
+                "the existing dataset at {} was kept: a partial ingest never replaces it",
+                outcome.dir.display()
+            );
+        }
+    }
+    out.event(|| Event::IngestDone {
+        dataset: name.clone(),
+        path: outcome.dir.display().to_string(),
+        written: outcome.written,
+        sources: c.sources as u64,
+        ok: c.ok as u64,
+        errors: c.errors as u64,
+        skipped: c.skipped as u64,
+        train_tokens: m.split.train_tokens as u64,
+        val_tokens: m.split.val_tokens as u64,
+        windows: c.windows as u64,
+        examples: c.examples as u64,
+        duplicates_removed: c.duplicates_removed as u64,
+    })?;
+    if c.errors > 0 {
+        let hint = if outcome.written {
+            "the other files were ingested; fix or remove the failed ones and run again with --force"
+        } else {
+            "fix or remove the failed files and run again with --force"
+        };
+        return Err(user_error(
+            "partial",
+            format!("{} of {} files could not be ingested", c.errors, c.sources),
+            hint,
+        ));
+    }
+    Ok(())
+}
+
+/// An error message without its leading `path: ` (the summary line names the file).
+fn strip_path<'a>(msg: &'a str, path: &str) -> &'a str {
+    msg.strip_prefix(path)
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(msg)
+}
+
+fn file_line(e: &SourceEntry) -> String {
+    match e.status.as_str() {
+        "ok" => {
+            let mut what = vec![e.reader.clone().unwrap_or_default()];
+            if let Some(p) = e.pages {
+                what.push(format!("{p} pages"));
+            } else if let Some(p) = e.paragraphs {
+                what.push(format!("{p} paragraphs"));
+            }
+            what.push(format!("{} tokens", e.tokens));
+            if let Some(s) = &e.split {
+                what.push(s.clone());
+            }
+            format!("ok      {} ({})", e.path, what.join(", "))
+        }
+        s => format!(
+            "{s:<7} {}: {}",
+            e.path,
+            strip_path(e.message.as_deref().unwrap_or(""), &e.path)
+        ),
+    }
+}
+
+fn file_event(e: &SourceEntry) -> nf_protocol::IngestFile {
+    nf_protocol::IngestFile {
+        path: e.path.clone(),
+        status: e.status.clone(),
+        reader: e.reader.clone(),
+        size: e.size,
+        sha256: e.sha256.clone(),
+        pages: e.pages,
+        paragraphs: e.paragraphs,
+        chars: e.chars as u64,
+        tokens: e.tokens as u64,
+        windows: e.windows as u64,
+        examples: e.examples as u64,
+        split: e.split.clone(),
+        message: e.message.clone(),
+        warnings: e.warnings.clone(),
+    }
+}
+
+fn is_gguf(p: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == nf_formats::gguf::GGUF_MAGIC
+}
+
+/// The dataset folder `name` names: a folder holding `manifest.json`, or a dataset name
+/// under `<home>/datasets/`.
+pub fn resolve_dataset(name: &Path, home: &Path) -> Option<PathBuf> {
+    if Manifest::is_dataset(name) {
+        return Some(name.to_path_buf());
+    }
+    let plain = name.components().count() == 1;
+    let stored = home.join("datasets").join(name);
+    (plain && Manifest::is_dataset(&stored)).then_some(stored)
+}
+
+/// `train --data`: each dataset (folder or name) among `paths` becomes its `train.bin`,
+/// and its `val.bin`, when it holds tokens, is returned as validation data. Other paths
+/// are kept as they are.
+pub fn expand_datasets(paths: &[PathBuf], home: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut data, mut val) = (Vec::new(), Vec::new());
+    for p in paths {
+        let Some(dir) = resolve_dataset(p, home).filter(|_| !p.is_file()) else {
+            data.push(p.clone());
+            continue;
+        };
+        let m = Manifest::read(&dir)?;
+        let (train, v) = m.shard_paths(&dir);
+        data.push(train);
+        if m.split.val_tokens > 0 && v.is_file() {
+            val.push(v);
+        }
+    }
+    Ok((data, val))
+}

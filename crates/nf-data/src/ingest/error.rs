@@ -1,0 +1,108 @@
+//! The error type of the ingest module. Every error about a file carries its path, so one
+//! bad document can be reported by name while the rest of an ingest goes on.
+
+use std::path::PathBuf;
+
+use crate::TokenizerError;
+use crate::dataset::DatasetError;
+
+/// An error reading one source document, or building or opening a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The operating system refused an operation on `path`.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file holds no text (zero bytes, only whitespace, or a document without a text
+    /// layer).
+    #[error("{path}: empty: {reason}")]
+    Empty { path: PathBuf, reason: String },
+    /// The file is larger than the reader accepts.
+    #[error("{path}: too large: {size} bytes (the limit is {limit} bytes)")]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    /// The extension promises text but the bytes are binary (NUL bytes, mostly invalid UTF-8).
+    #[error("{path}: not a text file: {reason}")]
+    NotText { path: PathBuf, reason: String },
+    /// The file is not in the format its extension names, or is damaged (a `.docx` that is
+    /// not a zip, a truncated PDF, a JSONL line that is not JSON).
+    #[error("{path}: corrupt {format} file: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
+    /// A well-formed file that we will not read: an encrypted PDF, a zip bomb, a JSONL
+    /// shape we do not know, an extraction that exceeded its time limit.
+    #[error("{path}: {reason}")]
+    Refused { path: PathBuf, reason: String },
+    /// No reader handles this extension.
+    #[error("{path}: unsupported file type `{ext}`")]
+    Unsupported { path: PathBuf, ext: String },
+    /// The tokenizer or the chat template failed on the text of `path`.
+    #[error("{path}: {source}")]
+    Tokenize {
+        path: PathBuf,
+        #[source]
+        source: TokenizerError,
+    },
+    /// Writing or reading token shards failed.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// Writing a manifest or text file failed.
+    #[error(transparent)]
+    Format(#[from] nf_formats::FormatError),
+    /// The dataset folder exists and replacing it was not asked for.
+    #[error("{path}: a dataset already exists here")]
+    Exists { path: PathBuf },
+    /// Nothing usable came out of the sources.
+    #[error("no training text: {0}")]
+    NothingIngested(String),
+    /// A dataset folder is damaged or is not a dataset.
+    #[error("{path}: not a dataset: {reason}")]
+    NotADataset { path: PathBuf, reason: String },
+}
+
+impl IngestError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        IngestError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        IngestError::Corrupt {
+            path: path.into(),
+            format,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn refused(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        IngestError::Refused {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn empty(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        IngestError::Empty {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The result type of the ingest module.
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;

@@ -1,0 +1,233 @@
+//! The dataset folder (`<home>/datasets/<name>/`) and its `manifest.json`.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `manifest.json` | [`Manifest`]: every source with size, sha256, reader, pages/paragraphs, characters, tokens, status; the tokenizer; the settings; the split; counts. Written last: a folder without it is not a dataset. |
+//! | `documents.jsonl` | one [`DocumentLine`] per training window or example: its text (or messages), the source's path and sha256, the split, and where each paragraph came from. |
+//! | `train.bin`, `val.bin` | token shards ([`crate::dataset::shard`]): each window or example in source order, each text window after the document separator (BOS, else EOS). |
+//! | `train.mask`, `val.mask` | present when the dataset holds chat or completion examples (and masking was not turned off): a shard of the same length as its `.bin` whose ids are 0 or 1, 1 where the token is a training target (assistant turns; everything in text windows but the separator). |
+//!
+//! Windows and examples are packed back to back with their separators, so a training
+//! window may span two examples and attend across the boundary; the mask still keeps the
+//! loss on the assistant tokens only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{IngestError, Result};
+use super::jsonl::JsonlShape;
+use crate::ChatMessage;
+
+/// `manifest.json` identifies itself with this.
+pub const MANIFEST_FORMAT: &str = "neuralforge-dataset";
+/// The manifest version this code writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    pub name: String,
+    /// RFC 3339 UTC.
+    pub created: String,
+    pub neuralforge_version: String,
+    pub tokenizer: TokenizerInfo,
+    pub settings: Settings,
+    pub split: SplitInfo,
+    pub counts: Counts,
+    pub files: Files,
+    pub sources: Vec<SourceEntry>,
+}
+
+/// Which tokenizer made the ids: a dataset is only valid with that tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizerInfo {
+    /// [`crate::Tokenizer::kind`].
+    pub kind: String,
+    pub vocab_size: usize,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    /// Where it was loaded from (the model, or `--tokenizer`).
+    pub source: String,
+    /// sha256 of that file, when it is one file.
+    pub sha256: Option<String>,
+    /// Whether a chat template rendered the examples.
+    pub chat_template: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Target window length in tokens.
+    pub seq_len: usize,
+    /// Tokens shared by consecutive windows of a document (at most).
+    pub overlap: usize,
+    pub val_fraction: f32,
+    pub seed: u64,
+    /// Whether masks were written for chat and completion examples.
+    pub mask: bool,
+    /// The JSONL shape forced with `--format`, or `None` for auto-detection.
+    pub format: Option<JsonlShape>,
+}
+
+/// The split is by document: every window of a file (every example of a JSONL file, each
+/// its own document) is on one side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    pub by: String,
+    pub train_documents: usize,
+    pub val_documents: usize,
+    pub train_tokens: usize,
+    pub val_tokens: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    pub sources: usize,
+    pub ok: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    /// Paragraphs and rows read (after removing duplicates).
+    pub units: usize,
+    pub duplicates_removed: usize,
+    pub windows: usize,
+    pub examples: usize,
+    pub chars: usize,
+    pub tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Files {
+    pub documents: String,
+    pub train: String,
+    pub val: String,
+    pub train_mask: Option<String>,
+    pub val_mask: Option<String>,
+}
+
+/// One source file and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceEntry {
+    pub path: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub reader: Option<String>,
+    pub pages: Option<u32>,
+    pub paragraphs: Option<u32>,
+    pub chars: usize,
+    pub tokens: usize,
+    pub windows: usize,
+    pub examples: usize,
+    /// `train`, `val`, `both` (JSONL examples are split one by one), or `None`.
+    pub split: Option<String>,
+    /// `ok`, `error` or `skipped` (same bytes as an earlier source).
+    pub status: String,
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Where one unit of a window came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paragraph: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row: Option<u32>,
+}
+
+/// One line of `documents.jsonl`: a text window (`text` and `units`, one location per
+/// paragraph of the text, which are joined with blank lines) or an example (`line`, and
+/// `messages` or `prompt`/`completion`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentLine {
+    pub source: String,
+    pub sha256: String,
+    pub split: String,
+    /// 0-based index of the window or example within its source.
+    pub index: usize,
+    pub tokens: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_start: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_end: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paragraph_start: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paragraph_end: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<String>,
+}
+
+impl Manifest {
+    /// Whether `dir` holds a dataset (a `manifest.json`).
+    pub fn is_dataset(dir: &Path) -> bool {
+        dir.join("manifest.json").is_file()
+    }
+
+    /// Reads `<dir>/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Manifest> {
+        let path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| IngestError::io(&path, e))?;
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| IngestError::NotADataset {
+            path: dir.to_path_buf(),
+            reason: format!("manifest.json: {e}"),
+        })?;
+        if m.format != MANIFEST_FORMAT || m.version != MANIFEST_VERSION {
+            return Err(IngestError::NotADataset {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "manifest.json is {} version {}; this build reads {MANIFEST_FORMAT} version {MANIFEST_VERSION}",
+                    m.format, m.version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Writes `<dir>/manifest.json` atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("a manifest serializes");
+        nf_formats::atomic::write_atomic(&dir.join("manifest.json"), |w| {
+            w.write_all(text.as_bytes())?;
+            w.write_all(b"\n")
+        })?;
+        Ok(())
+    }
+
+    /// The training and validation shards of the dataset in `dir`.
+    pub fn shard_paths(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        (dir.join(&self.files.train), dir.join(&self.files.val))
+    }
+}
+
+/// Reads `documents.jsonl` of the dataset in `dir`.
+pub fn read_documents(dir: &Path) -> Result<Vec<DocumentLine>> {
+    let path = dir.join("documents.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| IngestError::io(&path, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| IngestError::NotADataset {
+                path: dir.to_path_buf(),
+                reason: format!("documents.jsonl line {}: {e}", i + 1),
+            })
+        })
+        .collect()
+}
