@@ -33,7 +33,13 @@ pub(super) fn read_pdf(doc: &mut Document, bytes: Vec<u8>, opts: &ReadOptions) -
     }
     let encrypted = contains(&bytes, b"/Encrypt");
     let pages = match extract_pages(bytes, opts) {
-        Ok(p) => p,
+        Ok((pages, failed)) => {
+            for f in failed {
+                doc.warnings
+                    .push(format!("{}: text of {f} could not be read", path.display()));
+            }
+            pages
+        }
         Err(reason) if encrypted => {
             return Err(IngestError::refused(
                 &path,
@@ -70,32 +76,38 @@ pub(super) fn read_pdf(doc: &mut Document, bytes: Vec<u8>, opts: &ReadOptions) -
     }
     doc.pages = Some(n_pages as u32);
     doc.paragraphs = Some(doc.units.len() as u32);
+    if doc.units.is_empty() && encrypted {
+        // Decrypting with the empty password "worked" but gave nothing readable.
+        return Err(IngestError::refused(
+            &path,
+            "encrypted PDF: no readable text without the password",
+        ));
+    }
     if doc.units.is_empty() {
-        let why = if encrypted {
-            "an encrypted PDF whose text could not be read"
-        } else {
-            "no text layer: a scan without OCR? run OCR on it first"
-        };
-        return Err(IngestError::empty(&path, format!("{n_pages} pages, {why}")));
+        return Err(IngestError::empty(
+            &path,
+            format!("{n_pages} pages, no text layer: a scan without OCR? run OCR on it first"),
+        ));
     }
     Ok(())
 }
 
-/// The text of each page, or why there is none.
-fn extract_pages(bytes: Vec<u8>, opts: &ReadOptions) -> std::result::Result<Vec<String>, String> {
+/// The text of each page (empty for a page that failed, with a warning naming it), or
+/// why the document cannot be read.
+fn extract_pages(
+    bytes: Vec<u8>,
+    opts: &ReadOptions,
+) -> std::result::Result<(Vec<String>, Vec<String>), String> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name(PDF_THREAD_NAME.into())
         .spawn(move || {
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                pdf_extract::extract_text_from_mem_by_pages(&bytes).map_err(|e| e.to_string())
-            }));
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| pages_of(&bytes)));
             let _ = tx.send(r.map_err(|p| panic_message(&*p)));
         })
         .map_err(|e| format!("starting the PDF reader: {e}"))?;
     match rx.recv_timeout(opts.pdf_timeout) {
-        Ok(Ok(Ok(pages))) => Ok(pages),
-        Ok(Ok(Err(e))) => Err(e),
+        Ok(Ok(r)) => r,
         Ok(Err(panic)) => Err(format!("the PDF reader failed on this file ({panic})")),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
             "text extraction took longer than {} s and was abandoned",
@@ -103,6 +115,40 @@ fn extract_pages(bytes: Vec<u8>, opts: &ReadOptions) -> std::result::Result<Vec<
         )),
         Err(mpsc::RecvTimeoutError::Disconnected) => Err("the PDF reader stopped".into()),
     }
+}
+
+/// Page by page, so one bad page (an error or a panic in a font) costs that page only;
+/// `pdf_extract`'s own by-page function stops silently at the first failing page.
+fn pages_of(bytes: &[u8]) -> std::result::Result<(Vec<String>, Vec<String>), String> {
+    let mut doc = pdf_extract::Document::load_mem(bytes).map_err(|e| e.to_string())?;
+    if doc.is_encrypted() {
+        // Many PDFs are encrypted with an empty user password (print/copy restrictions).
+        doc.decrypt("").map_err(|e| format!("encrypted: {e}"))?;
+    }
+    let n = doc.get_pages().len() as u32;
+    let (mut pages, mut failed) = (Vec::new(), Vec::new());
+    for page in 1..=n {
+        let text = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut s = String::new();
+            let mut out = pdf_extract::PlainTextOutput::new(&mut s);
+            pdf_extract::output_doc_page(&doc, &mut out, page).map(|()| s)
+        }));
+        match text {
+            Ok(Ok(s)) => pages.push(s),
+            Ok(Err(e)) => {
+                failed.push(format!("page {page}: {e}"));
+                pages.push(String::new());
+            }
+            Err(p) => {
+                failed.push(format!("page {page}: {}", panic_message(&*p)));
+                pages.push(String::new());
+            }
+        }
+    }
+    if !failed.is_empty() && failed.len() == pages.len() {
+        return Err(format!("no page could be read ({})", failed[0]));
+    }
+    Ok((pages, failed))
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
