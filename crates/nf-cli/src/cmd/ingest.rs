@@ -159,6 +159,7 @@ pub fn run(args: &IngestArgs, home: &Path, out: &mut Output) -> Result<()> {
     let tty = std::io::stderr().is_terminal() && !out.is_json();
     let json = out.is_json();
     let mut failed: Vec<(String, String)> = Vec::new();
+    let mut passed_over: Vec<(String, String)> = Vec::new();
     let mut on_event = |e: IngestEvent| match e {
         IngestEvent::Progress { stage, done, total } => {
             if tty {
@@ -178,6 +179,12 @@ pub fn run(args: &IngestArgs, home: &Path, out: &mut Output) -> Result<()> {
             });
         }
         IngestEvent::File(entry) => {
+            if entry.status == "skipped" {
+                passed_over.push((
+                    entry.path.clone(),
+                    entry.message.clone().unwrap_or_default(),
+                ));
+            }
             if entry.status == "error" {
                 failed.push((
                     entry.path.clone(),
@@ -229,6 +236,9 @@ pub fn run(args: &IngestArgs, home: &Path, out: &mut Output) -> Result<()> {
         );
         for (p, msg) in &failed {
             eprintln!("  failed: {p}: {}", strip_path(msg, p));
+        }
+        for (p, msg) in &passed_over {
+            eprintln!("  skipped: {p}: {}", strip_path(msg, p));
         }
         if !skipped.is_empty() {
             eprintln!(
