@@ -31,6 +31,7 @@ pub mod manifest;
 mod parallel;
 mod pdf;
 mod text;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
