@@ -227,3 +227,58 @@ fn ingest_then_train_on_the_dataset() {
         "{cfg}"
     );
 }
+
+#[test]
+fn chat_dataset_trains_with_its_loss_mask() {
+    let assets = require_assets!();
+    let home = temp_dir("ingest-cli-chat");
+    let src = temp_dir("ingest-cli-chat-src");
+    let mut lines = String::new();
+    for i in 0..40 {
+        lines.push_str(&format!(
+            "{{\"messages\":[{{\"role\":\"user\",\"content\":\"Tell me story number {i}.\"}},{{\"role\":\"assistant\",\"content\":\"Once upon a time there was a cat called Tom {i}. He liked to play in the sun with his friend.\"}}]}}\n"
+        ));
+    }
+    std::fs::write(src.join("chat.jsonl"), lines).unwrap();
+    let o = bin(&home)
+        .args([
+            "ingest",
+            p(&src),
+            "--name",
+            "chat",
+            "--chat-template",
+            "chatml",
+        ])
+        .args(stories_model(&assets))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ds = home.join("datasets/chat");
+    assert!(ds.join("train.mask").is_file(), "ingest wrote no mask");
+    let o = bin(&home)
+        .args([
+            "--json",
+            "train",
+            "--data",
+            "chat",
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+        ])
+        .args(["--seq-len", "32", "--out", p(&home.join("run"))])
+        .args(stories_model(&assets))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev = events(&o);
+    assert_eq!(ev.iter().filter(|e| e["type"] == "train.step").count(), 3);
+    // The mask is part of the data identity a resume checks.
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(home.join("run/run.json")).unwrap()).unwrap();
+    let shard = nf_data::dataset::TokenShard::open(ds.join("train.bin")).unwrap();
+    assert_ne!(
+        run["hashes"]["data"].as_str().unwrap(),
+        nf_data::dataset::tokens_hash(&shard.to_vec())
+    );
+}

@@ -160,6 +160,8 @@ pub struct Trainer {
     v: Vec<f32>,
     train: Batcher,
     val: Option<Vec<u32>>,
+    /// Loss mask of the validation tokens (1 = target), when the data has one.
+    val_mask: Option<Vec<u8>>,
     inputs: Vec<u32>,
     targets: Vec<u32>,
     state: LoopState,
@@ -220,6 +222,7 @@ impl Trainer {
             v: vec![0.0; n],
             train: batcher,
             val,
+            val_mask: None,
             inputs: vec![0; b * t],
             targets: vec![0; b * t],
             state,
@@ -228,6 +231,29 @@ impl Trainer {
             peak_gflops: None,
             times: StepTimes::default(),
         })
+    }
+
+    /// Restricts the loss to the tokens whose mask entry is 1 (chat and completion data:
+    /// the assistant's tokens), one entry per training / validation token.
+    pub fn with_loss_masks(
+        mut self,
+        train: Option<Vec<u8>>,
+        val: Option<Vec<u8>>,
+    ) -> Result<Trainer, TrainError> {
+        if let Some(m) = train {
+            self.train = self.train.with_mask(m)?;
+        }
+        if let Some(m) = &val
+            && m.len() != self.val_tokens()
+        {
+            return Err(TrainError::Config(format!(
+                "the validation loss mask has {} entries for {} tokens",
+                m.len(),
+                self.val_tokens()
+            )));
+        }
+        self.val_mask = val;
+        Ok(self)
     }
 
     pub fn step(&self) -> u64 {
@@ -351,6 +377,9 @@ impl Trainer {
         };
         let (b, t) = (self.model.shape.batch, self.model.shape.seq_len);
         let mut batcher = Batcher::new(val.clone(), b, t, Sampling::Sequential, 0)?;
+        if let Some(m) = &self.val_mask {
+            batcher = batcher.with_mask(m.clone())?;
+        }
         let n_batches =
             (batcher.batches_per_epoch() as usize).clamp(1, self.opts.eval_batches.max(1));
         let mut total = BatchLoss {

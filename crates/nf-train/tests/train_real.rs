@@ -226,3 +226,37 @@ fn early_stopping_ends_the_run_when_validation_stops_improving() {
         "best checkpoint step-{best_step} was pruned"
     );
 }
+
+#[test]
+fn masked_tokens_teach_nothing() {
+    assert_eq!(nf_data::dataset::MASKED_TARGET, nf_engine::loss::IGNORE);
+    let assets = require_assets!();
+    let (model, tok) = stories(&assets);
+    let train = TokenStream::from_paths(
+        &[assets.join("corpus/tinystories_valid_sample_30k.txt")],
+        &tok,
+    )
+    .unwrap()
+    .into_tokens();
+    let shape = BatchShape {
+        batch: 2,
+        seq_len: 32,
+        recompute: false,
+    };
+    let run = |mask: Vec<u8>| {
+        let tm = TrainModel::new(stories(&assets).0, Method::Full, shape, 1);
+        let dir = temp_dir("mask");
+        let mut t = Trainer::new(tm, opts(3), train.clone(), None, &dir, hashes())
+            .unwrap()
+            .with_loss_masks(Some(mask), None)
+            .unwrap();
+        t.run(&AtomicBool::new(false), &mut |_| {}, None).unwrap();
+        t.model.params.data.clone()
+    };
+    let before = TrainModel::new(model, Method::Full, shape, 1).params.data;
+    // Every target masked: no gradient, so AdamW leaves every weight as it was.
+    assert_eq!(run(vec![0; train.len()]), before);
+    // Half masked: the model does learn.
+    let half: Vec<u8> = (0..train.len()).map(|i| (i % 2) as u8).collect();
+    assert_ne!(run(half), before);
+}

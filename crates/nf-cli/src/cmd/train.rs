@@ -276,12 +276,22 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     for w in stream.warnings() {
         eprintln!("warning: {w}");
     }
-    let (train, val) = if cfg.val_data.is_empty() {
+    let train_mask = loss_mask(&stream)?;
+    let (train, val, train_mask, val_mask) = if cfg.val_data.is_empty() {
         let (t, v) = split_train_val(stream.into_tokens(), cfg.val_fraction);
-        (t, (!v.is_empty()).then_some(v))
+        // The split holds out the tail; the mask splits at the same place.
+        let (tm, vm) = match train_mask {
+            Some(mut m) => {
+                let vm = m.split_off(t.len());
+                (Some(m), Some(vm))
+            }
+            None => (None, None),
+        };
+        (t, (!v.is_empty()).then_some(v), tm, vm)
     } else {
-        let v = TokenStream::from_paths(&cfg.val_data, &tokenizer)?.into_tokens();
-        (stream.into_tokens(), Some(v))
+        let vs = TokenStream::from_paths(&cfg.val_data, &tokenizer)?;
+        let vm = loss_mask(&vs)?;
+        (stream.into_tokens(), Some(vs.into_tokens()), train_mask, vm)
     };
     let seq_len = cfg.seq_len.min(model.config.max_seq_len);
     let mut cfg = cfg;
@@ -302,17 +312,26 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             "give more text, or a smaller --seq-len",
         ));
     }
-    let val = val.filter(|v| {
+    let (val, val_mask) = match val.filter(|v| {
         let ok = v.len() >= need;
         if !ok {
             eprintln!("warning: validation split has {} tokens, fewer than one window of {need}; validation is off (give more data, a larger --val-fraction, or --val)", v.len());
         }
         ok
-    });
+    }) {
+        Some(v) => (Some(v), val_mask),
+        None => (None, None),
+    };
     let hashes = RunHashes {
         config: cfg.config_hash(&model),
         base_model: base_hash,
-        data: tokens_hash(&train),
+        data: match &train_mask {
+            // A changed mask changes the training as surely as changed tokens.
+            Some(m) => nf_train::hash::sha256_bytes(
+                format!("{}{}", tokens_hash(&train), nf_train::hash::sha256_bytes(m)).as_bytes(),
+            ),
+            None => tokens_hash(&train),
+        },
     };
     if let Some(saved) = &cfg.hashes
         && resume
@@ -366,7 +385,8 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             w.write_all(text.as_bytes())
         })?;
     }
-    let mut trainer = Trainer::new(tm, cfg.options.clone(), train, val, &run_dir, hashes)?;
+    let mut trainer = Trainer::new(tm, cfg.options.clone(), train, val, &run_dir, hashes)?
+        .with_loss_masks(train_mask, val_mask)?;
     // A quick GEMM measurement (a few milliseconds) so the report can say what fraction of
     // this machine's f32 peak the run achieved.
     trainer.peak_gflops = Some(nf_engine::matmul::sgemm_peak_gflops(512, 3));
@@ -483,6 +503,47 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     }
     sink.emit(report);
     Ok(())
+}
+
+/// The loss mask of a token stream: each `.bin` shard's sibling `.mask` shard (as `ingest`
+/// writes for chat and completion data: 1 = train on this token), all ones for sources
+/// without one; `None` when no source has a mask.
+fn loss_mask(stream: &TokenStream) -> Result<Option<Vec<u8>>> {
+    let masks: Vec<Option<PathBuf>> = stream
+        .sources()
+        .iter()
+        .map(|s| {
+            Some(s.path.with_extension("mask"))
+                .filter(|m| s.path.extension().is_some_and(|e| e == "bin") && m.is_file())
+        })
+        .collect();
+    if masks.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(stream.len());
+    for (src, mask) in stream.sources().iter().zip(masks) {
+        match mask {
+            Some(path) => {
+                let m = nf_data::dataset::TokenShard::open(&path)?.to_vec();
+                if m.len() != src.tokens {
+                    return Err(user_error(
+                        "corrupt",
+                        format!(
+                            "{}: {} mask entries for {} tokens in {}",
+                            path.display(),
+                            m.len(),
+                            src.tokens,
+                            src.path.display()
+                        ),
+                        "ingest the dataset again",
+                    ));
+                }
+                out.extend(m.iter().map(|&v| u8::from(v != 0)));
+            }
+            None => out.extend(std::iter::repeat_n(1u8, src.tokens)),
+        }
+    }
+    Ok(Some(out))
 }
 
 struct SampleCtx {

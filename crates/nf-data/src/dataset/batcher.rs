@@ -60,10 +60,17 @@ pub struct BatcherState {
     pub sampling: Sampling,
 }
 
+/// The target id of a position whose loss is masked out: equal to `nf_engine::loss::IGNORE`
+/// (this crate does not depend on the engine; a test in `nf-train` holds them equal).
+pub const MASKED_TARGET: u32 = u32::MAX;
+
 /// Produces training batches from a token array. See [`Sampling`] for the two modes.
 #[derive(Debug)]
 pub struct Batcher {
     tokens: Vec<u32>,
+    /// Per token: 1 where it is a training target, 0 where its loss is masked (prompts and
+    /// earlier turns of chat data). `None`: every token is a target.
+    mask: Option<Vec<u8>>,
     batch_size: usize,
     seq_len: usize,
     sampling: Sampling,
@@ -103,6 +110,7 @@ impl Batcher {
         let windows_per_epoch = ((tokens.len() - 1) / seq_len) as u64;
         Ok(Batcher {
             tokens,
+            mask: None,
             batch_size,
             seq_len,
             sampling,
@@ -112,6 +120,20 @@ impl Batcher {
             epoch: 0,
             batches: 0,
         })
+    }
+
+    /// Masks the loss of tokens whose `mask` entry is 0 (one entry per token, as `ingest`
+    /// writes `train.mask`): their target becomes [`MASKED_TARGET`].
+    pub fn with_mask(mut self, mask: Vec<u8>) -> Result<Batcher> {
+        if mask.len() != self.tokens.len() {
+            return Err(DatasetError::InvalidConfig(format!(
+                "the loss mask has {} entries for {} tokens",
+                mask.len(),
+                self.tokens.len()
+            )));
+        }
+        self.mask = Some(mask);
+        Ok(self)
     }
 
     /// Fills `inputs` and `targets` (each `batch_size * seq_len`, row-major
@@ -139,7 +161,15 @@ impl Batcher {
             };
             let window = &self.tokens[start..start + t + 1];
             inputs[row * t..(row + 1) * t].copy_from_slice(&window[..t]);
-            targets[row * t..(row + 1) * t].copy_from_slice(&window[1..]);
+            let tg = &mut targets[row * t..(row + 1) * t];
+            tg.copy_from_slice(&window[1..]);
+            if let Some(mask) = &self.mask {
+                for (target, &m) in tg.iter_mut().zip(&mask[start + 1..start + t + 1]) {
+                    if m == 0 {
+                        *target = MASKED_TARGET;
+                    }
+                }
+            }
             self.cursor += 1;
             if self.cursor == self.windows_per_epoch {
                 self.cursor = 0;
@@ -254,6 +284,28 @@ impl Batcher {
     /// Batches served since the start (or since the restored state's start).
     pub fn batches_served(&self) -> u64 {
         self.batches
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+
+    #[test]
+    fn masked_positions_become_masked_targets() {
+        let tokens: Vec<u32> = (0..10).collect();
+        let mask = vec![1, 1, 0, 0, 1, 1, 1, 0, 1, 1];
+        let mut b = Batcher::new(tokens, 1, 9, Sampling::Sequential, 0)
+            .unwrap()
+            .with_mask(mask)
+            .unwrap();
+        let (mut x, mut y) = (vec![0; 9], vec![0; 9]);
+        b.next_batch(&mut x, &mut y);
+        let m = MASKED_TARGET;
+        assert_eq!(x, (0..9).collect::<Vec<u32>>());
+        assert_eq!(y, vec![1, m, m, 4, 5, 6, m, 8, 9]);
+        let short = Batcher::new((0..10).collect(), 1, 4, Sampling::Random, 0).unwrap();
+        assert!(short.with_mask(vec![1; 3]).is_err());
     }
 }
 

@@ -31,7 +31,7 @@ pub mod shard;
 mod split;
 mod stream;
 
-pub use batcher::{Batcher, BatcherState, Sampling};
+pub use batcher::{Batcher, BatcherState, MASKED_TARGET, Sampling};
 pub use error::{DatasetError, Result};
 pub use hash::tokens_hash;
 pub use rng::Rng;
