@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use nf_data::dataset::{Batcher, BatcherState, Sampling};
 use nf_engine::optim::{AdamWParams, adamw_step, grad_norm_sq};
-use nf_model::train::{BatchLoss, ComponentTimes, Method, StepTimes, TrainModel};
+use nf_model::train::{BatchLoss, ComponentTimes, ParamStore, StepTimes, TrainModel};
 use nf_protocol::Event;
 use serde::{Deserialize, Serialize};
 
@@ -159,9 +159,9 @@ pub struct Trainer {
     m: Vec<f32>,
     v: Vec<f32>,
     train: Batcher,
-    val: Option<Vec<u32>>,
-    /// Loss mask of the validation tokens (1 = target), when the data has one.
-    val_mask: Option<Vec<u8>>,
+    /// Sequential batches over the validation tokens, rewound before each evaluation so
+    /// every evaluation sees the same windows.
+    val: Option<Batcher>,
     inputs: Vec<u32>,
     targets: Vec<u32>,
     state: LoopState,
@@ -202,6 +202,9 @@ impl Trainer {
                 t + 1
             )));
         }
+        let val = val
+            .map(|v| Batcher::new(v, b, t, Sampling::Sequential, 0))
+            .transpose()?;
         let n = model.params.len();
         let state = LoopState {
             step: 0,
@@ -222,7 +225,6 @@ impl Trainer {
             v: vec![0.0; n],
             train: batcher,
             val,
-            val_mask: None,
             inputs: vec![0; b * t],
             targets: vec![0; b * t],
             state,
@@ -243,16 +245,16 @@ impl Trainer {
         if let Some(m) = train {
             self.train = self.train.with_mask(m)?;
         }
-        if let Some(m) = &val
-            && m.len() != self.val_tokens()
-        {
-            return Err(TrainError::Config(format!(
-                "the validation loss mask has {} entries for {} tokens",
-                m.len(),
-                self.val_tokens()
-            )));
+        if let Some(m) = val {
+            if m.len() != self.val_tokens() {
+                return Err(TrainError::Config(format!(
+                    "the validation loss mask has {} entries for {} tokens",
+                    m.len(),
+                    self.val_tokens()
+                )));
+            }
+            self.val = self.val.map(|b| b.with_mask(m)).transpose()?;
         }
-        self.val_mask = val;
         Ok(self)
     }
 
@@ -265,7 +267,7 @@ impl Trainer {
     }
 
     pub fn val_tokens(&self) -> usize {
-        self.val.as_ref().map_or(0, Vec::len)
+        self.val.as_ref().map_or(0, |b| b.tokens().len())
     }
 
     /// Continues from the newest valid checkpoint under the run folder, refusing when it
@@ -341,21 +343,13 @@ impl Trainer {
     fn save(&mut self, emit: &mut dyn FnMut(Event)) -> Result<(), TrainError> {
         self.state.batcher = self.train.state();
         let p = &self.model.params;
-        // One list per buffer, all in the parameter table's order and shapes.
-        let view = |buf: &'_ [f32]| -> Vec<(String, Vec<usize>, Vec<f32>)> {
-            p.tensors
-                .iter()
-                .map(|t| (t.name.clone(), t.shape.clone(), buf[t.range()].to_vec()))
-                .collect()
-        };
-        let (w, m, v) = (view(&p.data), view(&self.m), view(&self.v));
         let state = serde_json::to_value(&self.state).expect("state serializes");
         let dir = checkpoint::save_checkpoint(
             &self.ckpt_root,
             self.state.step,
-            &as_named(&w),
-            &as_named(&m),
-            &as_named(&v),
+            &as_named(p, &p.data),
+            &as_named(p, &self.m),
+            &as_named(p, &self.v),
             &state,
         )?;
         checkpoint::prune_checkpoints(
@@ -372,14 +366,10 @@ impl Trainer {
 
     /// Mean loss over up to `eval_batches` sequential windows of the validation data.
     pub fn validate(&mut self) -> Result<Option<f64>, TrainError> {
-        let Some(val) = &self.val else {
+        let Some(batcher) = &mut self.val else {
             return Ok(None);
         };
-        let (b, t) = (self.model.shape.batch, self.model.shape.seq_len);
-        let mut batcher = Batcher::new(val.clone(), b, t, Sampling::Sequential, 0)?;
-        if let Some(m) = &self.val_mask {
-            batcher = batcher.with_mask(m.clone())?;
-        }
+        batcher.reset(0);
         let n_batches =
             (batcher.batches_per_epoch() as usize).clamp(1, self.opts.eval_batches.max(1));
         let mut total = BatchLoss {
@@ -395,8 +385,9 @@ impl Trainer {
         Ok(Some(total.mean()))
     }
 
-    /// One optimizer step; returns (mean loss, gradient norm, whether the update was skipped).
-    fn train_step(&mut self, totals: &mut Totals) -> Result<(f64, f64, bool), TrainError> {
+    /// One optimizer step at learning rate `lr`; returns (mean loss, gradient norm, whether
+    /// the update was skipped).
+    fn train_step(&mut self, lr: f32, totals: &mut Totals) -> Result<(f64, f64, bool), TrainError> {
         let accum = self.opts.grad_accum.max(1);
         self.model.params.zero_grad();
         // The step's loss is the mean of the micro-batch means, the quantity whose gradient
@@ -438,7 +429,6 @@ impl Trainer {
                 let s = (self.opts.clip as f64 / norm) as f32;
                 g.iter_mut().for_each(|x| *x *= s);
             }
-            let lr = self.lr_now();
             let step = self.state.step + 1;
             let p = &mut self.model.params;
             for t in &p.tensors {
@@ -501,7 +491,7 @@ impl Trainer {
             let t0 = Instant::now();
             let lr = self.lr_now();
             let (opt0, data0) = (totals.optimizer_s, totals.data_s);
-            let (loss, norm, skipped) = self.train_step(&mut totals)?;
+            let (loss, norm, skipped) = self.train_step(lr, &mut totals)?;
             let step_s = t0.elapsed().as_secs_f64();
             let comp = self.times.take();
             add_times(&mut totals.model, &comp);
@@ -631,19 +621,17 @@ impl Trainer {
         });
         Ok(())
     }
-
-    /// The adapter or full weights as named f32 tensors, for export.
-    pub fn method(&self) -> &Method {
-        &self.model.method
-    }
 }
 
-fn as_named(v: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<NamedTensor<'_>> {
-    v.iter()
-        .map(|(n, s, d)| NamedTensor {
-            name: n,
-            shape: s,
-            data: d,
+/// `buf` (the values, or an AdamW moment, laid out like the parameters) as named tensors
+/// borrowed in place, in the parameter table's order.
+fn as_named<'a>(p: &'a ParamStore, buf: &'a [f32]) -> Vec<NamedTensor<'a>> {
+    p.tensors
+        .iter()
+        .map(|t| NamedTensor {
+            name: &t.name,
+            shape: &t.shape,
+            data: &buf[t.range()],
         })
         .collect()
 }

@@ -28,6 +28,13 @@ fn stories(assets: &Path) -> (Model, Tokenizer) {
     (model, tok)
 }
 
+/// The tokens of one corpus file of the shared assets.
+fn corpus_tokens(assets: &Path, tok: &Tokenizer, file: &str) -> Vec<u32> {
+    TokenStream::from_paths(&[assets.join("corpus").join(file)], tok)
+        .unwrap()
+        .into_tokens()
+}
+
 fn opts(steps: u64) -> TrainOptions {
     TrainOptions {
         steps,
@@ -46,13 +53,8 @@ fn opts(steps: u64) -> TrainOptions {
 fn stories260k_full_finetune_lowers_validation_loss() {
     let assets = require_assets!();
     let (model, tok) = stories(&assets);
-    let corpus = assets.join("corpus");
-    let train = TokenStream::from_paths(&[corpus.join("tinystories_sample_197k.txt")], &tok)
-        .unwrap()
-        .into_tokens();
-    let val = TokenStream::from_paths(&[corpus.join("tinystories_valid_sample_30k.txt")], &tok)
-        .unwrap()
-        .into_tokens();
+    let train = corpus_tokens(&assets, &tok, "tinystories_sample_197k.txt");
+    let val = corpus_tokens(&assets, &tok, "tinystories_valid_sample_30k.txt");
     // stories260K was trained on TinyStories: fine-tuning on more of it can only gain a
     // little, and a high learning rate makes it worse, so this is a gentle full fine-tune.
     let shape = BatchShape {
@@ -137,12 +139,7 @@ fn smollm2_lora_on_quantized_base_lowers_validation_loss() {
 fn nan_guard_skips_then_rolls_back() {
     let assets = require_assets!();
     let (model, tok) = stories(&assets);
-    let train = TokenStream::from_paths(
-        &[assets.join("corpus/tinystories_valid_sample_30k.txt")],
-        &tok,
-    )
-    .unwrap()
-    .into_tokens();
+    let train = corpus_tokens(&assets, &tok, "tinystories_valid_sample_30k.txt");
     let shape = BatchShape {
         batch: 2,
         seq_len: 32,
@@ -191,13 +188,8 @@ fn nan_guard_skips_then_rolls_back() {
 fn early_stopping_ends_the_run_when_validation_stops_improving() {
     let assets = require_assets!();
     let (model, tok) = stories(&assets);
-    let corpus = assets.join("corpus");
-    let train = TokenStream::from_paths(&[corpus.join("tinystories_sample_197k.txt")], &tok)
-        .unwrap()
-        .into_tokens();
-    let val = TokenStream::from_paths(&[corpus.join("tinystories_valid_sample_30k.txt")], &tok)
-        .unwrap()
-        .into_tokens();
+    let train = corpus_tokens(&assets, &tok, "tinystories_sample_197k.txt");
+    let val = corpus_tokens(&assets, &tok, "tinystories_valid_sample_30k.txt");
     let shape = BatchShape {
         batch: 2,
         seq_len: 64,
@@ -232,12 +224,7 @@ fn masked_tokens_teach_nothing() {
     assert_eq!(nf_data::dataset::MASKED_TARGET, nf_engine::loss::IGNORE);
     let assets = require_assets!();
     let (model, tok) = stories(&assets);
-    let train = TokenStream::from_paths(
-        &[assets.join("corpus/tinystories_valid_sample_30k.txt")],
-        &tok,
-    )
-    .unwrap()
-    .into_tokens();
+    let train = corpus_tokens(&assets, &tok, "tinystories_valid_sample_30k.txt");
     let shape = BatchShape {
         batch: 2,
         seq_len: 32,

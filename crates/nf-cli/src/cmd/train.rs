@@ -295,6 +295,9 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     };
     let seq_len = cfg.seq_len.min(model.config.max_seq_len);
     let mut cfg = cfg;
+    // The window the run really uses is what run.json records and the config hash covers,
+    // so a resume (which reads it back) hashes the same value.
+    cfg.seq_len = seq_len;
     if let Some(epochs) = args.epochs.filter(|_| !resume) {
         // One epoch is every packed window once.
         let windows = (train.len().saturating_sub(1) / seq_len) as f64;
@@ -333,32 +336,6 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             None => tokens_hash(&train),
         },
     };
-    if let Some(saved) = &cfg.hashes
-        && resume
-    {
-        // run.json records what the run started with; the checkpoint check below repeats
-        // this per checkpoint, but a changed data file is clearer caught here by name.
-        if saved.data != hashes.data {
-            return Err(user_error(
-                "mismatch",
-                format!(
-                    "the training data of {} changed since the run started",
-                    run_dir.display()
-                ),
-                "restore the original data files, or start a new run",
-            ));
-        }
-        if saved.base_model != hashes.base_model {
-            return Err(user_error(
-                "mismatch",
-                format!(
-                    "the base model {} changed since the run started",
-                    cfg.model.display()
-                ),
-                "restore the original model, or start a new run",
-            ));
-        }
-    }
     let method = cfg.method()?;
     let total_params = model.config.n_params();
     let shape = BatchShape {
@@ -376,11 +353,9 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         tm.store_frozen_as(ty)?;
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    cfg.hashes = Some(hashes.clone());
     if !resume {
-        let mut c = cfg.clone();
-        c.seq_len = seq_len;
-        c.hashes = Some(hashes.clone());
-        let text = serde_json::to_string_pretty(&c)?;
+        let text = serde_json::to_string_pretty(&cfg)?;
         nf_formats::atomic::write_atomic(&run_dir.join("run.json"), |w| {
             w.write_all(text.as_bytes())
         })?;
@@ -392,7 +367,7 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     trainer.peak_gflops = Some(nf_engine::matmul::sgemm_peak_gflops(512, 3));
     let mut warnings = Vec::new();
     if resume {
-        let (step, w) = trainer.resume().map_err(|e| match e {
+        let (_, w) = trainer.resume().map_err(|e| match e {
             nf_train::error::TrainError::Mismatch { .. } => user_error(
                 "mismatch",
                 e.to_string(),
@@ -405,7 +380,6 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             ),
         })?;
         warnings = w;
-        let _ = step;
     }
     let events = File::options()
         .create(true)

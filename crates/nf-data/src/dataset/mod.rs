@@ -30,6 +30,7 @@ mod rng;
 pub mod shard;
 mod split;
 mod stream;
+pub(crate) use stream::invalid_utf8;
 
 pub use batcher::{Batcher, BatcherState, MASKED_TARGET, Sampling};
 pub use error::{DatasetError, Result};

@@ -215,18 +215,7 @@ impl TokenStream {
         if let Ok(s) = std::str::from_utf8(bytes) {
             return Ok(s.into());
         }
-        let mut invalid = 0usize;
-        let mut first_bad = None;
-        let mut offset = 0usize;
-        for chunk in bytes.utf8_chunks() {
-            offset += chunk.valid().len();
-            if !chunk.invalid().is_empty() {
-                first_bad.get_or_insert(offset);
-                invalid += chunk.invalid().len();
-            }
-            offset += chunk.invalid().len();
-        }
-        let first_bad = first_bad.unwrap_or(0);
+        let (invalid, first_bad) = invalid_utf8(bytes);
         if invalid as f64 > bytes.len() as f64 * MAX_INVALID_UTF8_FRACTION {
             return Err(not_text(format!(
                 "{invalid} of its {} bytes are not UTF-8 (first at byte {first_bad}); \
@@ -278,6 +267,21 @@ impl TokenStream {
     pub fn warnings(&self) -> &[String] {
         &self.warnings
     }
+}
+
+/// How many bytes of `bytes` are not valid UTF-8, and the offset of the first (0 when
+/// none): what the text decoders of the token stream and of ingestion report.
+pub(crate) fn invalid_utf8(bytes: &[u8]) -> (usize, usize) {
+    let (mut invalid, mut first_bad, mut offset) = (0usize, None, 0usize);
+    for chunk in bytes.utf8_chunks() {
+        offset += chunk.valid().len();
+        if !chunk.invalid().is_empty() {
+            first_bad.get_or_insert(offset);
+            invalid += chunk.invalid().len();
+        }
+        offset += chunk.invalid().len();
+    }
+    (invalid, first_bad.unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -62,16 +62,7 @@ pub(super) fn decode_text(path: &Path, bytes: &[u8], warnings: &mut Vec<String>)
     if let Ok(s) = std::str::from_utf8(bytes) {
         return Ok(s.to_string());
     }
-    let (mut invalid, mut first_bad, mut offset) = (0usize, None, 0usize);
-    for chunk in bytes.utf8_chunks() {
-        offset += chunk.valid().len();
-        if !chunk.invalid().is_empty() {
-            first_bad.get_or_insert(offset);
-            invalid += chunk.invalid().len();
-        }
-        offset += chunk.invalid().len();
-    }
-    let first_bad = first_bad.unwrap_or(0);
+    let (invalid, first_bad) = crate::dataset::invalid_utf8(bytes);
     if invalid as f64 > bytes.len() as f64 * MAX_INVALID_UTF8_FRACTION {
         warnings.push(format!(
             "{}: not UTF-8 ({invalid} invalid bytes, the first at byte {first_bad}); \
