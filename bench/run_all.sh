@@ -5,13 +5,14 @@
 # Needs: target/release/neuralforge (cargo build --release -p nf-cli), bench/llamacpp.sh
 # build (llama.cpp peer), and for the training peer PyTorch + transformers + peft on
 # PYTHONPATH (e.g. pip install --target /tmp/pyref/site torch transformers peft).
-# Usage: bench/run_all.sh [section...]   sections: peak infer tok train (default: all)
+# Usage: bench/run_all.sh [section...]   sections: peak infer tok scaling ingest train
+# (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NF=target/release/neuralforge
 A=../shared/assets
 SMOL=$A/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
-sections=("${@:-peak infer tok train}")
+sections=("${@:-peak infer tok scaling ingest train}")
 sections=(${sections[*]})
 rss() { /usr/bin/time -f "peak_rss_mib %M" "$@" 2>&1 | awk '/peak_rss_mib/ {printf "peak RSS %.0f MiB\n", $2/1024; next} {print}'; }
 has() { [[ " ${sections[*]} " == *" $1 "* ]]; }
@@ -29,9 +30,21 @@ fi
 if has tok; then
   echo "## tokenizer MB/s on the corpus"
   for v in llama-bpe llama-spm; do
-    $NF bench tokenizer --tokenizer $A/llamacpp-vocab/ggml-vocab-$v.gguf $A/corpus/*.txt --reps 3
+    for t in 1 2; do
+      $NF --threads $t bench tokenizer --tokenizer $A/llamacpp-vocab/ggml-vocab-$v.gguf $A/corpus/*.txt --reps 3
+    done
   done
   python3 bench/tokenizer_peer.py --reps 3 || echo "(the tokenizer peer needs the tokenizers package on PYTHONPATH)"
+fi
+if has scaling; then
+  echo "## tokenizer cost against input size, 1 kB ... 100 MB, one thread"
+  for v in llama-bpe llama-spm; do
+    $NF --threads 1 bench tokenizer --tokenizer $A/llamacpp-vocab/ggml-vocab-$v.gguf $A/corpus/*.txt --scaling 100
+  done
+fi
+if has ingest; then
+  echo "## document extraction, per file"
+  $NF --threads 1 bench ingest $A/docs/* examples/handbook/*.pdf examples/handbook/*.docx --reps 3
 fi
 if has train; then
   echo "## training: Stories110M dims, random init, full fine-tuning, seq 256, 2 threads"

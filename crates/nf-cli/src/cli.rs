@@ -58,6 +58,8 @@ pub enum BenchCommand {
     Model(BenchModelArgs),
     /// Tokenizer encode throughput in MB/s over text files.
     Tokenizer(BenchTokenizerArgs),
+    /// Document extraction speed: pages/s (PDF) and MB/s (every reader) per file.
+    Ingest(BenchIngestArgs),
     /// Training throughput (forward + backward + AdamW) in tokens/s, on a model file or a
     /// randomly initialized model of given dimensions (default: Stories110M's).
     Train(BenchTrainArgs),
@@ -138,7 +140,21 @@ pub struct BenchTokenizerArgs {
     /// Text files to encode.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Repetitions; the best is reported.
+    /// Repetitions; the mean and standard deviation are reported.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub reps: usize,
+    /// Instead of the throughput, encode prefixes of the text (repeated as needed) of 1 KB,
+    /// 10 KB, ... up to this many MB on one thread, to show the cost is linear in the size.
+    #[arg(long, value_name = "MB")]
+    pub scaling: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchIngestArgs {
+    /// Documents to extract (PDF, DOCX, HTML, Markdown, text, JSONL).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Repetitions per file; the mean and standard deviation are reported.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub reps: usize,
 }

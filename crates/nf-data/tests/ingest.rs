@@ -606,3 +606,51 @@ fn shared_documents_keep_their_provenance_in_the_dataset() {
         );
     }
 }
+
+/// The handbook the README's main job trains on: each of its facts must reach the dataset
+/// from the right page, table row or paragraph, or the demo would be asking about text the
+/// model never saw.
+#[test]
+fn shipped_handbook_ingests_with_its_facts() {
+    let assets = require_assets!();
+    let tok = tok512(&assets);
+    let handbook = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/handbook");
+    let (files, _) = collect_sources(&[handbook]);
+    let out = temp_dir("ingest-handbook").join("handbook");
+    let mut opts = options(&out);
+    opts.val_fraction = 0.0;
+    let o = build(&files, &tok, &opts).unwrap();
+    let c = &o.manifest.counts;
+    assert_eq!((c.sources, c.ok, c.errors, c.skipped), (3, 3, 0, 0));
+    let ls = lines(&out);
+    assert!(ls.iter().all(|l| l.split == "train"));
+    let at = |f: &str, p: &str| locate(&ls, f, p);
+    assert_eq!(at("policies.pdf", "27 days of paid").page, Some(1));
+    assert_eq!(at("policies.pdf", "teal lanyards").page, Some(2));
+    let security = at("contacts.docx", "Security desk\t4471");
+    assert_eq!((security.table, security.row), (Some(1), Some(2)));
+    assert!(
+        at("contacts.docx", "Dr. Ansel Marrowby")
+            .paragraph
+            .is_some()
+    );
+    assert!(at("welcome.md", "The Copper Kettle").paragraph.is_some());
+    assert!(
+        at("welcome.md", "Dr. Ottilie Farrowmere")
+            .paragraph
+            .is_some()
+    );
+    // Every fact the demo asks about is somewhere in the training text.
+    let questions = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/handbook/questions.tsv"),
+    )
+    .unwrap();
+    let text: String = ls.iter().filter_map(|l| l.text.clone()).collect();
+    for line in questions.lines() {
+        let (q, fact) = line.split_once('\t').unwrap();
+        assert!(
+            text.contains(fact),
+            "{q}: {fact:?} is not in the handbook's text"
+        );
+    }
+}

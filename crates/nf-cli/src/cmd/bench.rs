@@ -2,6 +2,7 @@
 //! `llama-bench` measures them so the two can be compared run for run.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -9,7 +10,8 @@ use nf_model::sampler::argmax;
 use nf_protocol::Event;
 
 use crate::cli::{
-    BenchCommand, BenchModelArgs, BenchPeakArgs, BenchTokenizerArgs, BenchTrainArgs, ModelArgs,
+    BenchCommand, BenchIngestArgs, BenchModelArgs, BenchPeakArgs, BenchTokenizerArgs,
+    BenchTrainArgs, ModelArgs,
 };
 use crate::errors::user_error;
 use crate::load::{load, load_tokenizer};
@@ -19,6 +21,7 @@ pub fn run(cmd: &BenchCommand, home: &Path, out: &mut Output) -> Result<()> {
     match cmd {
         BenchCommand::Model(a) => model(a, home, out),
         BenchCommand::Tokenizer(a) => tokenizer(a, out),
+        BenchCommand::Ingest(a) => ingest(a, out),
         BenchCommand::Train(a) => train(a, home, out),
         BenchCommand::Peak(a) => peak(a, out),
     }
@@ -106,29 +109,187 @@ fn model(a: &BenchModelArgs, home: &Path, out: &mut Output) -> Result<()> {
 
 fn tokenizer(a: &BenchTokenizerArgs, out: &mut Output) -> Result<()> {
     let tok = load_tokenizer(&a.tokenizer, None)?;
-    let mut texts = Vec::new();
+    let mut text = String::new();
     for f in &a.files {
         let bytes = std::fs::read(f).map_err(|e| nf_formats::FormatError::io(f, e))?;
-        texts.push(String::from_utf8_lossy(&bytes).into_owned());
+        text.push_str(&String::from_utf8_lossy(&bytes));
+        text.push_str("\n\n");
     }
-    let bytes: usize = texts.iter().map(String::len).sum();
-    let mut tokens = 0;
-    let mut rates = Vec::new();
-    for _ in 0..a.reps.max(1) {
-        let t = Instant::now();
-        tokens = 0;
-        for text in &texts {
-            tokens += tok.encode(text, false, false)?.len();
-        }
-        rates.push(bytes as f64 / 1e6 / t.elapsed().as_secs_f64());
+    if text.trim().is_empty() {
+        return Err(user_error(
+            "bad_input",
+            "the files hold no text to encode",
+            "pass text files such as ../shared/assets/corpus/*.txt",
+        ));
     }
     out.text(&format!(
-        "{} ({}): {:.2} MB, {tokens} tokens\n",
+        "{} ({}): {:.2} MB\n",
         a.tokenizer.display(),
         tok.kind(),
-        bytes as f64 / 1e6
+        text.len() as f64 / 1e6
     ))?;
+    match a.scaling {
+        Some(max_mb) => tokenizer_scaling(&tok, &text, max_mb, out),
+        None => tokenizer_throughput(&tok, &text, a.reps, out),
+    }
+}
+
+/// Encodes the text as ingestion does: cut into pieces of about 64 KB on paragraph
+/// boundaries, the pieces spread over the compute threads.
+fn tokenizer_throughput(
+    tok: &nf_data::Tokenizer,
+    text: &str,
+    reps: usize,
+    out: &mut Output,
+) -> Result<()> {
+    let pieces = paragraph_pieces(text, 64 << 10);
+    let threads = nf_engine::cpu::threads().clamp(1, pieces.len());
+    let next = AtomicUsize::new(0);
+    let encode_all = || -> Result<usize> {
+        next.store(0, Ordering::Relaxed);
+        let counts = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| -> Result<usize> {
+                        let mut tokens = 0;
+                        while let Some(p) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            tokens += tok.encode(p, false, false)?.len();
+                        }
+                        Ok(tokens)
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("an encoding thread panicked"))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(counts.iter().sum())
+    };
+    let mut tokens = 0;
+    let mut rates = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        tokens = encode_all()?;
+        rates.push(text.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
+    }
+    out.text(&format!("{tokens} tokens in {} pieces\n", pieces.len()))?;
     report(out, "tokenize", &rates, "MB/s")
+}
+
+/// Splits `text` after a paragraph break (or, failing that, a newline or space) once a
+/// piece reaches `target` bytes, never inside a UTF-8 character.
+fn paragraph_pieces(text: &str, target: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while rest.len() > target {
+        let mut cut = target;
+        while !rest.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let tail = &rest[cut..];
+        let end = ["\n\n", "\n", " "]
+            .iter()
+            .find_map(|sep| tail.find(sep).map(|i| cut + i + sep.len()))
+            .unwrap_or(rest.len());
+        pieces.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    if !rest.is_empty() {
+        pieces.push(rest);
+    }
+    pieces
+}
+
+/// One thread, inputs of 1 kB, 10 kB, ... `max_mb` MB (decimal units) made by repeating the text: if the
+/// encoder is linear, every size reports the same MB/s.
+fn tokenizer_scaling(
+    tok: &nf_data::Tokenizer,
+    text: &str,
+    max_mb: usize,
+    out: &mut Output,
+) -> Result<()> {
+    let max = max_mb.max(1) * 1_000_000;
+    let mut big = String::with_capacity(max + text.len());
+    while big.len() < max {
+        big.push_str(text);
+    }
+    let mut sizes: Vec<usize> = std::iter::successors(Some(1_000), |s| Some(s * 10))
+        .take_while(|&s| s <= max)
+        .collect();
+    if sizes.last() != Some(&max) {
+        sizes.push(max);
+    }
+    for size in sizes {
+        let mut cut = size;
+        while !big.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let input = &big[..cut];
+        // Small inputs repeat so that each measurement lasts long enough to time.
+        let reps = ((4 << 20) / cut).clamp(1, 4096);
+        let t = Instant::now();
+        let mut tokens = 0;
+        for _ in 0..reps {
+            tokens = tok.encode(input, false, false)?.len();
+        }
+        let secs = t.elapsed().as_secs_f64() / reps as f64;
+        let mb_s = cut as f64 / 1e6 / secs;
+        out.text(&format!(
+            "{:>9} bytes {tokens:>10} tokens {:>10.3} ms {mb_s:>7.2} MB/s\n",
+            cut,
+            secs * 1e3
+        ))?;
+        out.event(|| Event::BenchResult {
+            test: format!("tokenize-{cut}B"),
+            threads: 1,
+            value: mb_s,
+            stddev: 0.0,
+            unit: "MB/s".into(),
+            reps: reps as u64,
+        })?;
+    }
+    Ok(())
+}
+
+/// Extraction only (the reader, without cleaning or tokenizing), per file.
+fn ingest(a: &BenchIngestArgs, out: &mut Output) -> Result<()> {
+    let opts = nf_data::ingest::ReadOptions::default();
+    for f in &a.files {
+        let mut secs = Vec::new();
+        let mut doc = None;
+        let name = f.file_name().map_or_else(
+            || f.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        for _ in 0..a.reps.max(1) {
+            let t = Instant::now();
+            // A file ingest would skip (empty, unreadable) is reported and the rest go on.
+            match nf_data::ingest::read_document(f, &opts) {
+                Ok(d) => doc = Some(d),
+                Err(e) => {
+                    out.text(&format!("{name}: not measured: {e}\n"))?;
+                    break;
+                }
+            }
+            secs.push(t.elapsed().as_secs_f64());
+        }
+        let Some(doc) = doc else { continue };
+        let mb = doc.size as f64 / 1e6;
+        out.text(&format!(
+            "{name} ({}, {:.2} MB{})\n",
+            doc.reader,
+            mb,
+            doc.pages.map_or(String::new(), |p| format!(", {p} pages"))
+        ))?;
+        let mb_s: Vec<f64> = secs.iter().map(|s| mb / s).collect();
+        report(out, &format!("{}-MB/s", doc.reader), &mb_s, "MB/s")?;
+        if let Some(pages) = doc.pages {
+            let pages_s: Vec<f64> = secs.iter().map(|s| f64::from(pages) / s).collect();
+            report(out, "pdf-pages/s", &pages_s, "pages/s")?;
+        }
+    }
+    Ok(())
 }
 
 /// f32 GEMM GFLOP/s on square matrices, the reference for training utilization.
