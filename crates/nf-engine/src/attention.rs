@@ -228,13 +228,22 @@ fn transpose_kv(kvt: &mut [f32], k: &[f32], v: &[f32], s: AttnShape) {
 }
 
 /// The scaled scores of query `qh` ([hd]) against keys `j0..j0 + LANES` of `kt` ([hd][tp]),
-/// keys after `t` masked to -inf. The training forward and backward both call this, so the
-/// backward recomputes exactly the scores the forward's log-sum-exp was taken over.
+/// keys before `first` (an earlier packed example) or after `t` masked to -inf. The training
+/// forward and backward both call this, so the backward recomputes exactly the scores the
+/// forward's log-sum-exp was taken over.
 ///
 /// (Inference uses [`score`], which sums over hd in a different order; the two agree to
 /// rounding, not bit for bit.)
 #[inline(always)]
-fn score_chunk(qh: &[f32], kt: &[f32], tp: usize, j0: usize, t: usize, scale: f32) -> [f32; LANES] {
+fn score_chunk(
+    qh: &[f32],
+    kt: &[f32],
+    tp: usize,
+    j0: usize,
+    first: usize,
+    t: usize,
+    scale: f32,
+) -> [f32; LANES] {
     let mut acc = [0.0f32; LANES];
     for (i, &qi) in qh.iter().enumerate() {
         let k: &[f32; LANES] = kt[i * tp + j0..][..LANES].try_into().unwrap();
@@ -242,16 +251,23 @@ fn score_chunk(qh: &[f32], kt: &[f32], tp: usize, j0: usize, t: usize, scale: f3
             acc[l] = qi.mul_add(k[l], acc[l]);
         }
     }
-    // Lane l is key j0 + l; keys after t are masked (t ≥ j0 in every chunk a row visits).
-    let last = t - j0;
+    // Lane l is key j0 + l (t ≥ j0 and first < j0 + LANES in every chunk a row visits).
     for (l, a) in acc.iter_mut().enumerate() {
-        *a = if l <= last {
+        let j = j0 + l;
+        *a = if j >= first && j <= t {
             *a * scale
         } else {
             f32::NEG_INFINITY
         };
     }
     acc
+}
+
+/// The first key query row `t` may attend: the start of its packed example, or 0 when
+/// `starts` is empty (one causal sequence).
+#[inline(always)]
+fn first_key(starts: &[u32], t: usize) -> usize {
+    starts.get(t).map_or(0, |&s| s as usize)
 }
 
 /// The instruction set the training kernels' chunk loops were compiled for.
@@ -321,6 +337,7 @@ multiversion!(forward_block => forward_block_generic(
     work: &mut [f32],
     q: &[f32],
     kvt: &[f32],
+    starts: &[u32],
     r0: usize,
     s: AttnShape,
 ));
@@ -333,12 +350,14 @@ multiversion!(forward_block => forward_block_generic(
 /// pass 2 takes `e = exp(score - max)`, sums it, and accumulates `Σ_j e_j · v_j` per lane
 /// (`acc: [hd][LANES]`); the lanes are summed at the end, in a fixed order.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn forward_block_generic(
     out: &mut [f32],
     lse_t: &mut [f32],
     work: &mut [f32],
     q: &[f32],
     kvt: &[f32],
+    starts: &[u32],
     r0: usize,
     s: AttnShape,
 ) {
@@ -358,15 +377,16 @@ fn forward_block_generic(
         .enumerate()
     {
         let t = r0 + r;
-        let n_chunks = (t + 1).div_ceil(LANES);
+        let first = first_key(starts, t);
+        let (c_first, n_chunks) = (first / LANES, (t + 1).div_ceil(LANES));
         for (h, (o, lse_th)) in o_t.chunks_exact_mut(hd).zip(lse_row).enumerate() {
             let head = &kvt[h / group * 2 * hd * tp..][..2 * hd * tp];
             let (kt, vt) = head.split_at(hd * tp);
             let qh = &q[t * q_row + h * hd..][..hd];
 
             let mut lane_max = [f32::NEG_INFINITY; LANES];
-            for c in 0..n_chunks {
-                let sc = score_chunk(qh, kt, tp, c * LANES, t, scale);
+            for c in c_first..n_chunks {
+                let sc = score_chunk(qh, kt, tp, c * LANES, first, t, scale);
                 scores[c * LANES..][..LANES].copy_from_slice(&sc);
                 for l in 0..LANES {
                     lane_max[l] = if sc[l] > lane_max[l] {
@@ -382,7 +402,7 @@ fn forward_block_generic(
 
             acc.fill(0.0);
             let mut lanes = [0.0f32; LANES];
-            for c in 0..n_chunks {
+            for c in c_first..n_chunks {
                 let j0 = c * LANES;
                 let sc = &scores[j0..][..LANES];
                 let mut e = [0.0f32; LANES];
@@ -419,6 +439,11 @@ fn forward_block_generic(
 /// bit: this kernel uses the vectorized [`fastmath::exp`] and sums in vector lanes, where
 /// inference keeps the scalar operation order its llama2.c golden outputs were taken with.
 ///
+/// `starts`: empty for one causal sequence, else `[T]`, the first position of the packed
+/// example each row belongs to (non-decreasing, `starts[t] ≤ t`): row `t` then attends only
+/// keys `starts[t]..=t`, so no example sees another, and the result for each example is
+/// what it would be alone.
+///
 /// Parallel over blocks of `FORWARD_ROWS` query rows; allocates the head-transposed K and V
 /// (`2 · n_kv_heads · hd · T` floats) and per-thread scratch of `O(T + hd)`.
 pub fn attention_forward_train(
@@ -427,9 +452,11 @@ pub fn attention_forward_train(
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    starts: &[u32],
     s: AttnShape,
 ) {
     let (t_len, _) = check_train_shapes(q, k, v, s);
+    check_starts(starts, t_len);
     let AttnShape {
         n_heads,
         n_kv_heads,
@@ -457,7 +484,7 @@ pub fn attention_forward_train(
         .enumerate()
         .for_each_init(Vec::new, |work: &mut Vec<f32>, (b, (o, l))| {
             work.resize(tp + hd * LANES, 0.0);
-            forward_block(isa, o, l, work, q, &kvt, b * FORWARD_ROWS, s);
+            forward_block(isa, o, l, work, q, &kvt, starts, b * FORWARD_ROWS, s);
         });
     for (t, row) in lse_t.chunks_exact(n_heads).enumerate() {
         for (h, &l) in row.iter().enumerate() {
@@ -477,6 +504,7 @@ multiversion!(backward_block => backward_block_generic(
     q: &[f32],
     kt: &[f32],
     vt: &[f32],
+    starts: &[u32],
     g: usize,
     r0: usize,
     s: AttnShape,
@@ -508,6 +536,7 @@ fn backward_block_generic(
     q: &[f32],
     kt: &[f32],
     vt: &[f32],
+    starts: &[u32],
     g: usize,
     r0: usize,
     s: AttnShape,
@@ -547,17 +576,20 @@ fn backward_block_generic(
                 }
             }
             acc.fill(0.0);
-            for c in 0..(t0 + nr).div_ceil(LANES) {
+            // Starts never decrease, so the tile's first row reaches back the furthest.
+            for c in first_key(starts, t0) / LANES..(t0 + nr).div_ceil(LANES) {
                 let j0 = c * LANES;
-                // Every row's p and ds over this chunk; rows that end before it have none.
+                // Every row's p and ds over this chunk; rows that end before it, or whose
+                // example starts after it, have none (their p and ds stay 0).
                 let (mut p, mut ds) = ([[0.0f32; LANES]; TILE], [[0.0f32; LANES]; TILE]);
                 for u in 0..nr {
                     let t = t0 + u;
-                    if j0 > t {
+                    let first = first_key(starts, t);
+                    if j0 > t || j0 + LANES <= first {
                         continue;
                     }
                     let (qh, doh) = (&q[row(u)..][..hd], &dout[row(u)..][..hd]);
-                    let sc = score_chunk(qh, kt, tp, j0, t, scale);
+                    let sc = score_chunk(qh, kt, tp, j0, first, t, scale);
                     let mut dp = [0.0f32; LANES];
                     for (i, &di) in doh.iter().enumerate() {
                         let vi: &[f32; LANES] = vt[i * tp + j0..][..LANES].try_into().unwrap();
@@ -659,7 +691,7 @@ impl BackwardLayout {
 }
 
 /// dq: [T, n_heads*hd] (+=), dk, dv: [T, n_kv_heads*hd] (+=), dout: [T, n_heads*hd], out and
-/// lse from the forward, q, k, v as in forward. scratch: at least
+/// lse from the forward, q, k, v and starts as in forward. scratch: at least
 /// attention_backward_scratch_len(T, s) floats (no allocation inside).
 ///
 /// FlashAttention-2's backward: with `p_j = exp(s_j - lse)` (recomputed exactly as the
@@ -684,9 +716,11 @@ pub fn attention_backward(
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    starts: &[u32],
     s: AttnShape,
 ) {
     let (t_len, group) = check_train_shapes(q, k, v, s);
+    check_starts(starts, t_len);
     let AttnShape {
         n_heads,
         n_kv_heads,
@@ -743,6 +777,7 @@ pub fn attention_backward(
                 q,
                 kt,
                 vt,
+                starts,
                 g,
                 r0,
                 s,
@@ -801,6 +836,26 @@ fn add(y: &mut [f32], x: &[f32]) {
 }
 
 /// Checks the training shapes; returns `(T, n_heads / n_kv_heads)`.
+/// Packed-example starts must be empty or one per row, each at or before its row and never
+/// decreasing (the kernels rely on both to skip whole chunks).
+fn check_starts(starts: &[u32], t_len: usize) {
+    if starts.is_empty() {
+        return;
+    }
+    assert_eq!(starts.len(), t_len, "attention: starts is not [T]");
+    for (t, w) in starts.windows(2).enumerate() {
+        assert!(
+            w[0] <= w[1] && w[1] as usize <= t + 1,
+            "attention: starts decrease or point past their row at {}",
+            t + 1
+        );
+    }
+    assert_eq!(
+        starts[0], 0,
+        "attention: the first row's example must start at 0"
+    );
+}
+
 fn check_train_shapes(q: &[f32], k: &[f32], v: &[f32], s: AttnShape) -> (usize, usize) {
     let AttnShape {
         n_heads,
@@ -1030,7 +1085,7 @@ mod tests {
             let v = rng.vec(t_len * n_kv_heads * hd);
             let mut out = vec![f32::NAN; q.len()];
             let mut lse = vec![f32::NAN; n_heads * t_len];
-            attention_forward_train(&mut out, &mut lse, &q, &k, &v, s);
+            attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s);
             let mut inference = vec![0.0; q.len()];
             attention(&mut inference, &q, &k, &v, 0, s);
             // Not bit for bit: training uses the vectorized exp and lane-wise sums (see
@@ -1054,10 +1109,23 @@ mod tests {
         dout: &[f32],
         start: (&[f32], &[f32], &[f32]),
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        run_backward_packed(s, q, k, v, &[], dout, start)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_backward_packed(
+        s: AttnShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        starts: &[u32],
+        dout: &[f32],
+        start: (&[f32], &[f32], &[f32]),
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let t_len = q.len() / (s.n_heads * s.head_dim);
         let mut out = vec![0.0; q.len()];
         let mut lse = vec![0.0; s.n_heads * t_len];
-        attention_forward_train(&mut out, &mut lse, q, k, v, s);
+        attention_forward_train(&mut out, &mut lse, q, k, v, starts, s);
         let (mut dq, mut dk, mut dv) = (start.0.to_vec(), start.1.to_vec(), start.2.to_vec());
         // Stale scratch must not leak into the result.
         let mut scratch = vec![f32::NAN; attention_backward_scratch_len(t_len, s)];
@@ -1072,6 +1140,7 @@ mod tests {
             q,
             k,
             v,
+            starts,
             s,
         );
         (dq, dk, dv)
@@ -1102,6 +1171,75 @@ mod tests {
             assert_close(&dq, &dq_ref, 1e-5);
             assert_close(&dk, &dk_ref, 1e-5);
             assert_close(&dv, &dv_ref, 1e-5);
+        }
+    }
+
+    /// Packed examples: each one's output, lse and gradients equal what it gets alone, so no
+    /// example attends to, or sends gradient into, another. Lengths cover examples inside one
+    /// chunk, straddling chunk edges and spanning row blocks.
+    #[test]
+    fn packed_examples_are_independent() {
+        let mut rng = Rng::new(86);
+        for &(n_heads, n_kv_heads, hd, ref lens) in &[
+            (4, 2, 8, vec![3usize, 5, 1, 7]),
+            (2, 1, 3, vec![17, 1, 40, 9, 133]),
+            (9, 3, 64, vec![33, 31]),
+        ] {
+            let s = shape(n_heads, n_kv_heads, hd);
+            let t_len: usize = lens.iter().sum();
+            let (qr, kr) = (n_heads * hd, n_kv_heads * hd);
+            let q = rng.vec(t_len * qr);
+            let k = rng.vec(t_len * kr);
+            let v = rng.vec(t_len * kr);
+            let dout = rng.vec(q.len());
+            let mut starts = Vec::with_capacity(t_len);
+            for (e, &n) in lens.iter().enumerate() {
+                let first: usize = lens[..e].iter().sum();
+                starts.extend(std::iter::repeat_n(first as u32, n));
+            }
+            let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; n_heads * t_len]);
+            attention_forward_train(&mut out, &mut lse, &q, &k, &v, &starts, s);
+            let zeros = (vec![0.0; q.len()], vec![0.0; k.len()]);
+            let (dq, dk, dv) = run_backward_packed(
+                s,
+                &q,
+                &k,
+                &v,
+                &starts,
+                &dout,
+                (&zeros.0, &zeros.1, &zeros.1),
+            );
+            let mut first = 0;
+            for &n in lens {
+                let (qs, ks) = (first * qr..(first + n) * qr, first * kr..(first + n) * kr);
+                let (mut o1, mut l1) = (vec![0.0; n * qr], vec![0.0; n_heads * n]);
+                attention_forward_train(
+                    &mut o1,
+                    &mut l1,
+                    &q[qs.clone()],
+                    &k[ks.clone()],
+                    &v[ks.clone()],
+                    &[],
+                    s,
+                );
+                assert_close(&out[qs.clone()], &o1, 1e-6);
+                for h in 0..n_heads {
+                    assert_close(&lse[h * t_len + first..][..n], &l1[h * n..][..n], 1e-6);
+                }
+                let z = (vec![0.0; n * qr], vec![0.0; n * kr]);
+                let (dq1, dk1, dv1) = run_backward(
+                    s,
+                    &q[qs.clone()],
+                    &k[ks.clone()],
+                    &v[ks.clone()],
+                    &dout[qs.clone()],
+                    (&z.0, &z.1, &z.1),
+                );
+                assert_close(&dq[qs], &dq1, 1e-6);
+                assert_close(&dk[ks.clone()], &dk1, 1e-6);
+                assert_close(&dv[ks], &dv1, 1e-6);
+                first += n;
+            }
         }
     }
 
@@ -1163,7 +1301,7 @@ mod tests {
         let forward = |isa| {
             let (mut o, mut l) = (vec![0.0; q.len()], vec![0.0; t_len * 4]);
             let mut work = vec![0.0; tp + 8 * LANES];
-            forward_block(isa, &mut o, &mut l, &mut work, &q, &kvt, 0, s);
+            forward_block(isa, &mut o, &mut l, &mut work, &q, &kvt, &[], 0, s);
             (o, l)
         };
         let (out, lse_t) = forward(Isa::detect());
@@ -1179,7 +1317,20 @@ mod tests {
             let head = 2 * 8 * tp;
             let (kt, vt) = kvt[head..][..head].split_at(8 * tp);
             backward_block(
-                isa, &mut dq, &mut dkt, &mut dvt, &mut work, &dout, &out, &lse, &q, kt, vt, 1, 16,
+                isa,
+                &mut dq,
+                &mut dkt,
+                &mut dvt,
+                &mut work,
+                &dout,
+                &out,
+                &lse,
+                &q,
+                kt,
+                vt,
+                &[],
+                1,
+                16,
                 s,
             );
             (dq, dkt, dvt)

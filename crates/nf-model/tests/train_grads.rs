@@ -417,3 +417,84 @@ fn accumulating_two_half_batches_equals_one_batch() {
         assert!(e < 1e-5, "{}: accumulated gradient off by {e:e}", t.name);
     }
 }
+
+/// Packing two examples into one sequence with their starts trains exactly as the two
+/// examples alone: same loss and same gradients (attention never crosses the boundary and
+/// RoPE positions restart), for both RoPE conventions and with LoRA.
+#[test]
+fn packed_examples_train_as_if_alone() {
+    for (style, method) in [
+        (RopeStyle::RotateHalf, Method::Full),
+        (RopeStyle::Interleaved, Method::Lora(lora_all(2))),
+    ] {
+        let c = tiny_config(style, false, true, false);
+        let (na, nb) = (5, 7);
+        let shape = |seq_len| BatchShape {
+            batch: 1,
+            seq_len,
+            recompute: false,
+        };
+        let (x, y) = batch(&c, shape(na + nb), 21);
+        let times = StepTimes::default();
+        let mut packed = TrainModel::new(random_model(&c, 5), method.clone(), shape(na + nb), 3);
+        let starts: Vec<u32> = (0..na + nb)
+            .map(|t| if t < na { 0 } else { na as u32 })
+            .collect();
+        let lp = packed
+            .forward_backward_packed(&x, &y, &starts, 1.0, &times)
+            .unwrap();
+        // The same examples one at a time. forward_backward divides by the targets it sees,
+        // so scale each part by its share to sum to the packed batch's mean.
+        let n_all = lp.n_targets as f32;
+        let mut loss_sum = 0.0;
+        let mut grad = vec![0.0f32; packed.params.grad.len()];
+        for (lo, hi) in [(0, na), (na, na + nb)] {
+            let mut alone = TrainModel::new(random_model(&c, 5), method.clone(), shape(hi - lo), 3);
+            let (xs, ys) = (&x[lo..hi], &y[lo..hi]);
+            let n = ys.iter().filter(|&&t| t != IGNORE).count() as f32;
+            let l = alone.forward_backward(xs, ys, n / n_all, &times).unwrap();
+            loss_sum += l.loss_sum;
+            for (g, a) in grad.iter_mut().zip(&alone.params.grad) {
+                *g += a;
+            }
+        }
+        assert!(
+            (lp.loss_sum - loss_sum).abs() < 1e-4 * loss_sum.abs(),
+            "{style:?}: packed loss {} vs alone {loss_sum}",
+            lp.loss_sum
+        );
+        let err = rel_err(&packed.params.grad, &grad);
+        assert!(
+            err < 1e-4,
+            "{style:?}: gradients differ by {err:e} (relative)"
+        );
+        // Without the starts the second example sees the first: the loss changes.
+        let mut crossing = TrainModel::new(random_model(&c, 5), method.clone(), shape(na + nb), 3);
+        let lc = crossing.forward_backward(&x, &y, 1.0, &times).unwrap();
+        assert!(
+            (lc.loss_sum - lp.loss_sum).abs() > 1e-4,
+            "the starts changed nothing"
+        );
+    }
+}
+
+#[test]
+fn bad_example_starts_are_an_error() {
+    let c = tiny_config(RopeStyle::RotateHalf, false, false, false);
+    let shape = BatchShape {
+        batch: 1,
+        seq_len: 4,
+        recompute: false,
+    };
+    let (x, y) = batch(&c, shape, 1);
+    let mut tm = TrainModel::new(random_model(&c, 1), Method::Full, shape, 1);
+    for starts in [
+        vec![0, 0, 1, 1],
+        vec![0, 0, 2],
+        vec![1, 1, 2, 3],
+        vec![0, 2, 2, 2],
+    ] {
+        let e = tm.forward_backward_packed(&x, &y, &starts, 1.0, &StepTimes::default());
+        assert!(e.is_err(), "{starts:?} was accepted");
+    }
+}

@@ -93,9 +93,36 @@ struct Ctx<'a> {
     dropout: f32,
     seed: u64,
     times: &'a StepTimes,
+    /// Empty, or [batch · seq]: where each token's packed example starts within its
+    /// sequence (see [`TrainModel::forward_backward_packed`]).
+    starts: &'a [u32],
 }
 
 impl Ctx<'_> {
+    /// Sequence `b`'s example starts, for the attention kernels (empty: one causal sequence).
+    fn starts_of(&self, b: usize) -> &[u32] {
+        if self.starts.is_empty() {
+            &[]
+        } else {
+            &self.starts[b * self.seq..(b + 1) * self.seq]
+        }
+    }
+
+    /// The rows of sequence `b` that form one example each, in order: RoPE positions
+    /// restart at 0 in each, as they would for the example alone.
+    fn examples_of(&self, b: usize) -> Vec<std::ops::Range<usize>> {
+        let starts = self.starts_of(b);
+        if starts.is_empty() {
+            return std::iter::once(0..self.seq).collect();
+        }
+        // An example begins where a row's start is the row itself.
+        let mut firsts: Vec<usize> = (0..self.seq)
+            .filter(|&t| starts[t] as usize == t)
+            .collect();
+        firsts.push(self.seq);
+        firsts.windows(2).map(|w| w[0]..w[1]).collect()
+    }
+
     fn shape(&self) -> AttnShape {
         AttnShape {
             n_heads: self.c.n_heads,
@@ -355,14 +382,15 @@ fn layer_forward(
     }
     timed(&cx.times.other, || {
         for b in 0..cx.batch {
-            cx.rope
-                .apply(&mut a.q[b * t * qd..(b + 1) * t * qd], 0, c.n_heads, hd);
-            cx.rope.apply(
-                &mut a.k[b * t * kvd..(b + 1) * t * kvd],
-                0,
-                c.n_kv_heads,
-                hd,
-            );
+            for e in cx.examples_of(b) {
+                let rows = b * t + e.start..b * t + e.end;
+                let (qs, ks) = (
+                    rows.start * qd..rows.end * qd,
+                    rows.start * kvd..rows.end * kvd,
+                );
+                cx.rope.apply(&mut a.q[qs], 0, c.n_heads, hd);
+                cx.rope.apply(&mut a.k[ks], 0, c.n_kv_heads, hd);
+            }
         }
     });
     timed(&cx.times.attention, || {
@@ -374,6 +402,7 @@ fn layer_forward(
                 &a.q[qs],
                 &a.k[ks.clone()],
                 &a.v[ks],
+                cx.starts_of(b),
                 cx.shape(),
             );
         }
@@ -521,20 +550,22 @@ fn layer_backward(
                 &a.q[qs],
                 &a.k[ks.clone()],
                 &a.v[ks],
+                cx.starts_of(b),
                 cx.shape(),
             );
         }
     });
     timed(&cx.times.other, || {
         for b in 0..cx.batch {
-            cx.rope
-                .apply_backward(&mut g.dq[b * t * qd..(b + 1) * t * qd], 0, c.n_heads, hd);
-            cx.rope.apply_backward(
-                &mut g.dk[b * t * kvd..(b + 1) * t * kvd],
-                0,
-                c.n_kv_heads,
-                hd,
-            );
+            for e in cx.examples_of(b) {
+                let rows = b * t + e.start..b * t + e.end;
+                let (qs, ks) = (
+                    rows.start * qd..rows.end * qd,
+                    rows.start * kvd..rows.end * kvd,
+                );
+                cx.rope.apply_backward(&mut g.dq[qs], 0, c.n_heads, hd);
+                cx.rope.apply_backward(&mut g.dk[ks], 0, c.n_kv_heads, hd);
+            }
         }
     });
     if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
@@ -592,7 +623,7 @@ fn layer_backward(
 }
 
 impl TrainModel {
-    fn ctx<'a>(&'a self, times: &'a StepTimes) -> Ctx<'a> {
+    fn ctx<'a>(&'a self, times: &'a StepTimes, starts: &'a [u32]) -> Ctx<'a> {
         Ctx {
             c: &self.config,
             rope: &self.rope,
@@ -606,11 +637,33 @@ impl TrainModel {
             },
             seed: self.dropout_seed,
             times,
+            starts,
         }
     }
 
-    fn check_batch(&self, inputs: &[u32], targets: &[u32]) -> Result<()> {
+    fn check_batch(&self, inputs: &[u32], targets: &[u32], starts: &[u32]) -> Result<()> {
         let n = self.tokens_per_batch();
+        if !starts.is_empty() {
+            let t = self.shape.seq_len;
+            let bad = starts.len() != n
+                || starts.chunks(t).any(|seq| {
+                    seq[0] != 0
+                        || seq
+                            .windows(2)
+                            .enumerate()
+                            .any(|(i, w)| w[0] > w[1] || (w[1] != w[0] && w[1] as usize != i + 1))
+                });
+            if bad {
+                return Err(ModelError::Config {
+                    path: self.source.path.clone(),
+                    reason: format!(
+                        "example starts must be [batch · seq_len] = {n} positions, each the \
+                         first row of its example (0 at each sequence's start, then \
+                         unchanged or the row itself)"
+                    ),
+                });
+            }
+        }
         if inputs.len() != n || targets.len() != n {
             return Err(ModelError::Config {
                 path: self.source.path.clone(),
@@ -634,10 +687,10 @@ impl TrainModel {
 
     /// Forward pass over `inputs` ([batch · seq_len]), leaving the final normed hidden
     /// states in `acts.xnf` and every layer's saved activations.
-    fn forward(&mut self, inputs: &[u32], times: &StepTimes) {
+    fn forward(&mut self, inputs: &[u32], starts: &[u32], times: &StepTimes) {
         let mut acts = std::mem::replace(&mut self.acts, Activations::empty());
         {
-            let cx = self.ctx(times);
+            let cx = self.ctx(times, starts);
             let d = self.config.dim;
             let Activations {
                 layer_in,
@@ -685,8 +738,24 @@ impl TrainModel {
         grad_scale: f32,
         times: &StepTimes,
     ) -> Result<BatchLoss> {
-        self.check_batch(inputs, targets)?;
-        self.forward(inputs, times);
+        self.forward_backward_packed(inputs, targets, &[], grad_scale, times)
+    }
+
+    /// [`TrainModel::forward_backward`] over sequences that each pack several examples.
+    /// `starts`: [batch · seq_len], for each token the position within its sequence where
+    /// its example begins (0 for the first example; a new example at row t has `starts[t] =
+    /// t`). Attention stays inside each example and RoPE positions restart at each, so every
+    /// example trains exactly as it would alone. Empty `starts` is one example per sequence.
+    pub fn forward_backward_packed(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        starts: &[u32],
+        grad_scale: f32,
+        times: &StepTimes,
+    ) -> Result<BatchLoss> {
+        self.check_batch(inputs, targets, starts)?;
+        self.forward(inputs, starts, times);
         let n_targets = targets.iter().filter(|&&t| t != IGNORE).count();
         let scale = if n_targets == 0 {
             0.0
@@ -696,7 +765,7 @@ impl TrainModel {
         let mut acts = std::mem::replace(&mut self.acts, Activations::empty());
         let mut params = std::mem::take(&mut self.params);
         let loss_sum = {
-            let cx = self.ctx(times);
+            let cx = self.ctx(times, starts);
             let (d, v) = (self.config.dim, self.config.vocab_size);
             let Activations {
                 layer_in,
@@ -781,11 +850,22 @@ impl TrainModel {
 
     /// Loss without gradients (validation): no dropout, parameters and gradients untouched.
     pub fn eval_loss(&mut self, inputs: &[u32], targets: &[u32]) -> Result<BatchLoss> {
-        self.check_batch(inputs, targets)?;
+        self.eval_loss_packed(inputs, targets, &[])
+    }
+
+    /// [`TrainModel::eval_loss`] with packed examples (`starts` as in
+    /// [`TrainModel::forward_backward_packed`]).
+    pub fn eval_loss_packed(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        starts: &[u32],
+    ) -> Result<BatchLoss> {
+        self.check_batch(inputs, targets, starts)?;
         let was = self.train_mode;
         self.train_mode = false;
         let times = StepTimes::default();
-        self.forward(inputs, &times);
+        self.forward(inputs, starts, &times);
         self.train_mode = was;
         let (d, v) = (self.config.dim, self.config.vocab_size);
         let cls = self.output.as_ref().unwrap_or(&self.embed);
