@@ -364,6 +364,10 @@ pub struct TrainArgs {
     /// Recompute each layer's activations in the backward pass (less memory, ~30% slower).
     #[arg(long)]
     pub recompute: bool,
+    /// Let attention cross from one packed example or document into the next in a
+    /// window (by default each attends only within itself, as if trained alone).
+    #[arg(long)]
+    pub cross_example_attention: bool,
     /// Seed for data order, LoRA initialization and dropout.
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub seed: u64,

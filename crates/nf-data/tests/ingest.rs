@@ -624,6 +624,17 @@ fn shipped_handbook_ingests_with_its_facts() {
     assert_eq!((c.sources, c.ok, c.errors, c.skipped), (3, 3, 0, 0));
     let ls = lines(&out);
     assert!(ls.iter().all(|l| l.split == "train"));
+    // train.starts holds where each window begins in train.bin, in documents.jsonl order.
+    let starts = TokenShard::open(out.join("train.starts")).unwrap().to_vec();
+    let mut expected = vec![0u32];
+    for l in &ls[..ls.len() - 1] {
+        expected.push(expected.last().unwrap() + l.tokens as u32);
+    }
+    assert_eq!(starts, expected);
+    assert_eq!(
+        TokenShard::open(out.join("train.bin")).unwrap().len(),
+        ls.iter().map(|l| l.tokens).sum::<usize>()
+    );
     let at = |f: &str, p: &str| locate(&ls, f, p);
     assert_eq!(at("policies.pdf", "27 days of paid").page, Some(1));
     assert_eq!(at("policies.pdf", "teal lanyards").page, Some(2));

@@ -164,6 +164,9 @@ pub struct Trainer {
     val: Option<Batcher>,
     inputs: Vec<u32>,
     targets: Vec<u32>,
+    /// Where each position's packed example begins within its window (see
+    /// [`Trainer::with_example_starts`]).
+    starts: Vec<u32>,
     state: LoopState,
     ckpt_root: PathBuf,
     /// Steps at which to replace the gradient by NaN: fault injection for testing the guard.
@@ -227,6 +230,7 @@ impl Trainer {
             val,
             inputs: vec![0; b * t],
             targets: vec![0; b * t],
+            starts: vec![0; b * t],
             state,
             ckpt_root: run_dir.join("checkpoints"),
             inject_nan_at: Vec::new(),
@@ -254,6 +258,23 @@ impl Trainer {
                 )));
             }
             self.val = self.val.map(|b| b.with_mask(m)).transpose()?;
+        }
+        Ok(self)
+    }
+
+    /// Keeps attention inside packed examples: `train` and `val` are the offsets where
+    /// each example begins in the training / validation tokens (as `ingest` writes
+    /// `train.starts`). Each example then trains exactly as it would alone.
+    pub fn with_example_starts(
+        mut self,
+        train: Option<Vec<u64>>,
+        val: Option<Vec<u64>>,
+    ) -> Result<Trainer, TrainError> {
+        if let Some(s) = train {
+            self.train = self.train.with_example_starts(s)?;
+        }
+        if let Some(s) = val {
+            self.val = self.val.map(|b| b.with_example_starts(s)).transpose()?;
         }
         Ok(self)
     }
@@ -377,8 +398,20 @@ impl Trainer {
             n_targets: 0,
         };
         for _ in 0..n_batches {
-            batcher.next_batch(&mut self.inputs, &mut self.targets);
-            let l = self.model.eval_loss(&self.inputs, &self.targets)?;
+            let starts: &[u32] = if batcher.has_example_starts() {
+                batcher.next_batch_with_starts(
+                    &mut self.inputs,
+                    &mut self.targets,
+                    &mut self.starts,
+                );
+                &self.starts
+            } else {
+                batcher.next_batch(&mut self.inputs, &mut self.targets);
+                &[]
+            };
+            let l = self
+                .model
+                .eval_loss_packed(&self.inputs, &self.targets, starts)?;
             total.loss_sum += l.loss_sum;
             total.n_targets += l.n_targets;
         }
@@ -395,16 +428,26 @@ impl Trainer {
         let mut mean_sum = 0.0;
         for micro in 0..accum {
             let t = Instant::now();
-            self.train.next_batch(&mut self.inputs, &mut self.targets);
+            let packed = self.train.has_example_starts();
+            if packed {
+                self.train.next_batch_with_starts(
+                    &mut self.inputs,
+                    &mut self.targets,
+                    &mut self.starts,
+                );
+            } else {
+                self.train.next_batch(&mut self.inputs, &mut self.targets);
+            }
             totals.data_s += t.elapsed().as_secs_f64();
             self.model.dropout_seed = self
                 .opts
                 .seed
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 .wrapping_add(self.state.step * accum as u64 + micro as u64);
-            let l = self.model.forward_backward(
+            let l = self.model.forward_backward_packed(
                 &self.inputs,
                 &self.targets,
+                if packed { &self.starts } else { &[] },
                 1.0 / accum as f32,
                 &self.times,
             )?;

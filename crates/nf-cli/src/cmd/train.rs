@@ -47,6 +47,10 @@ pub struct RunConfig {
     pub batch_size: usize,
     pub seq_len: usize,
     pub recompute: bool,
+    /// Attention crosses example boundaries inside a window (false: each example attends
+    /// only to itself; runs from before this field existed read as false).
+    #[serde(default)]
+    pub cross_example_attention: bool,
     /// `as-loaded`, `bf16` or `q8_0`: how a LoRA run stores its frozen f32 base.
     #[serde(default = "as_loaded")]
     pub base_dtype: String,
@@ -88,6 +92,7 @@ impl RunConfig {
             "batch": self.batch_size, "seq": self.seq_len, "options": o,
             "base_dtype": self.base_dtype,
             "val_fraction": self.val_fraction,
+            "cross_example_attention": self.cross_example_attention,
         });
         nf_train::hash::sha256_bytes(key.to_string().as_bytes())
     }
@@ -277,9 +282,12 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         eprintln!("warning: {w}");
     }
     let train_mask = loss_mask(&stream)?;
-    let (train, val, train_mask, val_mask) = if cfg.val_data.is_empty() {
+    let isolate = !cfg.cross_example_attention;
+    let train_starts = isolate.then(|| example_starts(&stream)).transpose()?;
+    let (train, val, train_mask, val_mask, train_starts, val_starts) = if cfg.val_data.is_empty() {
         let (t, v) = split_train_val(stream.into_tokens(), cfg.val_fraction);
-        // The split holds out the tail; the mask splits at the same place.
+        // The split holds out the tail; the mask and the example starts split at the same
+        // place.
         let (tm, vm) = match train_mask {
             Some(mut m) => {
                 let vm = m.split_off(t.len());
@@ -287,11 +295,26 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             }
             None => (None, None),
         };
-        (t, (!v.is_empty()).then_some(v), tm, vm)
+        let (ts, vs) = match train_starts {
+            Some(s) => {
+                let (ts, vs) = split_starts(s, t.len() as u64);
+                (Some(ts), Some(vs))
+            }
+            None => (None, None),
+        };
+        (t, (!v.is_empty()).then_some(v), tm, vm, ts, vs)
     } else {
         let vs = TokenStream::from_paths(&cfg.val_data, &tokenizer)?;
         let vm = loss_mask(&vs)?;
-        (stream.into_tokens(), Some(vs.into_tokens()), train_mask, vm)
+        let v_starts = isolate.then(|| example_starts(&vs)).transpose()?;
+        (
+            stream.into_tokens(),
+            Some(vs.into_tokens()),
+            train_mask,
+            vm,
+            train_starts,
+            v_starts,
+        )
     };
     let seq_len = cfg.seq_len.min(model.config.max_seq_len);
     let mut cfg = cfg;
@@ -315,26 +338,20 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             "give more text, or a smaller --seq-len",
         ));
     }
-    let (val, val_mask) = match val.filter(|v| {
+    let (val, val_mask, val_starts) = match val.filter(|v| {
         let ok = v.len() >= need;
         if !ok {
             eprintln!("warning: validation split has {} tokens, fewer than one window of {need}; validation is off (give more data, a larger --val-fraction, or --val)", v.len());
         }
         ok
     }) {
-        Some(v) => (Some(v), val_mask),
-        None => (None, None),
+        Some(v) => (Some(v), val_mask, val_starts),
+        None => (None, None, None),
     };
     let hashes = RunHashes {
         config: cfg.config_hash(&model),
         base_model: base_hash,
-        data: match &train_mask {
-            // A changed mask changes the training as surely as changed tokens.
-            Some(m) => nf_train::hash::sha256_bytes(
-                format!("{}{}", tokens_hash(&train), nf_train::hash::sha256_bytes(m)).as_bytes(),
-            ),
-            None => tokens_hash(&train),
-        },
+        data: data_hash(&train, train_mask.as_deref(), train_starts.as_deref()),
     };
     let method = cfg.method()?;
     let total_params = model.config.n_params();
@@ -361,7 +378,8 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         })?;
     }
     let mut trainer = Trainer::new(tm, cfg.options.clone(), train, val, &run_dir, hashes)?
-        .with_loss_masks(train_mask, val_mask)?;
+        .with_loss_masks(train_mask, val_mask)?
+        .with_example_starts(train_starts, val_starts)?;
     // A quick GEMM measurement (a few milliseconds) so the report can say what fraction of
     // this machine's f32 peak the run achieved.
     trainer.peak_gflops = Some(nf_engine::matmul::sgemm_peak_gflops(512, 3));
@@ -518,6 +536,70 @@ fn loss_mask(stream: &TokenStream) -> Result<Option<Vec<u8>>> {
         }
     }
     Ok(Some(out))
+}
+
+/// The training data's identity: its tokens, and the loss mask and example starts where
+/// they apply, since either changes the training as surely as changed tokens.
+fn data_hash(tokens: &[u32], mask: Option<&[u8]>, starts: Option<&[u64]>) -> String {
+    let mut key = tokens_hash(tokens);
+    if let Some(m) = mask {
+        key.push_str(&nf_train::hash::sha256_bytes(m));
+    }
+    let Some(s) = starts else {
+        return if mask.is_some() {
+            nf_train::hash::sha256_bytes(key.as_bytes())
+        } else {
+            key
+        };
+    };
+    let bytes: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
+    key.push_str(&nf_train::hash::sha256_bytes(&bytes));
+    nf_train::hash::sha256_bytes(key.as_bytes())
+}
+
+/// Where each example begins in a token stream: a dataset shard's sibling `.starts`
+/// shard (as `ingest` writes, one entry per window or example), else the start of the
+/// source itself (a text file is one document).
+fn example_starts(stream: &TokenStream) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut base = 0u64;
+    for src in stream.sources() {
+        let path = src.path.with_extension("starts");
+        if src.path.extension().is_some_and(|e| e == "bin") && path.is_file() {
+            let starts = nf_data::dataset::TokenShard::open(&path)?.to_vec();
+            let ok = starts.first() == Some(&0)
+                && starts.windows(2).all(|w| w[0] < w[1])
+                && starts.last().is_some_and(|&s| (s as usize) < src.tokens);
+            if !ok {
+                return Err(user_error(
+                    "corrupt",
+                    format!(
+                        "{}: example starts are not ascending offsets below the {} tokens of {}",
+                        path.display(),
+                        src.tokens,
+                        src.path.display()
+                    ),
+                    "ingest the dataset again",
+                ));
+            }
+            out.extend(starts.iter().map(|&s| base + s as u64));
+        } else if src.tokens > 0 {
+            out.push(base);
+        }
+        base += src.tokens as u64;
+    }
+    Ok(out)
+}
+
+/// Splits ascending example starts at token `at`: those before it, and those from it on
+/// relative to it (with one at 0: the example cut by the split continues there).
+fn split_starts(mut starts: Vec<u64>, at: u64) -> (Vec<u64>, Vec<u64>) {
+    let k = starts.partition_point(|&s| s < at);
+    let mut val: Vec<u64> = starts.split_off(k).into_iter().map(|s| s - at).collect();
+    if val.first() != Some(&0) {
+        val.insert(0, 0);
+    }
+    (starts, val)
 }
 
 struct SampleCtx {
@@ -785,6 +867,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         batch_size: a.batch_size,
         seq_len: a.seq_len,
         recompute: a.recompute,
+        cross_example_attention: a.cross_example_attention,
         base_dtype: {
             base_dtype(&a.base_dtype)?;
             a.base_dtype.clone()

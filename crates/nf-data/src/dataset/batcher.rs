@@ -71,6 +71,11 @@ pub struct Batcher {
     /// Per token: 1 where it is a training target, 0 where its loss is masked (prompts and
     /// earlier turns of chat data). `None`: every token is a target.
     mask: Option<Vec<u8>>,
+    /// Ascending offsets into `tokens` where each packed example begins (see
+    /// [`Batcher::with_example_starts`]). Empty: nothing known about examples.
+    example_starts: Vec<u64>,
+    /// The first token offset of each window of the last batch.
+    window_firsts: Vec<usize>,
     batch_size: usize,
     seq_len: usize,
     sampling: Sampling,
@@ -111,6 +116,8 @@ impl Batcher {
         Ok(Batcher {
             tokens,
             mask: None,
+            example_starts: Vec::new(),
+            window_firsts: Vec::with_capacity(batch_size),
             batch_size,
             seq_len,
             sampling,
@@ -136,12 +143,69 @@ impl Batcher {
         Ok(self)
     }
 
+    /// Records where the packed examples begin (ascending offsets into the tokens, as
+    /// `ingest` writes `train.starts`), so that [`Batcher::next_batch_with_starts`] can say,
+    /// for every position of a window, where its example begins.
+    pub fn with_example_starts(mut self, starts: Vec<u64>) -> Result<Batcher> {
+        let n = self.tokens.len() as u64;
+        if starts.windows(2).any(|w| w[0] >= w[1]) || starts.last().is_some_and(|&s| s >= n) {
+            return Err(DatasetError::InvalidConfig(format!(
+                "example starts must ascend and lie below the {n} tokens"
+            )));
+        }
+        self.example_starts = starts;
+        Ok(self)
+    }
+
+    /// Whether example starts were given.
+    pub fn has_example_starts(&self) -> bool {
+        !self.example_starts.is_empty()
+    }
+
+    /// [`Batcher::next_batch`], also filling `starts` (`batch_size * seq_len`) with, for each
+    /// position, the position within its window where its example begins: 0 up to the
+    /// first example that begins inside the window, then that example's first position,
+    /// and so on. Without example starts every entry is 0.
+    pub fn next_batch_with_starts(
+        &mut self,
+        inputs: &mut [u32],
+        targets: &mut [u32],
+        starts: &mut [u32],
+    ) {
+        let t = self.seq_len;
+        assert_eq!(
+            starts.len(),
+            self.batch_size * t,
+            "starts must hold batch_size * seq_len entries"
+        );
+        self.fill_batch(inputs, targets);
+        for (row, &first) in starts.chunks_exact_mut(t).zip(&self.window_firsts) {
+            // The first example beginning after the window's first token.
+            let mut k = self.example_starts.partition_point(|&s| s <= first as u64);
+            let mut current = 0;
+            for (r, s) in row.iter_mut().enumerate() {
+                let pos = (first + r) as u64;
+                while k < self.example_starts.len() && self.example_starts[k] <= pos {
+                    current = (self.example_starts[k] - first as u64) as u32;
+                    k += 1;
+                }
+                *s = current;
+            }
+        }
+    }
+
     /// Fills `inputs` and `targets` (each `batch_size * seq_len`, row-major
     /// `[batch, seq]`) with the next batch. Allocates nothing.
     ///
     /// # Panics
     /// If either buffer does not have exactly `batch_size * seq_len` elements.
     pub fn next_batch(&mut self, inputs: &mut [u32], targets: &mut [u32]) {
+        self.fill_batch(inputs, targets);
+    }
+
+    /// [`Batcher::next_batch`], recording each window's first token offset.
+    fn fill_batch(&mut self, inputs: &mut [u32], targets: &mut [u32]) {
+        self.window_firsts.clear();
         let (b, t) = (self.batch_size, self.seq_len);
         assert_eq!(
             inputs.len(),
@@ -159,6 +223,7 @@ impl Batcher {
                 Sampling::Random => self.rng.below((self.tokens.len() - t) as u64) as usize,
                 Sampling::Sequential => self.cursor as usize * t,
             };
+            self.window_firsts.push(start);
             let window = &self.tokens[start..start + t + 1];
             inputs[row * t..(row + 1) * t].copy_from_slice(&window[..t]);
             let tg = &mut targets[row * t..(row + 1) * t];
@@ -326,6 +391,45 @@ mod tests {
                 (x, y)
             })
             .collect()
+    }
+
+    #[test]
+    fn example_starts_are_relative_to_each_window() {
+        // Tokens 0..20; examples begin at 0, 3, 9 and 10.
+        let mut b = Batcher::new(data(20), 2, 6, Sampling::Sequential, 0)
+            .unwrap()
+            .with_example_starts(vec![0, 3, 9, 10])
+            .unwrap();
+        assert!(b.has_example_starts());
+        let (mut x, mut y, mut s) = (vec![0; 12], vec![0; 12], vec![7; 12]);
+        b.next_batch_with_starts(&mut x, &mut y, &mut s);
+        // Window 0 holds tokens 0..6 (examples at 0 and 3); window 1 tokens 6..12, inside
+        // the example that began at 3 until 9, then 9, then 10.
+        assert_eq!(x, data(12));
+        assert_eq!(s, vec![0, 0, 0, 3, 3, 3, 0, 0, 0, 3, 4, 4]);
+        // Random windows agree with a direct computation from their first token.
+        let mut b = Batcher::new(data(200), 3, 16, Sampling::Random, 5)
+            .unwrap()
+            .with_example_starts((0..200).step_by(7).collect())
+            .unwrap();
+        let (mut x, mut y, mut s) = (vec![0; 48], vec![0; 48], vec![0; 48]);
+        for _ in 0..10 {
+            b.next_batch_with_starts(&mut x, &mut y, &mut s);
+            for (xr, sr) in x.chunks(16).zip(s.chunks(16)) {
+                let first = xr[0];
+                for (r, &st) in sr.iter().enumerate() {
+                    let pos = first + r as u32;
+                    let want = (pos / 7 * 7).saturating_sub(first);
+                    assert_eq!(st, want, "window at {first}, row {r}");
+                }
+            }
+        }
+        assert!(
+            Batcher::new(data(20), 1, 4, Sampling::Random, 0)
+                .unwrap()
+                .with_example_starts(vec![0, 5, 5])
+                .is_err()
+        );
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! | `documents.jsonl` | one [`DocumentLine`] per training window or example: its text (or messages), the source's path and sha256, the split, and where each paragraph came from. |
 //! | `train.bin`, `val.bin` | token shards ([`crate::dataset::shard`]): each window or example in source order, each text window after the document separator (BOS, else EOS). |
 //! | `train.mask`, `val.mask` | present when the dataset holds chat or completion examples (and masking was not turned off): a shard of the same length as its `.bin` whose ids are 0 or 1, 1 where the token is a training target (assistant turns; everything in text windows but the separator). |
+//! | `train.starts`, `val.starts` | a shard whose ids are the offsets in its `.bin` where each window or example begins, ascending, the first 0. |
 //!
 //! Windows and examples are packed back to back with their separators, so a training
-//! window may span two examples and attend across the boundary; the mask still keeps the
-//! loss on the assistant tokens only.
+//! window may span two examples. The trainer reads `*.starts` and keeps attention inside
+//! each example (and restarts its positions), so packing changes nothing an example
+//! learns; the mask keeps the loss on the assistant tokens only.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -104,6 +106,11 @@ pub struct Files {
     pub val: String,
     pub train_mask: Option<String>,
     pub val_mask: Option<String>,
+    /// Absent in datasets written before example starts were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_starts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_starts: Option<String>,
 }
 
 /// One source file and what became of it.

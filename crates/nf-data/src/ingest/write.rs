@@ -92,14 +92,17 @@ pub(super) fn write_staged(
     let mut val = Encoded::default();
     let mut lines = Vec::new();
     let mut has_examples = false;
+    // Where each window or example begins in its side's token array.
+    let (mut train_starts, mut val_starts) = (Vec::new(), Vec::new());
     for d in done.iter_mut() {
         for p in d.pieces.drain(..) {
             has_examples |= p.line.messages.is_some() || p.line.prompt.is_some();
-            let side = if p.line.split == "val" {
-                &mut val
+            let (side, starts) = if p.line.split == "val" {
+                (&mut val, &mut val_starts)
             } else {
-                &mut train
+                (&mut train, &mut train_starts)
             };
+            starts.push(side.ids.len() as u32);
             side.ids.extend_from_slice(&p.enc.ids);
             side.mask.extend_from_slice(&p.enc.mask);
             lines.push(p.line);
@@ -173,6 +176,8 @@ pub(super) fn write_staged(
             val: "val.bin".into(),
             train_mask: write_mask.then(|| "train.mask".into()),
             val_mask: write_mask.then(|| "val.mask".into()),
+            train_starts: Some("train.starts".into()),
+            val_starts: Some("val.starts".into()),
         },
         sources: done.iter().map(|d| d.entry.clone()).collect(),
     };
@@ -188,6 +193,13 @@ pub(super) fn write_staged(
         let vocab = tok.vocab_size();
         write_shard(&staging.join("train.bin"), &train.ids, vocab)?;
         write_shard(&staging.join("val.bin"), &val.ids, vocab)?;
+        // Offsets are below the side's length, which bounds them as a vocabulary would.
+        write_shard(
+            &staging.join("train.starts"),
+            &train_starts,
+            train.ids.len() + 1,
+        )?;
+        write_shard(&staging.join("val.starts"), &val_starts, val.ids.len() + 1)?;
         if write_mask {
             let m = |v: &[u8]| v.iter().map(|&b| b as u32).collect::<Vec<u32>>();
             write_shard(&staging.join("train.mask"), &m(&train.mask), 2)?;

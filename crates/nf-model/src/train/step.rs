@@ -116,9 +116,7 @@ impl Ctx<'_> {
             return std::iter::once(0..self.seq).collect();
         }
         // An example begins where a row's start is the row itself.
-        let mut firsts: Vec<usize> = (0..self.seq)
-            .filter(|&t| starts[t] as usize == t)
-            .collect();
+        let mut firsts: Vec<usize> = (0..self.seq).filter(|&t| starts[t] as usize == t).collect();
         firsts.push(self.seq);
         firsts.windows(2).map(|w| w[0]..w[1]).collect()
     }
