@@ -52,7 +52,7 @@ pub use entry::{Artifact, Entry, Outcome, Record, host_name, os_user, tree_hash}
 pub use export::entries_between;
 pub use export::{ExportFormat, export};
 pub use key::trusted_public_key;
-pub use key::{DeviceKey, KEY_FILE, PUBLIC_KEY_FILE};
+pub use key::{DeviceKey, KEY_FILE, PUBLIC_KEY_FILE, key_path};
 pub use log::{AuditLog, Head, read_entries};
 pub use time::{now, parse_time};
 pub use verify::verify_bytes;
