@@ -133,8 +133,9 @@
 //! `"run"`, `"adapter"`, `"model"`, `"checkpoint"`, `"export"`, `"dataset"` or
 //! `"document"`), `sha256` (string or null), `runs` (array of `{path, method, base_model,
 //! datasets}`), `datasets` (array of `{name, path, manifest_sha256}`), `documents` (array
-//! of `{path, sha256, dataset}`), `exports` (array of `{path, sha256, time}` from the
-//! audit log).
+//! of `{path, sha256, dataset}`), `exports` (array of `{path, sha256, time, command, seq}`
+//! from the audit log), `notes` (array of strings: e.g. a dataset re-ingested since the
+//! run, whose documents then come from the audit log).
 //!
 //! ## `model.stored`
 //! A model in the store (`models list`, `show`, `import`, `pull`). Fields: `name`, `path`,
@@ -336,6 +337,7 @@ pub enum Event {
         datasets: Vec<serde_json::Value>,
         documents: Vec<serde_json::Value>,
         exports: Vec<serde_json::Value>,
+        notes: Vec<String>,
     },
     #[serde(rename = "model.stored")]
     ModelStored {
