@@ -30,7 +30,13 @@ pub struct Global {
     pub threads: usize,
     /// Refuse every network access, even `models pull` (also NEURALFORGE_OFFLINE=1).
     /// Nothing else in NeuralForge ever opens a connection.
-    #[arg(long, global = true, env = "NEURALFORGE_OFFLINE")]
+    #[arg(
+        long,
+        global = true,
+        env = "NEURALFORGE_OFFLINE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub offline: bool,
 }
 

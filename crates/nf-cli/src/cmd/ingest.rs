@@ -111,6 +111,13 @@ fn run_inner(
         None if model_path.is_dir() || is_gguf(&model_path) => {
             (load_tokenizer(&model_path, None)?, model_path.clone())
         }
+        // A llama2.c checkpoint in the model store keeps its tokenizer beside it.
+        None if model_path.starts_with(home.join("models"))
+            && model_path.with_file_name("tokenizer.bin").is_file() =>
+        {
+            let t = model_path.with_file_name("tokenizer.bin");
+            (load_tokenizer(&t, None)?, t)
+        }
         None => {
             return Err(user_error(
                 "bad_input",
