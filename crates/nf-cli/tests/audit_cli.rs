@@ -509,3 +509,144 @@ fn failures_are_recorded_and_prompts_kept_only_when_asked() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("is not a time"), "{}", stderr(&o));
 }
+
+#[test]
+fn chat_records_each_turn_by_hash() {
+    let assets = require_assets!();
+    let home = temp_dir("audit-cli-chat");
+    let mut c = bin(&home)
+        .args([
+            "chat",
+            "-n",
+            "4",
+            "--temperature",
+            "0",
+            "--chat-template",
+            "chatml",
+        ])
+        .args(stories_model(&assets))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = c.stdin.take().unwrap();
+        stdin
+            .write_all(b"hello there\nmy password is hunter2\n")
+            .unwrap();
+    }
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let es = entries(&home);
+    let events: Vec<&str> = es
+        .iter()
+        .map(|e| e.event.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(events, ["start", "turn", "turn", "end"]);
+    assert_eq!(
+        es[2].inputs[0].sha256.as_deref(),
+        Some(nf_audit::sha256_hex(b"my password is hunter2").as_str())
+    );
+    assert_eq!(es[3].details.as_ref().unwrap()["turns"], 2);
+    let raw = std::fs::read_to_string(log(&home)).unwrap();
+    assert!(!raw.contains("hunter2"));
+}
+
+#[test]
+fn train_interrupt_and_resume_are_on_the_record() {
+    use std::io::{BufRead, BufReader};
+    let assets = require_assets!();
+    let home = temp_dir("audit-cli-interrupt");
+    let data = home.join("stories.txt");
+    let text =
+        std::fs::read_to_string(assets.join("corpus/tinystories_valid_sample_30k.txt")).unwrap();
+    std::fs::write(&data, &text[..12_000]).unwrap();
+    let run = home.join("run");
+    let mut child = bin(&home)
+        .args([
+            "--json",
+            "--threads",
+            "1",
+            "train",
+            "--data",
+            p(&data),
+            "--steps",
+            "100000",
+        ])
+        .args([
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "32",
+            "--lora-rank",
+            "2",
+            "--out",
+            p(&run),
+        ])
+        .args(["--eval-every", "1000000"])
+        .args(stories_model(&assets))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.contains("\"type\":\"train.step\"") && line.contains("\"step\":3,") {
+            let ok = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            break;
+        }
+    }
+    assert!(
+        child.wait().unwrap().success(),
+        "an interrupted run saves and exits 0"
+    );
+    // Resume, and interrupt again once it has taken a step (the config says 100000).
+    let mut o = bin(&home)
+        .args(["--json", "--threads", "1", "train", "--resume", p(&run)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = o.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().contains("\"type\":\"train.step\"") {
+            let _ = Command::new("kill")
+                .args(["-INT", &o.id().to_string()])
+                .status();
+            break;
+        }
+    }
+    assert!(o.wait().unwrap().success());
+    let es = entries(&home);
+    let events: Vec<&str> = es
+        .iter()
+        .map(|e| e.event.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(events, ["start", "interrupt", "resume", "interrupt"]);
+    let resume = &es[2];
+    assert!(
+        resume.inputs.iter().any(|a| a.kind == "checkpoint"),
+        "{:?}",
+        resume.inputs
+    );
+    assert!(resume.args.contains(&"--resume".to_string()));
+    let step = es[1].details.as_ref().unwrap()["final_step"]
+        .as_u64()
+        .unwrap();
+    assert!(step >= 3);
+    assert!(
+        es[3].details.as_ref().unwrap()["final_step"]
+            .as_u64()
+            .unwrap()
+            >= step
+    );
+    let (ok, text, _) = verify(&home);
+    assert!(ok, "{text}");
+}
