@@ -213,15 +213,22 @@ pub fn model_inputs(
     loaded_path: &Path,
 ) -> Result<Vec<Artifact>> {
     let mut v = model_artifacts(home, "model", loaded_path)?;
-    let given = crate::load::resolve_model_path(&args.model, home).unwrap_or_default();
-    if given.join("run.json").is_file() {
+    if let Ok(given) = crate::load::resolve_model_path(&args.model, home)
+        && given.join("run.json").is_file()
+    {
         v.push(Artifact::file("run", given.join("run.json"))?);
         if given.join("adapter").is_dir() && args.adapter.is_none() {
             v.push(Artifact::tree("adapter", given.join("adapter"))?);
         }
     }
     if let Some(a) = &args.adapter {
-        v.push(Artifact::path("adapter", a)?);
+        // A run folder's adapter is its adapter/ (not its checkpoints).
+        let dir = if a.join("adapter").is_dir() {
+            a.join("adapter")
+        } else {
+            a.clone()
+        };
+        v.push(Artifact::path("adapter", dir)?);
     }
     if let Some(t) = args.tokenizer.as_ref().filter(|t| t.is_file()) {
         v.push(Artifact::new(

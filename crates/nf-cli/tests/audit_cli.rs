@@ -350,6 +350,9 @@ fn a_torn_tail_is_recovered_by_the_next_command() {
         !ok && text.contains("torn tail: 12 bytes after entry 2"),
         "{text}"
     );
+    let o = bin(&home).args(["audit", "show"]).output().unwrap();
+    assert!(o.status.success() && stderr(&o).contains("12 bytes without a newline"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("#2 "));
     let o = export(&home);
     assert!(o.status.success(), "{}", stderr(&o));
     let (ok, text, _) = verify(&home);

@@ -37,6 +37,14 @@ fn show(a: &AuditShowArgs, home: &Path, out: &mut Output) -> Result<()> {
     let (since, until) = (time_arg(&a.since)?, time_arg(&a.until)?);
     let entries =
         nf_audit::entries_between(home, since.as_deref(), until.as_deref()).map_err(audit_error)?;
+    let log = nf_audit::audit_dir(home).join(nf_audit::LOG_FILE);
+    if let Ok((_, torn)) = nf_audit::read_entries(&log)
+        && torn > 0
+    {
+        eprintln!(
+            "note: the log ends in {torn} bytes without a newline (an interrupted write); `neuralforge audit verify` says more"
+        );
+    }
     if !out.is_json() && entries.is_empty() {
         eprintln!(
             "no audit entries{} in {}",
