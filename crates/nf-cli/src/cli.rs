@@ -28,6 +28,16 @@ pub struct Global {
     /// Threads for compute kernels (0 = all cores).
     #[arg(long, global = true, default_value_t = 0, value_name = "N")]
     pub threads: usize,
+    /// Refuse every network access, even `models pull` (also NEURALFORGE_OFFLINE=1).
+    /// Nothing else in NeuralForge ever opens a connection.
+    #[arg(
+        long,
+        global = true,
+        env = "NEURALFORGE_OFFLINE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub offline: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +60,129 @@ pub enum Command {
     /// Measure speed: prompt processing and decoding, or tokenizer throughput.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The tamper-evident audit log: show, verify, export; make a signing key.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Where an artifact came from (run, dataset, source documents), or what used a document.
+    Lineage(LineageArgs),
+    /// The model store in <home>/models: list, import, pull from a hub, show, remove.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the log's entries (oldest first).
+    Show(AuditShowArgs),
+    /// Check the hash chain, head and signatures; exit 1 naming the first broken entry.
+    Verify,
+    /// Write the entries for an auditor as JSON or CSV.
+    Export(AuditExportArgs),
+    /// Create this device's ed25519 signing key (audit/device.key, mode 0600); later
+    /// entries are signed.
+    Keygen,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditShowArgs {
+    /// Only entries at or after this time: RFC 3339, a date, or an age such as 24h or 7d.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only entries before this time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// json (one document with the verification result) or csv (one row per entry).
+    #[arg(long, default_value = "json", value_name = "FORMAT")]
+    pub format: String,
+    /// Only entries at or after this time: RFC 3339, a date, or an age such as 24h or 7d.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only entries before this time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Write to this file (atomically) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LineageArgs {
+    /// A run folder, its adapter/ or model/ folder, a checkpoint, an exported file, or a
+    /// dataset (folder or name).
+    #[arg(value_name = "ARTIFACT", required_unless_present = "document")]
+    pub artifact: Option<PathBuf>,
+    /// Instead: every dataset, run and export that used this document (matched by sha256).
+    #[arg(long, value_name = "FILE", conflicts_with = "artifact")]
+    pub document: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// The models in <home>/models/.
+    List,
+    /// Copy (or link) a local model into the store: an HF folder, a .gguf, or a llama2.c
+    /// .bin (with its tokenizer.bin beside it, or --tokenizer).
+    Import(ModelsImportArgs),
+    /// Download a model repository from the Hugging Face hub (or a mirror) into the store.
+    Pull(ModelsPullArgs),
+    /// One stored model: its source and the sha256 of each file.
+    Show(ModelsNameArgs),
+    /// Remove a stored model.
+    Rm(ModelsNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsImportArgs {
+    /// The model folder or file.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Name in the store (default: the folder or file name without extension).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// A llama2.c tokenizer.bin to store with a .bin checkpoint.
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// Hard-link the files instead of copying them (same file system only; falls back to
+    /// a copy).
+    #[arg(long)]
+    pub link: bool,
+    /// Replace a stored model of this name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsPullArgs {
+    /// The repository, e.g. HuggingFaceTB/SmolLM2-135M-Instruct.
+    #[arg(value_name = "REPO")]
+    pub repo: String,
+    /// Branch, tag or commit.
+    #[arg(long, default_value = "main", value_name = "REV")]
+    pub revision: String,
+    /// Only files matching this glob (`*` and `?`; repeatable), e.g. `*.safetensors`.
+    /// Default: the files a model needs (config, weights, tokenizer, generation config).
+    #[arg(long, value_name = "PATTERN")]
+    pub include: Vec<String>,
+    /// Hub address (a mirror); default $HF_ENDPOINT or https://huggingface.co.
+    #[arg(long, env = "HF_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Name in the store (default: the repository name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Replace a stored model of this name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsNameArgs {
+    /// The model's name in the store.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +349,9 @@ pub struct GenerateArgs {
     /// llama3) or a file holding a Jinja template.
     #[arg(long, value_name = "NAME|FILE", requires = "chat")]
     pub chat_template: Option<String>,
+    /// Store the prompt itself in the audit log (default: only its sha256).
+    #[arg(long)]
+    pub audit_prompts: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -231,6 +367,9 @@ pub struct ChatArgs {
     /// llama3) or a file holding a Jinja template.
     #[arg(long, value_name = "NAME|FILE")]
     pub chat_template: Option<String>,
+    /// Store each message itself in the audit log (default: only its sha256).
+    #[arg(long)]
+    pub audit_prompts: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }

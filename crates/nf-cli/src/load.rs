@@ -186,6 +186,16 @@ fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
     let tokenizer = match (own_tokenizer, &args.tokenizer) {
         (Some(t), _) => t,
         (None, Some(tp)) => load_tokenizer(tp, Some(model.config.vocab_size))?,
+        // A llama2.c checkpoint in the model store keeps its tokenizer beside it.
+        (None, None)
+            if path.starts_with(home.join("models"))
+                && path.with_file_name("tokenizer.bin").is_file() =>
+        {
+            load_tokenizer(
+                &path.with_file_name("tokenizer.bin"),
+                Some(model.config.vocab_size),
+            )?
+        }
         (None, None) => {
             return Err(user_error(
                 "bad_input",

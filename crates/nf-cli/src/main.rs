@@ -1,6 +1,7 @@
 //! `neuralforge`: the command-line front end. It parses arguments, runs a command, and
 //! decides what goes to stdout (text or NDJSON events) and stderr (errors, hints, stats).
 
+mod audit;
 mod cli;
 mod cmd;
 mod errors;
@@ -30,6 +31,9 @@ fn main() -> ExitCode {
         Command::Ingest(a) => cmd::ingest::run(a, &home, &mut out),
         Command::Datasets(d) => cmd::datasets::run(d, &home, &mut out),
         Command::Bench(b) => cmd::bench::run(b, &home, &mut out),
+        Command::Audit(a) => cmd::audit::run(a, &home, &mut out),
+        Command::Lineage(a) => cmd::lineage::run(a, &home, &mut out),
+        Command::Models(m) => cmd::models::run(m, &home, cli.global.offline, &mut out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,6 +108,46 @@
 //! `windows`, `examples` (integers), `samples` (array of strings: decoded training
 //! windows; `show` only, else empty).
 //!
+//! ## `audit.entry`
+//! One entry of the audit log (`audit show`). Fields: `entry` (object: the entry exactly as
+//! in `audit/audit.ndjson`: `seq`, `time`, `user`, `host`, `command`, `args`, `event`?,
+//! `inputs`, `outputs` (arrays of `{kind, path?, sha256?}`), `result` (`"ok"` or
+//! `"error"`), `error`?, `details`?, `prev`, `key`?, `sig`?; see the `nf-audit` crate).
+//!
+//! ## `audit.verify`
+//! The result of `audit verify`. Fields: `intact` (boolean), `entries` (integer: entries
+//! checked before the first problem, or all), `signed` (integer), `first_time`,
+//! `last_time` (strings or null), `head_seq` (integer or null), `key` (string or null: the
+//! device public key signatures were checked against), `problem` (string or null: the
+//! first broken entry and why), `problem_kind` (null or one of `"edited"`, `"deleted"`,
+//! `"reordered"`, `"truncated"`, `"torn_tail"`, `"bad_signature"`, `"head"`),
+//! `problem_seq` (integer or null: the entry it is reported at), `notes` (array of strings).
+//!
+//! ## `audit.exported`
+//! `audit export --out FILE` wrote the file. Fields: `path` (string), `format` (`"json"`
+//! or `"csv"`), `entries` (integer).
+//!
+//! ## `lineage`
+//! Where an artifact came from (`lineage ARTIFACT`) or what used a document (`lineage
+//! --document FILE`). Fields: `artifact` (string: the path asked about), `kind` (string:
+//! `"run"`, `"adapter"`, `"model"`, `"checkpoint"`, `"export"`, `"dataset"` or
+//! `"document"`), `sha256` (string or null), `runs` (array of `{path, method, base_model,
+//! datasets}`), `datasets` (array of `{name, path, manifest_sha256}`), `documents` (array
+//! of `{path, sha256, dataset}`), `exports` (array of `{path, sha256, time, command, seq}`
+//! from the audit log), `notes` (array of strings: e.g. a dataset re-ingested since the
+//! run, whose documents then come from the audit log).
+//!
+//! ## `model.stored`
+//! A model in the store (`models list`, `show`, `import`, `pull`). Fields: `name`, `path`,
+//! `format` (`"hf"`, `"gguf"`, `"llama2c"`), `source` (string: where it came from: a path
+//! or `hf://REPO@REVISION`), `added` (string, RFC 3339), `bytes` (integer), `files` (array
+//! of `{path, size, sha256}`; `show`, `import` and `pull` only, else empty).
+//!
+//! ## `download.progress`
+//! Bytes of one file downloaded by `models pull`. Fields: `file` (string: the path in the
+//! repository), `done` (integer: bytes on disk, including a resumed `.partial`), `total`
+//! (integer or null when the server did not say).
+//!
 //! ## `progress`
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
 //! null when unknown), `unit` (string, e.g. `"bytes"`, `"files"`, `"steps"`).
@@ -265,6 +305,55 @@ pub enum Event {
         windows: u64,
         examples: u64,
         samples: Vec<String>,
+    },
+    #[serde(rename = "audit.entry")]
+    AuditEntry { entry: serde_json::Value },
+    #[serde(rename = "audit.verify")]
+    AuditVerify {
+        intact: bool,
+        entries: u64,
+        signed: u64,
+        first_time: Option<String>,
+        last_time: Option<String>,
+        head_seq: Option<u64>,
+        key: Option<String>,
+        problem: Option<String>,
+        problem_kind: Option<String>,
+        problem_seq: Option<u64>,
+        notes: Vec<String>,
+    },
+    #[serde(rename = "audit.exported")]
+    AuditExported {
+        path: String,
+        format: String,
+        entries: u64,
+    },
+    #[serde(rename = "lineage")]
+    Lineage {
+        artifact: String,
+        kind: String,
+        sha256: Option<String>,
+        runs: Vec<serde_json::Value>,
+        datasets: Vec<serde_json::Value>,
+        documents: Vec<serde_json::Value>,
+        exports: Vec<serde_json::Value>,
+        notes: Vec<String>,
+    },
+    #[serde(rename = "model.stored")]
+    ModelStored {
+        name: String,
+        path: String,
+        format: String,
+        source: String,
+        added: String,
+        bytes: u64,
+        files: Vec<serde_json::Value>,
+    },
+    #[serde(rename = "download.progress")]
+    DownloadProgress {
+        file: String,
+        done: u64,
+        total: Option<u64>,
     },
     #[serde(rename = "progress")]
     Progress {

@@ -93,6 +93,11 @@ pub struct RunHashes {
     pub base_model: String,
     /// The training tokens.
     pub data: String,
+    /// Lineage: the sha256 of each dataset's `manifest.json` the tokens came from (empty
+    /// for plain files). Recorded in every checkpoint; not compared on resume (the tokens'
+    /// hash already is), so re-ingesting the same documents does not block a resume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<String>,
 }
 
 /// The loop's own state, saved in every checkpoint.

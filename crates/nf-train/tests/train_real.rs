@@ -19,6 +19,7 @@ fn hashes() -> RunHashes {
         config: "test".into(),
         base_model: "test".into(),
         data: "test".into(),
+        datasets: Vec::new(),
     }
 }
 

@@ -19,8 +19,26 @@ use crate::errors::user_error;
 use crate::load::load;
 use crate::output::Output;
 
+/// Audited: a `start` entry with the model's files, a `turn` entry per message (its
+/// sha256; the text only with `--audit-prompts`), and an `end` entry with the turn count.
 pub fn run(args: &ChatArgs, home: &Path, out: &mut Output) -> Result<()> {
+    crate::audit::scoped(home, "chat", |rec| run_inner(args, home, out, rec))
+}
+
+fn run_inner(
+    args: &ChatArgs,
+    home: &Path,
+    out: &mut Output,
+    rec: &mut nf_audit::Record,
+) -> Result<()> {
     let loaded = load(&args.model, home)?;
+    rec.inputs = crate::audit::model_inputs(home, &args.model, &loaded.model.path)?;
+    if let Some(s) = &args.system {
+        rec.inputs.push(crate::audit::prompt_input("system", s));
+    }
+    crate::audit::append(home, rec.clone().event("start"))?;
+    rec.event = Some("end".into());
+    let mut turns = 0u64;
     announce(&loaded, out)?;
     let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let template = chat_template(tok, args.chat_template.as_deref())?;
@@ -62,6 +80,16 @@ pub fn run(args: &ChatArgs, home: &Path, out: &mut Output) -> Result<()> {
             }
             _ => {}
         }
+        turns += 1;
+        let mut turn = crate::audit::record("chat")
+            .event("turn")
+            .input(crate::audit::prompt_input("message", &line))
+            .details(serde_json::json!({"turn": turns}));
+        if args.audit_prompts {
+            turn = turn.details(serde_json::json!({"turn": turns, "message": line}));
+        }
+        crate::audit::append(home, turn)?;
+        rec.details = Some(serde_json::json!({"turns": turns}));
         messages.push(ChatMessage {
             role: "user".into(),
             content: line,

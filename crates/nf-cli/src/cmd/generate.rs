@@ -13,9 +13,39 @@ use crate::errors::user_error;
 use crate::load::{Loaded, load};
 use crate::output::Output;
 
+/// Audited: the model's files, the prompt's sha256 (the prompt itself only with
+/// `--audit-prompts`) and the generated text's sha256.
 pub fn run(args: &GenerateArgs, home: &Path, out: &mut Output) -> Result<()> {
-    let loaded = load(&args.model, home)?;
-    announce(&loaded, out)?;
+    crate::audit::scoped(home, "generate", |rec| {
+        let loaded = load(&args.model, home)?;
+        rec.inputs = crate::audit::model_inputs(home, &args.model, &loaded.model.path)?;
+        rec.inputs
+            .push(crate::audit::prompt_input("prompt", &args.prompt));
+        if let Some(s) = &args.system {
+            rec.inputs.push(crate::audit::prompt_input("system", s));
+        }
+        if args.audit_prompts {
+            rec.details = Some(serde_json::json!({"prompt": args.prompt, "system": args.system}));
+        }
+        let (g, text) = run_loaded(args, &loaded, out)?;
+        rec.outputs
+            .push(nf_audit::Artifact::text_hash("generation", &text));
+        let d = rec.details.get_or_insert_with(|| serde_json::json!({}));
+        d["generated_tokens"] = g.tokens.len().into();
+        d["stop"] = g.stop.name().into();
+        if args.audit_prompts {
+            d["generation"] = text.clone().into();
+        }
+        Ok(())
+    })
+}
+
+fn run_loaded(
+    args: &GenerateArgs,
+    loaded: &Loaded,
+    out: &mut Output,
+) -> Result<(Generation, String)> {
+    announce(loaded, out)?;
     let prompt_ids = if args.chat {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
@@ -35,8 +65,9 @@ pub fn run(args: &GenerateArgs, home: &Path, out: &mut Output) -> Result<()> {
             .tokenizer
             .encode(&args.prompt, loaded.tokenizer.add_bos_default(), true)?
     };
-    let g = run_generation(&loaded, &prompt_ids, &args.sampling, out)?;
-    finish(&g, out)
+    let g = run_generation(loaded, &prompt_ids, &args.sampling, out)?;
+    finish(&g, out)?;
+    Ok(g)
 }
 
 /// Emits `model.loaded` in `--json` mode.

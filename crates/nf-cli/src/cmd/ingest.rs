@@ -49,7 +49,18 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Audited: the entry lists every source document (path, sha256), the tokenizer, and the
+/// dataset written (its `manifest.json`'s sha256).
 pub fn run(args: &IngestArgs, home: &Path, out: &mut Output) -> Result<()> {
+    crate::audit::scoped(home, "ingest", |rec| run_inner(args, home, out, rec))
+}
+
+fn run_inner(
+    args: &IngestArgs,
+    home: &Path,
+    out: &mut Output,
+    rec: &mut nf_audit::Record,
+) -> Result<()> {
     let (name, dir) = match (&args.name, &args.out) {
         (Some(n), Some(o)) => (n.clone(), o.clone()),
         (Some(n), None) => {
@@ -99,6 +110,13 @@ pub fn run(args: &IngestArgs, home: &Path, out: &mut Output) -> Result<()> {
         Some(t) => (load_tokenizer(t, None)?, t.clone()),
         None if model_path.is_dir() || is_gguf(&model_path) => {
             (load_tokenizer(&model_path, None)?, model_path.clone())
+        }
+        // A llama2.c checkpoint in the model store keeps its tokenizer beside it.
+        None if model_path.starts_with(home.join("models"))
+            && model_path.with_file_name("tokenizer.bin").is_file() =>
+        {
+            let t = model_path.with_file_name("tokenizer.bin");
+            (load_tokenizer(&t, None)?, t)
         }
         None => {
             return Err(user_error(
@@ -221,6 +239,29 @@ pub fn run(args: &IngestArgs, home: &Path, out: &mut Output) -> Result<()> {
     })?;
     let m = &outcome.manifest;
     let c = &m.counts;
+    rec.inputs.extend(
+        m.sources
+            .iter()
+            .map(|s| nf_audit::Artifact::new("document", &s.path, s.sha256.clone())),
+    );
+    rec.inputs.push(nf_audit::Artifact::new(
+        "tokenizer",
+        &m.tokenizer.source,
+        m.tokenizer.sha256.clone(),
+    ));
+    if outcome.written {
+        rec.outputs.push(nf_audit::Artifact::new(
+            "dataset",
+            &outcome.dir,
+            Some(nf_audit::sha256_file(&outcome.dir.join("manifest.json"))?),
+        ));
+    }
+    rec.details = Some(serde_json::json!({
+        "dataset": name,
+        "sources": c.sources, "ok": c.ok, "errors": c.errors, "skipped": c.skipped,
+        "train_tokens": m.split.train_tokens, "val_tokens": m.split.val_tokens,
+        "written": outcome.written,
+    }));
     if !json {
         eprintln!(
             "ingested {} of {} files ({} failed, {} skipped): {} train / {} val tokens in {} windows and {} examples; {} duplicate paragraphs removed",
@@ -354,9 +395,12 @@ pub fn resolve_dataset(name: &Path, home: &Path) -> Option<PathBuf> {
 
 /// `train --data`: each dataset (folder or name) among `paths` becomes its `train.bin`,
 /// and its `val.bin`, when it holds tokens, is returned as validation data. Other paths
-/// are kept as they are.
-pub fn expand_datasets(paths: &[PathBuf], home: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let (mut data, mut val) = (Vec::new(), Vec::new());
+/// are kept as they are. The third list is the datasets used (for lineage).
+pub fn expand_datasets(
+    paths: &[PathBuf],
+    home: &Path,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>, Vec<DatasetRef>)> {
+    let (mut data, mut val, mut used) = (Vec::new(), Vec::new(), Vec::new());
     for p in paths {
         let Some(dir) = resolve_dataset(p, home).filter(|_| !p.is_file()) else {
             data.push(p.clone());
@@ -368,6 +412,27 @@ pub fn expand_datasets(paths: &[PathBuf], home: &Path) -> Result<(Vec<PathBuf>, 
         if m.split.val_tokens > 0 && v.is_file() {
             val.push(v);
         }
+        used.push(DatasetRef::of(&dir, &m.name)?);
     }
-    Ok((data, val))
+    Ok((data, val, used))
+}
+
+/// A dataset a run trained on, as `run.json` records it (lineage).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DatasetRef {
+    pub name: String,
+    pub path: PathBuf,
+    /// sha256 of its `manifest.json` when the run was configured.
+    pub manifest_sha256: String,
+}
+
+impl DatasetRef {
+    pub fn of(dir: &Path, name: &str) -> Result<DatasetRef> {
+        let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Ok(DatasetRef {
+            name: name.to_string(),
+            manifest_sha256: nf_audit::sha256_file(&path.join("manifest.json"))?,
+            path,
+        })
+    }
 }

@@ -1,8 +1,11 @@
+pub mod audit;
 pub mod bench;
 pub mod chat;
 pub mod datasets;
 pub mod generate;
 pub mod ingest;
 pub mod inspect;
+pub mod lineage;
+pub mod models;
 pub mod tokenize;
 pub mod train;

@@ -24,9 +24,11 @@ use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{ModelArgs, TrainArgs};
+use crate::cmd::ingest::DatasetRef;
 use crate::errors::user_error;
 use crate::load::{Loaded, load};
 use crate::output::Output;
+use nf_audit::{Artifact, Record};
 
 /// Everything a run needs, resolved: written to `run.json` before the first step and read
 /// back by `--resume`.
@@ -37,6 +39,9 @@ pub struct RunConfig {
     pub tokenizer: Option<PathBuf>,
     pub data: Vec<PathBuf>,
     pub val_data: Vec<PathBuf>,
+    /// Lineage: the datasets (made by `ingest`) among `data`, with their manifest hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetRef>,
     pub val_fraction: f32,
     /// `"full"` or `"lora"`.
     pub method: String,
@@ -246,7 +251,15 @@ fn duration(s: f64) -> String {
     }
 }
 
+/// Audited: a `start` (or `resume`) entry before the first step, naming the base model's
+/// files, tokenizer, datasets/data files and the run; and a last entry when the run ends
+/// (`finish`, `interrupt`, `early_stop`, or `end` with the error), naming the final
+/// adapter or model and the newest checkpoint.
 pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
+    crate::audit::scoped(home, "train", |rec| run_inner(args, home, out, rec))
+}
+
+fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) -> Result<()> {
     let (cfg, run_dir, resume) = match &args.resume {
         Some(dir) => (read_run_config(dir)?, dir.clone(), true),
         None => {
@@ -276,7 +289,7 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     let Loaded {
         model, tokenizer, ..
     } = load(&model_args, home)?;
-    let base_hash = hash_model_files(&model.path)?;
+    let (base_hash, base_files) = hash_model_files(&model.path)?;
     let stream = TokenStream::from_paths(&cfg.data, &tokenizer)?;
     for w in stream.warnings() {
         eprintln!("warning: {w}");
@@ -352,6 +365,11 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         config: cfg.config_hash(&model),
         base_model: base_hash,
         data: data_hash(&train, train_mask.as_deref(), train_starts.as_deref()),
+        datasets: cfg
+            .datasets
+            .iter()
+            .map(|d| d.manifest_sha256.clone())
+            .collect(),
     };
     let method = cfg.method()?;
     let total_params = model.config.n_params();
@@ -384,8 +402,9 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     // this machine's f32 peak the run achieved.
     trainer.peak_gflops = Some(nf_engine::matmul::sgemm_peak_gflops(512, 3));
     let mut warnings = Vec::new();
+    let mut resumed_from = None;
     if resume {
-        let (_, w) = trainer.resume().map_err(|e| match e {
+        let (step, w) = trainer.resume().map_err(|e| match e {
             nf_train::error::TrainError::Mismatch { .. } => user_error(
                 "mismatch",
                 e.to_string(),
@@ -398,7 +417,52 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             ),
         })?;
         warnings = w;
+        resumed_from = Some(step);
     }
+    // On the record before the first step.
+    let mut start = rec.clone().event(if resume { "resume" } else { "start" });
+    start.inputs = base_files
+        .iter()
+        .map(|(p, h)| Artifact::new("model", p, Some(h.clone())))
+        .collect();
+    if let Some(t) = cfg.tokenizer.as_ref().filter(|t| t.is_file()) {
+        start.inputs.push(Artifact::file("tokenizer", t)?);
+    }
+    for d in &cfg.datasets {
+        start.inputs.push(Artifact::new(
+            "dataset",
+            &d.path,
+            Some(d.manifest_sha256.clone()),
+        ));
+    }
+    let in_dataset = |p: &Path| {
+        cfg.datasets
+            .iter()
+            .any(|d| p.parent() == Some(d.path.as_path()))
+    };
+    for (kind, list) in [("data", &cfg.data), ("val-data", &cfg.val_data)] {
+        for p in list.iter().filter(|p| !in_dataset(p)) {
+            start.inputs.push(Artifact::file(kind, p)?);
+        }
+    }
+    if let Some(step) = resumed_from.filter(|s| *s > 0) {
+        start.inputs.push(checkpoint_artifact(&run_dir, step)?);
+    }
+    start.outputs = vec![Artifact::file("run", run_dir.join("run.json"))?];
+    let details = serde_json::json!({
+        "run_dir": run_dir.display().to_string(),
+        "method": cfg.method,
+        "steps": cfg.options.steps,
+        "start_step": trainer.step(),
+        "config_sha256": hashes_for_audit(&cfg).0,
+        "base_model_sha256": hashes_for_audit(&cfg).1,
+        "data_sha256": hashes_for_audit(&cfg).2,
+    });
+    start.details = Some(details.clone());
+    crate::audit::append(home, start)?;
+    rec.inputs = vec![Artifact::file("run", run_dir.join("run.json"))?];
+    rec.event = Some("end".into());
+    rec.details = Some(details);
     let events = File::options()
         .create(true)
         .append(true)
@@ -458,7 +522,34 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             "see the warnings above; lower --lr or check the data",
         )
     })?;
+    rec.event = Some(
+        match summary.reason.name() {
+            "completed" => "finish",
+            "interrupted" => "interrupt",
+            "early_stopped" => "early_stop",
+            other => other,
+        }
+        .into(),
+    );
     let output = save_final(&trainer, &cfg, &run_dir)?;
+    rec.outputs.push(Artifact::tree(
+        if output.ends_with("adapter") {
+            "adapter"
+        } else {
+            "model"
+        },
+        &output,
+    )?);
+    if summary.final_step > 0
+        && let Ok(c) = checkpoint_artifact(&run_dir, summary.final_step)
+    {
+        rec.outputs.push(c);
+    }
+    if let Some(d) = rec.details.as_mut() {
+        d["final_step"] = summary.final_step.into();
+        d["final_loss"] = summary.final_loss.into();
+        d["val_loss"] = summary.val_loss.into();
+    }
     let steps = summary.final_step - start_step;
     let tokens = steps as f64 * (cfg.batch_size * seq_len * cfg.options.grad_accum) as f64;
     let flops = trainer.model.flops_per_batch() * cfg.options.grad_accum as f64 * steps as f64;
@@ -490,6 +581,8 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         output: output.display().to_string(),
     };
     write_report(&run_dir, &report)?;
+    rec.outputs
+        .push(Artifact::file("report", run_dir.join("report.json"))?);
     if !sink.out.is_json() {
         print_report(&report, &ms);
     }
@@ -705,6 +798,15 @@ fn save_final(trainer: &Trainer, cfg: &RunConfig, run_dir: &Path) -> Result<Path
         meta.insert("base_model_sha256".into(), h.base_model.clone());
         meta.insert("data_sha256".into(), h.data.clone());
     }
+    if !cfg.datasets.is_empty() {
+        // Lineage travels with the adapter/model: which datasets (by manifest hash).
+        let list: Vec<String> = cfg
+            .datasets
+            .iter()
+            .map(|d| format!("{}:{}", d.name, d.manifest_sha256))
+            .collect();
+        meta.insert("datasets".into(), list.join(","));
+    }
     meta.insert("run_dir".into(), run_dir.display().to_string());
     let m = &trainer.model;
     let dir = if m.lora().is_some() {
@@ -737,9 +839,28 @@ fn save_final(trainer: &Trainer, cfg: &RunConfig, run_dir: &Path) -> Result<Path
     Ok(dir)
 }
 
+/// The config, base-model and data hashes of a run, for its audit details.
+fn hashes_for_audit(cfg: &RunConfig) -> (String, String, String) {
+    cfg.hashes.as_ref().map_or_else(Default::default, |h| {
+        (h.config.clone(), h.base_model.clone(), h.data.clone())
+    })
+}
+
+/// A checkpoint as an artifact: its folder, hashed by its `COMPLETE` marker (which lists
+/// the sha256 of every file in it).
+fn checkpoint_artifact(run_dir: &Path, step: u64) -> Result<Artifact> {
+    let dir = run_dir.join("checkpoints").join(format!("step-{step}"));
+    let marker = dir.join(nf_train::checkpoint::MARKER_FILE);
+    Ok(Artifact::new(
+        "checkpoint",
+        &dir,
+        Some(nf_audit::sha256_file(&marker)?),
+    ))
+}
+
 /// sha256 over the model's files (a folder's `config.json` and `*.safetensors`, or the
-/// single file), so a resume notices a replaced base.
-fn hash_model_files(path: &Path) -> Result<String> {
+/// single file), so a resume notices a replaced base; and each file with its own sha256.
+fn hash_model_files(path: &Path) -> Result<(String, Vec<(PathBuf, String)>)> {
     let mut files = Vec::new();
     if path.is_dir() {
         for e in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
@@ -758,10 +879,13 @@ fn hash_model_files(path: &Path) -> Result<String> {
         files.push(path.to_path_buf());
     }
     let mut all = String::new();
+    let mut each = Vec::new();
     for f in files {
-        all.push_str(&nf_train::hash::sha256_file(&f)?);
+        let h = nf_train::hash::sha256_file(&f)?;
+        all.push_str(&h);
+        each.push((f, h));
     }
-    Ok(nf_train::hash::sha256_bytes(all.as_bytes()))
+    Ok((nf_train::hash::sha256_bytes(all.as_bytes()), each))
 }
 
 fn read_run_config(dir: &Path) -> Result<RunConfig> {
@@ -799,7 +923,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
     }
     // A dataset made by `ingest` trains on its train.bin and validates on its val.bin
     // (unless --val says otherwise).
-    let (data, dataset_val) = crate::cmd::ingest::expand_datasets(&a.data, home)?;
+    let (data, dataset_val, datasets) = crate::cmd::ingest::expand_datasets(&a.data, home)?;
     let val = if a.val.is_empty() {
         dataset_val
     } else {
@@ -858,6 +982,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         tokenizer: a.tokenizer.as_deref().map(abs),
         data: data.iter().map(|p| abs(p)).collect(),
         val_data: val.iter().map(|p| abs(p)).collect(),
+        datasets,
         val_fraction: a.val_fraction,
         method: method.into(),
         lora_rank: a.lora_rank,

@@ -1,0 +1,269 @@
+//! How commands write to the audit log (`nf_audit`).
+//!
+//! Policy: **no unrecorded work.** A command that reads user data or writes an artifact
+//! first checks that the log can be written ([`scoped`] calls `preflight`) and refuses to
+//! start otherwise; when it ends, its entry (ok or error) is appended, and a failure to
+//! append fails the command (exit 1, code `audit`), even though its artifacts exist, so a
+//! script never takes an unrecorded artifact for a recorded one.
+//!
+//! The one call for another command (e.g. `export`):
+//!
+//! ```ignore
+//! crate::audit::append(home, crate::audit::record("export")
+//!     .input(nf_audit::Artifact::path("run", &run_dir)?)
+//!     .output(nf_audit::Artifact::path("export", &out_file)?))?;
+//! ```
+//!
+//! or, to record failures too, wrap the command's body:
+//! `crate::audit::scoped(home, "export", |rec| { ...; rec.outputs.push(..); Ok(()) })`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use nf_audit::{Artifact, AuditError, Outcome, Record};
+use serde::{Deserialize, Serialize};
+
+use crate::errors::UserError;
+
+/// Flags whose value is a prompt or system message: stored as `sha256:<hex>` unless the
+/// command line says `--audit-prompts`.
+const PROMPT_FLAGS: &[&str] = &["--prompt", "-p", "--system"];
+
+/// This process's arguments (without the program name), prompts replaced by their hashes.
+pub fn args() -> Vec<String> {
+    redact(std::env::args().skip(1).collect())
+}
+
+pub fn redact(args: Vec<String>) -> Vec<String> {
+    if args.iter().any(|a| a == "--audit-prompts") {
+        return args;
+    }
+    let hash = |v: &str| format!("sha256:{}", nf_audit::sha256_hex(v.as_bytes()));
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if PROMPT_FLAGS.contains(&a.as_str()) {
+            out.push(a);
+            if let Some(v) = it.next() {
+                out.push(hash(&v));
+            }
+        } else if let Some((flag, v)) = a.split_once('=')
+            && PROMPT_FLAGS.contains(&flag)
+        {
+            out.push(format!("{flag}={}", hash(v)));
+        } else if let Some(v) = a
+            .strip_prefix("-p")
+            .filter(|v| !v.is_empty() && !a.starts_with("--"))
+        {
+            out.push(format!("-p{}", hash(v)));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// A record of `command` with this process's (redacted) arguments.
+pub fn record(command: &str) -> Record {
+    Record::new(command, args())
+}
+
+/// Appends a record; an audit failure becomes a user-facing error.
+pub fn append(home: &Path, r: Record) -> Result<()> {
+    nf_audit::record(home, r).map_err(audit_error)?;
+    Ok(())
+}
+
+/// Fails when the log could not take an entry now.
+pub fn preflight(home: &Path) -> Result<()> {
+    nf_audit::AuditLog::open(home)
+        .and_then(|l| l.preflight())
+        .map_err(audit_error)
+}
+
+/// Runs `body` with a record to fill in (inputs, outputs, event, details) and appends it
+/// when `body` ends, with the error message when it failed.
+pub fn scoped<T>(
+    home: &Path,
+    command: &str,
+    body: impl FnOnce(&mut Record) -> Result<T>,
+) -> Result<T> {
+    preflight(home)?;
+    let mut rec = record(command);
+    let result = body(&mut rec);
+    match &result {
+        Ok(_) => rec.outcome = Outcome::Ok,
+        Err(e) => rec.outcome = Outcome::Error(crate::errors::one_line(e)),
+    }
+    if let Err(audit) = append(home, rec) {
+        return match result {
+            Ok(_) => Err(audit),
+            Err(e) => {
+                eprintln!(
+                    "warning: the failure could not be recorded: {}",
+                    crate::errors::one_line(&audit)
+                );
+                Err(e)
+            }
+        };
+    }
+    result
+}
+
+pub fn audit_error(e: AuditError) -> anyhow::Error {
+    let hint = match &e {
+        AuditError::Corrupt { .. } => {
+            "run `neuralforge audit verify`; to start a new chain, move the audit folder aside (keep it for the auditor)"
+        }
+        _ => {
+            "NeuralForge does not work unrecorded: make <home>/audit writable (permissions, disk space), then run again"
+        }
+    };
+    UserError {
+        code: "audit",
+        message: format!("audit log: {e}"),
+        hint: Some(hint.into()),
+    }
+    .into()
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CacheEntry {
+    size: u64,
+    mtime_ns: u128,
+    sha256: String,
+}
+
+/// The sha256 of a (possibly large) model file, cached in `<home>/audit/hash-cache.json`
+/// by path, size and modification time, so `generate` does not re-read gigabytes each
+/// time. The cache is only a speed-up: a missing or unreadable cache means hashing.
+pub fn cached_file_hash(home: &Path, path: &Path) -> Result<String> {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let meta = std::fs::metadata(&abs).map_err(|e| nf_audit::AuditError::Io {
+        path: abs.clone(),
+        source: e,
+    })?;
+    let mtime_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let cache_path = nf_audit::audit_dir(home).join("hash-cache.json");
+    let mut cache: BTreeMap<String, CacheEntry> = std::fs::read_to_string(&cache_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let key = abs.display().to_string();
+    if let Some(c) = cache.get(&key)
+        && c.size == meta.len()
+        && c.mtime_ns == mtime_ns
+    {
+        return Ok(c.sha256.clone());
+    }
+    let sha256 = nf_audit::sha256_file(&abs)?;
+    cache.insert(
+        key,
+        CacheEntry {
+            size: meta.len(),
+            mtime_ns,
+            sha256: sha256.clone(),
+        },
+    );
+    if let Ok(text) = serde_json::to_string(&cache) {
+        let _ = nf_formats::atomic::write_atomic(&cache_path, |w| {
+            std::io::Write::write_all(w, text.as_bytes())
+        });
+    }
+    Ok(sha256)
+}
+
+/// The files of a model path as artifacts: a single file, or a folder's files (weights,
+/// config, tokenizer), each with its sha256 (cached).
+pub fn model_artifacts(home: &Path, kind: &str, path: &Path) -> Result<Vec<Artifact>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            let p = e?.path();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if p.is_file() && !name.starts_with('.') {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    files
+        .iter()
+        .map(|f| Ok(Artifact::new(kind, f, Some(cached_file_hash(home, f)?))))
+        .collect()
+}
+
+/// What `--model/--tokenizer/--adapter` read, as artifacts: the base model's files (the
+/// loaded model's path), a run folder's `run.json` and final adapter, an `--adapter`
+/// folder, a `--tokenizer` file.
+pub fn model_inputs(
+    home: &Path,
+    args: &crate::cli::ModelArgs,
+    loaded_path: &Path,
+) -> Result<Vec<Artifact>> {
+    let mut v = model_artifacts(home, "model", loaded_path)?;
+    if let Ok(given) = crate::load::resolve_model_path(&args.model, home)
+        && given.join("run.json").is_file()
+    {
+        v.push(Artifact::file("run", given.join("run.json"))?);
+        if given.join("adapter").is_dir() && args.adapter.is_none() {
+            v.push(Artifact::tree("adapter", given.join("adapter"))?);
+        }
+    }
+    if let Some(a) = &args.adapter {
+        // A run folder's adapter is its adapter/ (not its checkpoints).
+        let dir = if a.join("adapter").is_dir() {
+            a.join("adapter")
+        } else {
+            a.clone()
+        };
+        v.push(Artifact::path("adapter", dir)?);
+    }
+    if let Some(t) = args.tokenizer.as_ref().filter(|t| t.is_file()) {
+        v.push(Artifact::new(
+            "tokenizer",
+            t,
+            Some(cached_file_hash(home, t)?),
+        ));
+    }
+    Ok(v)
+}
+
+/// A prompt (or message) as an input: its sha256 only, and the text in `details` only with
+/// `--audit-prompts`.
+pub fn prompt_input(kind: &str, text: &str) -> Artifact {
+    Artifact::text_hash(kind, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_are_replaced_by_hashes() {
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let h = format!("sha256:{}", nf_audit::sha256_hex(b"secret"));
+        assert_eq!(
+            redact(v(&["generate", "-m", "x", "--prompt", "secret", "-n", "5"])),
+            v(&["generate", "-m", "x", "--prompt", &h, "-n", "5"])
+        );
+        assert_eq!(
+            redact(v(&["generate", "-psecret", "--system=secret"])),
+            v(&["generate", &format!("-p{h}"), &format!("--system={h}")])
+        );
+        assert_eq!(redact(v(&["generate", "-p", "secret"]))[2], h);
+        let kept = v(&["generate", "--prompt", "secret", "--audit-prompts"]);
+        assert_eq!(redact(kept.clone()), kept);
+    }
+}

@@ -1,0 +1,601 @@
+//! The model store through the real binary: import, list, show, rm; and `models pull`
+//! against a hub served on loopback by this test (the hub's URL layout: revision and tree
+//! API, resolve with a redirect to a CDN path carrying `X-Linked-Etag`, Range, ETag):
+//! success, a connection cut halfway then resumed with Range, a wrong checksum (not
+//! installed), 404, and `--offline` / NEURALFORGE_OFFLINE refusing before any connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use nf_testkit::{require_assets, temp_dir};
+
+fn bin(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
+    c.env("NEURALFORGE_HOME", home);
+    c.env_remove("HF_ENDPOINT");
+    c.env_remove("NEURALFORGE_OFFLINE");
+    c
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+struct HubFile {
+    path: String,
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+/// A tiny Hugging Face hub on 127.0.0.1 serving one repository, `org/tiny`.
+struct FakeHub {
+    url: String,
+    /// Cut the next full download of an LFS file after half its bytes.
+    cut_next: Arc<AtomicBool>,
+    /// Advertise a wrong sha256 for LFS files.
+    wrong_sha: Arc<AtomicBool>,
+    /// Every request line and its Range header.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeHub {
+    fn start(files: Vec<(String, Vec<u8>)>) -> FakeHub {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let files: Arc<Vec<HubFile>> = Arc::new(
+            files
+                .into_iter()
+                .map(|(path, bytes)| HubFile {
+                    sha256: nf_audit::sha256_hex(&bytes),
+                    path,
+                    bytes,
+                })
+                .collect(),
+        );
+        let hub = FakeHub {
+            url,
+            cut_next: Arc::new(AtomicBool::new(false)),
+            wrong_sha: Arc::new(AtomicBool::new(false)),
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (cut, wrong, log) = (
+            Arc::clone(&hub.cut_next),
+            Arc::clone(&hub.wrong_sha),
+            Arc::clone(&hub.log),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (files, cut, wrong, log) = (
+                    Arc::clone(&files),
+                    Arc::clone(&cut),
+                    Arc::clone(&wrong),
+                    Arc::clone(&log),
+                );
+                std::thread::spawn(move || serve(conn, &files, &cut, &wrong, &log));
+            }
+        });
+        hub
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(body);
+}
+
+fn serve(
+    mut conn: TcpStream,
+    files: &[HubFile],
+    cut: &AtomicBool,
+    wrong: &AtomicBool,
+    log: &Mutex<Vec<String>>,
+) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    let mut range: Option<u64> = None;
+    let mut if_range: Option<String> = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or((&h, ""));
+        let v = v.trim().to_string();
+        match k.to_ascii_lowercase().as_str() {
+            "range" => {
+                range = v
+                    .strip_prefix("bytes=")
+                    .and_then(|r| r.trim_end_matches('-').parse().ok())
+            }
+            "if-range" => if_range = Some(v),
+            _ => {}
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    log.lock().unwrap().push(format!("{path} range={range:?}"));
+    let lfs_sha = |f: &HubFile| {
+        if wrong.load(Ordering::SeqCst) {
+            "f".repeat(64)
+        } else {
+            f.sha256.clone()
+        }
+    };
+    if path == "/api/models/org/tiny/revision/main" {
+        let body = serde_json::json!({"id": "org/tiny", "sha": COMMIT,
+            "siblings": files.iter().map(|f| serde_json::json!({"rfilename": f.path})).collect::<Vec<_>>()});
+        return respond(
+            &mut conn,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            body.to_string().as_bytes(),
+        );
+    }
+    if path == format!("/api/models/org/tiny/tree/{COMMIT}?recursive=true") {
+        let body: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| serde_json::json!({"type": "file", "path": f.path, "size": f.bytes.len(),
+                "oid": "abc", "lfs": {"oid": lfs_sha(f), "size": f.bytes.len(), "pointerSize": 134}}))
+            .chain(std::iter::once(serde_json::json!({"type": "directory", "path": "sub", "oid": "d"})))
+            .collect();
+        return respond(
+            &mut conn,
+            "200 OK",
+            &[],
+            serde_json::Value::from(body).to_string().as_bytes(),
+        );
+    }
+    if let Some(name) = path.strip_prefix(&format!("/org/tiny/resolve/{COMMIT}/"))
+        && let Some(f) = files.iter().find(|f| f.path == name)
+    {
+        // As the hub does for LFS files: a redirect to the CDN with the sha256 as etag.
+        return respond(
+            &mut conn,
+            "302 Found",
+            &[
+                ("Location", format!("/cdn/{}", f.sha256)),
+                ("X-Linked-Etag", format!("\"{}\"", lfs_sha(f))),
+                ("X-Linked-Size", f.bytes.len().to_string()),
+                ("X-Repo-Commit", COMMIT.into()),
+            ],
+            b"",
+        );
+    }
+    if let Some(sha) = path.strip_prefix("/cdn/")
+        && let Some(f) = files.iter().find(|f| f.sha256 == sha)
+    {
+        let etag = format!("\"{}\"", f.sha256);
+        let start = match (range, &if_range) {
+            (Some(r), None) => r,
+            (Some(r), Some(e)) if *e == etag => r,
+            _ => 0,
+        };
+        let len = f.bytes.len() as u64;
+        if start > 0 {
+            let body = &f.bytes[start as usize..];
+            return respond(
+                &mut conn,
+                "206 Partial Content",
+                &[
+                    ("ETag", etag),
+                    ("Content-Range", format!("bytes {start}-{}/{len}", len - 1)),
+                ],
+                body,
+            );
+        }
+        if cut.swap(false, Ordering::SeqCst) {
+            // Promise the whole file, send half, hang up.
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&f.bytes[..f.bytes.len() / 2]);
+            let _ = conn.flush();
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        return respond(&mut conn, "200 OK", &[("ETag", etag)], &f.bytes);
+    }
+    respond(
+        &mut conn,
+        "404 Not Found",
+        &[("X-Error-Code", "RepoNotFound".into())],
+        b"{\"error\":\"Repository not found\"}",
+    )
+}
+
+fn stories_files(assets: &Path) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (
+            "stories260K.bin".into(),
+            std::fs::read(assets.join("llama2c/stories260K.bin")).unwrap(),
+        ),
+        (
+            "tokenizer.bin".into(),
+            std::fs::read(assets.join("llama2c/tok512.bin")).unwrap(),
+        ),
+        ("README.md".into(), b"# tiny".to_vec()),
+    ]
+}
+
+fn pull(home: &Path, hub: &FakeHub, extra: &[&str]) -> Output {
+    bin(home)
+        .args([
+            "models",
+            "pull",
+            "org/tiny",
+            "--endpoint",
+            &hub.url,
+            "--include",
+            "*.bin",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn audit_entries(home: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(home.join("audit/audit.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn pull_resumes_after_a_cut_and_verifies() {
+    let assets = require_assets!();
+    let hub = FakeHub::start(stories_files(&assets));
+    let home = temp_dir("models-pull");
+    let model_sha = nf_audit::sha256_file(&assets.join("llama2c/stories260K.bin")).unwrap();
+
+    // 1. The connection drops halfway through the first file.
+    hub.cut_next.store(true, Ordering::SeqCst);
+    let o = pull(&home, &hub, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("broke off") || stderr(&o).contains("bytes"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !home.join("models/tiny").exists(),
+        "a half download was installed"
+    );
+    let partial = home.join("models/.pull-tiny/stories260K.bin.partial");
+    let half = std::fs::metadata(&partial).unwrap().len();
+    let full = std::fs::metadata(assets.join("llama2c/stories260K.bin"))
+        .unwrap()
+        .len();
+    assert!(half > 0 && half < full, "{half} of {full}");
+
+    // 2. Offline refuses, before any connection, and keeps the partial file.
+    let before = hub.requests().len();
+    let o = pull(&home, &hub, &["--offline"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("error: offline mode"), "{}", stderr(&o));
+    let o = bin(&home)
+        .env("NEURALFORGE_OFFLINE", "1")
+        .args([
+            "--json",
+            "models",
+            "pull",
+            "org/tiny",
+            "--endpoint",
+            &hub.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"code\":\"offline\""));
+    assert_eq!(hub.requests().len(), before, "offline mode connected");
+    assert_eq!(std::fs::metadata(&partial).unwrap().len(), half);
+
+    // 3. The same pull again resumes with a Range request and installs verified files.
+    let o = bin(&home)
+        .args([
+            "--json",
+            "models",
+            "pull",
+            "org/tiny",
+            "--endpoint",
+            &hub.url,
+            "--include",
+            "*.bin",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reqs = hub.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("/cdn/") && r.ends_with(&format!("range=Some({half})"))),
+        "no resume request: {reqs:?}"
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let progress: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "download.progress")
+        .collect();
+    assert!(!progress.is_empty());
+    let last = progress
+        .iter()
+        .rev()
+        .find(|e| e["file"] == "stories260K.bin")
+        .unwrap();
+    assert_eq!(
+        (last["done"].as_u64(), last["total"].as_u64()),
+        (Some(full), Some(full))
+    );
+    assert_eq!(events.last().unwrap()["type"], "model.stored");
+    let dir = home.join("models/tiny");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(m["source"], format!("hf://org/tiny@{COMMIT}"));
+    assert_eq!(m["model_format"], "llama2c");
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "README.md is not a *.bin: {m}");
+    assert_eq!(files[0]["path"], "stories260K.bin");
+    assert_eq!(files[0]["sha256"], model_sha.as_str());
+    assert_eq!(
+        nf_audit::sha256_file(&dir.join("stories260K.bin")).unwrap(),
+        model_sha
+    );
+    assert!(!home.join("models/.pull-tiny").exists());
+
+    // The stored model works by name, with its tokenizer beside it.
+    let o = bin(&home)
+        .args([
+            "generate",
+            "--model",
+            "tiny",
+            "-n",
+            "5",
+            "--temperature",
+            "0",
+            "--prompt",
+            "Once",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bin(&home).args(["models", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        list.contains("tiny") && list.contains("llama2c") && list.contains("hf://org/tiny@"),
+        "{list}"
+    );
+    let o = bin(&home)
+        .args(["models", "show", "tiny"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&model_sha));
+
+    // Pulling again without --force refuses; the audit log has the failed and the good pull.
+    let o = pull(&home, &hub, &[]);
+    assert!(!o.status.success() && stderr(&o).contains("already stored"));
+    let pulls: Vec<serde_json::Value> = audit_entries(&home)
+        .into_iter()
+        .filter(|e| e["command"] == "models pull")
+        .collect();
+    let results: Vec<&str> = pulls
+        .iter()
+        .map(|e| e["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["error", "ok", "error"]);
+    assert!(
+        pulls[1]["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["sha256"] == model_sha.as_str()
+                && i["path"] == format!("hf://org/tiny@{COMMIT}/stories260K.bin").as_str())
+    );
+    let o = bin(&home).args(["audit", "verify"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_wrong_checksum_is_not_installed_and_404_is_clear() {
+    let assets = require_assets!();
+    let hub = FakeHub::start(stories_files(&assets));
+    let home = temp_dir("models-badsum");
+    hub.wrong_sha.store(true, Ordering::SeqCst);
+    let o = pull(&home, &hub, &[]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("does not match the hub's") && err.contains("not installed"),
+        "{err}"
+    );
+    assert!(!home.join("models/tiny").exists());
+    assert!(
+        !home
+            .join("models/.pull-tiny/stories260K.bin.partial")
+            .exists()
+    );
+    assert!(!home.join("models/.pull-tiny/stories260K.bin").exists());
+    // Fixed upstream: the next pull succeeds.
+    hub.wrong_sha.store(false, Ordering::SeqCst);
+    let o = pull(&home, &hub, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = bin(&home)
+        .args([
+            "--json",
+            "models",
+            "pull",
+            "org/missing",
+            "--endpoint",
+            &hub.url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"code\":\"not_found\""));
+    // No matching files.
+    let o = bin(&home)
+        .args([
+            "models",
+            "pull",
+            "org/tiny",
+            "--endpoint",
+            &hub.url,
+            "--name",
+            "t2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("no files match"),
+        "{}",
+        stderr(&o)
+    );
+    // A server that is not there.
+    let o = bin(&home)
+        .args([
+            "models",
+            "pull",
+            "org/tiny",
+            "--endpoint",
+            "http://127.0.0.1:1",
+            "--name",
+            "t3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("error: http://127.0.0.1:1/"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn import_show_and_remove() {
+    let assets = require_assets!();
+    let home = temp_dir("models-import");
+    // A llama2.c checkpoint alone: its tokenizer must be named.
+    let lone = temp_dir("models-import-lone").join("lone.bin");
+    std::fs::copy(assets.join("llama2c/stories260K.bin"), &lone).unwrap();
+    let o = bin(&home)
+        .args(["models", "import", p(&lone)])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("--tokenizer"),
+        "{}",
+        stderr(&o)
+    );
+    // The shared folder's tokenizer.bin is Llama 2's 32000 tokens: not this model's.
+    let o = bin(&home)
+        .args([
+            "models",
+            "import",
+            p(&assets.join("llama2c/stories260K.bin")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("32000 tokens"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bin(&home)
+        .args([
+            "models",
+            "import",
+            p(&assets.join("llama2c/stories260K.bin")),
+            "--name",
+            "s",
+        ])
+        .args([
+            "--tokenizer",
+            p(&assets.join("llama2c/tok512.bin")),
+            "--link",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert_eq!(dir, home.join("models/s"));
+    let o = bin(&home)
+        .args(["--json", "models", "show", "s"])
+        .output()
+        .unwrap();
+    let ev: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ev["type"], "model.stored");
+    let files = ev["files"].as_array().unwrap();
+    assert_eq!(files[1]["path"], "tokenizer.bin");
+    assert_eq!(
+        files[1]["sha256"],
+        nf_audit::sha256_file(&assets.join("llama2c/tok512.bin"))
+            .unwrap()
+            .as_str()
+    );
+    // Train and ingest find the stored model and its tokenizer by name.
+    let o = bin(&home)
+        .args(["generate", "--model", "s", "-n", "3", "--prompt", "Hi"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bin(&home).args(["models", "rm", "s"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dir.exists());
+    assert!(
+        assets.join("llama2c/stories260K.bin").is_file(),
+        "rm touched the source"
+    );
+    let o = bin(&home).args(["models", "rm", "s"]).output().unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("no stored model"));
+    let cmds: Vec<String> = audit_entries(&home)
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["command"].as_str().unwrap(),
+                e["result"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        cmds,
+        [
+            "models import error",
+            "models import error",
+            "models import ok",
+            "generate ok",
+            "models rm ok",
+            "models rm error"
+        ]
+    );
+}
