@@ -108,6 +108,27 @@
 //! `windows`, `examples` (integers), `samples` (array of strings: decoded training
 //! windows; `show` only, else empty).
 //!
+//! ## `export.verify`
+//! The parity check of an export: the written files read back with NeuralForge's own
+//! readers against the in-memory fine-tuned model (see `neuralforge export`). Fields:
+//! `format` (string), `quant` (string: the matrices' type), `prompts`, `positions` (integers:
+//! prompts run and positions whose logits were compared), `tokens_identical` (boolean:
+//! every greedy continuation equal), `tokens_agreeing`, `generated` (integers: generated
+//! tokens before the first difference, of all generated), `max_rel_rms` (number: largest
+//! RMS of the logit difference relative to the logits' standard deviation), `max_abs_diff`
+//! (number), `top1_agreement`, `topk_overlap` (numbers in [0, 1]), `bound` (number: the
+//! allowed `max_rel_rms` for this type), `tokens_required` (boolean: whether identical
+//! continuations are required), `tokenizer_identical` (boolean: the exported tokenizer
+//! encodes the check's texts to the same ids), `passed` (boolean).
+//!
+//! ## `export.done`
+//! An export is complete at its final path. Fields: `format` (string), `quant` (string),
+//! `path` (string), `files` (array of strings: file names, relative to `path` for
+//! folders), `bytes` (integer: total size), `wall_s` (number), `verified` (boolean: false
+//! with `--no-verify`), `fallbacks` (array of strings: matrices stored as f16 because their
+//! rows are not whole blocks of `quant`), `notes` (array of strings: what the user should
+//! know, e.g. that a completion model got Ollama's plain `{{ .Prompt }}` template).
+//!
 //! ## `progress`
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
 //! null when unknown), `unit` (string, e.g. `"bytes"`, `"files"`, `"steps"`).
@@ -265,6 +286,36 @@ pub enum Event {
         windows: u64,
         examples: u64,
         samples: Vec<String>,
+    },
+    #[serde(rename = "export.verify")]
+    ExportVerify {
+        format: String,
+        quant: String,
+        prompts: u64,
+        positions: u64,
+        tokens_identical: bool,
+        tokens_agreeing: u64,
+        generated: u64,
+        max_rel_rms: f64,
+        max_abs_diff: f64,
+        top1_agreement: f64,
+        topk_overlap: f64,
+        bound: f64,
+        tokens_required: bool,
+        tokenizer_identical: bool,
+        passed: bool,
+    },
+    #[serde(rename = "export.done")]
+    ExportDone {
+        format: String,
+        quant: String,
+        path: String,
+        files: Vec<String>,
+        bytes: u64,
+        wall_s: f64,
+        verified: bool,
+        fallbacks: Vec<String>,
+        notes: Vec<String>,
     },
     #[serde(rename = "progress")]
     Progress {

@@ -657,7 +657,7 @@ fn save_final(trainer: &Trainer, cfg: &RunConfig, run_dir: &Path) -> Result<Path
 
 /// sha256 over the model's files (a folder's `config.json` and `*.safetensors`, or the
 /// single file), so a resume notices a replaced base.
-fn hash_model_files(path: &Path) -> Result<String> {
+pub fn hash_model_files(path: &Path) -> Result<String> {
     let mut files = Vec::new();
     if path.is_dir() {
         for e in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
