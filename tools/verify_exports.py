@@ -22,7 +22,9 @@ What it does, with the built binary (`cargo build --release -p nf-cli`):
      interleaved order the way transformers does for the base) and runs transformers.
 4. Reports, per export, the largest |logit difference| and the RMS of the difference
    relative to the standard deviation of NeuralForge's logits, and whether the argmax
-   agrees at every position.
+   agrees at every position: against the fine-tuned model in f32 (for quantized GGUFs
+   this is the quantization error), and for GGUFs also against NeuralForge running the
+   same file (this is what reading the file must agree on).
 
 Usage:
 
@@ -161,6 +163,13 @@ def main():
     for q in QUANTS:
         models[f"gguf {q} (transformers gguf_file)"] = lambda q=q: AutoModelForCausalLM.from_pretrained(
             ex, gguf_file=f"m-{q}.gguf", torch_dtype=torch.float32)
+    # For each GGUF, NeuralForge's own logits on that same file: the library and we must
+    # agree on what the file computes (dequantization, layout), whatever its type.
+    same_file = {}
+    for q in QUANTS:
+        per = [nf_logits(binary, home, ["--model", ex / f"m-{q}.gguf"], p, work) for p in PROMPTS]
+        assert all(a[0] == b[0] for a, b in zip(per, ours)), "GGUF tokenizer ids differ"
+        same_file[f"gguf {q} (transformers gguf_file)"] = per
     results = {}
     for name, load in models.items():
         try:
@@ -171,10 +180,19 @@ def main():
             continue
         per = [compare(lg, hf_logits(model, ids)) for ids, lg in ours]
         results[name] = {
-            "max_abs_diff": max(x["max_abs_diff"] for x in per),
-            "max_rel_rms": max(x["max_rel_rms"] for x in per),
-            "argmax_agree": all(x["argmax_agree"] for x in per),
+            "vs_finetuned_f32": {
+                "max_abs_diff": max(x["max_abs_diff"] for x in per),
+                "max_rel_rms": max(x["max_rel_rms"] for x in per),
+                "argmax_agree": all(x["argmax_agree"] for x in per),
+            }
         }
+        if name in same_file:
+            per = [compare(lg, hf_logits(model, ids)) for ids, lg in same_file[name]]
+            results[name]["vs_neuralforge_same_file"] = {
+                "max_abs_diff": max(x["max_abs_diff"] for x in per),
+                "max_rel_rms": max(x["max_rel_rms"] for x in per),
+                "argmax_agree": all(x["argmax_agree"] for x in per),
+            }
         print(f"{name}: {results[name]}")
     report = {
         "versions": {k: version(k) for k in ["torch", "transformers", "peft", "safetensors", "gguf", "numpy"]}
