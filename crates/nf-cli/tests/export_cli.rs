@@ -417,7 +417,14 @@ fn smollm2_exports_to_ollama_with_its_chat_template() {
     assert_eq!(v["tokenizer_identical"], true, "{v}");
     let mf = std::fs::read_to_string(dest.join("Modelfile")).unwrap();
     assert!(
-        mf.contains("{{- else if eq .Role \"user\" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n"),
+        mf.contains(
+            "{{ else if eq .Role \"user\" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n{{ else if"
+        ),
+        "{mf}"
+    );
+    // SmolLM2's BOS is `<|im_start|>`, which opens every turn: it stays in the template.
+    assert!(
+        mf.contains("{{ if eq .Role \"system\" }}<|im_start|>system\n{{ .Content }}<|im_end|>\n"),
         "{mf}"
     );
     // SmolLM2's template inserts its own system message when there is none.

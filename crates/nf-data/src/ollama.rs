@@ -65,13 +65,19 @@ fn m(role: &str, content: &str) -> ChatMessage {
 }
 
 /// Derives the Modelfile template from `template` (Jinja); `bos` / `eos` are the
-/// tokenizer's token texts, `stop_tokens` the texts of its end-of-generation tokens.
+/// tokenizer's token texts, `add_bos` whether it puts BOS before a prompt itself (then a
+/// BOS the template writes at the start is left out, or llama.cpp would see two), and
+/// `stop_tokens` the texts of its end-of-generation tokens.
 pub fn ollama_chat(
     template: &str,
     bos: &str,
     eos: &str,
+    add_bos: bool,
     stop_tokens: &[String],
 ) -> Result<OllamaChat> {
+    // Only a BOS the tokenizer adds anyway is dropped: SmolLM2's BOS is `<|im_start|>`,
+    // which its template writes as the opening of every turn.
+    let bos = if add_bos { bos } else { "" };
     let render =
         |msgs: &[ChatMessage], gen_prompt: bool| render_chat(template, msgs, gen_prompt, bos, eos);
     // [user] without and with the generation prompt: the user suffix and the assistant
@@ -115,7 +121,12 @@ pub fn ollama_chat(
     })?;
     // A BOS the template writes itself is left to the tokenizer, as Ollama (llama.cpp)
     // adds it when the model asks for one.
-    let strip_bos = |s: &str| -> String { s.strip_prefix(bos).unwrap_or(s).to_string() };
+    let strip_bos = |s: &str| -> String {
+        match s.strip_prefix(bos) {
+            Some(rest) if !bos.is_empty() => rest.to_string(),
+            _ => s.to_string(),
+        }
+    };
     let sys_pre = strip_bos(w_head);
     let lead = strip_bos(lead_all);
     // Without a system message the template may insert its own: that is `sys_pre + D +
@@ -214,7 +225,10 @@ fn check(template: &str, bos: &str, eos: &str, p: &Pieces) -> Result<()> {
                 continue;
             }
             let jinja = render_chat(template, &msgs, gen_prompt, bos, eos)?;
-            let jinja = jinja.strip_prefix(bos).unwrap_or(&jinja);
+            let jinja = match jinja.strip_prefix(bos) {
+                Some(rest) if !bos.is_empty() => rest,
+                _ => &jinja,
+            };
             let ours = simulate(p, &with_default(msgs.clone()), gen_prompt);
             if jinja != ours {
                 return Err(refuse(format!(
@@ -242,33 +256,35 @@ fn lit(s: &str) -> String {
 }
 
 /// The Ollama template: one branch per role over `.Messages`, the assistant opening
-/// after the last non-assistant message.
+/// after the last non-assistant message. No `{{-` trimming anywhere: it would eat the
+/// newlines that end the literal pieces before it, and the template has no whitespace
+/// of its own to trim.
 fn go_template(p: &Pieces) -> String {
     let mut t = String::new();
     t.push_str(&lit(&p.lead));
-    t.push_str("{{- range $i, $_ := .Messages }}");
-    t.push_str("{{- $last := eq (len (slice $.Messages $i)) 1 }}");
+    t.push_str("{{ range $i, $_ := .Messages }}");
+    t.push_str("{{ $last := eq (len (slice $.Messages $i)) 1 }}");
     t.push_str(&format!(
-        "{{{{- if eq .Role \"system\" }}}}{}{{{{ .Content }}}}{}",
+        "{{{{ if eq .Role \"system\" }}}}{}{{{{ .Content }}}}{}",
         lit(&p.sys.0),
         lit(&p.sys.1)
     ));
     t.push_str(&format!(
-        "{{{{- else if eq .Role \"user\" }}}}{}{{{{ .Content }}}}{}",
+        "{{{{ else if eq .Role \"user\" }}}}{}{{{{ .Content }}}}{}",
         lit(&p.user.0),
         lit(&p.user.1)
     ));
     t.push_str(&format!(
-        "{{{{- else if eq .Role \"assistant\" }}}}{}{{{{ .Content }}}}{{{{ if not $last }}}}{}{{{{ end }}}}",
+        "{{{{ else if eq .Role \"assistant\" }}}}{}{{{{ .Content }}}}{{{{ if not $last }}}}{}{{{{ end }}}}",
         lit(&p.assistant.0),
         lit(&p.assistant.1)
     ));
-    t.push_str("{{- end }}");
+    t.push_str("{{ end }}");
     t.push_str(&format!(
-        "{{{{- if and $last (ne .Role \"assistant\") }}}}{}{{{{ end }}}}",
+        "{{{{ if and $last (ne .Role \"assistant\") }}}}{}{{{{ end }}}}",
         lit(&p.assistant.0)
     ));
-    t.push_str("{{- end }}");
+    t.push_str("{{ end }}");
     t
 }
 
@@ -280,12 +296,23 @@ mod tests {
     #[test]
     fn chatml_becomes_role_branches_with_im_end_stop() {
         let t = builtin_template("chatml").unwrap();
-        let o = ollama_chat(t, "", "<|im_end|>", &["<|im_end|>".into()]).unwrap();
+        let o = ollama_chat(
+            t,
+            "<|im_start|>",
+            "<|im_end|>",
+            false,
+            &["<|im_end|>".into()],
+        )
+        .unwrap();
         assert!(
             o.template
                 .contains("if eq .Role \"user\" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n"),
             "{}",
             o.template
+        );
+        assert!(
+            !o.template.contains("{{-"),
+            "trimming would eat the pieces' newlines"
         );
         assert_eq!(o.system, None);
         assert_eq!(o.stops, vec!["<|im_end|>".to_string()]);
@@ -294,8 +321,21 @@ mod tests {
     #[test]
     fn default_system_message_becomes_system() {
         let t = "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-        let o = ollama_chat(t, "", "<|im_end|>", &["<|im_end|>".into()]).unwrap();
+        let o = ollama_chat(
+            t,
+            "<|im_start|>",
+            "<|im_end|>",
+            false,
+            &["<|im_end|>".into()],
+        )
+        .unwrap();
         assert_eq!(o.system.as_deref(), Some("You are helpful."));
+        assert!(
+            o.template
+                .contains("if eq .Role \"system\" }}<|im_start|>system\n{{ .Content }}"),
+            "a BOS that opens every turn is kept: {}",
+            o.template
+        );
     }
 
     #[test]
@@ -305,6 +345,7 @@ mod tests {
             t,
             "<|begin_of_text|>",
             "<|eot_id|>",
+            true,
             &["<|eot_id|>".into(), "<|end_of_text|>".into()],
         )
         .unwrap();
@@ -315,7 +356,7 @@ mod tests {
     #[test]
     fn llama2_system_folded_into_user_turn_is_refused() {
         let t = builtin_template("llama2").unwrap();
-        let err = ollama_chat(t, "<s>", "</s>", &["</s>".into()]).unwrap_err();
+        let err = ollama_chat(t, "<s>", "</s>", true, &["</s>".into()]).unwrap_err();
         assert!(matches!(err, TokenizerError::NotExportable { .. }), "{err}");
     }
 }

@@ -505,7 +505,13 @@ fn modelfile(src: &Source, template: Option<&str>, notes: &mut Vec<String>) -> R
                 .iter()
                 .filter_map(|&i| tok.id_to_token(i).map(str::to_string))
                 .collect();
-            let chat = nf_data::ollama::ollama_chat(t, &text(tok.bos_id()), &text(tok.eos_id()), &stops)
+            let chat = nf_data::ollama::ollama_chat(
+                t,
+                &text(tok.bos_id()),
+                &text(tok.eos_id()),
+                tok.add_bos_default(),
+                &stops,
+            )
                 .map_err(|e| {
                     user_error(
                         "unsupported",
