@@ -191,6 +191,9 @@ fn lora_run_round_trips_through_every_format() {
         let v = event(&ev, "export.verify");
         assert_eq!(v["passed"], true, "{q}: {v}");
         assert!(v["max_rel_rms"].as_f64().unwrap() > 0.0, "{q}: {v}");
+        // The file holds exactly the in-memory model quantized the same way.
+        assert_eq!(v["file_tokens_identical"], true, "{q}: {v}");
+        assert!(v["file_max_rel_rms"].as_f64().unwrap() <= 1e-4, "{q}: {v}");
         let done = event(&ev, "export.done");
         // The 172-wide FFN rows are not whole 32-element blocks: those matrices stay f16.
         if q.starts_with('q') {

@@ -119,7 +119,12 @@
 //! (number), `top1_agreement`, `topk_overlap` (numbers in [0, 1]), `bound` (number: the
 //! allowed `max_rel_rms` for this type), `tokens_required` (boolean: whether identical
 //! continuations are required), `tokenizer_identical` (boolean: the exported tokenizer
-//! encodes the check's texts to the same ids), `passed` (boolean).
+//! encodes the check's texts to the same ids), `file_tokens_identical` and
+//! `file_max_rel_rms` (boolean, number: the same comparison against the in-memory model
+//! quantized exactly as the file stores it, which must agree to `file_bound`; for f32
+//! exports they equal the fields above), `file_bound` (number), `passed` (boolean).
+//! The fields without `file_` compare with the fine-tuned model itself, so for quantized
+//! exports they measure the quantization error, held to `bound`.
 //!
 //! ## `export.done`
 //! An export is complete at its final path. Fields: `format` (string), `quant` (string),
@@ -303,6 +308,9 @@ pub enum Event {
         bound: f64,
         tokens_required: bool,
         tokenizer_identical: bool,
+        file_tokens_identical: bool,
+        file_max_rel_rms: f64,
+        file_bound: f64,
         passed: bool,
     },
     #[serde(rename = "export.done")]

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use nf_data::Tokenizer;
 use nf_formats::{GgmlType, GgufFile, MetaValue};
 use nf_model::Model;
-use nf_model::export::parity::{Parity, compare, tolerance};
+use nf_model::export::parity::{Parity, compare, file_tolerance, tolerance};
 use nf_model::train::adapter::Adapter;
 use nf_protocol::Event;
 
@@ -592,9 +592,35 @@ fn verify(
     } else {
         GgmlType::F32
     };
+    // A quantized export is held to two bounds: the quantization error budget against the
+    // fine-tuned model, and exactness against that model quantized the same way in memory
+    // (which is what the file must hold).
+    let file = if stored == GgmlType::F32 {
+        p.clone()
+    } else {
+        let same = nf_model::export::gguf::quantized_like_export(&src.reference, quant)?;
+        compare(&same, &exported, &prompts, CHECK_TOKENS, CHECK_TOP_K)?
+    };
     let tol = tolerance(stored);
-    let violation = p.violation(tol);
+    let file_tol = file_tolerance();
+    let violation = p.violation(tol).or_else(|| {
+        file.violation(file_tol)
+            .map(|v| format!("against the model quantized the same way in memory: {v}"))
+    });
     let passed = violation.is_none() && tokenizer_identical;
+    if !out.is_json() && stored != GgmlType::F32 {
+        eprintln!(
+            "verified the file against the in-memory {} model: greedy {}, logit deviation {:.2e} (bound {:.1e})",
+            stored.name(),
+            if file.tokens_identical {
+                "identical"
+            } else {
+                "differs"
+            },
+            file.max_rel_rms,
+            file_tol.max_rel_rms
+        );
+    }
     if !out.is_json() {
         eprintln!(
             "verified {} prompts: greedy {} ({}/{} tokens agree), logit deviation {:.2e} (bound {:.1e}), max |Δ| {:.3}, top-1 {:.0}%, top-{CHECK_TOP_K} overlap {:.0}%{}",
@@ -633,6 +659,9 @@ fn verify(
         bound: tol.max_rel_rms as f64,
         tokens_required: tol.identical_tokens,
         tokenizer_identical,
+        file_tokens_identical: file.tokens_identical,
+        file_max_rel_rms: file.max_rel_rms as f64,
+        file_bound: file_tol.max_rel_rms as f64,
         passed,
     })?;
     let hint =

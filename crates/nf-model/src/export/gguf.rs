@@ -199,28 +199,13 @@ pub fn gguf_writer(
     if let Some(f) = &model.weights.rope_freqs {
         pending.push(("rope_freqs.weight".into(), vec![f.len()], f.clone()));
     }
-    let classifier = if model.weights.output.is_some() {
-        "output.weight"
-    } else {
-        "token_embd.weight"
-    };
-    let four_bit = matches!(quant, GgmlType::Q4_0 | GgmlType::Q4_1);
     for (name, shape, data) in pending {
-        let quant = if four_bit && name == classifier {
-            GgmlType::Q8_0
-        } else {
-            quant
-        };
         // GGUF lists dims fastest-first: a [rows, cols] matrix is [cols, rows].
         let dims: Vec<u64> = shape.iter().rev().map(|&x| x as u64).collect();
-        let ty = if shape.len() < 2 {
-            GgmlType::F32
-        } else if shape[1].is_multiple_of(quant.block_size()) {
-            quant
-        } else {
+        let ty = stored_type(model, &name, &shape, quant);
+        if shape.len() == 2 && ty == GgmlType::F16 && quant != GgmlType::F16 {
             summary.fallbacks.push(name.clone());
-            GgmlType::F16
-        };
+        }
         let mut bytes = Vec::new();
         quantize(ty, &data, &mut bytes)
             .map_err(|e| ModelError::Export(format!("tensor `{name}`: {e}")))?;
@@ -228,6 +213,66 @@ pub fn gguf_writer(
         summary.tensors += 1;
     }
     Ok((w, summary))
+}
+
+/// The type tensor `name` of `shape` is stored in when the export asks for `quant`.
+fn stored_type(model: &Model, name: &str, shape: &[usize], quant: GgmlType) -> GgmlType {
+    if shape.len() < 2 {
+        return GgmlType::F32;
+    }
+    let classifier = if model.weights.output.is_some() {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    let ty = if matches!(quant, GgmlType::Q4_0 | GgmlType::Q4_1) && name == classifier {
+        GgmlType::Q8_0
+    } else {
+        quant
+    };
+    if shape[1].is_multiple_of(ty.block_size()) {
+        ty
+    } else {
+        GgmlType::F16
+    }
+}
+
+/// `model` with every matrix quantized as the GGUF export of type `quant` stores it: what
+/// reading that GGUF back must compute exactly (quantizing rows commutes with the q/k row
+/// permutation and the phi3 fusing, which move whole rows).
+pub fn quantized_like_export(model: &Model, quant: GgmlType) -> Result<Model> {
+    let mut m = model.clone();
+    let q = |w: &mut nf_engine::linear::Weight, name: &str| -> Result<()> {
+        let ty = stored_type(model, name, &[w.rows, w.cols], quant);
+        if ty == GgmlType::F32 {
+            *w = nf_engine::linear::Weight::from_f32(w.rows, w.cols, w.to_f32());
+            return Ok(());
+        }
+        let mut bytes = Vec::new();
+        quantize(ty, &w.to_f32(), &mut bytes)
+            .map_err(|e| ModelError::Export(format!("tensor `{name}`: {e}")))?;
+        *w = nf_engine::linear::Weight::from_quant(w.rows, w.cols, ty, bytes)
+            .map_err(|e| ModelError::Export(format!("tensor `{name}`: {e}")))?;
+        Ok(())
+    };
+    q(&mut m.weights.token_embd, "token_embd.weight")?;
+    if let Some(o) = &mut m.weights.output {
+        q(o, "output.weight")?;
+    }
+    for (l, lw) in m.weights.layers.iter_mut().enumerate() {
+        for (w, stem) in [
+            (&mut lw.wq, "attn_q"),
+            (&mut lw.wk, "attn_k"),
+            (&mut lw.wv, "attn_v"),
+            (&mut lw.wo, "attn_output"),
+            (&mut lw.w_gate, "ffn_gate"),
+            (&mut lw.w_up, "ffn_up"),
+            (&mut lw.w_down, "ffn_down"),
+        ] {
+            q(w, &format!("blk.{l}.{stem}.weight"))?;
+        }
+    }
+    Ok(m)
 }
 
 /// Writes `model` as a GGUF file at `path` (atomically).

@@ -84,6 +84,9 @@ pub fn write_f32_tensors(
     Ok(())
 }
 
+/// A tensor ready for safetensors: name, shape, little-endian bytes.
+pub type OwnedTensor = (String, Vec<usize>, Vec<u8>);
+
 /// Safetensors files above this size are split into shards, as `transformers`'
 /// `save_pretrained` does by default ("2GB", decimal).
 pub const SHARD_BYTES: usize = 2_000_000_000;
@@ -129,14 +132,14 @@ pub fn export_hf(model: &Model, dir: &Path, metadata: &BTreeMap<String, String>)
 /// larger single tensor gets a shard of its own) with the index `transformers` reads.
 fn write_sharded(
     dir: &Path,
-    owned: Vec<(String, Vec<usize>, Vec<u8>)>,
+    owned: Vec<OwnedTensor>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let total: usize = owned.iter().map(|t| t.2.len()).sum();
     if total <= SHARD_BYTES {
         return write_f32_tensors(&dir.join("model.safetensors"), &owned, metadata);
     }
-    let mut shards: Vec<Vec<(String, Vec<usize>, Vec<u8>)>> = vec![Vec::new()];
+    let mut shards: Vec<Vec<OwnedTensor>> = vec![Vec::new()];
     let mut size = 0;
     for t in owned {
         if size > 0 && size + t.2.len() > SHARD_BYTES {

@@ -23,24 +23,34 @@ pub struct Tolerance {
     pub identical_tokens: bool,
 }
 
-/// The documented bound per stored type (README's export section lists them). f32 exports
+/// The documented bound per stored type on the deviation from the fine-tuned f32 model
+/// (README's export section lists them): the quantization error budget. f32 exports
 /// differ only by summation order (HF's rotate-half RoPE is a permutation of the same
-/// pairs); f16 keeps 11 significant bits; the quantized types were measured on stories260K
-/// (the smallest and so the most sensitive model) and SmolLM2-135M, and the bound is about
-/// twice the larger deviation seen.
+/// pairs); f16 keeps 11 significant bits; the other types were measured on stories260K
+/// (the smallest model) and SmolLM2-135M fine-tuned from its Q4_1 GGUF (re-quantizing
+/// 4-bit weights to 4 bits is the worst case), and the bound is about twice the larger
+/// deviation seen. Whether the file holds what was meant is checked separately and
+/// strictly: against the in-memory model quantized the same way, with the f32 bound
+/// ([`file_tolerance`]).
 pub fn tolerance(ty: GgmlType) -> Tolerance {
     let (max_rel_rms, identical_tokens) = match ty {
         GgmlType::F32 => (1e-4, true),
         GgmlType::F16 => (2e-2, true),
-        GgmlType::BF16 => (5e-2, false),
+        GgmlType::BF16 => (0.1, false),
         GgmlType::Q8_0 => (0.3, false),
-        GgmlType::Q4_1 => (0.8, false),
-        _ => (1.0, false),
+        GgmlType::Q4_1 => (3.0, false),
+        _ => (4.0, false),
     };
     Tolerance {
         max_rel_rms,
         identical_tokens,
     }
+}
+
+/// The bound between an export and the in-memory model with the same stored types: only
+/// summation order may differ.
+pub fn file_tolerance() -> Tolerance {
+    tolerance(GgmlType::F32)
 }
 
 /// What the comparison measured.
