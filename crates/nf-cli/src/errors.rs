@@ -82,6 +82,15 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
             _ => ("ingest", None),
         };
     }
+    if let Some(TokenizerError::NotExportable { .. }) = err.downcast_ref::<TokenizerError>() {
+        return (
+            "unsupported",
+            Some(
+                "export with another --format (hf carries any tokenizer), or pass --chat-template"
+                    .into(),
+            ),
+        );
+    }
     if err.downcast_ref::<TokenizerError>().is_some() {
         return (
             "tokenizer",

@@ -376,9 +376,8 @@ fn bad_input_is_refused_and_leaves_nothing() {
     // so a path under a regular file stands in when running as root).
     let ro = dir.join("ro");
     std::fs::create_dir_all(&ro).unwrap();
-    let mut perms = std::fs::metadata(&ro).unwrap().permissions();
-    perms.set_readonly(true);
-    std::fs::set_permissions(&ro, perms.clone()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
     let writable = std::fs::write(ro.join("probe"), b"").is_ok();
     let dest = if writable {
         let _ = std::fs::remove_file(ro.join("probe"));
@@ -388,8 +387,7 @@ fn bad_input_is_refused_and_leaves_nothing() {
     };
     let err = failing(&mut export_cmd(&run, "gguf", &dest));
     assert!(err.contains("error: "), "{err}");
-    perms.set_readonly(false);
-    std::fs::set_permissions(&ro, perms).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
     only(&ro, &[]);
     only(&out, &["keep.gguf"]);
 
