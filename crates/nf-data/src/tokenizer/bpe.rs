@@ -85,6 +85,17 @@ impl PreTokenizer {
     /// The `tokenizer.ggml.pre` name whose regexes are exactly `regexes` (for writing a
     /// `tokenizer.json` byte-level BPE into GGUF), preferring llama.cpp's usual names.
     pub fn name_for_regexes(regexes: &[String]) -> Option<&'static str> {
+        // Hugging Face spells the contractions case-insensitively; llama.cpp spells out
+        // the case classes. Both match the same strings.
+        let canonical: Vec<String> = regexes
+            .iter()
+            .map(|r| {
+                r.replace(
+                    "(?i:'s|'t|'re|'ve|'m|'ll|'d)",
+                    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])",
+                )
+            })
+            .collect();
         ["llama-bpe", "qwen2", "qwen35", "smollm", "gpt-2", "default"]
             .into_iter()
             .find(|name| {
@@ -92,7 +103,7 @@ impl PreTokenizer {
                     p.regexes
                         .iter()
                         .copied()
-                        .eq(regexes.iter().map(String::as_str))
+                        .eq(canonical.iter().map(String::as_str))
                 })
             })
     }
