@@ -54,6 +54,9 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Turn documents (PDF, DOCX, HTML, Markdown, text, JSONL) into a training dataset.
     Ingest(Box<IngestArgs>),
+    /// Export a run or model as a Hugging Face folder, PEFT adapter, GGUF, GGUF LoRA or
+    /// Ollama folder, checked against the model it came from.
+    Export(Box<ExportArgs>),
     /// List the datasets in the NeuralForge home, or show one.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
@@ -292,6 +295,39 @@ pub struct BenchIngestArgs {
     pub reps: usize,
 }
 
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run folder made by `train`, or any model `--model` accepts.
+    #[arg(value_name = "RUN_OR_MODEL")]
+    pub source: PathBuf,
+    /// `hf`, `peft`, `gguf`, `gguf-lora` or `ollama`.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: String,
+    /// Where to write: a folder (hf, peft, ollama) or a file (gguf, gguf-lora).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// Stored type of the matrices: f32, f16, bf16, q8_0, q4_0, q4_1 (GGUF and Ollama;
+    /// default f16); hf, peft and gguf-lora are written in f32.
+    #[arg(long, value_name = "TYPE")]
+    pub quant: Option<String>,
+    /// Skip the parity check of the written export against the in-memory model.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Replace an existing export at --out (only once the new one is complete and checked).
+    #[arg(long)]
+    pub force: bool,
+    /// Tokenizer for a llama2.c source (runs record their own).
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<PathBuf>,
+    /// A LoRA adapter to export with (or merged into) a plain model.
+    #[arg(long, value_name = "RUN_DIR|ADAPTER")]
+    pub adapter: Option<PathBuf>,
+    /// The chat template to write instead of the tokenizer's own: a built-in name or a
+    /// Jinja file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
+}
+
 /// Where the model and its tokenizer come from.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
@@ -352,6 +388,10 @@ pub struct GenerateArgs {
     /// Store the prompt itself in the audit log (default: only its sha256).
     #[arg(long)]
     pub audit_prompts: bool,
+    /// Also write the prompt's logits, `[prompt tokens, vocab]` little-endian f32 with the
+    /// prompt's ids in FILE.ids (one per line), for comparisons with other tools.
+    #[arg(long, value_name = "FILE")]
+    pub logits: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }

@@ -46,7 +46,7 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
             FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ("not_found", Some("check the path; models are folders (config.json + safetensors), .gguf files or llama2.c .bin files".into()))
             }
-            FormatError::Io { .. } => ("io", Some("check that the file is readable".into())),
+            FormatError::Io { .. } => ("io", Some("check the path, its permissions and the free disk space".into())),
             FormatError::WrongFormat { .. } => ("bad_input", Some("pass a model folder (Hugging Face layout), a .gguf file, or a llama2.c .bin".into())),
             FormatError::Corrupt { .. } => ("corrupt", Some("the file is damaged or incomplete; download or export it again".into())),
             FormatError::Unsupported { .. } => ("unsupported", Some("convert the model with a current llama.cpp or transformers".into())),
@@ -60,6 +60,7 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
             ModelError::Shape { .. } | ModelError::Config { .. } => ("corrupt", Some("the weights do not match the model's configuration".into())),
             ModelError::BadToken { .. } => ("mismatch", Some("the tokenizer does not belong to this model; pass the matching --tokenizer".into())),
             ModelError::ContextFull { .. } => ("context_full", Some("shorten the prompt or lower --max-tokens".into())),
+            ModelError::Export(_) => ("export", Some("pick another --format or --quant".into())),
             ModelError::UnknownModelPath { .. } => ("bad_input", Some("pass a model folder, a .gguf file, or a llama2.c .bin".into())),
         };
     }
@@ -81,6 +82,15 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
             _ => ("ingest", None),
         };
     }
+    if let Some(TokenizerError::NotExportable { .. }) = err.downcast_ref::<TokenizerError>() {
+        return (
+            "unsupported",
+            Some(
+                "export with another --format (hf carries any tokenizer), or pass --chat-template"
+                    .into(),
+            ),
+        );
+    }
     if err.downcast_ref::<TokenizerError>().is_some() {
         return (
             "tokenizer",
@@ -91,7 +101,10 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             return ("broken_pipe", None);
         }
-        return ("io", None);
+        return (
+            "io",
+            Some("check the path, its permissions and the free disk space".into()),
+        );
     }
     ("error", None)
 }

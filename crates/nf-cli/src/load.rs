@@ -72,17 +72,29 @@ pub fn load(args: &ModelArgs, home: &Path) -> Result<Loaded> {
     let args = &resolve_run(args, home)?;
     let mut loaded = load_base(args, home)?;
     if let Some(dir) = &args.adapter {
-        let dir = adapter_dir(dir)?;
-        let adapter = nf_model::train::adapter::load_peft(&dir, &loaded.model.config)?;
+        let adapter = load_adapter(dir, &loaded.model.config)?;
         nf_model::train::adapter::merge_adapter(&mut loaded.model, &adapter);
     }
     loaded.load_ms = t0.elapsed().as_secs_f64() * 1e3;
     Ok(loaded)
 }
 
+/// A LoRA adapter for a model of configuration `c`: a PEFT folder, a run folder holding
+/// one, or a GGUF LoRA file (as `export --format gguf-lora` and llama.cpp write).
+pub fn load_adapter(
+    path: &Path,
+    c: &nf_model::Config,
+) -> Result<nf_model::train::adapter::Adapter> {
+    if path.is_file() {
+        return Ok(nf_model::train::adapter_gguf::load_gguf_lora(path, c)?);
+    }
+    let dir = adapter_dir(path)?;
+    Ok(nf_model::train::adapter::load_peft(&dir, c)?)
+}
+
 /// `--model RUN_DIR` (a folder made by `train`) means the run's result: its base model with
 /// its adapter, or its fully fine-tuned model, with the tokenizer the run used.
-fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
+pub fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
     let path = resolve_model_path(&args.model, home)?;
     let run_json = path.join("run.json");
     if !path.is_dir() || !run_json.is_file() {
@@ -136,7 +148,7 @@ fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
 }
 
 /// A PEFT adapter folder, or a run folder holding one in `adapter/`.
-fn adapter_dir(dir: &Path) -> Result<PathBuf> {
+pub fn adapter_dir(dir: &Path) -> Result<PathBuf> {
     for d in [dir.to_path_buf(), dir.join("adapter")] {
         if d.join("adapter_config.json").is_file() {
             return Ok(d);
@@ -157,7 +169,7 @@ fn adapter_dir(dir: &Path) -> Result<PathBuf> {
     ))
 }
 
-fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
+pub fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
     let t0 = Instant::now();
     let path = resolve_model_path(&args.model, home)?;
     let format = ModelFormat::detect(&path)?;

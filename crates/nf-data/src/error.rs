@@ -36,6 +36,12 @@ pub enum TokenizerError {
     /// `raise_exception(...)` calls).
     #[error("chat template: {0:#}")]
     Template(#[from] minijinja::Error),
+    /// The tokenizer (or its chat template) cannot be written in the requested format.
+    #[error("cannot write the tokenizer as {target}: {reason}")]
+    NotExportable {
+        target: &'static str,
+        reason: String,
+    },
 }
 
 impl TokenizerError {

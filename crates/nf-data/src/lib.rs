@@ -12,6 +12,7 @@ pub mod chat;
 pub mod dataset;
 pub mod error;
 pub mod ingest;
+pub mod ollama;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, builtin_template, render_chat};

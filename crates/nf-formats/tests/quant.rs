@@ -781,3 +781,56 @@ fn empty_input_is_fine() {
         }
     }
 }
+
+/// Quantization of hand-worked blocks, byte for byte (ggml's `quantize_row_*_ref`).
+#[test]
+fn hand_quantize_q8_0() {
+    // amax 127 makes d = 1 and id = 1 exactly, so each quant is C's roundf(x): halves
+    // round away from zero.
+    let mut x = [0.0f32; 32];
+    x[..8].copy_from_slice(&[127.0, -127.0, 0.5, -0.5, 2.5, 1.49, -126.6, 63.5]);
+    let mut q = Vec::new();
+    quantize(GgmlType::Q8_0, &x, &mut q).unwrap();
+    assert_eq!(&q[..2], &[0x00, 0x3c], "d = 1.0 as f16");
+    let qs: Vec<i8> = q[2..10].iter().map(|&b| b as i8).collect();
+    assert_eq!(qs, [127, -127, 1, -1, 3, 1, -127, 64]);
+    assert!(q[10..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn hand_quantize_q4_0() {
+    // x = i - 16: the signed absmax is -16, so d = -16 / -8 = 2 and id = 0.5 exactly;
+    // q = min(15, trunc(x / 2 + 8.5)), low nibbles from x[j], high from x[j + 16].
+    let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
+    let mut q = Vec::new();
+    quantize(GgmlType::Q4_0, &x, &mut q).unwrap();
+    assert_eq!(q.len(), 18);
+    assert_eq!(&q[..2], &[0x00, 0x40], "d = 2.0 as f16");
+    // x[0] = -16 → 0, x[16] = 0 → 8; x[1] = -15 → 1, x[17] = 1 → 9; x[15] = -1 → 8,
+    // x[31] = 15 → 16 clamped to 15.
+    assert_eq!(q[2], 0x80);
+    assert_eq!(q[3], 0x91);
+    assert_eq!(q[17], 0xf8);
+    // Dequantized: (q - 8) * 2, so 15 clamps to 14 and every even x comes back exactly.
+    let y = dq(GgmlType::Q4_0, &q);
+    assert_eq!((y[0], y[16], y[31]), (-16.0, 0.0, 14.0));
+}
+
+#[test]
+fn hand_quantize_q4_1() {
+    // x = i - 16: min -16, max 15, d = 31/15; q = min(15, trunc((x + 16) / d + 0.5)).
+    let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
+    let mut q = Vec::new();
+    quantize(GgmlType::Q4_1, &x, &mut q).unwrap();
+    assert_eq!(q.len(), 20);
+    assert_eq!(&q[..2], &f16_bytes(31.0 / 15.0), "d");
+    assert_eq!(&q[2..4], &[0x00, 0xcc], "m = -16.0 as f16");
+    // x[0] → 0, x[16] → trunc(8.24) = 8; x[1] → trunc(0.98) = 0, x[17] → trunc(8.73) = 8;
+    // x[15] → trunc(7.76) = 7, x[31] → trunc(15.5) = 15.
+    assert_eq!(q[4], 0x80);
+    assert_eq!(q[5], 0x80);
+    assert_eq!(q[19], 0xf7);
+    let y = dq(GgmlType::Q4_1, &q);
+    assert_eq!(y[0], -16.0);
+    assert!((y[31] - 15.0).abs() < 0.01, "{}", y[31]);
+}

@@ -28,6 +28,9 @@ pub enum ModelError {
     /// The sequence would exceed the KV cache / context length.
     #[error("context is full: {needed} positions needed, the model holds {capacity}")]
     ContextFull { needed: usize, capacity: usize },
+    /// An export could not be written as asked (a type or layout the target cannot hold).
+    #[error("{0}")]
+    Export(String),
     /// A path that is not a model directory, `.gguf` or llama2.c `.bin`.
     #[error("{path}: {reason}")]
     UnknownModelPath { path: PathBuf, reason: String },

@@ -147,6 +147,31 @@
 //! Bytes of one file downloaded by `models pull`. Fields: `file` (string: the path in the
 //! repository), `done` (integer: bytes on disk, including a resumed `.partial`), `total`
 //! (integer or null when the server did not say).
+//! ## `export.verify`
+//! The parity check of an export: the written files read back with NeuralForge's own
+//! readers against the in-memory fine-tuned model (see `neuralforge export`). Fields:
+//! `format` (string), `quant` (string: the matrices' type), `prompts`, `positions` (integers:
+//! prompts run and positions whose logits were compared), `tokens_identical` (boolean:
+//! every greedy continuation equal), `tokens_agreeing`, `generated` (integers: generated
+//! tokens before the first difference, of all generated), `max_rel_rms` (number: largest
+//! RMS of the logit difference relative to the logits' standard deviation), `max_abs_diff`
+//! (number), `top1_agreement`, `topk_overlap` (numbers in [0, 1]), `bound` (number: the
+//! allowed `max_rel_rms` for this type), `tokens_required` (boolean: whether identical
+//! continuations are required), `tokenizer_identical` (boolean: the exported tokenizer
+//! encodes the check's texts to the same ids), `file_tokens_identical` and
+//! `file_max_rel_rms` (boolean, number: the same comparison against the in-memory model
+//! quantized exactly as the file stores it, which must agree to `file_bound`; for f32
+//! exports they equal the fields above), `file_bound` (number), `passed` (boolean).
+//! The fields without `file_` compare with the fine-tuned model itself, so for quantized
+//! exports they measure the quantization error, held to `bound`.
+//!
+//! ## `export.done`
+//! An export is complete at its final path. Fields: `format` (string), `quant` (string),
+//! `path` (string), `files` (array of strings: file names, relative to `path` for
+//! folders), `bytes` (integer: total size), `wall_s` (number), `verified` (boolean: false
+//! with `--no-verify`), `fallbacks` (array of strings: matrices stored as f16 because their
+//! rows are not whole blocks of `quant`), `notes` (array of strings: what the user should
+//! know, e.g. that a completion model got Ollama's plain `{{ .Prompt }}` template).
 //!
 //! ## `progress`
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
@@ -354,6 +379,39 @@ pub enum Event {
         file: String,
         done: u64,
         total: Option<u64>,
+    },
+    #[serde(rename = "export.verify")]
+    ExportVerify {
+        format: String,
+        quant: String,
+        prompts: u64,
+        positions: u64,
+        tokens_identical: bool,
+        tokens_agreeing: u64,
+        generated: u64,
+        max_rel_rms: f64,
+        max_abs_diff: f64,
+        top1_agreement: f64,
+        topk_overlap: f64,
+        bound: f64,
+        tokens_required: bool,
+        tokenizer_identical: bool,
+        file_tokens_identical: bool,
+        file_max_rel_rms: f64,
+        file_bound: f64,
+        passed: bool,
+    },
+    #[serde(rename = "export.done")]
+    ExportDone {
+        format: String,
+        quant: String,
+        path: String,
+        files: Vec<String>,
+        bytes: u64,
+        wall_s: f64,
+        verified: bool,
+        fallbacks: Vec<String>,
+        notes: Vec<String>,
     },
     #[serde(rename = "progress")]
     Progress {

@@ -65,9 +65,29 @@ fn run_loaded(
             .tokenizer
             .encode(&args.prompt, loaded.tokenizer.add_bos_default(), true)?
     };
+    if let Some(path) = &args.logits {
+        write_logits(loaded, &prompt_ids, path)?;
+    }
     let g = run_generation(loaded, &prompt_ids, &args.sampling, out)?;
     finish(&g, out)?;
     Ok(g)
+}
+
+/// `--logits FILE`: the logits of every prompt position as raw f32, and the ids beside them.
+fn write_logits(l: &Loaded, ids: &[u32], path: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut cache = l.model.new_cache(ids.len());
+    let logits = l.model.forward(&mut cache, ids, true)?;
+    nf_formats::atomic::write_atomic(path, |w| {
+        logits
+            .iter()
+            .try_for_each(|x| w.write_all(&x.to_le_bytes()))
+    })?;
+    let text: String = ids.iter().map(|i| format!("{i}\n")).collect();
+    let mut ids_path = path.as_os_str().to_owned();
+    ids_path.push(".ids");
+    nf_formats::atomic::write_atomic(Path::new(&ids_path), |w| w.write_all(text.as_bytes()))?;
+    Ok(())
 }
 
 /// Emits `model.loaded` in `--json` mode.

@@ -860,7 +860,7 @@ fn checkpoint_artifact(run_dir: &Path, step: u64) -> Result<Artifact> {
 
 /// sha256 over the model's files (a folder's `config.json` and `*.safetensors`, or the
 /// single file), so a resume notices a replaced base; and each file with its own sha256.
-fn hash_model_files(path: &Path) -> Result<(String, Vec<(PathBuf, String)>)> {
+pub fn hash_model_files(path: &Path) -> Result<(String, Vec<(PathBuf, String)>)> {
     let mut files = Vec::new();
     if path.is_dir() {
         for e in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {

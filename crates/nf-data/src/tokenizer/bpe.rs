@@ -81,6 +81,34 @@ impl PreTokenizer {
     }
 }
 
+impl PreTokenizer {
+    /// The `tokenizer.ggml.pre` name whose regexes are exactly `regexes` (for writing a
+    /// `tokenizer.json` byte-level BPE into GGUF), preferring llama.cpp's usual names.
+    pub fn name_for_regexes(regexes: &[String]) -> Option<&'static str> {
+        // Hugging Face spells the contractions case-insensitively; llama.cpp spells out
+        // the case classes. Both match the same strings.
+        let canonical: Vec<String> = regexes
+            .iter()
+            .map(|r| {
+                r.replace(
+                    "(?i:'s|'t|'re|'ve|'m|'ll|'d)",
+                    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])",
+                )
+            })
+            .collect();
+        ["llama-bpe", "qwen2", "qwen35", "smollm", "gpt-2", "default"]
+            .into_iter()
+            .find(|name| {
+                PreTokenizer::for_name(name).is_some_and(|p| {
+                    p.regexes
+                        .iter()
+                        .copied()
+                        .eq(canonical.iter().map(String::as_str))
+                })
+            })
+    }
+}
+
 /// The GPT-2 regex, for `tokenizer.json` files whose ByteLevel pre-tokenizer uses its
 /// built-in pattern (`use_regex: true`).
 pub(crate) const GPT2_REGEX: &str = GPT2;

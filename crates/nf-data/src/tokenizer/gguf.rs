@@ -54,6 +54,13 @@ impl Tokenizer {
         let id = |key: &str| gguf.get_u64(key).and_then(|v| u32::try_from(v).ok());
         let flag = |key: &str| gguf.get(key).and_then(MetaValue::as_bool);
         let chat_template = gguf.get_str("tokenizer.chat_template").map(str::to_string);
+        let (eot, eom) = (
+            id("tokenizer.ggml.eot_token_id"),
+            id("tokenizer.ggml.eom_token_id"),
+        );
+        let padding = id("tokenizer.ggml.padding_token_id");
+        let mut kept_merges = None;
+        let mut kept_pre = None;
         let extra_eos = ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
             .iter()
             .filter_map(|k| id(k))
@@ -88,9 +95,11 @@ impl Tokenizer {
                 })?;
             let merges = string_array(gguf, "tokenizer.ggml.merges")?
                 .ok_or_else(|| missing(path, "tokenizer.ggml.merges"))?;
-            let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
-            let bpe = build_gguf_bpe(&tokens, &merges, &pre)
+            let merge_strs: Vec<&str> = merges.iter().map(String::as_str).collect();
+            let bpe = build_gguf_bpe(&tokens, &merge_strs, &pre)
                 .map_err(|e| corrupt(path, format!("cannot build the BPE tokenizer: {e}")))?;
+            kept_merges = Some(merges);
+            kept_pre = Some(pre_name.to_string());
             kind = format!("gguf-gpt2:{pre_name}");
             engine = Engine::Bpe(Box::new(bpe));
             style = PieceStyle::ByteLevel(Box::new(ByteLevelTable::new()));
@@ -124,6 +133,13 @@ impl Tokenizer {
             add_bos,
             strip_first_space,
             chat_template,
+            origin: super::Origin::Gguf {
+                pre: kept_pre,
+                merges: kept_merges,
+                eot,
+                eom,
+                padding,
+            },
         }))
     }
 }

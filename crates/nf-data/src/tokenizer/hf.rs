@@ -173,6 +173,7 @@ impl Tokenizer {
             add_bos,
             strip_first_space,
             chat_template,
+            origin: super::Origin::HfFile(path.to_path_buf()),
         }))
     }
 }
@@ -257,7 +258,7 @@ fn piece_style(decoder: Option<&Value>) -> (PieceStyle, bool) {
 /// The split regexes, in order, if this is a plain byte-level BPE: a BPE model without
 /// dropout, no normalizer, and a pre-tokenizer made of regex splits (Isolated), digit
 /// splits, and a final ByteLevel step without prefix space.
-fn byte_level_regexes(obj: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
+pub(crate) fn byte_level_regexes(obj: &serde_json::Map<String, Value>) -> Option<Vec<String>> {
     let model = field(obj, "model");
     if model["type"] != "BPE" || !model["dropout"].is_null() || !field(obj, "normalizer").is_null()
     {

@@ -58,6 +58,7 @@ impl Tokenizer {
             add_bos: true,
             strip_first_space: true,
             chat_template: None,
+            origin: super::Origin::Llama2c,
         }))
     }
 }

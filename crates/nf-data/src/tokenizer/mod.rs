@@ -16,6 +16,7 @@
 mod bpe;
 #[cfg(test)]
 mod equivalence_tests;
+mod export;
 mod fxhash;
 mod gguf;
 mod hf;
@@ -71,6 +72,26 @@ pub struct Tokenizer {
     /// word.
     strip_first_space: bool,
     chat_template: Option<String>,
+    origin: Origin,
+}
+
+/// Where a tokenizer was read from, with what the reader saw but the engines do not keep,
+/// so that it can be written out again (`export.rs`: GGUF metadata, `tokenizer.json`).
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    /// A GGUF vocabulary: its pre-tokenizer name and merges (byte-level BPE only), and the
+    /// ids llama.cpp reads besides BOS/EOS.
+    Gguf {
+        pre: Option<String>,
+        merges: Option<Vec<String>>,
+        eot: Option<u32>,
+        eom: Option<u32>,
+        padding: Option<u32>,
+    },
+    /// A llama2.c `tokenizer.bin` (SentencePiece with scores, no token types).
+    Llama2c,
+    /// A Hugging Face `tokenizer.json` at this path.
+    HfFile(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -99,6 +120,7 @@ struct Parts {
     add_bos: bool,
     strip_first_space: bool,
     chat_template: Option<String>,
+    origin: Origin,
 }
 
 impl Tokenizer {
@@ -138,6 +160,7 @@ impl Tokenizer {
             add_bos: p.add_bos && bos.is_some(),
             strip_first_space: p.strip_first_space,
             chat_template: p.chat_template,
+            origin: p.origin,
             vocab: p.vocab,
         }
     }

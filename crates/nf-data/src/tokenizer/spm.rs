@@ -23,10 +23,10 @@ pub(crate) struct Spm {
     /// unknown, unused and byte tokens are left out so that, say, the text `<s>` never
     /// merges into BOS (SentencePiece never produces them from text either).
     pieces: FxHashMap<Box<str>, u32>,
-    scores: Vec<f32>,
+    pub(crate) scores: Vec<f32>,
     max_piece_len: usize,
     byte_ids: [Option<u32>; 256],
-    unk: Option<u32>,
+    pub(crate) unk: Option<u32>,
     /// Prepend `▁` to text that starts the input or follows a special token.
     pub add_space_prefix: bool,
     /// No mergeable piece longer than one byte contains `\n`, so a newline is a hard

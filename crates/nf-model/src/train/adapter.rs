@@ -42,7 +42,13 @@ pub struct Adapter {
 }
 
 /// Rows of `target`'s B matrix moved between the model's RoPE layout and PEFT's.
-fn permute_b(c: &Config, target: Target, b: &[f32], rank: usize, to_peft: bool) -> Vec<f32> {
+pub(crate) fn permute_b(
+    c: &Config,
+    target: Target,
+    b: &[f32],
+    rank: usize,
+    to_peft: bool,
+) -> Vec<f32> {
     let heads = match target {
         Target::Q => c.n_heads,
         Target::K => c.n_kv_heads,
@@ -70,29 +76,69 @@ pub fn save_peft(
         reason: "a fully fine-tuned model has no adapter to save".into(),
     })?;
     let p = &m.params;
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::new();
     for (l, layer) in m.layers.iter().enumerate() {
         for (target, lin) in Target::ALL.iter().zip(layer.lins()) {
             let Some(ad) = lin.adapter else { continue };
-            let a = p.value(ad.a);
-            let b = permute_b(&m.config, *target, p.value(ad.b), lora.rank, true);
-            owned.push((
-                peft_key(l, *target, 'A'),
-                vec![lora.rank, lin.cols],
-                f32_bytes(a),
-            ));
-            owned.push((
-                peft_key(l, *target, 'B'),
-                vec![lin.rows, lora.rank],
-                f32_bytes(&b),
-            ));
+            tensors.push((l, *target, p.value(ad.a), p.value(ad.b)));
         }
+    }
+    write_peft(&m.config, lora, &tensors, dir, base_model, metadata)
+}
+
+/// Writes an adapter read from disk (PEFT or GGUF LoRA) back in PEFT's layout.
+pub fn save_adapter_peft(
+    adapter: &Adapter,
+    c: &Config,
+    dir: &Path,
+    base_model: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut tensors: Vec<(usize, Target, &[f32], &[f32])> = adapter
+        .tensors
+        .iter()
+        .map(|((l, t), (a, b))| (*l, *t, a.as_slice(), b.as_slice()))
+        .collect();
+    tensors.sort_by_key(|t| (t.0, t.1));
+    write_peft(c, &adapter.config, &tensors, dir, base_model, metadata)
+}
+
+/// `adapter_model.safetensors` and `adapter_config.json` from `(layer, target, A, B)` in the
+/// model's row order.
+fn write_peft(
+    c: &Config,
+    lora: &LoraConfig,
+    tensors: &[(usize, Target, &[f32], &[f32])],
+    dir: &Path,
+    base_model: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for &(l, target, a, b) in tensors {
+        let (rows, cols) = target_shape(c, target);
+        let b = permute_b(c, target, b, lora.rank, true);
+        owned.push((
+            peft_key(l, target, 'A'),
+            vec![lora.rank, cols],
+            f32_bytes(a),
+        ));
+        owned.push((
+            peft_key(l, target, 'B'),
+            vec![rows, lora.rank],
+            f32_bytes(&b),
+        ));
     }
     write_f32_tensors(&dir.join("adapter_model.safetensors"), &owned, metadata)?;
     let modules: Vec<String> = lora
         .targets
         .iter()
-        .map(|t| t.hf_module().rsplit('.').next().unwrap().to_string())
+        .map(|t| {
+            t.hf_module()
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     let config = serde_json::json!({
         "peft_type": "LORA",

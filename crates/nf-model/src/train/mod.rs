@@ -11,6 +11,7 @@
 
 mod acts;
 pub mod adapter;
+pub mod adapter_gguf;
 pub mod lora;
 pub mod params;
 mod step;

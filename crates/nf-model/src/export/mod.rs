@@ -4,6 +4,9 @@
 //! those rows permuted back to Hugging Face's rotate-half layout, the inverse of what
 //! llama.cpp's converter does, so `transformers` computes the same function.
 
+pub mod gguf;
+pub mod parity;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -81,7 +84,16 @@ pub fn write_f32_tensors(
     Ok(())
 }
 
-/// Writes `config.json` and `model.safetensors` (f32) into `dir`, which must exist.
+/// A tensor ready for safetensors: name, shape, little-endian bytes.
+pub type OwnedTensor = (String, Vec<usize>, Vec<u8>);
+
+/// Safetensors files above this size are split into shards, as `transformers`'
+/// `save_pretrained` does by default ("2GB", decimal).
+pub const SHARD_BYTES: usize = 2_000_000_000;
+
+/// Writes `config.json` and `model.safetensors` (f32) into `dir`, which must exist; above
+/// [`SHARD_BYTES`] the weights go into `model-0000i-of-0000n.safetensors` shards with a
+/// `model.safetensors.index.json`.
 pub fn export_hf(model: &Model, dir: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {
     let c = &model.config;
     let mut hf_config = c.to_hf_json();
@@ -107,11 +119,52 @@ pub fn export_hf(model: &Model, dir: &Path, metadata: &BTreeMap<String, String>)
         };
         owned.push((hf_name(&name), shape, bytes));
     }
-    write_f32_tensors(&dir.join("model.safetensors"), &owned, metadata)?;
+    write_sharded(dir, owned, metadata)?;
     hf_config["torch_dtype"] = "float32".into();
     let text = serde_json::to_string_pretty(&hf_config).expect("config serializes");
     let path = dir.join("config.json");
     write_atomic(&path, |w| std::io::Write::write_all(w, text.as_bytes()))
         .map_err(|e: FormatError| e)?;
+    Ok(())
+}
+
+/// Writes `owned` as `model.safetensors`, or as shards of at most [`SHARD_BYTES`] (a
+/// larger single tensor gets a shard of its own) with the index `transformers` reads.
+fn write_sharded(
+    dir: &Path,
+    owned: Vec<OwnedTensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let total: usize = owned.iter().map(|t| t.2.len()).sum();
+    if total <= SHARD_BYTES {
+        return write_f32_tensors(&dir.join("model.safetensors"), &owned, metadata);
+    }
+    let mut shards: Vec<Vec<OwnedTensor>> = vec![Vec::new()];
+    let mut size = 0;
+    for t in owned {
+        if size > 0 && size + t.2.len() > SHARD_BYTES {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += t.2.len();
+        shards.last_mut().expect("one shard at least").push(t);
+    }
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let file = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
+        for t in shard {
+            weight_map.insert(t.0.clone(), file.clone().into());
+        }
+        write_f32_tensors(&dir.join(&file), shard, metadata)?;
+    }
+    let index = serde_json::json!({
+        "metadata": {"total_size": total},
+        "weight_map": weight_map,
+    });
+    let text = serde_json::to_string_pretty(&index).expect("index serializes");
+    write_atomic(&dir.join("model.safetensors.index.json"), |w| {
+        std::io::Write::write_all(w, text.as_bytes())
+    })?;
     Ok(())
 }
