@@ -1,7 +1,6 @@
-//! `neuralforge lineage`: documents → ingest → train (→ an export recorded in the audit
-//! log as `export` will record it), then lineage from the run, the adapter, a checkpoint
-//! and the exported file names the source documents with their sha256, and `--document`
-//! finds the dataset, the run and the export.
+//! `neuralforge lineage`: documents → ingest → train → export, then lineage from the run,
+//! the adapter, a checkpoint and the exported file names the source documents with their
+//! sha256, and `--document` finds the dataset, the run and the export.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -143,17 +142,16 @@ fn lineage_from_artifacts_to_documents_and_back() {
         "{text}"
     );
 
-    // An export recorded as `neuralforge export` records it (the one-line audit API).
+    // A real export of the run (f32 GGUF), which records itself in the audit log.
     let export = home.join("exports/merged.gguf");
-    std::fs::create_dir_all(export.parent().unwrap()).unwrap();
-    std::fs::write(&export, b"GGUF pretend export").unwrap();
-    nf_audit::record(
-        &home,
-        nf_audit::Record::new("export", vec!["export".into(), p(&run).into()])
-            .input(nf_audit::Artifact::path("run", &run).unwrap())
-            .output(nf_audit::Artifact::file("export", &export).unwrap()),
-    )
-    .unwrap();
+    let o = bin(&home)
+        .args(["--threads", "1", "export"])
+        .arg(&run)
+        .args(["--format", "gguf", "--quant", "f32", "--out"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
     let v = lineage_json(&home, &[p(&export)]);
     assert_eq!(v["kind"], "export");
     assert_eq!(doc_shas(&v), want, "{v}");
