@@ -474,6 +474,11 @@ pub struct TrainArgs {
     /// Projections that get adapters: a comma list of q,k,v,o,gate,up,down, or `all`.
     #[arg(long, default_value = "all", value_name = "LIST")]
     pub lora_targets: String,
+    /// Continue training this LoRA adapter (a run folder, a PEFT folder or a GGUF LoRA
+    /// file) instead of a fresh one; its rank, alpha and targets replace --lora-rank,
+    /// --lora-alpha and --lora-targets.
+    #[arg(long, value_name = "PATH", conflicts_with = "full")]
+    pub adapter: Option<PathBuf>,
     /// Optimizer steps.
     #[arg(
         long,

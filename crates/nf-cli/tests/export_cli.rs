@@ -302,6 +302,27 @@ fn lora_run_round_trips_through_every_format() {
         .arg(&again);
     ok(c.output().unwrap());
     assert!(again.join("adapter/adapter_model.safetensors").is_file());
+
+    // Training continues from the exported PEFT adapter (and from the GGUF LoRA): the new
+    // run takes the adapter's rank (4, not the default 8), and with a learning rate too
+    // small to move a weight it still generates exactly what the source run did.
+    for (name, adapter) in [("cont-peft", &peft), ("cont-gguf", &lora)] {
+        let cont = dir.join(name);
+        let mut c = bin(&dir);
+        c.args(["train"])
+            .args(base_flags)
+            .args(["--adapter", p(adapter), "--data", p(&text)])
+            .args(["--steps", "1", "--batch-size", "1", "--seq-len", "16"])
+            .args(["--lr", "1e-30", "--warmup", "1", "--eval-every", "0"])
+            .arg("--out")
+            .arg(&cont);
+        ok(c.output().unwrap());
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(cont.join("run.json")).unwrap()).unwrap();
+        assert_eq!(cfg["lora_rank"], 4, "{name}");
+        assert_eq!(cfg["init_adapter_sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(greedy(&dir, &["--model", p(&cont)]), want, "{name}");
+    }
 }
 
 #[test]

@@ -52,6 +52,12 @@ pub struct RunConfig {
     pub batch_size: usize,
     pub seq_len: usize,
     pub recompute: bool,
+    /// The adapter a LoRA run started from (`--adapter`), if any, and its sha256 (a file's,
+    /// or a folder's tree hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_adapter: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_adapter_sha256: Option<String>,
     /// Attention crosses example boundaries inside a window (false: each example attends
     /// only to itself; runs from before this field existed read as false).
     #[serde(default)]
@@ -98,6 +104,7 @@ impl RunConfig {
             "base_dtype": self.base_dtype,
             "val_fraction": self.val_fraction,
             "cross_example_attention": self.cross_example_attention,
+            "init_adapter_sha256": self.init_adapter_sha256,
         });
         nf_train::hash::sha256_bytes(key.to_string().as_bytes())
     }
@@ -290,6 +297,36 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
         model, tokenizer, ..
     } = load(&model_args, home)?;
     let (base_hash, base_files) = hash_model_files(&model.path)?;
+    let mut cfg = cfg;
+    // A fresh run from an adapter takes its shape; a resume has it in run.json already and
+    // its checkpoint holds newer weights.
+    let init_adapter = match cfg.init_adapter.clone().filter(|_| !resume) {
+        Some(path) => {
+            let adapter = crate::load::load_adapter(&path, &model.config)?;
+            cfg.lora_rank = adapter.config.rank;
+            cfg.lora_alpha = adapter.config.alpha;
+            cfg.lora_targets = adapter
+                .config
+                .targets
+                .iter()
+                .map(|t| t.short())
+                .collect::<Vec<_>>()
+                .join(",");
+            cfg.init_adapter_sha256 = Some(
+                nf_audit::Artifact::path("adapter", &path)
+                    .map_err(crate::audit::audit_error)?
+                    .sha256
+                    .unwrap_or_default(),
+            );
+            rec.inputs.push(nf_audit::Artifact::new(
+                "adapter",
+                &path,
+                cfg.init_adapter_sha256.clone(),
+            ));
+            Some(adapter)
+        }
+        None => None,
+    };
     let stream = TokenStream::from_paths(&cfg.data, &tokenizer)?;
     for w in stream.warnings() {
         eprintln!("warning: {w}");
@@ -330,7 +367,6 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
         )
     };
     let seq_len = cfg.seq_len.min(model.config.max_seq_len);
-    let mut cfg = cfg;
     // The window the run really uses is what run.json records and the config hash covers,
     // so a resume (which reads it back) hashes the same value.
     cfg.seq_len = seq_len;
@@ -384,6 +420,9 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
     };
     let lora = matches!(method, Method::Lora(_));
     let mut tm = TrainModel::new(model, method, shape, cfg.options.seed);
+    if let Some(adapter) = &init_adapter {
+        tm.load_adapter(adapter)?;
+    }
     if let Some(ty) = base_dtype(&cfg.base_dtype)?.filter(|_| lora) {
         tm.store_frozen_as(ty)?;
     }
@@ -993,6 +1032,8 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         seq_len: a.seq_len,
         recompute: a.recompute,
         cross_example_attention: a.cross_example_attention,
+        init_adapter: a.adapter.as_deref().map(abs),
+        init_adapter_sha256: None,
         base_dtype: {
             base_dtype(&a.base_dtype)?;
             a.base_dtype.clone()
