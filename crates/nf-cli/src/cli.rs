@@ -57,6 +57,9 @@ pub enum Command {
     /// Export a run or model as a Hugging Face folder, PEFT adapter, GGUF, GGUF LoRA or
     /// Ollama folder, checked against the model it came from.
     Export(Box<ExportArgs>),
+    /// Mean cross-entropy and perplexity of a model on text, token shards or a dataset's
+    /// validation split.
+    Eval(EvalArgs),
     /// List the datasets in the NeuralForge home, or show one.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
@@ -326,6 +329,22 @@ pub struct ExportArgs {
     /// Jinja file.
     #[arg(long, value_name = "NAME|FILE")]
     pub chat_template: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text files, .bin token shards, or a dataset made by `ingest` (its folder or name;
+    /// scored on its val.bin when it has one).
+    #[arg(long, required = true, num_args = 1.., value_name = "PATH")]
+    pub data: Vec<PathBuf>,
+    /// Tokens of context per window.
+    #[arg(long, default_value_t = 256, value_name = "T")]
+    pub seq_len: usize,
+    /// Windows scored at most (from the start of the data).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_windows: usize,
 }
 
 /// Where the model and its tokenizer come from.

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run(a, &home, &mut out),
         Command::Ingest(a) => cmd::ingest::run(a, &home, &mut out),
         Command::Export(a) => cmd::export::run(a, &home, &mut out),
+        Command::Eval(a) => cmd::eval::run(a, &home, &mut out),
         Command::Datasets(d) => cmd::datasets::run(d, &home, &mut out),
         Command::Bench(b) => cmd::bench::run(b, &home, &mut out),
         Command::Audit(a) => cmd::audit::run(a, &home, &mut out),

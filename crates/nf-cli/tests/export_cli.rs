@@ -158,6 +158,47 @@ fn lora_run_round_trips_through_every_format() {
             "{format} {quant:?}"
         );
     }
+    // `eval` agrees: the f32 GGUF scores what the run scores. (This run's learning rate is
+    // set to change the greedy output in 6 steps, not to improve it, so it scores worse
+    // than the base; the base scores TinyStories text as a TinyStories model should.)
+    let text = dir.join("stories.txt");
+    let eval = |model_flags: &[&str]| -> f64 {
+        let o = ok(bin(&dir)
+            .args(["--json", "eval"])
+            .args(model_flags)
+            .args(["--data", p(&text), "--seq-len", "32", "--max-windows", "8"])
+            .output()
+            .unwrap());
+        let v: serde_json::Value = serde_json::from_str(o.lines().last().unwrap()).unwrap();
+        assert_eq!(v["type"], "eval.result", "{v}");
+        assert_eq!(v["tokens"], 8 * 32);
+        v["loss"].as_f64().unwrap()
+    };
+    let tuned = eval(&["--model", p(&run)]);
+    let f32_gguf = eval(&["--model", p(&out.join("m-f32.gguf"))]);
+    let untuned_loss = eval(&["--model", p(&base), "--tokenizer", p(&tok)]);
+    assert!((tuned - f32_gguf).abs() < 1e-4, "{tuned} vs {f32_gguf}");
+    assert!(
+        (tuned - untuned_loss).abs() > 1e-3,
+        "{tuned} vs base {untuned_loss}"
+    );
+    assert!(
+        (1.0..3.0).contains(&untuned_loss),
+        "stories260K on TinyStories: loss {untuned_loss}"
+    );
+    let short = dir.join("short.txt");
+    std::fs::write(&short, "Hi.").unwrap();
+    let o = bin(&dir)
+        .args(["eval", "--model", p(&run), "--data", p(&short)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("fewer than one window") && err.contains("hint:"),
+        "{err}"
+    );
+
     // Each export is in the audit log, so lineage follows the file back to its run.
     let lineage = ok(bin(&dir)
         .args(["--json", "lineage"])

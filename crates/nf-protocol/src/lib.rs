@@ -147,6 +147,11 @@
 //! Bytes of one file downloaded by `models pull`. Fields: `file` (string: the path in the
 //! repository), `done` (integer: bytes on disk, including a resumed `.partial`), `total`
 //! (integer or null when the server did not say).
+//! ## `eval.result`
+//! `neuralforge eval`'s measurement. Fields: `loss` (number: mean cross-entropy in nats per
+//! scored token), `perplexity` (number: `exp(loss)`), `tokens` (integer: tokens scored),
+//! `windows` (integer), `seq_len` (integer: tokens of context per window).
+//!
 //! ## `export.verify`
 //! The parity check of an export: the written files read back with NeuralForge's own
 //! readers against the in-memory fine-tuned model (see `neuralforge export`). Fields:
@@ -230,6 +235,14 @@ pub enum Event {
     },
     #[serde(rename = "tokens")]
     Tokens { ids: Vec<u32> },
+    #[serde(rename = "eval.result")]
+    EvalResult {
+        loss: f64,
+        perplexity: f64,
+        tokens: u64,
+        windows: u64,
+        seq_len: u64,
+    },
     #[serde(rename = "bench.result")]
     BenchResult {
         test: String,

@@ -2,6 +2,7 @@ pub mod audit;
 pub mod bench;
 pub mod chat;
 pub mod datasets;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod ingest;
