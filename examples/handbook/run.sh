@@ -103,6 +103,12 @@ say "6/6 after fine-tuning"
 ask_all "$WORK/run" | tee "$WORK/answers-after.txt"
 after=$(tail -n 1 "$WORK/answers-after.txt")
 
+say "audit trail"
+# Every step above is in the tamper-evident audit log; lineage ties the adapter to the
+# documents it learned from, by sha256.
+"$NF" audit verify
+"$NF" lineage "$WORK/run"
+
 say "summary"
 echo "before: $before"
 echo "after:  $after"
