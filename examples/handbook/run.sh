@@ -92,9 +92,10 @@ say "5/6 fine-tune a LoRA adapter on the handbook ($STEPS steps)"
 rm -rf "$WORK/run"
 # The handbook is about a thousand tokens, so 60 steps of 256 tokens are ~15 passes over it,
 # each from random offsets. That is enough for a 135M model to take in most facts at a
-# learning rate LoRA tolerates (2e-3 got 5 of 8, 3e-3 7 of 8; packing the windows in order
-# instead of at random offsets memorised the text but answered worse). There is no held-out
-# document to validate on, so validation is off.
+# learning rate LoRA tolerates: 3e-3 learned more than 2e-3 did, and packing the windows in
+# order instead of at random offsets memorised the text but answered worse (README and
+# BENCHMARKS.md have the measurements). There is no held-out document to validate on, so
+# validation is off.
 "$NF" --threads "$THREADS" train --model "$MODEL" --data handbook --steps "$STEPS" \
   --batch-size 1 --seq-len 256 --lora-rank 16 --lr 3e-3 --val-fraction 0 \
   --save-every 1000 --out "$WORK/run"
