@@ -342,7 +342,9 @@ fn forwards(doc: &Path, home: &Path, log: &[Entry], out: &mut Output) -> Result<
     emit(out, doc, "document", Some(sha), l)
 }
 
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
+/// The folders in `dir`, sorted, without hidden ones (staging folders start with a dot);
+/// none when `dir` cannot be read.
+pub(crate) fn subdirs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()

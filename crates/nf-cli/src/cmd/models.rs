@@ -161,18 +161,7 @@ fn human_bytes(n: u64) -> String {
 }
 
 fn list(home: &Path, out: &mut Output) -> Result<()> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(models_dir(home))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    dirs.sort();
+    let dirs = crate::cmd::lineage::subdirs(&models_dir(home));
     if dirs.is_empty() && !out.is_json() {
         eprintln!(
             "no models in {} (`neuralforge models import PATH` or `models pull REPO`)",
