@@ -133,15 +133,16 @@ impl Drop for Staging {
 /// `lineage` can follow an exported file back to its run and documents.
 pub fn run(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
     crate::audit::scoped(home, "export", |rec| {
-        let kind = if args.source.join("run.json").is_file() {
-            "run"
-        } else {
-            "model"
-        };
-        if args.source.exists() {
-            rec.inputs.push(
-                nf_audit::Artifact::path(kind, &args.source).map_err(crate::audit::audit_error)?,
-            );
+        // The source as open_source resolves it, so a model named from the store is
+        // recorded by its files too; an unknown source is left to open_source to refuse.
+        if let Ok(source) = crate::load::resolve_model_path(&args.source, home) {
+            let kind = if source.join("run.json").is_file() {
+                "run"
+            } else {
+                "model"
+            };
+            rec.inputs
+                .push(nf_audit::Artifact::path(kind, &source).map_err(crate::audit::audit_error)?);
         }
         run_inner(args, home, out)?;
         rec.outputs.push(
