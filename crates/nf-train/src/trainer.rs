@@ -403,17 +403,12 @@ impl Trainer {
             n_targets: 0,
         };
         for _ in 0..n_batches {
-            let starts: &[u32] = if batcher.has_example_starts() {
-                batcher.next_batch_with_starts(
-                    &mut self.inputs,
-                    &mut self.targets,
-                    &mut self.starts,
-                );
-                &self.starts
-            } else {
-                batcher.next_batch(&mut self.inputs, &mut self.targets);
-                &[]
-            };
+            let packed = batcher.next_batch_with_starts(
+                &mut self.inputs,
+                &mut self.targets,
+                &mut self.starts,
+            );
+            let starts: &[u32] = if packed { &self.starts } else { &[] };
             let l = self
                 .model
                 .eval_loss_packed(&self.inputs, &self.targets, starts)?;
@@ -433,16 +428,11 @@ impl Trainer {
         let mut mean_sum = 0.0;
         for micro in 0..accum {
             let t = Instant::now();
-            let packed = self.train.has_example_starts();
-            if packed {
-                self.train.next_batch_with_starts(
-                    &mut self.inputs,
-                    &mut self.targets,
-                    &mut self.starts,
-                );
-            } else {
-                self.train.next_batch(&mut self.inputs, &mut self.targets);
-            }
+            let packed = self.train.next_batch_with_starts(
+                &mut self.inputs,
+                &mut self.targets,
+                &mut self.starts,
+            );
             totals.data_s += t.elapsed().as_secs_f64();
             self.model.dropout_seed = self
                 .opts

@@ -2,7 +2,6 @@
 //! `llama-bench` measures them so the two can be compared run for run.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -143,28 +142,16 @@ fn tokenizer_throughput(
     out: &mut Output,
 ) -> Result<()> {
     let pieces = paragraph_pieces(text, 64 << 10);
-    let threads = nf_engine::cpu::threads().clamp(1, pieces.len());
-    let next = AtomicUsize::new(0);
+    let threads = nf_engine::cpu::threads();
+    // The same ordered parallel map ingestion encodes its windows with.
     let encode_all = || -> Result<usize> {
-        next.store(0, Ordering::Relaxed);
-        let counts = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..threads)
-                .map(|_| {
-                    s.spawn(|| -> Result<usize> {
-                        let mut tokens = 0;
-                        while let Some(p) = pieces.get(next.fetch_add(1, Ordering::Relaxed)) {
-                            tokens += tok.encode(p, false, false)?.len();
-                        }
-                        Ok(tokens)
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("an encoding thread panicked"))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        Ok(counts.iter().sum())
+        let counts = nf_data::ingest::parallel::map(
+            &pieces,
+            threads,
+            |p| tok.encode(p, false, false).map(|ids| ids.len()),
+            |_, _| {},
+        );
+        Ok(counts.into_iter().sum::<Result<usize, _>>()?)
     };
     let mut tokens = 0;
     let mut rates = Vec::new();

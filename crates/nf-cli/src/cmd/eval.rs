@@ -30,18 +30,14 @@ pub fn run(args: &EvalArgs, home: &Path, out: &mut Output) -> Result<()> {
 /// Each dataset among `paths` becomes its `val.bin` (or, when it has no validation
 /// tokens, its `train.bin`); other paths stay as they are.
 fn data_paths(paths: &[PathBuf], home: &Path) -> Result<Vec<PathBuf>> {
-    let (train, val, used) = crate::cmd::ingest::expand_datasets(paths, home)?;
-    if used.is_empty() {
-        return Ok(train);
-    }
-    // expand_datasets keeps plain files in `train` in order; a dataset with validation
-    // tokens is scored on them instead of on what it trains on.
-    let vals: Vec<&PathBuf> = val.iter().collect();
+    // expand_datasets keeps plain files in order and turns each dataset into its
+    // train.bin, listing the val.bin of those with validation tokens apart.
+    let (train, val, _) = crate::cmd::ingest::expand_datasets(paths, home)?;
     Ok(train
         .into_iter()
         .map(|p| {
             let sibling = p.with_file_name("val.bin");
-            if p.file_name().is_some_and(|n| n == "train.bin") && vals.contains(&&sibling) {
+            if p.file_name().is_some_and(|n| n == "train.bin") && val.contains(&sibling) {
                 sibling
             } else {
                 p

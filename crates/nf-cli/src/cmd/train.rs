@@ -636,10 +636,7 @@ fn loss_mask(stream: &TokenStream) -> Result<Option<Vec<u8>>> {
     let masks: Vec<Option<PathBuf>> = stream
         .sources()
         .iter()
-        .map(|s| {
-            Some(s.path.with_extension("mask"))
-                .filter(|m| s.path.extension().is_some_and(|e| e == "bin") && m.is_file())
-        })
+        .map(|s| sibling_shard(&s.path, "mask"))
         .collect();
     if masks.iter().all(Option::is_none) {
         return Ok(None);
@@ -673,20 +670,25 @@ fn loss_mask(stream: &TokenStream) -> Result<Option<Vec<u8>>> {
 /// The training data's identity: its tokens, and the loss mask and example starts where
 /// they apply, since either changes the training as surely as changed tokens.
 fn data_hash(tokens: &[u32], mask: Option<&[u8]>, starts: Option<&[u64]>) -> String {
-    let mut key = tokens_hash(tokens);
+    let mut parts = vec![tokens_hash(tokens)];
     if let Some(m) = mask {
-        key.push_str(&nf_train::hash::sha256_bytes(m));
+        parts.push(nf_train::hash::sha256_bytes(m));
     }
-    let Some(s) = starts else {
-        return if mask.is_some() {
-            nf_train::hash::sha256_bytes(key.as_bytes())
-        } else {
-            key
-        };
-    };
-    let bytes: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
-    key.push_str(&nf_train::hash::sha256_bytes(&bytes));
-    nf_train::hash::sha256_bytes(key.as_bytes())
+    if let Some(s) = starts {
+        let bytes: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
+        parts.push(nf_train::hash::sha256_bytes(&bytes));
+    }
+    // Tokens alone keep their plain hash, as runs on plain token data always recorded.
+    match parts.as_slice() {
+        [only] => only.clone(),
+        _ => nf_train::hash::sha256_bytes(parts.concat().as_bytes()),
+    }
+}
+
+/// The `.mask` or `.starts` shard `ingest` writes beside a `.bin` source, if there is one.
+fn sibling_shard(source: &Path, ext: &str) -> Option<PathBuf> {
+    let path = source.with_extension(ext);
+    (source.extension().is_some_and(|e| e == "bin") && path.is_file()).then_some(path)
 }
 
 /// Where each example begins in a token stream: a dataset shard's sibling `.starts`
@@ -696,8 +698,7 @@ fn example_starts(stream: &TokenStream) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     let mut base = 0u64;
     for src in stream.sources() {
-        let path = src.path.with_extension("starts");
-        if src.path.extension().is_some_and(|e| e == "bin") && path.is_file() {
+        if let Some(path) = sibling_shard(&src.path, "starts") {
             let starts = nf_data::dataset::TokenShard::open(&path)?.to_vec();
             let ok = starts.first() == Some(&0)
                 && starts.windows(2).all(|w| w[0] < w[1])

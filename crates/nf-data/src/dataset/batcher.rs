@@ -165,13 +165,15 @@ impl Batcher {
     /// [`Batcher::next_batch`], also filling `starts` (`batch_size * seq_len`) with, for each
     /// position, the position within its window where its example begins: 0 up to the
     /// first example that begins inside the window, then that example's first position,
-    /// and so on. Without example starts every entry is 0.
+    /// and so on. Without example starts every entry is 0. Returns whether example starts
+    /// were given (see [`Batcher::has_example_starts`]), so a caller can skip passing the
+    /// trivial all-zero starts on.
     pub fn next_batch_with_starts(
         &mut self,
         inputs: &mut [u32],
         targets: &mut [u32],
         starts: &mut [u32],
-    ) {
+    ) -> bool {
         let t = self.seq_len;
         assert_eq!(
             starts.len(),
@@ -192,6 +194,7 @@ impl Batcher {
                 *s = current;
             }
         }
+        self.has_example_starts()
     }
 
     /// Fills `inputs` and `targets` (each `batch_size * seq_len`, row-major

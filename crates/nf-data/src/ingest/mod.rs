@@ -28,7 +28,7 @@ pub mod examples;
 mod html;
 mod jsonl;
 pub mod manifest;
-mod parallel;
+pub mod parallel;
 mod pdf;
 mod text;
 mod write;

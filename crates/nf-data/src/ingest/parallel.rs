@@ -7,12 +7,7 @@ use std::sync::mpsc;
 /// Applies `f` to every item on `threads` threads (0 or 1: on this thread). `on_done` is
 /// called on the calling thread as each item finishes, in completion order, with its index
 /// and result, so the caller can report progress; the results are returned in input order.
-pub(crate) fn map<T, R, F>(
-    items: &[T],
-    threads: usize,
-    f: F,
-    mut on_done: impl FnMut(usize, &R),
-) -> Vec<R>
+pub fn map<T, R, F>(items: &[T], threads: usize, f: F, mut on_done: impl FnMut(usize, &R)) -> Vec<R>
 where
     T: Sync,
     R: Send,

@@ -96,6 +96,25 @@ struct Ctx<'a> {
     /// Empty, or [batch · seq]: where each token's packed example starts within its
     /// sequence (see [`TrainModel::forward_backward_packed`]).
     starts: &'a [u32],
+    /// Per sequence, the row ranges of its examples, derived from `starts` once per pass
+    /// rather than in every layer.
+    examples: Vec<Vec<std::ops::Range<usize>>>,
+}
+
+/// The row ranges of the examples of each sequence of `seq` rows: one range per sequence
+/// when `starts` is empty, else a new example wherever a row's start is the row itself.
+fn example_ranges(starts: &[u32], batch: usize, seq: usize) -> Vec<Vec<std::ops::Range<usize>>> {
+    (0..batch)
+        .map(|b| {
+            if starts.is_empty() {
+                return std::iter::once(0..seq).collect();
+            }
+            let row = &starts[b * seq..(b + 1) * seq];
+            let mut firsts: Vec<usize> = (0..seq).filter(|&t| row[t] as usize == t).collect();
+            firsts.push(seq);
+            firsts.windows(2).map(|w| w[0]..w[1]).collect()
+        })
+        .collect()
 }
 
 impl Ctx<'_> {
@@ -110,15 +129,8 @@ impl Ctx<'_> {
 
     /// The rows of sequence `b` that form one example each, in order: RoPE positions
     /// restart at 0 in each, as they would for the example alone.
-    fn examples_of(&self, b: usize) -> Vec<std::ops::Range<usize>> {
-        let starts = self.starts_of(b);
-        if starts.is_empty() {
-            return std::iter::once(0..self.seq).collect();
-        }
-        // An example begins where a row's start is the row itself.
-        let mut firsts: Vec<usize> = (0..self.seq).filter(|&t| starts[t] as usize == t).collect();
-        firsts.push(self.seq);
-        firsts.windows(2).map(|w| w[0]..w[1]).collect()
+    fn examples_of(&self, b: usize) -> &[std::ops::Range<usize>] {
+        &self.examples[b]
     }
 
     fn shape(&self) -> AttnShape {
@@ -380,7 +392,7 @@ fn layer_forward(
     }
     timed(&cx.times.other, || {
         for b in 0..cx.batch {
-            for e in cx.examples_of(b) {
+            for e in cx.examples_of(b).iter().cloned() {
                 let rows = b * t + e.start..b * t + e.end;
                 let (qs, ks) = (
                     rows.start * qd..rows.end * qd,
@@ -555,7 +567,7 @@ fn layer_backward(
     });
     timed(&cx.times.other, || {
         for b in 0..cx.batch {
-            for e in cx.examples_of(b) {
+            for e in cx.examples_of(b).iter().cloned() {
                 let rows = b * t + e.start..b * t + e.end;
                 let (qs, ks) = (
                     rows.start * qd..rows.end * qd,
@@ -636,6 +648,7 @@ impl TrainModel {
             seed: self.dropout_seed,
             times,
             starts,
+            examples: example_ranges(starts, self.shape.batch, self.shape.seq_len),
         }
     }
 
