@@ -1,0 +1,1 @@
+// The studio front end (placeholder until the pages land).
