@@ -74,6 +74,23 @@ pub enum Command {
     /// The model store in <home>/models: list, import, pull from a hub, show, remove.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// The local web app: dashboard, configure, ingest, models, generate and audit pages
+    /// in the browser, driving this binary's commands.
+    Studio(StudioArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StudioArgs {
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 7700, value_name = "P")]
+    pub port: u16,
+    /// Address to listen on. Anything but a loopback address exposes the studio to the
+    /// network (it still needs its token); it is never the default.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub host: std::net::IpAddr,
+    /// Do not open a browser; only print the address.
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, Subcommand)]

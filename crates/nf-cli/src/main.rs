@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => cmd::audit::run(a, &home, &mut out),
         Command::Lineage(a) => cmd::lineage::run(a, &home, &mut out),
         Command::Models(m) => cmd::models::run(m, &home, cli.global.offline, &mut out),
+        Command::Studio(a) => cmd::studio::run(a, &home, &mut out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -182,6 +182,10 @@
 //! Progress of a long task. Fields: `task` (string), `done` (integer), `total` (integer or
 //! null when unknown), `unit` (string, e.g. `"bytes"`, `"files"`, `"steps"`).
 //!
+//! ## `studio.ready`
+//! `neuralforge studio` is listening. Fields: `url` (string: the address to open, with the
+//! session token as `?token=`), `host` (string), `port` (integer).
+//!
 //! ## `error`
 //! The command failed; it is the last event of the stream and the exit code is non-zero.
 //! Fields: `code` (string, stable, e.g. `"bad_input"`, `"not_found"`, `"io"`), `message`
@@ -432,6 +436,12 @@ pub enum Event {
         done: u64,
         total: Option<u64>,
         unit: String,
+    },
+    #[serde(rename = "studio.ready")]
+    StudioReady {
+        url: String,
+        host: String,
+        port: u16,
     },
     #[serde(rename = "error")]
     Error {

@@ -62,4 +62,179 @@
 //! holds the lock on `train.lock`; one that stopped without `train.done` failed, with the
 //! last `error` event, else the last `error:` line of its `studio.log`, as its error.
 
+pub mod api;
 pub mod assets;
+mod auth;
+mod cli;
+pub mod error;
+mod jobs;
+pub mod runs;
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+pub use crate::error::{ApiError, Error};
+
+/// How to start the studio.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The address to bind; the CLI passes 127.0.0.1 unless told otherwise.
+    pub host: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+    /// The NeuralForge home every spawned command works in.
+    pub home: PathBuf,
+    /// The `neuralforge` binary to spawn.
+    pub cli: PathBuf,
+}
+
+/// The server is listening: where, and the URL (with its token) to open.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+/// The state every request handler shares.
+#[derive(Debug)]
+pub struct App {
+    access: auth::Access,
+    cli: cli::Cli,
+    jobs: jobs::Jobs,
+    /// Training processes this studio spawned that have not exited, by run id.
+    children: runs::Children,
+}
+
+impl App {
+    fn runs_dir(&self) -> PathBuf {
+        self.cli.home.join("runs")
+    }
+
+    fn run_summary(&self, id: &str) -> runs::RunSummary {
+        let spawned = self
+            .children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id);
+        runs::summary(&self.runs_dir(), id, spawned)
+    }
+
+    /// A fresh run id in the CLI's own style (`<date>-<time>-<method>`), made unique.
+    fn new_run_id(&self, method: &str) -> Result<String, ApiError> {
+        let ts = nf_protocol::rfc3339_now();
+        let compact: String = ts.chars().filter(|c| c.is_ascii_digit()).take(14).collect();
+        let base = format!("{}-{}-{method}", &compact[..8], &compact[8..]);
+        let runs = self.runs_dir();
+        std::fs::create_dir_all(&runs)
+            .map_err(|e| ApiError::internal(format!("{}: {e}", runs.display())))?;
+        for n in 0..1000 {
+            let id = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            // create_dir fails on an existing folder, so two requests never share one.
+            match std::fs::create_dir(runs.join(&id)) {
+                Ok(()) => return Ok(id),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(ApiError::internal(format!("{}: {e}", runs.display()))),
+            }
+        }
+        Err(ApiError::internal("cannot find a free run id"))
+    }
+
+    /// Starts `train` for run `id` as a process of its own: its own process group (a
+    /// Ctrl-C in the studio's terminal does not reach it), stdout discarded (events go to
+    /// the run's `events.ndjson`), stderr appended to the run's `studio.log`. Nothing ties
+    /// it to the studio, so it runs on when the studio stops.
+    fn spawn_run(&self, id: &str, args: Vec<String>) -> Result<(), ApiError> {
+        let dir = self.runs_dir().join(id);
+        let log_path = dir.join("studio.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| ApiError::internal(format!("{}: {e}", log_path.display())))?;
+        let mut cmd = tokio::process::Command::new(&self.cli.exe);
+        cmd.arg("--home")
+            .arg(&self.cli.home)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|e| {
+            ApiError::internal(format!("cannot run {}: {e}", self.cli.exe.display()))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let children = Arc::clone(&self.children);
+        children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), pid);
+        let id = id.to_string();
+        // Reap the child so it does not linger as a zombie, and forget it once it is gone.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            children
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+        Ok(())
+    }
+}
+
+/// Binds, calls `ready` once listening, and serves until the process is stopped.
+pub fn serve(opts: Options, ready: impl FnOnce(&Ready)) -> Result<(), Error> {
+    let token = auth::new_token().map_err(Error::Random)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(Error::Serve)?;
+    runtime.block_on(async move {
+        let wanted = SocketAddr::new(opts.host, opts.port);
+        let listener = tokio::net::TcpListener::bind(wanted)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: wanted.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(Error::Serve)?;
+        ensure_dir(&opts.home)?;
+        let app = Arc::new(App {
+            access: auth::Access::new(token.clone(), addr),
+            cli: cli::Cli {
+                exe: opts.cli,
+                home: opts.home,
+            },
+            jobs: jobs::Jobs::default(),
+            children: Arc::new(Mutex::new(HashMap::new())),
+        });
+        let shown = if addr.ip().is_loopback() && addr.ip().is_ipv4() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            app.access.hosts[0].clone()
+        };
+        ready(&Ready {
+            addr,
+            url: format!("http://{shown}/?token={token}"),
+        });
+        axum::serve(listener, api::router(app))
+            .await
+            .map_err(Error::Serve)
+    })
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}

@@ -9,5 +9,6 @@ pub mod ingest;
 pub mod inspect;
 pub mod lineage;
 pub mod models;
+pub mod studio;
 pub mod tokenize;
 pub mod train;

@@ -1,0 +1,247 @@
+//! The guard in front of every route: Host and Origin checks, then the token.
+//!
+//! The order matters for what a caller learns: a request for another host (DNS rebinding)
+//! or from another site is refused with 403 before the token is even looked at, and a
+//! request without the token gets 401 on every route, pages and assets included.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::App;
+use crate::error::ApiError;
+
+/// Who may talk to the server: the token, the `Host` values naming it, and its origins.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub token: String,
+    /// `host:port` spellings that name this server (lower case).
+    pub hosts: Vec<String>,
+    /// The cookie that carries the token; its name has the port in it because browsers
+    /// share cookies across the ports of one host.
+    pub cookie: String,
+}
+
+impl Access {
+    pub fn new(token: String, addr: SocketAddr) -> Access {
+        let port = addr.port();
+        let mut hosts = vec![host_port(addr.ip(), port)];
+        if addr.ip().is_loopback() {
+            for h in ["127.0.0.1", "localhost", "[::1]"] {
+                hosts.push(format!("{h}:{port}"));
+            }
+        }
+        hosts.dedup();
+        Access {
+            token,
+            hosts,
+            cookie: format!("nf_studio_{port}"),
+        }
+    }
+
+    fn host_ok(&self, headers: &HeaderMap) -> bool {
+        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+            return false;
+        };
+        let host = host.to_ascii_lowercase();
+        self.hosts.contains(&host)
+    }
+
+    /// A browser names the page that sent a request in `Origin` (always on POST, on
+    /// cross-origin GETs, and on EventSource); it must be one of ours. Requests without it
+    /// come from scripts and tools, which still need the token.
+    fn origin_ok(&self, headers: &HeaderMap) -> bool {
+        if headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site")
+        {
+            return false;
+        }
+        match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            None => true,
+            Some(origin) => {
+                let origin = origin.to_ascii_lowercase();
+                self.hosts
+                    .iter()
+                    .any(|h| origin.strip_prefix("http://") == Some(h.as_str()))
+            }
+        }
+    }
+
+    fn presented_token<'a>(&self, headers: &'a HeaderMap, query: Option<&'a str>) -> Vec<&'a str> {
+        let mut found = Vec::new();
+        if let Some(b) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            found.push(b.trim());
+        }
+        for cookies in headers.get_all(header::COOKIE) {
+            let Ok(cookies) = cookies.to_str() else {
+                continue;
+            };
+            for pair in cookies.split(';') {
+                if let Some((name, value)) = pair.trim().split_once('=')
+                    && name == self.cookie
+                {
+                    found.push(value);
+                }
+            }
+        }
+        if let Some(t) = query.and_then(query_token) {
+            found.push(t);
+        }
+        found
+    }
+}
+
+fn host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+fn query_token(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares without an early exit, so the time taken says nothing about a guess.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A fresh 256-bit token, hex-encoded.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The middleware: 403 for a foreign Host or Origin, 401 without the token; a page
+/// visited with `?token=` gets the cookie and a redirect to the same path without it.
+pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: Next) -> Response {
+    let access = &app.access;
+    let headers = req.headers();
+    if !access.host_ok(headers) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this Host is not the studio's address",
+            "open the studio by the URL it printed (127.0.0.1 or localhost)",
+        )
+        .into_response();
+    }
+    if !access.origin_ok(headers) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-origin requests are refused",
+            "use the studio's own pages",
+        )
+        .into_response();
+    }
+    let query = req.uri().query();
+    let tokens = access.presented_token(headers, query);
+    if !tokens.iter().any(|t| same_secret(t, &access.token)) {
+        return unauthorized(req.uri().path().starts_with("/api/"));
+    }
+    let via_query = query
+        .and_then(query_token)
+        .is_some_and(|t| same_secret(t, &access.token));
+    if via_query && req.method() == axum::http::Method::GET {
+        // Move the token from the address bar into a cookie, so it is not left in the
+        // history or shown on screen.
+        let cookie = format!(
+            "{}={}; HttpOnly; SameSite=Strict; Path=/",
+            access.cookie, access.token
+        );
+        let location = req.uri().path().to_string();
+        let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return resp;
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+fn unauthorized(api: bool) -> Response {
+    if api {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong studio token",
+            "send `Authorization: Bearer TOKEN` with the token `neuralforge studio` printed",
+        )
+        .into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!doctype html><title>NeuralForge Studio</title><p>This studio needs its token. \
+         Open the address <code>neuralforge studio</code> printed in your terminal \
+         (it ends in <code>?token=…</code>).</p>",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+        assert!(!same_secret("", "a"));
+    }
+
+    #[test]
+    fn loopback_binding_accepts_its_names_only() {
+        let a = Access::new("t".into(), "127.0.0.1:8000".parse().unwrap());
+        let mut h = HeaderMap::new();
+        for (host, ok) in [
+            ("127.0.0.1:8000", true),
+            ("localhost:8000", true),
+            ("LOCALHOST:8000", true),
+            ("[::1]:8000", true),
+            ("localhost:8001", false),
+            ("evil.example:8000", false),
+            ("127.0.0.1", false),
+        ] {
+            h.insert(header::HOST, host.parse().unwrap());
+            assert_eq!(a.host_ok(&h), ok, "{host}");
+        }
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(!a.origin_ok(&h));
+        h.insert(header::ORIGIN, "http://localhost:8000".parse().unwrap());
+        assert!(a.origin_ok(&h));
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!a.origin_ok(&h));
+    }
+
+    #[test]
+    fn tokens_are_long_and_fresh() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}
