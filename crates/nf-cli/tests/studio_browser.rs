@@ -143,7 +143,7 @@ fn start_studio(home: &Path) -> (Studio, String) {
     match rx.recv_timeout(Duration::from_secs(120)) {
         Ok(url) => (studio, url),
         Err(_) => panic!(
-            "the studio printed no http:// URL within 120 s; its stderr:\n{}",
+            "the studio printed no http:// URL (it exited, or 120 s passed); its stderr:\n{}",
             studio.stderr_tail()
         ),
     }
