@@ -161,22 +161,20 @@ impl Jobs {
 }
 
 /// Feeds a job's lines (`ndjson` events) and then its summary (`done`) to an SSE client,
-/// from the first line, so a page opened late sees the whole job.
-pub fn follow(job: Arc<Job>, tx: mpsc::Sender<Result<SseEvent, Infallible>>) {
+/// from line `from` (0 for a page opened late, which then sees the whole job). Each
+/// line's SSE id is its number plus one, so a reconnecting client resumes after it.
+pub fn follow(job: Arc<Job>, from: usize, tx: mpsc::Sender<Result<SseEvent, Infallible>>) {
     tokio::spawn(async move {
-        let mut next = 0;
+        let mut next = from;
         loop {
             // Register for the wake-up before reading, so a line pushed in between is
             // not missed; the timeout is a second guard.
             let changed = job.changed.notified();
             let (lines, done) = job.since(next);
-            next += lines.len();
             for line in lines {
-                if tx
-                    .send(Ok(SseEvent::default().event("ndjson").data(line)))
-                    .await
-                    .is_err()
-                {
+                next += 1;
+                let event = SseEvent::default().event("ndjson").id(next.to_string());
+                if tx.send(Ok(event.data(line))).await.is_err() {
                     return;
                 }
             }
