@@ -18,6 +18,9 @@ use crate::error::ApiError;
 
 /// How much of a job's stderr is kept for its error message.
 const STDERR_TAIL: usize = 16 * 1024;
+/// Finished jobs kept in memory; older ones are forgotten (their work is on disk and in
+/// the audit log).
+const KEEP_JOBS: usize = 200;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
@@ -117,7 +120,15 @@ impl Jobs {
             }),
             changed: Notify::new(),
         });
-        lock(&self.list).push(Arc::clone(&job));
+        {
+            let mut list = lock(&self.list);
+            if list.len() >= KEEP_JOBS
+                && let Some(old) = list.iter().position(|j| j.summary().status != "running")
+            {
+                list.remove(old);
+            }
+            list.push(Arc::clone(&job));
+        }
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         tokio::spawn(async move {
