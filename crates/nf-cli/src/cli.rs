@@ -598,6 +598,11 @@ pub struct TrainArgs {
     /// settings (other flags are ignored).
     #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
+    /// Plan the run without starting it: load the model and data, time one real forward
+    /// and backward pass, and report (event `train.plan`) the parameter counts, memory by
+    /// part, and estimated time. Nothing is written (no run folder), so it is not audited.
+    #[arg(long, conflicts_with = "resume")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ use nf_data::TokenizerError;
 use nf_data::ingest::IngestError;
 use nf_formats::FormatError;
 use nf_model::ModelError;
+use nf_protocol::Event;
 
 /// An error raised by the CLI itself with a hint for the user.
 #[derive(Debug)]
@@ -121,4 +122,16 @@ pub fn one_line(err: &anyhow::Error) -> String {
         }
     }
     msg.replace('\n', " ")
+}
+
+/// The `error` event for a failure: its code and hint ([`describe`]) and its one-line
+/// message ([`one_line`]), as the command's last event on stdout and in a failed run's
+/// `events.ndjson`.
+pub fn error_event(err: &anyhow::Error) -> Event {
+    let (code, hint) = describe(err);
+    Event::Error {
+        code: code.into(),
+        message: one_line(err),
+        hint,
+    }
 }

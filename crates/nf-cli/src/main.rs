@@ -41,20 +41,22 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let (code, hint) = errors::describe(&err);
-            if code == "broken_pipe" {
-                return ExitCode::SUCCESS; // the reader went away (`| head`): not a failure
-            }
-            let message = errors::one_line(&err);
-            eprintln!("error: {message}");
-            if let Some(h) = &hint {
-                eprintln!("hint: {h}");
-            }
-            let _ = out.event(|| Event::Error {
-                code: code.into(),
+            let event = errors::error_event(&err);
+            if let Event::Error {
+                code,
                 message,
                 hint,
-            });
+            } = &event
+            {
+                if code == "broken_pipe" {
+                    return ExitCode::SUCCESS; // the reader went away (`| head`): not a failure
+                }
+                eprintln!("error: {message}");
+                if let Some(h) = hint {
+                    eprintln!("hint: {h}");
+                }
+            }
+            let _ = out.event(|| event);
             ExitCode::FAILURE
         }
     }

@@ -386,6 +386,70 @@ fn jobs_report_results_and_the_clis_errors() {
     assert!(err["error"].as_str().unwrap().contains("qlora") && err["hint"].is_string());
     let (status, _, _) = studio.api("PUT", "/api/uploads/u1/..", None);
     assert_eq!(status, 400, "an upload name that climbs out of its folder");
+    // An uploaded document becomes a dataset, and the dataset names it as a source.
+    let auth = format!("Bearer {}", studio.token);
+    let text = "Once upon a time there was a little dog named Pip. He liked the sun. ".repeat(40);
+    let (status, _, body) = request(
+        studio.port,
+        "PUT",
+        "/api/uploads/u1/pip.txt",
+        &[("Host", &studio.host()), ("Authorization", &auth)],
+        Some(&text),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, _, job) = studio.api(
+        "POST",
+        "/api/ingest",
+        Some(json!({"name": "pip", "model": "stories260K", "upload": "u1", "seq_len": 64})),
+    );
+    let done = job_result(&studio, &job);
+    assert_eq!(done["status"], "ok", "{done}");
+    let (status, _, ds) = studio.api("GET", "/api/datasets/pip", None);
+    assert_eq!(status, 200, "{ds}");
+    assert!(ds["info"]["train_tokens"].as_u64() > Some(0), "{ds}");
+    assert!(ds["manifest"].to_string().contains("pip.txt"), "{ds}");
+    // The estimate is a dry run of the same request: it measures and writes nothing.
+    let request = json!({"model": "stories260K", "dataset": "pip", "steps": 50, "seq_len": 32});
+    let (status, _, plan) = studio.api("POST", "/api/train/estimate", Some(request));
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["type"], "train.plan");
+    assert!(plan["memory"]["total"].as_u64() > Some(0) && plan["estimated_s"].as_f64() > Some(0.0));
+    assert!(
+        !home.join("runs").exists() || std::fs::read_dir(home.join("runs")).unwrap().count() == 0
+    );
+}
+
+#[test]
+fn json_mode_announces_the_address_as_an_event() {
+    let home = temp_dir("studio-json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+        .args([
+            "--json",
+            "--home",
+            home.to_str().unwrap(),
+            "studio",
+            "--no-open",
+            "--port",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let e: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(e["type"], "studio.ready", "{line}");
+    assert_eq!(e["host"], "127.0.0.1");
+    let url = e["url"].as_str().unwrap();
+    assert!(
+        url.starts_with(&format!("http://127.0.0.1:{}/?token=", e["port"])),
+        "{url}"
+    );
 }
 
 /// Kills, when dropped, every process whose command line names this home: a test that

@@ -1,6 +1,6 @@
 //! `neuralforge train` through the real binary: exact resume after SIGKILL, a corrupt
 //! checkpoint passed over, refusal to resume on changed data, and generation with the
-//! trained adapter.
+//! trained adapter; the run lock, failures recorded in `events.ndjson`, and `--dry-run`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,50 @@ fn train_args(assets: &Path, data: &Path, out: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Changes the step count of [`train_args`].
+fn set_steps(args: &mut [String], steps: u64) {
+    let i = args.iter().position(|a| a == "--steps").unwrap();
+    args[i + 1] = steps.to_string();
+}
+
+/// Sends `signal` (e.g. `-INT`) to a child, as a user's kill would.
+fn send_signal(child: &std::process::Child, signal: &str) {
+    let ok = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// A finished 4-step run in a fresh temporary home: the home, the data file, the run
+/// folder and the flags it ran with.
+fn finished_run(assets: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf, Vec<String>) {
+    let tmp = temp_dir(tag);
+    let data = data_file(assets, &tmp);
+    let run = tmp.join("run");
+    let mut args = train_args(assets, &data, &run);
+    set_steps(&mut args, 4);
+    run_ok(bin(&tmp).args(&args));
+    (tmp, data, run, args)
+}
+
+/// Starts a run of 100000 steps (far more than any test waits for) in a fresh temporary
+/// home; returns the home, the run folder and the child.
+fn long_train(assets: &Path, tag: &str, stdout: Stdio) -> (PathBuf, PathBuf, std::process::Child) {
+    let tmp = temp_dir(tag);
+    let data = data_file(assets, &tmp);
+    let run = tmp.join("run");
+    let mut args = train_args(assets, &data, &run);
+    set_steps(&mut args, 100000);
+    let child = bin(&tmp)
+        .args(&args)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (tmp, run, child)
 }
 
 fn data_file(assets: &Path, dir: &Path) -> PathBuf {
@@ -208,13 +252,7 @@ fn sigkill_and_resume_give_bitwise_identical_training() {
 #[test]
 fn resume_refuses_changed_data_and_bad_flags_fail_cleanly() {
     let assets = require_assets!();
-    let tmp = temp_dir("train-refuse");
-    let data = data_file(&assets, &tmp);
-    let run = tmp.join("run");
-    let mut args = train_args(&assets, &data, &run);
-    let steps = args.iter().position(|a| a == "--steps").unwrap();
-    args[steps + 1] = "4".into();
-    run_ok(bin(&tmp).args(&args));
+    let (tmp, data, run, args) = finished_run(&assets, "train-refuse");
     std::fs::write(
         &data,
         "Different text now. Once upon a time there was a cat.",
@@ -263,27 +301,12 @@ fn resume_refuses_changed_data_and_bad_flags_fail_cleanly() {
 #[test]
 fn sigint_saves_a_checkpoint_and_exits_cleanly() {
     let assets = require_assets!();
-    let tmp = temp_dir("train-sigint");
-    let data = data_file(&assets, &tmp);
-    let run = tmp.join("run");
-    let mut args = train_args(&assets, &data, &run);
-    let steps = args.iter().position(|a| a == "--steps").unwrap();
-    args[steps + 1] = "100000".into();
-    let mut child = bin(&tmp)
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (_tmp, _run, mut child) = long_train(&assets, "train-sigint", Stdio::piped());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for line in lines.by_ref() {
         let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
         if v["type"] == "train.step" && v["step"] == 6 {
-            let ok = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            send_signal(&child, "-INT");
             break;
         }
     }
@@ -303,4 +326,174 @@ fn sigint_saves_a_checkpoint_and_exits_cleanly() {
         .iter()
         .any(|v| v["type"] == "checkpoint.saved" && v["step"].as_u64() == Some(last));
     assert!(saved, "no checkpoint at the interrupted step {last}");
+}
+
+/// The events of a run's events.ndjson, parsed.
+fn run_events(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("events.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Entries in the home's audit log (0 when it has none yet).
+fn audit_entries(home: &Path) -> usize {
+    std::fs::read_to_string(nf_audit::audit_dir(home).join(nf_audit::LOG_FILE))
+        .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+#[test]
+fn a_running_train_holds_its_run_lock() {
+    use std::fs::{File, TryLockError};
+    let assets = require_assets!();
+    // Output to /dev/null: a pipe nobody reads would fill and block the child, which then
+    // could not act on SIGTERM; the test watches the run folder instead, as the studio does.
+    let (tmp, run, mut child) = long_train(&assets, "train-lock", Stdio::null());
+    let pid = child.id().to_string();
+    let lock = run.join("train.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let has_pid = std::fs::read_to_string(&lock).is_ok_and(|t| t == format!("{pid}\n"));
+        if has_pid && run_events(&run).iter().any(|v| v["type"] == "train.step") {
+            break;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the run never showed its pid in train.lock and a train.step");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // A reader's liveness check: a shared lock on a read-only handle would block.
+    let reader = File::open(&lock).unwrap();
+    assert!(matches!(
+        reader.try_lock_shared(),
+        Err(TryLockError::WouldBlock)
+    ));
+
+    // A second process refuses the running run, naming the pid, and leaves it alone.
+    let o = bin(&tmp)
+        .args(["--json", "train", "--resume", p(&run)])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("is being trained by another process (pid {pid})")),
+        "{err}"
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("\"code\":\"running\""), "{stdout}");
+    assert!(
+        !run_events(&run).iter().any(|v| v["type"] == "error"),
+        "the refused process wrote into the running run's events"
+    );
+
+    send_signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "terminated run exited with {status}");
+    // The process is gone, and with it the lock.
+    reader
+        .try_lock_shared()
+        .expect("the lock is free after exit");
+    reader.unlock().unwrap();
+    File::open(&lock)
+        .unwrap()
+        .try_lock()
+        .expect("an exclusive lock is free after exit");
+}
+
+#[test]
+fn a_failed_run_records_its_error_in_events() {
+    let assets = require_assets!();
+    let (tmp, data, run, _) = finished_run(&assets, "train-failed");
+    // The data shrinks below one window: the resume loads it and fails after taking the
+    // run folder over.
+    std::fs::write(&data, "Once upon a time there was a cat.").unwrap();
+    let o = bin(&tmp)
+        .args(["--json", "train", "--resume", p(&run)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let events = run_events(&run);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "error", "{last}");
+    assert_eq!(last["code"], "bad_input");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("fewer than one window"),
+        "{last}"
+    );
+    assert!(last["hint"].is_string());
+    // The same event reaches stdout once, from main, not a second time from the run.
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let errors: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{stdout}");
+    assert_eq!(errors[0]["message"], last["message"]);
+}
+
+#[test]
+fn dry_run_plans_without_writing_anything() {
+    let assets = require_assets!();
+    let tmp = temp_dir("train-plan");
+    let data = data_file(&assets, &tmp);
+    let run = tmp.join("run");
+    let mut args = train_args(&assets, &data, &run);
+    args.push("--dry-run".into());
+    let audit_before = audit_entries(&tmp);
+    let out = run_ok(bin(&tmp).args(&args));
+    let plan = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "train.plan")
+        .unwrap_or_else(|| panic!("no train.plan in:\n{out}"));
+    assert_eq!(plan["method"], "lora");
+    let trainable = plan["trainable_params"].as_u64().unwrap();
+    assert!(trainable > 0 && trainable < plan["total_params"].as_u64().unwrap());
+    assert_eq!(plan["steps"], 16);
+    assert_eq!(plan["tokens_per_step"], 2 * 32);
+    let mem = &plan["memory"];
+    let part = |k: &str| mem[k].as_u64().unwrap();
+    assert!(part("weights") > 0 && part("activations") > 0);
+    assert_eq!(part("trainable"), trainable * 4);
+    assert_eq!(
+        part("total"),
+        part("weights")
+            + part("trainable")
+            + part("gradients")
+            + part("optimizer")
+            + part("activations")
+    );
+    assert!(plan["flops_per_step"].as_f64().unwrap() > 0.0);
+    let ms = plan["ms_per_step"].as_f64().unwrap();
+    assert!(ms > 0.0);
+    assert!(plan["estimated_s"].as_f64().unwrap() >= ms * 16.0 / 1e3);
+    assert!(!run.exists(), "a dry run created its run folder");
+    assert_eq!(audit_entries(&tmp), audit_before, "a dry run was audited");
+
+    // Text mode: a short summary on stderr, and still nothing written.
+    args.retain(|a| a != "--json");
+    let o = bin(&tmp).args(&args).output().unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("plan lora:") && err.contains("ms/step"),
+        "{err}"
+    );
+    assert!(!run.exists());
+    assert_eq!(audit_entries(&tmp), audit_before);
+
+    // A dry run is never a resume.
+    let o = bin(&tmp)
+        .args(["train", "--dry-run", "--resume", p(&run)])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
 }

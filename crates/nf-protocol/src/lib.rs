@@ -56,6 +56,20 @@
 //! `batch_size`, `seq_len`, `grad_accum` (integers), `tokens_per_step` (integer),
 //! `train_tokens`, `val_tokens` (integers), `resumed` (boolean).
 //!
+//! ## `train.plan`
+//! What a run would take, from `train --dry-run` (which writes nothing and starts no run).
+//! Fields: `method` (`"full"` or `"lora"`), `trainable_params`, `total_params` (integers),
+//! `steps` (integer: optimizer steps the run would make), `tokens_per_step` (integer),
+//! `memory` (object of integers, in bytes: `weights` (the frozen base as stored; 0 for
+//! full fine-tuning, whose weights all train), `trainable` (the trainable parameters as
+//! f32), `gradients`, `optimizer` (AdamW's two moments), `activations` (saved activations
+//! and gradient scratch for one micro-batch), `total` (their sum; the token data and the
+//! program itself come on top)), `flops_per_step` (number), `ms_per_step` (number: one
+//! measured forward and backward pass times the gradient accumulation, plus the AdamW
+//! update timed on a slice of the parameters and scaled to all), `estimated_s` (number:
+//! `ms_per_step` times `steps`, plus the validations at the measured forward-pass speed;
+//! checkpoints and samples are not included).
+//!
 //! ## `train.step`
 //! One optimizer step. Fields: `step` (integer, 1-based), `loss` (number: mean training loss
 //! of the step), `loss_ema` (number: exponential moving average, factor 0.9), `lr` (number),
@@ -189,7 +203,9 @@
 //! ## `error`
 //! The command failed; it is the last event of the stream and the exit code is non-zero.
 //! Fields: `code` (string, stable, e.g. `"bad_input"`, `"not_found"`, `"io"`), `message`
-//! (string, one line), `hint` (string or null: what to do about it).
+//! (string, one line), `hint` (string or null: what to do about it). A training run that
+//! fails once its run folder exists also appends this event to the folder's
+//! `events.ndjson`, so a reader of that file learns why the run ended.
 //!
 //! # Example
 //!
@@ -272,6 +288,8 @@ pub enum Event {
         val_tokens: u64,
         resumed: bool,
     },
+    #[serde(rename = "train.plan")]
+    TrainPlan(Box<TrainPlan>),
     #[serde(rename = "train.step")]
     TrainStep {
         step: u64,
@@ -493,6 +511,31 @@ pub struct IngestFile {
     pub split: Option<String>,
     pub message: Option<String>,
     pub warnings: Vec<String>,
+}
+
+/// The fields of a `train.plan` event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainPlan {
+    pub method: String,
+    pub trainable_params: u64,
+    pub total_params: u64,
+    pub steps: u64,
+    pub tokens_per_step: u64,
+    pub memory: TrainMemory,
+    pub flops_per_step: f64,
+    pub ms_per_step: f64,
+    pub estimated_s: f64,
+}
+
+/// Bytes a run holds in memory, by part (the `memory` of a `train.plan` event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainMemory {
+    pub weights: u64,
+    pub trainable: u64,
+    pub gradients: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    pub total: u64,
 }
 
 /// An event on the wire: version, timestamp, and the event's own fields.

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -143,10 +143,26 @@ fn sse(
     Sse::new(stream.boxed()).keep_alive(KeepAlive::default())
 }
 
-async fn run_events(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
+/// Where a reconnecting EventSource left off: the id of the last event it saw.
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn run_events(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     existing_run(&app, &id)?;
     let (runs, children) = (app.runs_dir(), Arc::clone(&app.children));
-    Ok(sse(|tx| runs::follow(runs, id, children, tx)).into_response())
+    let from = last_event_id(&headers).unwrap_or(0);
+    Ok(sse(move |tx| runs::follow(runs, id, children, from, tx)).into_response())
 }
 
 async fn stop_run(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
@@ -310,9 +326,14 @@ async fn job_detail(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -
     Ok(Json(job(&app, &id)?.detail()).into_response())
 }
 
-async fn job_events(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
+async fn job_events(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult {
     let job = job(&app, &id)?;
-    Ok(sse(|tx| jobs::follow(job, tx)).into_response())
+    let from = last_event_id(&headers).unwrap_or(0) as usize;
+    Ok(sse(move |tx| jobs::follow(job, from, tx)).into_response())
 }
 
 fn start_job(app: &App, kind: &str, args: Vec<String>) -> ApiResult {

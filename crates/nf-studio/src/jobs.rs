@@ -18,6 +18,9 @@ use crate::error::ApiError;
 
 /// How much of a job's stderr is kept for its error message.
 const STDERR_TAIL: usize = 16 * 1024;
+/// Finished jobs kept in memory; older ones are forgotten (their work is on disk and in
+/// the audit log).
+const KEEP_JOBS: usize = 200;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
@@ -117,7 +120,15 @@ impl Jobs {
             }),
             changed: Notify::new(),
         });
-        lock(&self.list).push(Arc::clone(&job));
+        {
+            let mut list = lock(&self.list);
+            if list.len() >= KEEP_JOBS
+                && let Some(old) = list.iter().position(|j| j.summary().status != "running")
+            {
+                list.remove(old);
+            }
+            list.push(Arc::clone(&job));
+        }
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         tokio::spawn(async move {
@@ -161,22 +172,20 @@ impl Jobs {
 }
 
 /// Feeds a job's lines (`ndjson` events) and then its summary (`done`) to an SSE client,
-/// from the first line, so a page opened late sees the whole job.
-pub fn follow(job: Arc<Job>, tx: mpsc::Sender<Result<SseEvent, Infallible>>) {
+/// from line `from` (0 for a page opened late, which then sees the whole job). Each
+/// line's SSE id is its number plus one, so a reconnecting client resumes after it.
+pub fn follow(job: Arc<Job>, from: usize, tx: mpsc::Sender<Result<SseEvent, Infallible>>) {
     tokio::spawn(async move {
-        let mut next = 0;
+        let mut next = from;
         loop {
             // Register for the wake-up before reading, so a line pushed in between is
             // not missed; the timeout is a second guard.
             let changed = job.changed.notified();
             let (lines, done) = job.since(next);
-            next += lines.len();
             for line in lines {
-                if tx
-                    .send(Ok(SseEvent::default().event("ndjson").data(line)))
-                    .await
-                    .is_err()
-                {
+                next += 1;
+                let event = SseEvent::default().event("ndjson").id(next.to_string());
+                if tx.send(Ok(event.data(line))).await.is_err() {
                     return;
                 }
             }

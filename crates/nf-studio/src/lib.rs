@@ -32,14 +32,14 @@
 //! | `GET /api/info` | `{version, home}` |
 //! | `GET /api/runs` | run summaries, newest first (see below) |
 //! | `GET /api/runs/{id}` | one summary plus `config` (its `run.json`, or null) |
-//! | `GET /api/runs/{id}/events` | SSE: every line of `events.ndjson` as `event: ndjson`, then new lines as they are written; `event: status` with the summary at the start and whenever the status changes |
+//! | `GET /api/runs/{id}/events` | SSE: every line of `events.ndjson` as `event: ndjson`, then new lines as they are written; `event: status` with the summary at the start and whenever the status changes. A reconnect (`Last-Event-ID`) resumes after the last line seen |
 //! | `POST /api/runs/{id}/stop` | SIGTERM to the run's process (it saves a checkpoint and ends `interrupted`); 409 when not running |
 //! | `POST /api/runs/{id}/resume` | spawns `train --resume`; `{id}`; 409 when running |
 //! | `POST /api/train` | body: a [`TrainRequest`](api::TrainRequest); spawns `train --out runs/<id>`; `{id}` |
 //! | `POST /api/train/estimate` | the same body; runs `train --dry-run`; the `train.plan` event's fields |
 //! | `GET /api/jobs` | job summaries, newest first |
 //! | `GET /api/jobs/{id}` | one job summary plus `events` (the NDJSON lines parsed) |
-//! | `GET /api/jobs/{id}/events` | SSE: each stdout line as `event: ndjson`; at the end `event: done` with the job summary |
+//! | `GET /api/jobs/{id}/events` | SSE: each stdout line as `event: ndjson`; at the end `event: done` with the job summary; a reconnect resumes after the last line seen |
 //! | `PUT /api/uploads/{upload}/{name}` | raw file body, saved as `<home>/uploads/<upload>/<name>`; `{upload, path}` |
 //! | `POST /api/ingest` | `{name, model, tokenizer?, paths?: [server paths], upload?: id, seq_len?, force?}`; job |
 //! | `GET /api/datasets` | the `dataset.info` events of `datasets list` |

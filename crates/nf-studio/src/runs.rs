@@ -187,27 +187,27 @@ pub fn list(runs: &Path, children: &Children) -> Vec<RunSummary> {
 
 /// Tails a run for an SSE client: every line of `events.ndjson` from the start as
 /// `ndjson` events, then new ones as they are appended; a `status` event with the
-/// summary first and whenever the status changes.
+/// summary first and whenever the status changes. Each line's SSE id is the file offset
+/// after it, so a client that reconnects (sending `Last-Event-ID`) resumes at `from`
+/// instead of seeing the run twice.
 pub fn follow(
     runs: PathBuf,
     id: String,
     children: Children,
+    from: u64,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     tokio::spawn(async move {
         let path = runs.join(&id).join("events.ndjson");
-        let mut offset = 0u64;
+        let mut offset = from;
         let mut partial = Vec::new();
         let mut last_status: Option<(&'static str, Option<String>)> = None;
         loop {
             let (lines, read_to) = read_new_lines(&path, offset, &mut partial);
             offset = read_to;
-            for line in lines {
-                if tx
-                    .send(Ok(SseEvent::default().event("ndjson").data(line)))
-                    .await
-                    .is_err()
-                {
+            for (line, end) in lines {
+                let event = SseEvent::default().event("ndjson").id(end.to_string());
+                if tx.send(Ok(event.data(line))).await.is_err() {
                     return;
                 }
             }
@@ -233,9 +233,10 @@ pub fn follow(
     });
 }
 
-/// The complete lines appended to `path` since `offset`; an incomplete last line waits
-/// in `partial` for its end. Returns the new offset.
-fn read_new_lines(path: &Path, offset: u64, partial: &mut Vec<u8>) -> (Vec<String>, u64) {
+/// The complete lines appended to `path` since `offset`, each with the file offset just
+/// after it; an incomplete last line waits in `partial` for its end. Returns the new
+/// offset.
+fn read_new_lines(path: &Path, offset: u64, partial: &mut Vec<u8>) -> (Vec<(String, u64)>, u64) {
     let Ok(mut file) = File::open(path) else {
         return (Vec::new(), offset);
     };
@@ -250,15 +251,18 @@ fn read_new_lines(path: &Path, offset: u64, partial: &mut Vec<u8>) -> (Vec<Strin
         return (Vec::new(), offset);
     }
     let new_offset = offset + buf.len() as u64;
+    // The offset where `partial` begins, so each line knows where it ends in the file.
+    let mut line_end = offset - partial.len() as u64;
     partial.extend_from_slice(&buf);
     let mut lines = Vec::new();
     while let Some(at) = partial.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = partial.drain(..=at).collect();
+        line_end += line.len() as u64;
         let text = String::from_utf8_lossy(&line[..line.len() - 1])
             .trim()
             .to_string();
         if !text.is_empty() {
-            lines.push(text);
+            lines.push((text, line_end));
         }
     }
     (lines, new_offset)
@@ -284,10 +288,13 @@ mod tests {
         std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
         let mut partial = Vec::new();
         let (lines, off) = read_new_lines(&path, 0, &mut partial);
-        assert_eq!(lines, vec!["{\"a\":1}".to_string()]);
+        assert_eq!(lines, vec![("{\"a\":1}".to_string(), 8)]);
         std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n").unwrap();
         let (lines, _) = read_new_lines(&path, off, &mut partial);
-        assert_eq!(lines, vec!["{\"b\":2}".to_string()]);
+        assert_eq!(lines, vec![("{\"b\":2}".to_string(), 16)]);
+        // A reconnecting reader starts at a line's end offset and sees only what follows.
+        let (lines, _) = read_new_lines(&path, 8, &mut Vec::new());
+        assert_eq!(lines, vec![("{\"b\":2}".to_string(), 16)]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

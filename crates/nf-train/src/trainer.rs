@@ -154,6 +154,28 @@ pub struct RunSummary {
     pub best_val: Option<(u64, f64)>,
 }
 
+/// Wall times of a training step's parts, from [`Trainer::measure_step`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepMeasure {
+    /// Forward and backward pass over one micro-batch.
+    pub forward_backward_ms: f64,
+    /// Forward pass alone over the same micro-batch, as a validation batch runs.
+    pub forward_ms: f64,
+    /// Gradient norm and AdamW update over every trainable parameter.
+    pub optimizer_ms: f64,
+}
+
+impl StepMeasure {
+    /// One optimizer step: `grad_accum` micro-batches, then the update.
+    pub fn step_ms(&self, grad_accum: usize) -> f64 {
+        self.forward_backward_ms * grad_accum.max(1) as f64 + self.optimizer_ms
+    }
+}
+
+/// Parameters the optimizer is timed on in [`Trainer::measure_step`]: enough to swamp
+/// timer noise, few enough that the scratch copies cost nothing next to the model.
+const OPTIMIZER_PROBE: usize = 1 << 20;
+
 /// A sample generator the caller provides (it owns the tokenizer): gets the model being
 /// trained, returns `(prompt, text)`.
 pub type SampleFn<'a> = dyn FnMut(&TrainModel) -> Option<(String, String)> + 'a;
@@ -296,6 +318,95 @@ impl Trainer {
         self.val.as_ref().map_or(0, |b| b.tokens().len())
     }
 
+    /// Times one real training micro-batch (forward and backward) and one forward pass on
+    /// it, and the optimizer update, without changing the trainer: the data position is
+    /// restored, the gradients are zeroed again, and the update runs on scratch buffers
+    /// (a slice of the parameters' size, scaled linearly, since AdamW is one pass over
+    /// memory), so the weights and optimizer moments stay untouched. For planning a run
+    /// (`train --dry-run`); the first pass includes first-touch costs of the buffers, so
+    /// the figure errs on the slow side.
+    pub fn measure_step(&mut self) -> Result<StepMeasure, TrainError> {
+        let accum = self.opts.grad_accum.max(1);
+        let before = self.train.state();
+        let packed = self.train.next_batch_with_starts(
+            &mut self.inputs,
+            &mut self.targets,
+            &mut self.starts,
+        );
+        self.train.restore(before)?;
+        let starts: &[u32] = if packed { &self.starts } else { &[] };
+        self.model.params.zero_grad();
+        // The seed the next step's first micro-batch uses, so dropout costs what it will.
+        self.model.dropout_seed = self.dropout_seed(0);
+        let t = Instant::now();
+        self.model.forward_backward_packed(
+            &self.inputs,
+            &self.targets,
+            starts,
+            1.0 / accum as f32,
+            &self.times,
+        )?;
+        let forward_backward_ms = t.elapsed().as_secs_f64() * 1e3;
+        self.times.take();
+        self.model.params.zero_grad();
+        let t = Instant::now();
+        self.model
+            .eval_loss_packed(&self.inputs, &self.targets, starts)?;
+        let forward_ms = t.elapsed().as_secs_f64() * 1e3;
+        let n = self.model.params.len();
+        let k = n.min(OPTIMIZER_PROBE);
+        let (mut p, mut m, mut v, g) = (vec![0.5; k], vec![0.0; k], vec![0.0; k], vec![1e-3; k]);
+        let t = Instant::now();
+        std::hint::black_box(grad_norm_sq(&g));
+        adamw_step(
+            &mut p,
+            &mut m,
+            &mut v,
+            &g,
+            1,
+            AdamWParams {
+                lr: self.opts.lr,
+                beta1: self.opts.beta1,
+                beta2: self.opts.beta2,
+                eps: self.opts.adam_eps,
+                weight_decay: self.opts.weight_decay,
+            },
+        );
+        let probe_ms = t.elapsed().as_secs_f64() * 1e3;
+        let optimizer_ms = if k == 0 {
+            0.0
+        } else {
+            probe_ms * n as f64 / k as f64
+        };
+        Ok(StepMeasure {
+            forward_backward_ms,
+            forward_ms,
+            optimizer_ms,
+        })
+    }
+
+    /// Validation batches each evaluation runs (0 without validation data).
+    pub fn eval_batches(&self) -> usize {
+        self.val.as_ref().map_or(0, |b| eval_batches(b, &self.opts))
+    }
+
+    /// Evaluations [`Trainer::run`] makes from here to the last step if it runs to the end:
+    /// the base model's at step 0, one every `eval_every` steps, and one at the last step
+    /// (0 without validation data).
+    pub fn evaluations_left(&self) -> u64 {
+        if self.val.is_none() {
+            return 0;
+        }
+        let (from, to) = (self.state.step, self.opts.steps);
+        let base = u64::from(from == 0 && self.state.best_val.is_none());
+        let every = self.opts.eval_every;
+        let periodic = to
+            .checked_div(every)
+            .map_or(0, |n| n - from.min(to) / every);
+        let last = u64::from(to > from && (every == 0 || !to.is_multiple_of(every)));
+        base + periodic + last
+    }
+
     /// Continues from the newest valid checkpoint under the run folder, refusing when it
     /// belongs to another configuration, base model or dataset. Returns the step resumed
     /// at, and a warning for each newer checkpoint that was corrupt or incomplete.
@@ -396,8 +507,7 @@ impl Trainer {
             return Ok(None);
         };
         batcher.reset(0);
-        let n_batches =
-            (batcher.batches_per_epoch() as usize).clamp(1, self.opts.eval_batches.max(1));
+        let n_batches = eval_batches(batcher, &self.opts);
         let mut total = BatchLoss {
             loss_sum: 0.0,
             n_targets: 0,
@@ -434,11 +544,7 @@ impl Trainer {
                 &mut self.starts,
             );
             totals.data_s += t.elapsed().as_secs_f64();
-            self.model.dropout_seed = self
-                .opts
-                .seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(self.state.step * accum as u64 + micro as u64);
+            self.model.dropout_seed = self.dropout_seed(micro);
             let l = self.model.forward_backward_packed(
                 &self.inputs,
                 &self.targets,
@@ -490,6 +596,16 @@ impl Trainer {
         }
         totals.optimizer_s += t.elapsed().as_secs_f64();
         Ok((loss_mean, norm, skipped))
+    }
+
+    /// The dropout seed of micro-batch `micro` of the next step: a function of the seed
+    /// and the position alone, so a resumed run draws the masks it would have.
+    fn dropout_seed(&self, micro: usize) -> u64 {
+        let accum = self.opts.grad_accum.max(1) as u64;
+        self.opts
+            .seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(self.state.step * accum + micro as u64)
     }
 
     fn lr_now(&self) -> f32 {
@@ -659,6 +775,11 @@ impl Trainer {
         });
         Ok(())
     }
+}
+
+/// Batches per evaluation: `eval_batches`, at most the validation data's, at least one.
+fn eval_batches(val: &Batcher, opts: &TrainOptions) -> usize {
+    (val.batches_per_epoch() as usize).clamp(1, opts.eval_batches.max(1))
 }
 
 /// `buf` (the values, or an AdamW moment, laid out like the parameters) as named tensors

@@ -2,9 +2,22 @@
 //!
 //! A run lives in one folder (`<home>/runs/<id>/` or `--out`): `run.json` (the resolved
 //! configuration, written first), `events.ndjson` (every event, in text mode too),
-//! `checkpoints/step-N/`, and at the end `adapter/` (PEFT layout) or `model/` (HF layout).
-//! `--resume RUN_DIR` continues from the newest valid checkpoint with the configuration in
-//! its `run.json`.
+//! `checkpoints/step-N/`, `train.lock`, and at the end `adapter/` (PEFT layout) or
+//! `model/` (HF layout). `--resume RUN_DIR` continues from the newest valid checkpoint with
+//! the configuration in its `run.json`.
+//!
+//! `train.lock` holds the training process's pid (decimal text and a newline) and, while
+//! the process runs, an exclusive lock on it ([`File::try_lock`]); a second `train` on the
+//! same folder fails with code `running`. To tell whether a run is live, open the file
+//! read-only and try `try_lock_shared`: `WouldBlock` means it is running. The file stays
+//! behind when the run ends, so its pid alone proves nothing.
+//!
+//! A run that fails once its folder exists appends the `error` event (code, message,
+//! hint, as printed) to `events.ndjson`, so whoever tails the file sees why it ended.
+//!
+//! `--dry-run` prepares the run as a real one would (configuration, model, data, trainer),
+//! times one real forward and backward pass, and reports the plan as a `train.plan` event
+//! (see `nf_protocol`); it writes nothing, not even an audit entry.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -261,33 +274,152 @@ fn duration(s: f64) -> String {
 /// Audited: a `start` (or `resume`) entry before the first step, naming the base model's
 /// files, tokenizer, datasets/data files and the run; and a last entry when the run ends
 /// (`finish`, `interrupt`, `early_stop`, or `end` with the error), naming the final
-/// adapter or model and the newest checkpoint.
+/// adapter or model and the newest checkpoint. A `--dry-run` writes nothing and is not
+/// audited.
 pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
-    crate::audit::scoped(home, "train", |rec| run_inner(args, home, out, rec))
+    if args.dry_run {
+        return plan(args, home, out);
+    }
+    crate::audit::scoped(home, "train", |rec| {
+        let mut lock = None;
+        let result = run_inner(args, home, out, rec, &mut lock);
+        // Once the run folder is ours, whoever tails its events learns why the run ended.
+        if let (Err(e), Some(lock)) = (&result, &lock) {
+            lock.record_failure(e);
+        }
+        result
+    })
 }
 
-fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) -> Result<()> {
-    let (cfg, run_dir, resume) = match &args.resume {
-        Some(dir) => (read_run_config(dir)?, dir.clone(), true),
-        None => {
-            let cfg = resolve(args, home)?;
-            let dir = args
-                .out
-                .clone()
-                .unwrap_or_else(|| home.join("runs").join(run_id(&cfg.method)));
-            if dir.join("run.json").exists() {
+/// The file in a run folder that the training process holds an exclusive lock on while
+/// it runs, with its pid as text.
+pub const LOCK_FILE: &str = "train.lock";
+
+/// The exclusive lock on a run folder's `train.lock`, held (by keeping the file open)
+/// until the process exits, so two processes never train one run at once. Readers tell
+/// a live run by `try_lock_shared` failing with `WouldBlock`; the pid in the file is for
+/// people and stays behind after the run ends, so it alone proves nothing.
+struct RunLock {
+    dir: PathBuf,
+    _file: File,
+}
+
+impl RunLock {
+    fn acquire(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(LOCK_FILE);
+        // Not truncated on open: while another process holds the lock, its pid is what
+        // the error below reports.
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                let pid = match pid.trim() {
+                    "" => "unknown".to_string(),
+                    p => p.to_string(),
+                };
                 return Err(user_error(
-                    "exists",
-                    format!("{} already holds a run", dir.display()),
+                    "running",
                     format!(
-                        "continue it with --resume {}, or pick another --out",
+                        "{} is being trained by another process (pid {pid})",
                         dir.display()
                     ),
+                    "wait for it to finish, or stop it first",
                 ));
             }
-            (cfg, dir, false)
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow::Error::new(e).context(format!("locking {}", path.display())));
+            }
         }
-    };
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .and_then(|()| file.flush())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(RunLock {
+            dir: dir.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// Appends the failure's `error` event to the run's `events.ndjson`. Best effort: the
+    /// error itself still reaches the user through main, which matters more.
+    fn record_failure(&self, err: &anyhow::Error) {
+        if let Ok(mut events) = open_events(&self.dir) {
+            let _ = events.emit(crate::errors::error_event(err));
+        }
+    }
+}
+
+/// The run folder's `events.ndjson`, opened for appending (a resume continues it).
+fn open_events(run_dir: &Path) -> Result<EventWriter<File>> {
+    let path = run_dir.join("events.ndjson");
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(EventWriter::new(file))
+}
+
+/// Refuses a new run in a folder that already holds one.
+fn refuse_existing_run(dir: &Path) -> Result<()> {
+    if dir.join("run.json").exists() {
+        return Err(user_error(
+            "exists",
+            format!("{} already holds a run", dir.display()),
+            format!(
+                "continue it with --resume {}, or pick another --out",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The run's configuration and folder: read back from `run.json` for `--resume`, else
+/// resolved from the flags (the folder must not hold a run yet). True when resuming.
+fn target(args: &TrainArgs, home: &Path) -> Result<(RunConfig, PathBuf, bool)> {
+    if let Some(dir) = &args.resume {
+        return Ok((read_run_config(dir)?, dir.clone(), true));
+    }
+    let cfg = resolve(args, home)?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| home.join("runs").join(run_id(&cfg.method)));
+    refuse_existing_run(&dir)?;
+    Ok((cfg, dir, false))
+}
+
+/// A run made ready in memory: the model loaded and wrapped for training, the data
+/// loaded, split and checked, the trainer built. Nothing is written yet.
+struct Prepared {
+    /// The configuration as the run uses it (window clamped to the model, steps from
+    /// `--epochs`, an initial adapter's shape, the hashes).
+    cfg: RunConfig,
+    /// The base model's files with their sha256, for the audit entry.
+    base_files: Vec<(PathBuf, String)>,
+    /// The adapter a fresh LoRA run starts from, as an audit input.
+    init_adapter: Option<Artifact>,
+    trainer: Trainer,
+    total_params: usize,
+    seq_len: usize,
+    sample: SampleCtx,
+}
+
+fn prepare(
+    cfg: RunConfig,
+    run_dir: &Path,
+    resume: bool,
+    epochs: Option<f32>,
+    home: &Path,
+) -> Result<Prepared> {
     let model_args = ModelArgs {
         model: cfg.model.clone(),
         tokenizer: cfg.tokenizer.clone(),
@@ -300,6 +432,7 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
     let mut cfg = cfg;
     // A fresh run from an adapter takes its shape; a resume has it in run.json already and
     // its checkpoint holds newer weights.
+    let mut init_adapter_artifact = None;
     let init_adapter = match cfg.init_adapter.clone().filter(|_| !resume) {
         Some(path) => {
             let adapter = crate::load::load_adapter(&path, &model.config)?;
@@ -318,7 +451,7 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
                     .sha256
                     .unwrap_or_default(),
             );
-            rec.inputs.push(nf_audit::Artifact::new(
+            init_adapter_artifact = Some(nf_audit::Artifact::new(
                 "adapter",
                 &path,
                 cfg.init_adapter_sha256.clone(),
@@ -370,7 +503,7 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
     // The window the run really uses is what run.json records and the config hash covers,
     // so a resume (which reads it back) hashes the same value.
     cfg.seq_len = seq_len;
-    if let Some(epochs) = args.epochs.filter(|_| !resume) {
+    if let Some(epochs) = epochs.filter(|_| !resume) {
         // One epoch is every packed window once.
         let windows = (train.len().saturating_sub(1) / seq_len) as f64;
         let per_step = (cfg.batch_size * cfg.options.grad_accum) as f64;
@@ -426,17 +559,57 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
     if let Some(ty) = base_dtype(&cfg.base_dtype)?.filter(|_| lora) {
         tm.store_frozen_as(ty)?;
     }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     cfg.hashes = Some(hashes.clone());
+    let trainer = Trainer::new(tm, cfg.options.clone(), train, val, run_dir, hashes)?
+        .with_loss_masks(train_mask, val_mask)?
+        .with_example_starts(train_starts, val_starts)?;
+    Ok(Prepared {
+        cfg,
+        base_files,
+        init_adapter: init_adapter_artifact,
+        trainer,
+        total_params,
+        seq_len,
+        sample: sample_model_ctx,
+    })
+}
+
+fn run_inner(
+    args: &TrainArgs,
+    home: &Path,
+    out: &mut Output,
+    rec: &mut Record,
+    lock: &mut Option<RunLock>,
+) -> Result<()> {
+    let (cfg, run_dir, resume) = target(args, home)?;
+    if resume {
+        // The folder exists already: lock it before anything else, so a second process
+        // never loads, let alone trains, a run that is running.
+        *lock = Some(RunLock::acquire(&run_dir)?);
+    }
+    let Prepared {
+        cfg,
+        base_files,
+        init_adapter,
+        mut trainer,
+        total_params,
+        seq_len,
+        sample: sample_model_ctx,
+    } = prepare(cfg, &run_dir, resume, args.epochs, home)?;
+    rec.inputs.extend(init_adapter);
     if !resume {
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let new_lock = RunLock::acquire(&run_dir)?;
+        // Another process may have started a run here since `target` looked; the folder is
+        // ours (and its events ours to append to) only when it still holds none.
+        refuse_existing_run(&run_dir)?;
+        *lock = Some(new_lock);
         let text = serde_json::to_string_pretty(&cfg)?;
         nf_formats::atomic::write_atomic(&run_dir.join("run.json"), |w| {
             w.write_all(text.as_bytes())
         })?;
     }
-    let mut trainer = Trainer::new(tm, cfg.options.clone(), train, val, &run_dir, hashes)?
-        .with_loss_masks(train_mask, val_mask)?
-        .with_example_starts(train_starts, val_starts)?;
     // A quick GEMM measurement (a few milliseconds) so the report can say what fraction of
     // this machine's f32 peak the run achieved.
     trainer.peak_gflops = Some(nf_engine::matmul::sgemm_peak_gflops(512, 3));
@@ -502,13 +675,8 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
     rec.inputs = vec![Artifact::file("run", run_dir.join("run.json"))?];
     rec.event = Some("end".into());
     rec.details = Some(details);
-    let events = File::options()
-        .create(true)
-        .append(true)
-        .open(run_dir.join("events.ndjson"))
-        .with_context(|| format!("opening {}", run_dir.join("events.ndjson").display()))?;
     let mut sink = RunSink {
-        file: EventWriter::new(events),
+        file: open_events(&run_dir)?,
         out,
         progress: Progress {
             tty: std::io::stderr().is_terminal(),
@@ -627,6 +795,84 @@ fn run_inner(args: &TrainArgs, home: &Path, out: &mut Output, rec: &mut Record) 
     }
     sink.emit(report);
     Ok(())
+}
+
+/// `--dry-run`: prepares the run exactly as a real one would, times one real training
+/// micro-batch, and reports the plan (`train.plan`; a summary on stderr in text mode).
+/// Nothing is written: no run folder, no events file, no audit entry.
+fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
+    let (cfg, run_dir, _) = target(args, home)?;
+    let Prepared {
+        cfg,
+        mut trainer,
+        total_params,
+        seq_len,
+        ..
+    } = prepare(cfg, &run_dir, false, args.epochs, home)?;
+    let measured = trainer.measure_step().map_err(|e| {
+        user_error(
+            "train_failed",
+            e.to_string(),
+            "check the data and settings; a real run would fail the same way",
+        )
+    })?;
+    let accum = cfg.options.grad_accum.max(1);
+    let m = &trainer.model;
+    let trainable = m.params.len() as u64 * 4;
+    let activations = m.activation_bytes() as u64;
+    let weights = m.frozen_bytes() as u64;
+    // AdamW keeps two f32 moments per trainable parameter; the gradients mirror the
+    // parameters.
+    let memory = nf_protocol::TrainMemory {
+        weights,
+        trainable,
+        gradients: trainable,
+        optimizer: 2 * trainable,
+        activations,
+        total: weights + trainable * 4 + activations,
+    };
+    let steps = cfg.options.steps;
+    let ms_per_step = measured.step_ms(accum);
+    let eval_ms =
+        trainer.evaluations_left() as f64 * trainer.eval_batches() as f64 * measured.forward_ms;
+    let plan = nf_protocol::TrainPlan {
+        method: cfg.method.clone(),
+        trainable_params: m.params.len() as u64,
+        total_params: total_params as u64,
+        steps,
+        tokens_per_step: (cfg.batch_size * seq_len * accum) as u64,
+        memory,
+        flops_per_step: m.flops_per_batch() * accum as f64,
+        ms_per_step,
+        estimated_s: (ms_per_step * steps as f64 + eval_ms) / 1e3,
+    };
+    if !out.is_json() {
+        print_plan(&plan);
+    }
+    out.event(|| Event::TrainPlan(Box::new(plan)))?;
+    Ok(())
+}
+
+fn print_plan(p: &nf_protocol::TrainPlan) {
+    let b = crate::cmd::models::human_bytes;
+    let m = &p.memory;
+    eprintln!(
+        "plan {}: {} trainable of {} parameters, {} steps of {} tokens\nmemory: {} total = {} weights + {} trainable + {} gradients + {} optimizer + {} activations\ntime: {:.1} ms/step ({:.2} GFLOP/step), about {} in all",
+        p.method,
+        human(p.trainable_params as f64),
+        human(p.total_params as f64),
+        p.steps,
+        p.tokens_per_step,
+        b(m.total),
+        b(m.weights),
+        b(m.trainable),
+        b(m.gradients),
+        b(m.optimizer),
+        b(m.activations),
+        p.ms_per_step,
+        p.flops_per_step / 1e9,
+        duration(p.estimated_s),
+    );
 }
 
 /// The loss mask of a token stream: each `.bin` shard's sibling `.mask` shard (as `ingest`

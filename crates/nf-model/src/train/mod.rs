@@ -436,6 +436,34 @@ impl TrainModel {
     pub fn activation_bytes(&self) -> usize {
         self.acts.bytes()
     }
+
+    /// Bytes of the frozen weights as stored (a LoRA run's base: f32, bf16 or quantized
+    /// blocks, and its f32 norm vectors); 0 for full fine-tuning, where every weight is a
+    /// trainable parameter counted in [`TrainModel::params`].
+    pub fn frozen_bytes(&self) -> usize {
+        let mat = |m: &Mat| match m {
+            Mat::Frozen(w) => w.size_bytes(),
+            Mat::Param(_) => 0,
+        };
+        let vector = |v: &Vector| match v {
+            Vector::Frozen(v) => v.len() * 4,
+            Vector::Param(_) => 0,
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let vectors = [&l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm]
+                    .into_iter()
+                    .flatten()
+                    .chain([&l.attn_norm, &l.ffn_norm])
+                    .map(vector)
+                    .sum::<usize>();
+                l.lins().iter().map(|lin| mat(&lin.base)).sum::<usize>() + vectors
+            })
+            .sum();
+        mat(&self.embed) + self.output.as_ref().map_or(0, mat) + vector(&self.output_norm) + layers
+    }
 }
 
 impl TrainModel {
