@@ -118,7 +118,7 @@ async function api(p) {
   }, p);
 }
 
-async function startRun(steps, evalEvery, sampleEvery) {
+async function startRun(steps, evalEvery, sampleEvery, saveEvery) {
   await nav('configure', 'configure');
   await selectValue('cfg-model', 'stories260K');
   await selectValue('cfg-dataset', 'docs');
@@ -127,6 +127,7 @@ async function startRun(steps, evalEvery, sampleEvery) {
   await page.fill(tid('cfg-steps'), String(steps));
   await page.fill(tid('cfg-eval-every'), String(evalEvery));
   await page.fill(tid('cfg-sample-every'), String(sampleEvery));
+  await page.fill(tid('cfg-save-every'), saveEvery ? String(saveEvery) : '');
   await page.fill(tid('cfg-batch'), '4');
   await page.fill(tid('cfg-seq-len'), '128');
 }
@@ -148,7 +149,8 @@ async function main() {
       // An API call worked (the cookie carries the token).
       await until('the studio info (GET /api/info) in the header', () => document.getElementById('home-info').textContent.length > 0, null, SHORT);
       await page.waitForSelector(`${tid('runs-body')} tr`);
-      const noToken = await page.evaluate(async () => (await fetch('/api/info', { credentials: 'omit' })).status);
+      // And nothing works without it (asked from here, not the page: no cookie).
+      const noToken = (await fetch(new URL('/api/info', STUDIO_URL))).status;
       if (noToken !== 401) fail(`GET /api/info without the cookie answered ${noToken}, not 401`);
       await shot('01-dashboard');
     });
@@ -185,6 +187,19 @@ async function main() {
       if (sources < 1) fail('the dataset shows no sources');
       log(`  ${rows} files ingested, ${sources} sources, ${await page.locator(tid('dataset-sample')).count()} samples shown`);
       await shot('03-ingest');
+    });
+
+    await step('ingest: files uploaded from the browser', async () => {
+      await nav('ingest', 'ingest');
+      await page.fill(tid('ing-name'), 'uploaded');
+      await selectValue('ing-model', 'stories260K');
+      const files = ['crazyones.pdf', 'par-known-paragraphs.docx'].map((f) => path.join(ASSETS, 'docs', f));
+      await page.setInputFiles(tid('ing-files'), files);
+      await page.click(tid('ing-start'));
+      await waitState(tid('ingest-job'), 'the upload ingest job', LONG);
+      const rows = await page.$$eval(tid('ingest-file-row'), (r) => r.map((x) => `${x.dataset.path.split('/').pop()}:${x.dataset.status}`));
+      if (rows.length !== files.length || rows.some((r) => !r.endsWith(':ok'))) fail(`uploaded files ingested as ${rows.join(', ')}`);
+      log(`  ${rows.join(', ')}`);
     });
 
     let runId;
@@ -226,6 +241,8 @@ async function main() {
         return s !== 'running' && s !== 'unknown' ? s : null;
       }, null, TRAINING);
       if (end !== 'finished') fail(`the run ended "${end}": ${await visibleErrors()}`);
+      const facts = await page.innerText(tid('run-facts'));
+      if (!/completed/.test(facts)) fail(`the finished run's facts do not say it completed: ${facts.replace(/\s+/g, ' ')}`);
       await until('every step on the loss chart', (n) => Number(document.querySelector('[data-testid="loss-chart"]').dataset.points) >= n, TRAIN_STEPS, SHORT);
       const val = Number(await page.getAttribute(tid('loss-chart'), 'data-val-points'));
       if (!(val > 0)) fail('no validation loss on the chart');
@@ -271,13 +288,38 @@ async function main() {
       log(`  ${cmds.length} train entries`);
     });
 
-    await step('process isolation: a killed training process marks its run failed', async () => {
-      await startRun(1_000_000, 1000, 0);
+    let longId;
+    await step('stop and resume a run from the dashboard', async () => {
+      await startRun(1_000_000, 1000, 0, 5);
       await page.click(tid('cfg-start'));
-      await page.waitForURL(/\/\?run=/, { timeout: LONG }).catch(async () => fail(`starting the second run did not open it: ${(await visibleErrors()) || '(no error shown)'}`));
-      const id = new URL(page.url()).searchParams.get('run');
-      log(`  run ${id}`);
-      await until('the second run to be running', () => document.querySelector('[data-testid="run-status"]')?.dataset.status === 'running', null, LONG);
+      await page.waitForURL(/\/\?run=/, { timeout: LONG }).catch(async () => fail(`starting the long run did not open it: ${(await visibleErrors()) || '(no error shown)'}`));
+      longId = new URL(page.url()).searchParams.get('run');
+      log(`  run ${longId}`);
+      const running = (min) => until(`the run to be running with ${min}+ steps on its chart`, (m) => {
+        const s = document.querySelector('[data-testid="run-status"]')?.dataset.status;
+        const n = Number(document.querySelector('[data-testid="loss-chart"]')?.dataset.points);
+        if (s === 'failed') return 'failed';
+        return s === 'running' && n >= m ? n : null;
+      }, min, LONG);
+      // A checkpoint every 5 steps: after 12 there is one to resume from.
+      const before = await running(12);
+      if (before === 'failed') fail(`the long run failed: ${await visibleErrors()}`);
+      await page.click(tid('stop-run'));
+      const stopped = await until('the stopped run to end', () => {
+        const s = document.querySelector('[data-testid="run-status"]').dataset.status;
+        return s !== 'running' ? s : null;
+      }, null, LONG);
+      if (stopped !== 'interrupted') fail(`the stopped run shows "${stopped}", not interrupted: ${await visibleErrors()}`);
+      const atStop = Number(await page.getAttribute(tid('loss-chart'), 'data-points'));
+      await shot('08-stopped-run');
+      await page.click(tid('resume-run'));
+      const after = await running(atStop + 3);
+      if (after === 'failed') fail(`the resumed run failed: ${await visibleErrors()}`);
+      log(`  stopped at ${atStop} points, resumed to ${after}`);
+    });
+
+    await step('process isolation: a killed training process marks its run failed', async () => {
+      const id = longId;
       const summary = await api(`/api/runs/${encodeURIComponent(id)}`);
       const dir = summary.body && summary.body.dir && path.isAbsolute(summary.body.dir) ? summary.body.dir : path.join(HOME, 'runs', id);
       const lock = path.join(dir, 'train.lock');
@@ -287,7 +329,7 @@ async function main() {
         if (!(pid > 1)) await sleep(250);
       }
       if (!(pid > 1)) fail(`no pid in ${lock}`);
-      log(`  SIGKILL ${pid}`);
+      log(`  SIGKILL ${pid} (the training process of run ${id}, read from ${lock})`);
       process.kill(pid, 'SIGKILL');
       const s = await until('the killed run to show failed', () => {
         const st = document.querySelector('[data-testid="run-status"]').dataset.status;
@@ -295,11 +337,9 @@ async function main() {
       }, null, LONG);
       if (s !== 'failed') fail(`the killed run shows "${s}", not failed`);
       await page.waitForSelector(`${tid('run-error')} .error-box`, { timeout: SHORT }).catch(() => fail('the failed run shows no error box'));
-      const row = await page.getAttribute(`${tid('run-row')}[data-run-id="${id}"]`, 'data-status', { timeout: SHORT }).catch(() => null);
-      if (row && row !== 'failed') {
-        await until('the runs list to show it failed', (rid) => document.querySelector(`[data-testid="run-row"][data-run-id="${rid}"]`)?.dataset.status === 'failed', id, SHORT);
-      }
-      await shot('08-killed-run');
+      await until('the runs list to show it failed', (rid) => document.querySelector(`[data-testid="run-row"][data-run-id="${rid}"]`)?.dataset.status === 'failed', id, SHORT);
+      await page.evaluate(() => window.scrollTo(0, 0));
+      await shot('09-killed-run');
     });
 
     if (consoleErrors.length) log(`console errors seen (not fatal):\n  ${consoleErrors.join('\n  ')}`);

@@ -80,6 +80,16 @@ fn signal(pid: u32, sig: &str) {
         .status();
 }
 
+/// Whether `pid` is (still) a `neuralforge train` process: the pid in a `train.lock` stays
+/// behind when its run ends, and may name another process by now.
+fn is_training(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+        args.first().is_some_and(|a| a.ends_with(b"neuralforge"))
+            && args.iter().any(|a| *a == b"train")
+    })
+}
+
 impl Drop for Studio {
     fn drop(&mut self) {
         signal(self.child.id(), "-TERM");
@@ -92,16 +102,14 @@ impl Drop for Studio {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // Training processes the test started through the studio (each run's lock file holds
-        // its pid); a run that already ended has no process left to signal.
+        // Training processes the test started through the studio keep going without it: stop
+        // those still running (each run's lock file holds its pid).
         if let Ok(runs) = std::fs::read_dir(self.home.join("runs")) {
             for run in runs.flatten() {
                 let pid = std::fs::read_to_string(run.path().join("train.lock"))
                     .ok()
                     .and_then(|t| t.trim().parse::<u32>().ok());
-                if let Some(pid) =
-                    pid.filter(|&p| p > 1 && Path::new(&format!("/proc/{p}")).exists())
-                {
+                if let Some(pid) = pid.filter(|&p| p > 1 && is_training(p)) {
                     signal(pid, "-TERM");
                 }
             }

@@ -209,22 +209,18 @@ NF.globalError = function globalError(err) {
 
 // ---------------------------------------------------------------- SSE
 
-// Subscribe to a studio SSE stream. The server replays every line from the start on each
-// connection, so after an automatic reconnect the lines already seen are skipped.
+// Subscribe to a studio SSE stream. Each line carries an SSE id, so after an automatic
+// reconnect the browser sends Last-Event-ID and the server resumes after the last line seen.
 // handlers: {ndjson(event, index), status(summary), done(summary), error()},
-// stopWhen(): close instead of reconnecting when the stream ends and this is true.
+// stopWhen(): close instead of reconnecting when the stream breaks and this is true.
 NF.sse = function sse(url, handlers, stopWhen) {
   let seen = 0;
-  let thisConn = 0;
   let closed = false;
   const es = new EventSource(url, { withCredentials: true });
-  es.addEventListener('open', () => { thisConn = 0; });
   es.addEventListener('ndjson', (m) => {
-    thisConn++;
-    if (thisConn <= seen) return;
-    seen = thisConn;
     let ev;
     try { ev = JSON.parse(m.data); } catch (_) { return; }
+    seen++;
     if (handlers.ndjson) handlers.ndjson(ev, seen - 1);
   });
   es.addEventListener('status', (m) => {

@@ -4,8 +4,8 @@
 (() => {
   const { h, fmt } = NF;
 
-  const artifacts = (list) => (list || []).map((a) => h('div', { class: 'small mono ellipsis', title: `${a.path || ''} ${a.sha256 || ''}` },
-    `${a.kind}${a.path ? ': ' + a.path : ''}`));
+  const artifacts = (list) => (list || []).map((a) => h('div', { class: 'small mono ellipsis', title: [a.path, a.sha256 ? `sha256 ${a.sha256}` : null].filter(Boolean).join('\n') },
+    h('span', { class: 'muted' }, a.kind), a.path ? ` ${String(a.path).replace(/\/+$/, '').split('/').pop()}` : null));
 
   function entryRow(e) {
     const details = e.details ? JSON.stringify(e.details) : '';

@@ -19,6 +19,7 @@
       warmup: num(v.warmup),
       eval_every: num(v.eval_every),
       sample_every: num(v.sample_every),
+      save_every: num(v.save_every),
       batch_size: num(v.batch_size),
       seq_len: num(v.seq_len),
     };
@@ -56,6 +57,7 @@
       const warmup = h('input', { type: 'number', min: 0, value: 10, id: 'cfg-warmup', testid: 'cfg-warmup' });
       const evalEvery = h('input', { type: 'number', min: 1, value: 50, id: 'cfg-eval-every', testid: 'cfg-eval-every' });
       const sampleEvery = h('input', { type: 'number', min: 0, value: 0, id: 'cfg-sample-every', testid: 'cfg-sample-every' });
+      const saveEvery = h('input', { type: 'number', min: 1, placeholder: '100', id: 'cfg-save-every', testid: 'cfg-save-every' });
       const batch = h('input', { type: 'number', min: 1, value: 4, id: 'cfg-batch', testid: 'cfg-batch' });
       const seqLen = h('input', { type: 'number', min: 8, value: 256, id: 'cfg-seq-len', testid: 'cfg-seq-len' });
       const estimateBtn = h('button', { type: 'button', class: 'btn', id: 'cfg-estimate', testid: 'cfg-estimate' }, 'Estimate');
@@ -80,6 +82,7 @@
           NF.field('Warmup steps', warmup),
           NF.field('Validate every', evalEvery, 'steps'),
           NF.field('Sample every', sampleEvery, 'steps (0 = never)'),
+          NF.field('Checkpoint every', saveEvery, 'steps (a stopped run resumes from its last checkpoint)'),
           NF.field('Batch size', batch),
           NF.field('Sequence length', seqLen, 'tokens')),
         h('div', { class: 'row' }, estimateBtn, startBtn));
@@ -96,7 +99,7 @@
       const values = () => ({
         model: model.value, tokenizer: tokenizer.value.trim(), dataset: dataset.value, method: method(), rank: rank.value,
         steps: steps.value, lr: lr.value, schedule: schedule.value, warmup: warmup.value,
-        eval_every: evalEvery.value, sample_every: sampleEvery.value, batch_size: batch.value, seq_len: seqLen.value,
+        eval_every: evalEvery.value, sample_every: sampleEvery.value, save_every: saveEvery.value, batch_size: batch.value, seq_len: seqLen.value,
       });
       const check = () => {
         if (!model.value) throw { error: 'Pick a model.', hint: 'Import one on the Models page first.' };
@@ -136,7 +139,7 @@
             ['trainable', `${fmt.si(p.trainable_params)} of ${fmt.si(p.total_params)} params (${p.total_params ? ((100 * p.trainable_params) / p.total_params).toFixed(2) : '?'}%)`],
             ['steps', fmt.count(p.steps)],
             ['tokens / step', fmt.count(p.tokens_per_step)],
-            ['compute / step', p.flops_per_step ? `${fmt.si(p.flops_per_step)}FLOP` : '—'],
+            ['compute / step', p.flops_per_step ? `${fmt.si(p.flops_per_step).replace(/([KMGT])$/, ' $1')}FLOP` : '—'],
           ], 'estimate-facts'),
           h('h3', {}, 'Memory'),
           memRows(mem));

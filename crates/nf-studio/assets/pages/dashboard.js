@@ -38,12 +38,13 @@
     const samples = h('div', { class: 'samples', testid: 'samples' }, h('p', { class: 'muted' }, 'No samples yet (set “sample every” when configuring).'));
     const warnings = h('ul', { class: 'warnings', testid: 'run-warnings', hidden: true });
 
+    const waiting = () => h('p', { class: 'muted chart-empty' }, 'Waiting for the first step…');
     const root = h('div', { class: 'run-view', testid: 'run-view', dataset: { runId } },
       head, errSlot, stats, warnings,
       h('div', { class: 'grid2' },
-        NF.section('Loss', 'loss-card', h('p', { class: 'muted small' }, 'Training loss, its moving average, and validation loss.'), lossBox),
-        NF.section('Learning rate', 'lr-card', lrBox),
-        NF.section('Throughput', 'tps-card', tpsBox),
+        NF.section('Loss', 'loss-card', h('p', { class: 'muted small' }, 'Training loss, its moving average, and validation loss.'), waiting(), lossBox),
+        NF.section('Learning rate', 'lr-card', waiting(), lrBox),
+        NF.section('Throughput', 'tps-card', waiting(), tpsBox),
         NF.section('Where the time goes', 'breakdown-card', breakdown)),
       NF.section('Recent samples', 'samples-card', samples));
 
@@ -186,6 +187,7 @@
           ['ended', st.done ? `${st.done.reason} after ${fmt.duration(st.done.wall_s)}` : s.ended ? fmt.time(s.ended) : '—'],
         ], 'run-facts'));
 
+      for (const p of root.querySelectorAll('.chart-empty')) p.hidden = st.x.length > 0;
       lossChart.setData([st.x, st.loss, st.ema, st.val]);
       lossBox.dataset.points = String(st.loss.filter((v) => v !== null).length);
       lossBox.dataset.valPoints = String(st.val.filter((v) => v !== null).length);
@@ -233,8 +235,13 @@
       const prev = st.summary ? st.summary.status : null;
       st.summary = Object.assign({}, st.summary || {}, s);
       drawHead();
-      queueDraw();
-      if (prev !== st.summary.status) onStatus(st.summary);
+      if (prev !== st.summary.status) {
+        // The lines before a status change are already in: show them with the new status.
+        draw();
+        onStatus(st.summary);
+      } else {
+        queueDraw();
+      }
     }
 
     NF.api('GET', `/api/runs/${encodeURIComponent(runId)}`).then(setSummary).catch((e) => NF.showError(errSlot, e));

@@ -52,6 +52,7 @@
       const impPath = h('input', { id: 'imp-path', testid: 'imp-path', required: true, placeholder: '/path/to/model (folder, .gguf or llama2.c .bin)' });
       const impName = h('input', { id: 'imp-name', testid: 'imp-name', placeholder: 'default: from the file name' });
       const impTok = h('input', { id: 'imp-tokenizer', testid: 'imp-tokenizer', placeholder: 'tokenizer path (llama2.c models need one)' });
+      const impForce = h('input', { type: 'checkbox', id: 'imp-force', testid: 'imp-force' });
       const impBtn = h('button', { type: 'submit', class: 'btn primary', id: 'imp-start', testid: 'imp-start' }, 'Import');
       const impJob = h('div', { testid: 'import-job', dataset: { state: 'idle' } });
 
@@ -66,7 +67,8 @@
         NF.section(null, 'inspect-card', inspectSlot),
         h('div', { class: 'grid2' },
           NF.section('Import from a path', 'import-card', h('form', { class: 'form', testid: 'import-form', onsubmit: doImport },
-            NF.field('Path on the server', impPath), NF.field('Name', impName), NF.field('Tokenizer', impTok), h('div', { class: 'row' }, impBtn)), impJob),
+            NF.field('Path on the server', impPath), NF.field('Name', impName), NF.field('Tokenizer', impTok),
+            h('label', { class: 'check' }, impForce, ' Replace a stored model of this name'), h('div', { class: 'row' }, impBtn)), impJob),
           NF.section('Pull from the hub', 'pull-card', h('form', { class: 'form', testid: 'pull-form', onsubmit: doPull },
             NF.field('Repository', pullRepo), NF.field('Revision', pullRev), h('div', { class: 'row' }, pullBtn)), pullJob)));
 
@@ -131,6 +133,7 @@
           const body = { path: impPath.value.trim() };
           if (impName.value.trim()) body.name = impName.value.trim();
           if (impTok.value.trim()) body.tokenizer = impTok.value.trim();
+          if (impForce.checked) body.force = true;
           const r = await NF.api('POST', '/api/models/import', body);
           let stored = null;
           NF.followJob(r.job, (ev) => { if (ev.type === 'model.stored') stored = ev; }, (s) => {
