@@ -157,6 +157,14 @@ async function main() {
 
     await step('models: import stories260K by path and inspect it', async () => {
       await nav('models', 'models');
+      // A failing command shows the CLI's error (and hint) in an error box.
+      await page.fill(tid('imp-path'), path.join(ASSETS, 'llama2c', 'no-such-model.bin'));
+      await page.click(tid('imp-start'));
+      await until('the failed import', () => document.querySelector('[data-testid="import-job"]').dataset.state === 'failed', null, LONG);
+      const err = await page.innerText(`${tid('import-job')} ${tid('error-message')}`).catch(() => fail('the failed import shows no error message'));
+      if (!/no-such-model/.test(err)) fail(`the failed import's error does not name the path: ${err}`);
+      const hint = await page.locator(`${tid('import-job')} ${tid('error-hint')}`).innerText({ timeout: 2000 }).catch(() => '(no hint)');
+      log(`  error box: ${err.replace(/\s+/g, ' ')} / ${hint.replace(/\s+/g, ' ')}`);
       await page.fill(tid('imp-path'), path.join(ASSETS, 'llama2c', 'stories260K.bin'));
       await page.fill(tid('imp-name'), 'stories260K');
       await page.fill(tid('imp-tokenizer'), path.join(ASSETS, 'llama2c', 'tok512.bin'));

@@ -109,13 +109,18 @@ NF.fmt = {
   },
   // 1234567 -> 1.23M
   si(n) {
+    const v = NF.fmt.si_(n);
+    return v.replace(/\.0+([KMGT])$/, '$1');
+  },
+  si_(n) {
     if (n === null || n === undefined || !isFinite(n)) return '—';
     const a = Math.abs(n);
     if (a >= 1e12) return (n / 1e12).toFixed(2) + 'T';
     if (a >= 1e9) return (n / 1e9).toFixed(2) + 'G';
     if (a >= 1e6) return (n / 1e6).toFixed(2) + 'M';
     if (a >= 1e4) return (n / 1e3).toFixed(1) + 'K';
-    return String(Math.round(n * 100) / 100);
+    if (a >= 1e3) return (n / 1e3).toFixed(2) + 'K';
+    return String(Number(Number(n).toPrecision(3)));
   },
   loss(x) {
     return x === null || x === undefined || !isFinite(x) ? '—' : Number(x).toFixed(4);
