@@ -503,7 +503,7 @@ fn runs_outlive_the_studio_and_a_killed_run_shows_failed() {
             "batch_size": 1,
             "seq_len": 32,
             "eval_every": 1_000_000,
-            "save_every": 1_000_000,
+            "save_every": 20,
         })),
     );
     assert_eq!(status, 200, "{started}");
@@ -555,7 +555,27 @@ fn runs_outlive_the_studio_and_a_killed_run_shows_failed() {
     assert!(head.contains("text/event-stream"), "{head}");
     assert!(body.contains("event: ndjson") && body.contains("\"train.step\""));
     assert!(body.contains("event: status") && body.contains("\"status\":\"failed\""));
-    // Stop is refused for a run that is not running; resume picks it up again.
+    // Stop is refused for a run that is not running; resume picks it up again, and stop
+    // then ends it cleanly as interrupted.
     let (status, _, _) = second.api("POST", &format!("/api/runs/{id}/stop"), None);
     assert_eq!(status, 409);
+    let (status, _, resumed) = second.api("POST", &format!("/api/runs/{id}/resume"), None);
+    assert_eq!(status, 200, "{resumed}");
+    let events = home.join("runs").join(&id).join("events.ndjson");
+    wait_for("the resumed run to step", Duration::from_secs(120), || {
+        let text = std::fs::read_to_string(&events).unwrap();
+        let (_, after) = text.rsplit_once("\"train.start\"")?;
+        (text.matches("\"train.start\"").count() == 2 && after.contains("\"train.step\""))
+            .then_some(())
+    });
+    assert_eq!(run_status(&second, &id)["status"], "running");
+    let (status, _, again) = second.api("POST", &format!("/api/runs/{id}/resume"), None);
+    assert_eq!(status, 409, "resuming a running run: {again}");
+    let (status, _, stopped) = second.api("POST", &format!("/api/runs/{id}/stop"), None);
+    assert_eq!(status, 200, "{stopped}");
+    let s = wait_for("the run to stop", Duration::from_secs(120), || {
+        let s = run_status(&second, &id);
+        (s["status"] != "running").then_some(s)
+    });
+    assert_eq!(s["status"], "interrupted", "{s}");
 }

@@ -167,13 +167,17 @@ async fn run_events(
 
 async fn stop_run(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let dir = existing_run(&app, &id)?;
+    // The lock's holder, or, while a run the studio just started is still loading (before
+    // it takes the lock), the child the studio spawned. Either is known to be that run's
+    // process, not a recycled pid: the lock is held, and a child is reaped only by us.
+    let spawned = || app.children.lock().ok()?.get(&id).copied();
     let pid = runs::lock_holder(&dir)
         .filter(|pid| *pid > 0)
+        .or_else(spawned)
         .ok_or_else(|| {
             ApiError::conflict(format!("run `{id}` is not running"), "reload the page")
         })?;
-    // The pid is read from the lock its holder still holds, so it is that process and
-    // not a recycled pid. SIGTERM asks train to stop after the step and checkpoint.
+    // SIGTERM asks train to stop after the step and save a checkpoint.
     let pid = libc::pid_t::try_from(pid).map_err(ApiError::internal)?;
     // SAFETY: kill(2) with a positive pid and a valid signal has no memory effects.
     let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -260,11 +264,7 @@ impl TrainRequest {
             ("save-every", self.save_every.map(|v| v.to_string())),
             ("seed", self.seed.map(|v| v.to_string())),
         ];
-        for (name, value) in numbers {
-            if let Some(v) = value {
-                a.push(flag(name, v));
-            }
-        }
+        push_set(&mut a, numbers);
         if let Some(s) = &self.schedule {
             a.push(flag("schedule", s));
         }
@@ -277,6 +277,15 @@ impl TrainRequest {
 
 fn flag(name: &str, value: impl std::fmt::Display) -> String {
     format!("--{name}={value}")
+}
+
+/// The flags whose value was given; the CLI's defaults stand for the rest.
+fn push_set<const N: usize>(args: &mut Vec<String>, flags: [(&str, Option<String>); N]) {
+    args.extend(
+        flags
+            .into_iter()
+            .filter_map(|(name, v)| v.map(|v| flag(name, v))),
+    );
 }
 
 fn non_empty<'a>(what: &str, v: &'a str) -> Result<&'a str, ApiError> {
@@ -301,10 +310,10 @@ async fn start_train(State(app): State<Arc<App>>, Json(req): Json<TrainRequest>)
 async fn estimate(State(app): State<Arc<App>>, Json(req): Json<TrainRequest>) -> ApiResult {
     let mut args = req.args()?;
     args.push("--dry-run".into());
-    let events = app.cli.collect(&args, ESTIMATE, None).await?;
-    let plan = events
-        .into_iter()
-        .find(|e| e["type"] == "train.plan")
+    let plan = app
+        .cli
+        .first(&args, ESTIMATE, "train.plan")
+        .await?
         .ok_or_else(|| ApiError::internal("`train --dry-run` reported no plan"))?;
     Ok(Json(plan).into_response())
 }
@@ -457,11 +466,8 @@ async fn ingest(State(app): State<Arc<App>>, Json(req): Json<IngestRequest>) -> 
 }
 
 async fn list_datasets(State(app): State<Arc<App>>) -> ApiResult {
-    let events = app
-        .cli
-        .collect(&["datasets".into(), "list".into()], SHORT, None)
-        .await?;
-    Ok(Json(of_type(events, "dataset.info")).into_response())
+    let args = ["datasets".into(), "list".into()];
+    Ok(Json(app.cli.all(&args, "dataset.info").await?).into_response())
 }
 
 async fn dataset_detail(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String>) -> ApiResult {
@@ -469,10 +475,8 @@ async fn dataset_detail(State(app): State<Arc<App>>, UrlPath(name): UrlPath<Stri
     let args = ["datasets".into(), "show".into(), "--".into(), name.clone()];
     let info = app
         .cli
-        .collect(&args, SHORT, None)
+        .first(&args, SHORT, "dataset.info")
         .await?
-        .into_iter()
-        .find(|e| e["type"] == "dataset.info")
         .ok_or_else(|| ApiError::not_found(format!("no dataset `{name}`")))?;
     let folder = info["path"].as_str().map(PathBuf::from).unwrap_or_default();
     let manifest = std::fs::read_to_string(folder.join("manifest.json"))
@@ -482,18 +486,11 @@ async fn dataset_detail(State(app): State<Arc<App>>, UrlPath(name): UrlPath<Stri
     Ok(Json(json!({ "info": info, "manifest": manifest })).into_response())
 }
 
-fn of_type(events: Vec<Value>, kind: &str) -> Value {
-    Value::Array(events.into_iter().filter(|e| e["type"] == kind).collect())
-}
-
 // ---- models -----------------------------------------------------------------------------
 
 async fn list_models(State(app): State<Arc<App>>) -> ApiResult {
-    let events = app
-        .cli
-        .collect(&["models".into(), "list".into()], SHORT, None)
-        .await?;
-    Ok(Json(of_type(events, "model.stored")).into_response())
+    let args = ["models".into(), "list".into()];
+    Ok(Json(app.cli.all(&args, "model.stored").await?).into_response())
 }
 
 async fn model_detail(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String>) -> ApiResult {
@@ -501,19 +498,12 @@ async fn model_detail(State(app): State<Arc<App>>, UrlPath(name): UrlPath<String
     let show = ["models".into(), "show".into(), "--".into(), name.clone()];
     let stored = app
         .cli
-        .collect(&show, SHORT, None)
+        .first(&show, SHORT, "model.stored")
         .await?
-        .into_iter()
-        .find(|e| e["type"] == "model.stored")
         .ok_or_else(|| ApiError::not_found(format!("no model `{name}`")))?;
     // `inspect` resolves a store name itself, with a llama2.c model's tokenizer.bin.
     let inspect = ["inspect".into(), "--".into(), name];
-    let info = app
-        .cli
-        .collect(&inspect, SHORT, None)
-        .await?
-        .into_iter()
-        .find(|e| e["type"] == "model.info");
+    let info = app.cli.first(&inspect, SHORT, "model.info").await?;
     Ok(Json(json!({ "stored": stored, "info": info })).into_response())
 }
 
@@ -596,11 +586,7 @@ async fn generate(State(app): State<Arc<App>>, Json(req): Json<GenerateRequest>)
         ("top-p", req.top_p.map(|v| v.to_string())),
         ("seed", req.seed.map(|v| v.to_string())),
     ];
-    for (name, value) in numbers {
-        if let Some(v) = value {
-            args.push(flag(name, v));
-        }
-    }
+    push_set(&mut args, numbers);
     start_job(&app, "generate", args)
 }
 
@@ -649,10 +635,10 @@ async fn audit_entries(State(app): State<Arc<App>>, Query(q): Query<AuditQuery>)
 
 async fn audit_verify(State(app): State<Arc<App>>) -> ApiResult {
     let args = ["audit".into(), "verify".into()];
-    let events = app.cli.collect(&args, SHORT, Some("audit.verify")).await?;
-    let verdict = events
-        .into_iter()
-        .find(|e| e["type"] == "audit.verify")
+    let verdict = app
+        .cli
+        .first(&args, SHORT, "audit.verify")
+        .await?
         .ok_or_else(|| ApiError::internal("`audit verify` reported no result"))?;
     Ok(Json(verdict).into_response())
 }

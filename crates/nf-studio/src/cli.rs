@@ -70,6 +70,27 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// The first event of `kind` a short command reports, if any.
+    pub async fn first(
+        &self,
+        args: &[String],
+        limit: Duration,
+        kind: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let events = self.collect(args, limit, Some(kind)).await?;
+        Ok(events.into_iter().find(|e| e["type"] == kind))
+    }
+
+    /// Every event of `kind` a short command reports, as a JSON array.
+    pub async fn all(&self, args: &[String], kind: &str) -> Result<Value, ApiError> {
+        let events = self.collect(args, Duration::from_secs(60), None).await?;
+        Ok(Value::Array(
+            events.into_iter().filter(|e| e["type"] == kind).collect(),
+        ))
+    }
+}
+
 /// The JSON objects of an NDJSON text; lines that are not JSON are skipped.
 pub fn parse_events(text: &str) -> Vec<Value> {
     text.lines()
