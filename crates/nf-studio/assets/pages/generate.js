@@ -17,7 +17,7 @@
       const maxTokens = h('input', { type: 'number', min: 1, value: 128, id: 'gen-max-tokens', testid: 'gen-max-tokens' });
       const temperature = h('input', { type: 'number', min: 0, step: 0.05, value: 0.8, id: 'gen-temperature', testid: 'gen-temperature' });
       const topP = h('input', { type: 'number', min: 0, max: 1, step: 0.05, value: 0.95, id: 'gen-top-p', testid: 'gen-top-p' });
-      const seed = h('input', { type: 'number', min: 0, id: 'gen-seed', testid: 'gen-seed', placeholder: 'random' });
+      const seed = h('input', { type: 'number', min: 0, id: 'gen-seed', testid: 'gen-seed', placeholder: '0' });
       const go = h('button', { type: 'submit', class: 'btn primary', id: 'gen-start', testid: 'gen-start' }, 'Generate');
       const output = h('div', { class: 'gen-output', id: 'gen-output', testid: 'gen-output', dataset: { state: 'idle', tokens: '0' } });
       const stats = h('div', { testid: 'gen-stats', class: 'muted small' });
@@ -30,7 +30,7 @@
         h('label', { class: 'check' }, chat, ' Chat (apply the model’s chat template)'),
         h('div', { class: 'form-grid' },
           NF.field('Max tokens', maxTokens), NF.field('Temperature', temperature, '0 = greedy'),
-          NF.field('Top-p', topP), NF.field('Seed', seed)),
+          NF.field('Top-p', topP), NF.field('Seed', seed, 'same seed and settings, same text')),
         h('div', { class: 'row' }, go));
       root.append(errSlot, h('div', { class: 'grid-generate' },
         NF.section('Settings', 'generate-card', form),
