@@ -149,6 +149,14 @@ pub fn summary(runs: &Path, id: &str, spawned: bool) -> RunSummary {
         _ => "failed",
     };
     if s.status == "failed" {
+        // A killed process writes no last event; its last write is when it stopped.
+        if s.ended.is_none() {
+            s.ended = std::fs::metadata(dir.join("events.ndjson"))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| nf_protocol::rfc3339(d.as_secs() as i64, d.subsec_millis()));
+        }
         let (error, hint) = last_error
             .or_else(|| {
                 std::fs::read_to_string(dir.join("studio.log"))
@@ -311,6 +319,10 @@ mod tests {
         .unwrap();
         let s = summary(&runs, "r1", false);
         assert_eq!((s.status, s.step, s.steps), ("failed", Some(3), Some(10)));
+        assert!(
+            s.ended.is_some(),
+            "a failed run ended when its events stopped"
+        );
         assert!(s.error.unwrap().contains("without finishing"));
         assert_eq!(summary(&runs, "r1", true).status, "running");
         // A lock held by someone means running, whatever the events say.
