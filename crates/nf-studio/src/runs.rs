@@ -110,6 +110,7 @@ pub fn summary(runs: &Path, id: &str, spawned: bool) -> RunSummary {
                     done_reason = None;
                     last_error = None;
                     s.ended = None;
+                    s.output = None;
                 }
                 "train.step" => {
                     s.step = e["step"].as_u64();
