@@ -107,7 +107,8 @@
 //! null: `"pdf"`, `"docx"`, `"html"`, `"markdown"`, `"text"`, `"jsonl"`), `size` (integer
 //! or null), `sha256` (string or null), `pages`, `paragraphs` (integers or null), `chars`,
 //! `tokens`, `windows`, `examples` (integers), `split` (`"train"`, `"val"`, `"both"` or
-//! null), `message` (string or null: why it failed or was skipped), `warnings` (array of
+//! null: the split is made once every file is read, after this event, so `ingest` sends
+//! null; the dataset's `manifest.json` has each source's split), `message` (string or null: why it failed or was skipped), `warnings` (array of
 //! strings).
 //!
 //! ## `ingest.done`
