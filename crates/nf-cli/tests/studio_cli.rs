@@ -21,6 +21,11 @@ struct Studio {
 
 impl Studio {
     fn start(home: &Path, extra: &[&str]) -> Studio {
+        Studio::start_env(home, extra, &[])
+    }
+
+    /// With extra environment for the studio and the commands it runs.
+    fn start_env(home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Studio {
         let mut child = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
             .args([
                 "--home",
@@ -31,6 +36,8 @@ impl Studio {
                 "0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
+            .env_remove("NEURALFORGE_OFFLINE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -482,6 +489,54 @@ fn signal(pid: i32, sig: i32) {
     }
 }
 
+#[test]
+fn pull_reports_progress_and_lands_in_the_store() {
+    let assets = require_assets!();
+    let hub = nf_testkit::hub::FakeHub::start(nf_testkit::hub::stories_files(&assets));
+    let home = temp_dir("studio-pull");
+    let studio = Studio::start_env(&home, &[], &[("HF_ENDPOINT", &hub.url)]);
+    let (status, _, job) = studio.api(
+        "POST",
+        "/api/models/pull",
+        Some(json!({"repo": "org/tiny", "include": ["*.bin"]})),
+    );
+    assert_eq!(status, 200, "{job}");
+    let done = job_result(&studio, &job);
+    assert_eq!(done["status"], "ok", "{done}");
+    let (_, _, detail) = studio.api("GET", &format!("/api/jobs/{}", job["job"]), None);
+    let events = detail["events"].as_array().unwrap();
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "download.progress")
+        .collect();
+    assert!(!progress.is_empty(), "{detail}");
+    let last = progress.last().unwrap();
+    assert_eq!(
+        last["done"], last["total"],
+        "the last progress event is the whole download"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "model.stored" && e["name"] == "tiny"),
+        "{detail}"
+    );
+    let (_, _, models) = studio.api("GET", "/api/models", None);
+    assert_eq!(models[0]["name"], "tiny", "{models}");
+    // A repository the hub does not have fails with the CLI's message.
+    let (_, _, job) = studio.api(
+        "POST",
+        "/api/models/pull",
+        Some(json!({"repo": "org/none"})),
+    );
+    let failed = job_result(&studio, &job);
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"].as_str().unwrap().contains("org/none"),
+        "{failed}"
+    );
+}
+
 fn run_status(studio: &Studio, id: &str) -> Value {
     studio.api("GET", &format!("/api/runs/{id}"), None).2
 }
@@ -503,7 +558,7 @@ fn runs_outlive_the_studio_and_a_killed_run_shows_failed() {
             "batch_size": 1,
             "seq_len": 32,
             "eval_every": 1_000_000,
-            "save_every": 20,
+            "save_every": 5,
         })),
     );
     assert_eq!(status, 200, "{started}");
@@ -519,19 +574,23 @@ fn runs_outlive_the_studio_and_a_killed_run_shows_failed() {
     let s = run_status(&second, &id);
     assert_eq!(s["status"], "running", "{s}");
     let step = s["step"].as_u64().unwrap();
-    wait_for("the run to go on", Duration::from_secs(60), || {
-        (run_status(&second, &id)["step"].as_u64() > Some(step)).then_some(())
-    });
+    let events = home.join("runs").join(&id).join("events.ndjson");
+    wait_for(
+        "the run to go on and save a checkpoint",
+        Duration::from_secs(120),
+        || {
+            let saved = std::fs::read_to_string(&events)
+                .ok()?
+                .contains("\"checkpoint.saved\"");
+            (saved && run_status(&second, &id)["step"].as_u64() > Some(step)).then_some(())
+        },
+    );
     let pid: i32 = std::fs::read_to_string(home.join("runs").join(&id).join("train.lock"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(pid, libc::SIGKILL);
     let s = wait_for("the run to show failed", Duration::from_secs(30), || {
         let s = run_status(&second, &id);
         (s["status"] == "failed").then_some(s)
@@ -561,7 +620,6 @@ fn runs_outlive_the_studio_and_a_killed_run_shows_failed() {
     assert_eq!(status, 409);
     let (status, _, resumed) = second.api("POST", &format!("/api/runs/{id}/resume"), None);
     assert_eq!(status, 200, "{resumed}");
-    let events = home.join("runs").join(&id).join("events.ndjson");
     wait_for("the resumed run to step", Duration::from_secs(120), || {
         let text = std::fs::read_to_string(&events).unwrap();
         let (_, after) = text.rsplit_once("\"train.start\"")?;

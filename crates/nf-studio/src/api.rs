@@ -537,6 +537,9 @@ async fn import_model(State(app): State<Arc<App>>, Json(req): Json<ImportRequest
 struct PullRequest {
     repo: String,
     revision: Option<String>,
+    /// Globs of the files to fetch (default: what a model needs).
+    #[serde(default)]
+    include: Vec<String>,
 }
 
 async fn pull_model(State(app): State<Arc<App>>, Json(req): Json<PullRequest>) -> ApiResult {
@@ -544,6 +547,7 @@ async fn pull_model(State(app): State<Arc<App>>, Json(req): Json<PullRequest>) -
     if let Some(r) = req.revision.as_deref().filter(|r| !r.is_empty()) {
         args.push(flag("revision", r));
     }
+    args.extend(req.include.iter().map(|p| flag("include", p)));
     args.extend(["--".into(), non_empty("repository", &req.repo)?.to_string()]);
     start_job(&app, "pull", args)
 }

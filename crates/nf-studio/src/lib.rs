@@ -47,7 +47,7 @@
 //! | `GET /api/models` | the `model.stored` events of `models list` |
 //! | `GET /api/models/{name}` | `{stored: model.stored, info: model.info of inspect}` |
 //! | `POST /api/models/import` | `{path, name?, tokenizer?}`; job |
-//! | `POST /api/models/pull` | `{repo, revision?}`; job (emits `download.progress`) |
+//! | `POST /api/models/pull` | `{repo, revision?, include?: [globs]}`; job (emits `download.progress`) |
 //! | `POST /api/generate` | `{model, tokenizer?, run?: run id (its adapter), prompt, chat?, max_tokens?, temperature?, top_p?, seed?}`; job (emits `generate.token`, then `generate.done`) |
 //! | `GET /api/audit?since=&until=&command=&result=` | `audit.entry` entries, newest first |
 //! | `POST /api/audit/verify` | the `audit.verify` event's fields |

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+pub mod hub;
+
 /// The shared assets folder, or `None` (after saying so on stderr) when it is absent.
 pub fn assets() -> Option<PathBuf> {
     let dir = match std::env::var_os("NF_ASSETS") {
