@@ -59,6 +59,8 @@ async function step(name, fn) {
 
 async function shot(name) {
   const file = path.join(SHOTS, `${name}.png`);
+  // From the top: a full-page capture of a scrolled page draws the sticky header mid-page.
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: file, fullPage: true });
   log(`  screenshot: ${file}`);
 }
@@ -177,6 +179,18 @@ async function main() {
       const info = await page.innerText(tid('model-info'));
       if (!/parameters/.test(info) || !/llama/i.test(info)) fail(`the inspect view shows no architecture/parameters: ${info}`);
       await shot('02-models');
+    });
+
+    await step('models: pull a repository from the hub with progress', async () => {
+      // The harness serves a small hub on loopback (HF_ENDPOINT) with stories260K in it.
+      await page.fill(tid('pull-repo'), 'org/tiny');
+      await page.fill(tid('pull-include'), '*.bin');
+      await page.click(tid('pull-start'));
+      await waitState(tid('pull-job'), 'the pull');
+      const rows = await page.locator(`${tid('pull-job')} ${tid('download-row')}`).count();
+      if (rows < 2) fail(`the pull shows ${rows} download rows, not one per file (2)`);
+      await page.waitForSelector(`${tid('model-row')}[data-name="tiny"]`).catch(() => fail('the pulled model is not listed'));
+      await shot('02b-models-pull');
     });
 
     await step('ingest: the shared documents folder, per-file progress, samples and sources', async () => {

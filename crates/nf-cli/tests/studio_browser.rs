@@ -1,6 +1,6 @@
 //! The studio in a real browser: starts `neuralforge studio` on a fresh home and runs
 //! `tests/browser/studio.mjs` (Playwright driving the system's headless Chromium) against it:
-//! import a model, ingest the shared documents, estimate and train a short run, watch its
+//! import a model, pull one from a hub served on loopback, ingest the shared documents, estimate and train a short run, watch its
 //! charts, generate with its adapter, verify the audit log, and see a killed training
 //! process marked failed. Screenshots go to `target/studio-screenshots/`.
 //!
@@ -118,12 +118,14 @@ impl Drop for Studio {
 }
 
 /// Starts the studio on a free port; returns it and the URL it printed (with the token).
-fn start_studio(home: &Path) -> (Studio, String) {
+fn start_studio(home: &Path, hub: &str) -> (Studio, String) {
     let stderr_path = home.join("studio.stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
         .args(["studio", "--no-open", "--port", "0", "--home"])
         .arg(home)
         .env("NEURALFORGE_HOME", home)
+        .env("HF_ENDPOINT", hub)
+        .env_remove("NEURALFORGE_OFFLINE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(&stderr_path).expect("studio stderr file"))
@@ -182,7 +184,9 @@ fn studio_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).expect("screenshots folder");
 
-    let (studio, url) = start_studio(&home);
+    // The Models page pulls from a hub on loopback (no network in tests).
+    let hub = nf_testkit::hub::FakeHub::start(nf_testkit::hub::stories_files(&assets));
+    let (studio, url) = start_studio(&home, &hub.url);
     println!("studio at {url}, home {}", home.display());
 
     let mut node = Command::new("node")

@@ -58,6 +58,7 @@
 
       const pullRepo = h('input', { id: 'pull-repo', testid: 'pull-repo', required: true, placeholder: 'owner/name' });
       const pullRev = h('input', { id: 'pull-revision', testid: 'pull-revision', placeholder: 'main' });
+      const pullInclude = h('input', { id: 'pull-include', testid: 'pull-include', placeholder: 'default: what a model needs (e.g. *.gguf, *.bin)' });
       const pullBtn = h('button', { type: 'submit', class: 'btn primary', id: 'pull-start', testid: 'pull-start' }, 'Pull');
       const pullJob = h('div', { testid: 'pull-job', dataset: { state: 'idle' } });
 
@@ -70,7 +71,8 @@
             NF.field('Path on the server', impPath), NF.field('Name', impName), NF.field('Tokenizer', impTok),
             h('label', { class: 'check' }, impForce, ' Replace a stored model of this name'), h('div', { class: 'row' }, impBtn)), impJob),
           NF.section('Pull from the hub', 'pull-card', h('form', { class: 'form', testid: 'pull-form', onsubmit: doPull },
-            NF.field('Repository', pullRepo), NF.field('Revision', pullRev), h('div', { class: 'row' }, pullBtn)), pullJob)));
+            NF.field('Repository', pullRepo), NF.field('Revision', pullRev),
+            NF.field('Files', pullInclude), h('div', { class: 'row' }, pullBtn)), pullJob)));
 
       async function refresh(select) {
         let list;
@@ -158,6 +160,8 @@
         try {
           const body = { repo: pullRepo.value.trim() };
           if (pullRev.value.trim()) body.revision = pullRev.value.trim();
+          const globs = pullInclude.value.split(/[,\s]+/).filter(Boolean);
+          if (globs.length) body.include = globs;
           const r = await NF.api('POST', '/api/models/pull', body);
           let stored = null;
           NF.followJob(r.job, (ev) => {
