@@ -537,6 +537,50 @@ fn pull_reports_progress_and_lands_in_the_store() {
     );
 }
 
+#[test]
+fn a_run_started_from_a_terminal_shows_up() {
+    let assets = require_assets!();
+    let home = temp_dir("studio-cli-run");
+    let _cleanup = KillOnDrop(home.display().to_string());
+    let studio = Studio::start(&home, &[]);
+    let dir = home.join("runs").join("from-the-terminal");
+    let status = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "train",
+            "--steps",
+            "5",
+            "--seq-len",
+            "32",
+        ])
+        .arg("--model")
+        .arg(assets.join("llama2c/stories260K.bin"))
+        .arg("--tokenizer")
+        .arg(assets.join("llama2c/tok512.bin"))
+        .arg("--data")
+        .arg(assets.join("corpus/tinystories_valid_sample_30k.txt"))
+        .arg("--out")
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, _, runs) = studio.api("GET", "/api/runs", None);
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "from-the-terminal")
+        .unwrap_or_else(|| panic!("the terminal's run is not listed: {runs}"));
+    assert_eq!(run["status"], "finished", "{run}");
+    assert_eq!(run["step"], 5);
+    assert!(
+        run["output"].as_str().unwrap().ends_with("adapter"),
+        "{run}"
+    );
+}
+
 fn run_status(studio: &Studio, id: &str) -> Value {
     studio.api("GET", &format!("/api/runs/{id}"), None).2
 }
