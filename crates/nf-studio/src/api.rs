@@ -119,12 +119,12 @@ fn existing_run(app: &App, id: &str) -> Result<PathBuf, ApiError> {
 }
 
 async fn list_runs(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!(runs::list(&app.runs_dir(), &app.children)))
+    Json(json!(app.runs.list()))
 }
 
 async fn run_detail(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let dir = existing_run(&app, &id)?;
-    let mut v = json!(app.run_summary(&id));
+    let mut v = json!(app.runs.summary(&id));
     v["config"] = std::fs::read_to_string(dir.join("run.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -160,9 +160,9 @@ async fn run_events(
     headers: HeaderMap,
 ) -> ApiResult {
     existing_run(&app, &id)?;
-    let (runs, children) = (app.runs_dir(), Arc::clone(&app.children));
+    let runs = Arc::clone(&app.runs);
     let from = last_event_id(&headers).unwrap_or(0);
-    Ok(sse(move |tx| runs::follow(runs, id, children, from, tx)).into_response())
+    Ok(sse(move |tx| runs::follow(runs, id, from, tx)).into_response())
 }
 
 async fn stop_run(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
@@ -170,7 +170,7 @@ async fn stop_run(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> 
     // The lock's holder, or, while a run the studio just started is still loading (before
     // it takes the lock), the child the studio spawned. Either is known to be that run's
     // process, not a recycled pid: the lock is held, and a child is reaped only by us.
-    let spawned = || app.children.lock().ok()?.get(&id).copied();
+    let spawned = || app.runs.spawned_pid(&id);
     let pid = runs::lock_holder(&dir)
         .filter(|pid| *pid > 0)
         .or_else(spawned)
@@ -192,7 +192,7 @@ async fn stop_run(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> 
 
 async fn resume_run(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let dir = existing_run(&app, &id)?;
-    if app.run_summary(&id).status == "running" {
+    if app.runs.summary(&id).status == "running" {
         return Err(ApiError::conflict(
             format!("run `{id}` is already running"),
             "stop it first",

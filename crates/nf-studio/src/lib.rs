@@ -70,12 +70,11 @@ pub mod error;
 mod jobs;
 pub mod runs;
 
-use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use crate::error::{ApiError, Error};
 
@@ -105,22 +104,13 @@ pub struct App {
     access: auth::Access,
     cli: cli::Cli,
     jobs: jobs::Jobs,
-    /// Training processes this studio spawned that have not exited, by run id.
-    children: runs::Children,
+    /// The runs in `<home>/runs/`, and the training processes this studio spawned.
+    runs: Arc<runs::Runs>,
 }
 
 impl App {
     fn runs_dir(&self) -> PathBuf {
-        self.cli.home.join("runs")
-    }
-
-    fn run_summary(&self, id: &str) -> runs::RunSummary {
-        let spawned = self
-            .children
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id);
-        runs::summary(&self.runs_dir(), id, spawned)
+        self.runs.dir.clone()
     }
 
     /// A fresh run id in the CLI's own style (`<date>-<time>-<method>`), made unique.
@@ -172,19 +162,12 @@ impl App {
             ApiError::internal(format!("cannot run {}: {e}", self.cli.exe.display()))
         })?;
         let pid = child.id().unwrap_or(0);
-        let children = Arc::clone(&self.children);
-        children
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), pid);
-        let id = id.to_string();
+        self.runs.spawned(id, pid);
+        let (runs, id) = (Arc::clone(&self.runs), id.to_string());
         // Reap the child so it does not linger as a zombie, and forget it once it is gone.
         tokio::spawn(async move {
             let _ = child.wait().await;
-            children
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            runs.exited(&id);
         });
         Ok(())
     }
@@ -210,12 +193,12 @@ pub fn serve(opts: Options, ready: impl FnOnce(&Ready)) -> Result<(), Error> {
         ensure_dir(&opts.home)?;
         let app = Arc::new(App {
             access: auth::Access::new(token.clone(), addr),
+            runs: Arc::new(runs::Runs::new(opts.home.join("runs"))),
             cli: cli::Cli {
                 exe: opts.cli,
                 home: opts.home,
             },
             jobs: jobs::Jobs::default(),
-            children: Arc::new(Mutex::new(HashMap::new())),
         });
         let shown = if addr.ip().is_loopback() && addr.ip().is_ipv4() {
             format!("127.0.0.1:{}", addr.port())

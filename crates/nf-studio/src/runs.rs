@@ -44,11 +44,6 @@ pub struct RunSummary {
     pub output: Option<String>,
 }
 
-/// Processes the studio spawned, by run id, that have not exited yet. Between spawn and
-/// the moment `train` takes its lock (while it loads the model) this is what says the
-/// run is alive.
-pub type Children = Arc<Mutex<HashMap<String, u32>>>;
-
 /// A run id is a folder name under `<home>/runs/`: no separators, no dot files.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -78,68 +73,161 @@ pub fn lock_holder(dir: &Path) -> Option<u32> {
     }
 }
 
-/// The run's summary from its folder; `spawned` says the studio's own child for it has
-/// not exited.
-pub fn summary(runs: &Path, id: &str, spawned: bool) -> RunSummary {
-    let dir = runs.join(id);
-    let mut s = RunSummary {
-        id: id.to_string(),
-        dir: dir.display().to_string(),
-        ..RunSummary::default()
-    };
+/// What a run's events have said so far.
+#[derive(Debug, Clone, Default)]
+struct Facts {
+    summary: RunSummary,
+    done_reason: Option<String>,
+    last_error: Option<(String, Option<String>)>,
+}
+
+impl Facts {
+    fn fold(&mut self, e: &Value) {
+        let s = &mut self.summary;
+        let ts = e["ts"].as_str().map(str::to_string);
+        match e["type"].as_str().unwrap_or("") {
+            "train.start" => {
+                s.started = s.started.take().or(ts);
+                s.method = e["method"].as_str().map(str::to_string);
+                s.steps = e["steps"].as_u64();
+                // A resumed run starts over: an earlier interruption is history.
+                self.done_reason = None;
+                self.last_error = None;
+                s.ended = None;
+                s.output = None;
+            }
+            "train.step" => {
+                s.step = e["step"].as_u64();
+                s.loss = e["loss"].as_f64();
+                s.loss_ema = e["loss_ema"].as_f64();
+                s.lr = e["lr"].as_f64();
+                s.tokens_per_s = e["tokens_per_s"].as_f64();
+            }
+            "train.eval" => s.val_loss = e["val_loss"].as_f64(),
+            "train.done" => {
+                self.done_reason = e["reason"].as_str().map(str::to_string);
+                s.output = e["output"].as_str().map(str::to_string);
+                s.ended = ts;
+            }
+            "error" => {
+                let message = e["message"].as_str().unwrap_or("the run failed");
+                self.last_error =
+                    Some((message.to_string(), e["hint"].as_str().map(str::to_string)));
+                s.ended = ts;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How far a run's `events.ndjson` has been read, and what it said up to there.
+#[derive(Debug, Default)]
+struct Seen {
+    offset: u64,
+    partial: Vec<u8>,
+    facts: Facts,
+}
+
+/// The runs under `<home>/runs/`. Each run's events are read once, incrementally: a
+/// summary costs the bytes appended since the last one, not the whole file.
+#[derive(Debug)]
+pub struct Runs {
+    pub dir: PathBuf,
+    /// Processes this studio spawned that have not exited, by run id. Between spawn and
+    /// the moment `train` takes its lock (while it loads the model) this is what says the
+    /// run is alive.
+    children: Mutex<HashMap<String, u32>>,
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+/// A poisoned lock only means a panic elsewhere; the data is still whole.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Runs {
+    pub fn new(dir: PathBuf) -> Runs {
+        Runs {
+            dir,
+            children: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a training process the studio spawned for run `id`.
+    pub fn spawned(&self, id: &str, pid: u32) {
+        lock(&self.children).insert(id.to_string(), pid);
+    }
+
+    /// The spawned process for run `id` has exited (and was reaped).
+    pub fn exited(&self, id: &str) {
+        lock(&self.children).remove(id);
+    }
+
+    /// The pid of the process the studio spawned for run `id`, while it lives.
+    pub fn spawned_pid(&self, id: &str) -> Option<u32> {
+        lock(&self.children).get(id).copied()
+    }
+
+    /// The run's summary from its folder.
+    pub fn summary(&self, id: &str) -> RunSummary {
+        let dir = self.dir.join(id);
+        let facts = {
+            let mut seen = lock(&self.seen);
+            let seen = seen.entry(id.to_string()).or_default();
+            let path = dir.join("events.ndjson");
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len < seen.offset {
+                // The file was replaced (or removed): read it again from the start.
+                *seen = Seen::default();
+            }
+            let (lines, offset) = read_new_lines(&path, seen.offset, &mut seen.partial);
+            seen.offset = offset;
+            for (line, _) in lines {
+                if let Ok(e) = serde_json::from_str::<Value>(&line) {
+                    seen.facts.fold(&e);
+                }
+            }
+            seen.facts.clone()
+        };
+        let spawned = self.spawned_pid(id).is_some();
+        finish(facts, id, &dir, spawned)
+    }
+
+    /// Every run, newest first (ids start with their date and time).
+    pub fn list(&self) -> Vec<RunSummary> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|id| valid_id(id))
+            .collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        ids.iter().map(|id| self.summary(id)).collect()
+    }
+}
+
+/// The summary from what the events said, the lock and the folder's other files.
+fn finish(facts: Facts, id: &str, dir: &Path, spawned: bool) -> RunSummary {
+    let Facts {
+        summary: mut s,
+        done_reason,
+        last_error,
+    } = facts;
+    s.id = id.to_string();
+    s.dir = dir.display().to_string();
     if let Ok(text) = std::fs::read_to_string(dir.join("run.json"))
         && let Ok(cfg) = serde_json::from_str::<Value>(&text)
     {
         s.model = cfg["model"].as_str().map(str::to_string);
-        s.method = cfg["method"].as_str().map(str::to_string);
-    }
-    let mut done_reason = None;
-    let mut last_error: Option<(String, Option<String>)> = None;
-    if let Ok(text) = std::fs::read_to_string(dir.join("events.ndjson")) {
-        for e in text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        {
-            let ts = e["ts"].as_str().map(str::to_string);
-            match e["type"].as_str().unwrap_or("") {
-                "train.start" => {
-                    s.started = s.started.take().or(ts);
-                    s.method = e["method"].as_str().map(str::to_string).or(s.method.take());
-                    s.steps = e["steps"].as_u64();
-                    // A resumed run starts over: an earlier interruption is history.
-                    done_reason = None;
-                    last_error = None;
-                    s.ended = None;
-                    s.output = None;
-                }
-                "train.step" => {
-                    s.step = e["step"].as_u64();
-                    s.loss = e["loss"].as_f64();
-                    s.loss_ema = e["loss_ema"].as_f64();
-                    s.lr = e["lr"].as_f64();
-                    s.tokens_per_s = e["tokens_per_s"].as_f64();
-                }
-                "train.eval" => s.val_loss = e["val_loss"].as_f64(),
-                "train.done" => {
-                    done_reason = e["reason"].as_str().map(str::to_string);
-                    s.output = e["output"].as_str().map(str::to_string);
-                    s.ended = ts;
-                }
-                "error" => {
-                    last_error = Some((
-                        e["message"]
-                            .as_str()
-                            .unwrap_or("the run failed")
-                            .to_string(),
-                        e["hint"].as_str().map(str::to_string),
-                    ));
-                    s.ended = ts;
-                }
-                _ => {}
-            }
+        if s.method.is_none() {
+            s.method = cfg["method"].as_str().map(str::to_string);
         }
     }
-    if lock_holder(&dir).is_some() || spawned {
+    if lock_holder(dir).is_some() || spawned {
         s.status = "running";
         s.ended = None;
         return s;
@@ -176,38 +264,19 @@ pub fn summary(runs: &Path, id: &str, spawned: bool) -> RunSummary {
     s
 }
 
-/// Every run under `<home>/runs/`, newest first (ids start with their date and time).
-pub fn list(runs: &Path, children: &Children) -> Vec<RunSummary> {
-    let Ok(entries) = std::fs::read_dir(runs) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter(|id| valid_id(id))
-        .collect();
-    ids.sort_by(|a, b| b.cmp(a));
-    let alive = children.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    ids.iter()
-        .map(|id| summary(runs, id, alive.contains_key(id)))
-        .collect()
-}
-
 /// Tails a run for an SSE client: every line of `events.ndjson` from the start as
 /// `ndjson` events, then new ones as they are appended; a `status` event with the
 /// summary first and whenever the status changes. Each line's SSE id is the file offset
 /// after it, so a client that reconnects (sending `Last-Event-ID`) resumes at `from`
 /// instead of seeing the run twice.
 pub fn follow(
-    runs: PathBuf,
+    runs: Arc<Runs>,
     id: String,
-    children: Children,
     from: u64,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     tokio::spawn(async move {
-        let path = runs.join(&id).join("events.ndjson");
+        let path = runs.dir.join(&id).join("events.ndjson");
         let mut offset = from;
         let mut partial = Vec::new();
         let mut last_status: Option<(&'static str, Option<String>)> = None;
@@ -220,11 +289,7 @@ pub fn follow(
                     return;
                 }
             }
-            let spawned = children
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&id);
-            let s = summary(&runs, &id, spawned);
+            let s = runs.summary(&id);
             let key = (s.status, s.error.clone());
             if last_status.as_ref() != Some(&key) {
                 let data = serde_json::to_string(&s).unwrap_or_default();
@@ -318,18 +383,21 @@ mod tests {
              {\"type\":\"train.step\",\"step\":3,\"loss\":2.5,\"loss_ema\":2.6,\"lr\":0.001}\n",
         )
         .unwrap();
-        let s = summary(&runs, "r1", false);
+        let registry = Runs::new(runs.clone());
+        let s = registry.summary("r1");
         assert_eq!((s.status, s.step, s.steps), ("failed", Some(3), Some(10)));
         assert!(
             s.ended.is_some(),
             "a failed run ended when its events stopped"
         );
         assert!(s.error.unwrap().contains("without finishing"));
-        assert_eq!(summary(&runs, "r1", true).status, "running");
+        registry.spawned("r1", 1);
+        assert_eq!(registry.summary("r1").status, "running");
+        registry.exited("r1");
         // A lock held by someone means running, whatever the events say.
         let lock = File::create(dir.join("train.lock")).unwrap();
         lock.lock().unwrap();
-        assert_eq!(summary(&runs, "r1", false).status, "running");
+        assert_eq!(registry.summary("r1").status, "running");
         drop(lock);
         std::fs::OpenOptions::new()
             .append(true)
@@ -341,7 +409,12 @@ mod tests {
                 )
             })
             .unwrap();
-        assert_eq!(summary(&runs, "r1", false).status, "finished");
+        // Only the appended line is read now, and it finishes the run.
+        let s = registry.summary("r1");
+        assert_eq!(
+            (s.status, s.step, s.output.as_deref()),
+            ("finished", Some(3), Some("o"))
+        );
         std::fs::remove_dir_all(&runs).unwrap();
     }
 }
