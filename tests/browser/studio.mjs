@@ -364,6 +364,8 @@ async function main() {
       await shot('09-killed-run');
     });
 
+    const blocked = consoleErrors.filter((m) => /Content Security Policy/i.test(m));
+    if (blocked.length) fail(`the page broke its Content-Security-Policy:\n  ${blocked.join('\n  ')}`);
     if (consoleErrors.length) log(`console errors seen (not fatal):\n  ${consoleErrors.join('\n  ')}`);
     log(`all steps passed; screenshots in ${SHOTS}`);
   } catch (e) {

@@ -281,6 +281,17 @@ fn every_route_needs_the_token_the_host_and_the_origin() {
     );
     assert_eq!(status, 200);
     assert!(body.contains("<!doctype html>"));
+    let (_, head, _) = request(
+        studio.port,
+        "GET",
+        "/",
+        &[("Host", &host), ("Cookie", cookie)],
+        None,
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
+        "{head}"
+    );
     let (status, _, info) = studio.api("GET", "/api/info", None);
     assert_eq!(status, 200);
     assert_eq!(info["home"], json!(home));

@@ -180,6 +180,15 @@ pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: N
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // The pages load only their own embedded files and talk only to this server, so a
+    // document's text that somehow reached the page as markup could not run or phone out.
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
     resp
 }
 

@@ -17,6 +17,8 @@
 //!   bound port when bound to loopback): otherwise 403, which stops DNS rebinding.
 //! - An `Origin` header, when present, must be the studio's own origin, and
 //!   `Sec-Fetch-Site: cross-site` is refused: otherwise 403. No CORS headers are ever sent.
+//! - Every answer carries a Content-Security-Policy allowing only the studio's own scripts,
+//!   styles and connections, and no framing.
 //!
 //! # HTTP API
 //!
