@@ -292,6 +292,30 @@ async function main() {
       await shot('06-generate');
     });
 
+    await step('chat: a two-turn conversation, each turn sent whole', async () => {
+      await page.check(tid('gen-chat'));
+      // stories260K has no chat template of its own; ChatML is built in.
+      await selectValue('gen-template', 'chatml');
+      await page.fill(tid('gen-max-tokens'), '24');
+      for (const [turn, message] of [[1, 'Where is the little dog?'], [2, 'And what did the cat say?']]) {
+        await page.fill(tid('gen-prompt'), message);
+        await page.click(tid('gen-start'));
+        await until(`chat turn ${turn}`, ([t]) => {
+          const log = document.querySelector('[data-testid="chat-log"]');
+          return log.dataset.state === 'failed' ? 'failed' : Number(log.dataset.turns) >= t;
+        }, [turn], LONG).then((v) => { if (v === 'failed') fail(`chat turn ${turn} failed`); });
+      }
+      const roles = await page.$$eval(tid('chat-msg'), (els) => els.map((e) => e.dataset.role).join(','));
+      if (roles !== 'user,assistant,user,assistant') fail(`the conversation shows ${roles}`);
+      // The messages went to the CLI on stdin: the audit log holds their hashes, and no
+      // argument carries their text.
+      const entries = await page.evaluate(() => fetch('/api/audit?command=generate').then((r) => r.json()));
+      const leaked = entries.filter((e) => JSON.stringify(e.args).includes('little dog'));
+      if (leaked.length) fail(`a chat message is in the audit log's arguments: ${JSON.stringify(leaked[0].args)}`);
+      if (!entries.some((e) => e.inputs.some((i) => i.kind === 'prompt'))) fail('the chat turns are not in the audit log as prompt hashes');
+      await shot('06b-chat');
+    });
+
     await step('audit: verify is intact, filter by command', async () => {
       await nav('audit', 'audit');
       await page.waitForSelector(tid('audit-row'), { timeout: LONG }).catch(() => fail('the audit log shows no entries'));

@@ -408,12 +408,21 @@ pub struct SamplingArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// The prompt text.
-    #[arg(long, short = 'p', value_name = "TEXT")]
-    pub prompt: String,
+    /// The prompt text; `-` reads it from stdin (which keeps it out of the process list).
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "TEXT",
+        required_unless_present = "messages"
+    )]
+    pub prompt: Option<String>,
     /// Render the prompt as one user turn with the model's chat template.
     #[arg(long)]
     pub chat: bool,
+    /// With --chat: the whole conversation instead of --prompt and --system, a JSON array
+    /// of `{"role", "content"}` messages ending with the user's turn; `-` reads stdin.
+    #[arg(long, value_name = "FILE", requires = "chat", conflicts_with_all = ["prompt", "system"])]
+    pub messages: Option<std::path::PathBuf>,
     /// System message for --chat.
     #[arg(long, value_name = "TEXT", requires = "chat")]
     pub system: Option<String>,

@@ -411,3 +411,82 @@ fn bad_input_fails_with_error_and_hint() {
     assert_eq!(last["type"], "error");
     assert!(last["hint"].is_string());
 }
+
+fn done_event(json: &str) -> serde_json::Value {
+    json.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["type"] == "generate.done")
+        .expect("a generate.done event")
+}
+
+#[test]
+fn prompts_and_conversations_come_from_stdin() {
+    let assets = nf_testkit::require_assets!();
+    let (model, tok) = stories(&assets);
+    let greedy = ["--temperature", "0", "--max-tokens", "16"];
+    let base = ["generate", "--model", p(&model), "--tokenizer", p(&tok)];
+    let from_arg = ok(
+        &[&base[..], &["--prompt", "Once upon a time"], &greedy].concat(),
+        None,
+    );
+    let from_stdin = ok(
+        &[&base[..], &["--prompt", "-"], &greedy].concat(),
+        Some("Once upon a time"),
+    );
+    assert_eq!(from_stdin, from_arg);
+
+    // A conversation of one system and one user message is exactly --system + --prompt.
+    let model = assets.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let chat = ["--json", "generate", "--model", p(&model), "--chat"];
+    let flags = ok(
+        &[
+            &chat[..],
+            &[
+                "--system",
+                "Be brief.",
+                "--prompt",
+                "What is the capital of France?",
+            ],
+            &greedy,
+        ]
+        .concat(),
+        None,
+    );
+    let conversation = r#"[{"role":"system","content":"Be brief."},
+        {"role":"user","content":"What is the capital of France?"}]"#;
+    let messages = ok(
+        &[&chat[..], &["--messages", "-"], &greedy].concat(),
+        Some(conversation),
+    );
+    let (a, b) = (done_event(&flags), done_event(&messages));
+    assert_eq!(
+        (a["text"].clone(), a["prompt_tokens"].clone()),
+        (b["text"].clone(), b["prompt_tokens"].clone())
+    );
+    // Earlier turns are part of the prompt.
+    let longer = r#"[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello! How can I help?"},
+        {"role":"user","content":"What is the capital of France?"}]"#;
+    let turns = done_event(&ok(
+        &[&chat[..], &["--messages", "-"], &greedy].concat(),
+        Some(longer),
+    ));
+    assert!(
+        turns["prompt_tokens"].as_u64() > b["prompt_tokens"].as_u64(),
+        "{turns}"
+    );
+
+    for (bad, why) in [
+        ("not json", "not a conversation"),
+        (
+            r#"[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]"#,
+            "end with a user message",
+        ),
+    ] {
+        let o = run(&[&chat[..], &["--messages", "-"]].concat(), Some(bad));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(why) && err.contains("hint:"),
+            "{err}"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::response::sse::Event as SseEvent;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc};
 
 use crate::cli::{Cli, failure, parse_events};
@@ -93,9 +93,19 @@ impl Jobs {
         lock(&self.list).iter().rev().map(|j| j.summary()).collect()
     }
 
-    /// Starts `neuralforge --json ARGS` and records its output as it comes.
-    pub fn start(&self, cli: &Cli, kind: &str, args: Vec<String>) -> Result<u64, ApiError> {
+    /// Starts `neuralforge --json ARGS`, feeds it `stdin` when given, and records its
+    /// output as it comes.
+    pub fn start(
+        &self,
+        cli: &Cli,
+        kind: &str,
+        args: Vec<String>,
+        stdin: Option<Vec<u8>>,
+    ) -> Result<u64, ApiError> {
         let mut cmd = cli.command(&args);
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -128,6 +138,13 @@ impl Jobs {
                 list.remove(old);
             }
             list.push(Arc::clone(&job));
+        }
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // Written from a task of its own so a large input cannot block the reader of
+            // stdout; the pipe closes when it is dropped, which ends the command's input.
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&data).await;
+            });
         }
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();

@@ -50,7 +50,7 @@
 //! | `GET /api/models/{name}` | `{stored: model.stored, info: model.info of inspect}` |
 //! | `POST /api/models/import` | `{path, name?, tokenizer?}`; job |
 //! | `POST /api/models/pull` | `{repo, revision?, include?: [globs]}`; job (emits `download.progress`) |
-//! | `POST /api/generate` | `{model, tokenizer?, run?: run id (its adapter), prompt, chat?, max_tokens?, temperature?, top_p?, seed?}`; job (emits `generate.token`, then `generate.done`) |
+//! | `POST /api/generate` | `{model, tokenizer?, run?: run id (its adapter), prompt, chat?, system?, history?: [{role, content}], chat_template?, max_tokens?, temperature?, top_p?, seed?}`; job (emits `generate.token`, then `generate.done`); the prompt and conversation reach the CLI on stdin, never in its arguments |
 //! | `GET /api/audit?since=&until=&command=&result=` | `audit.entry` entries, newest first |
 //! | `POST /api/audit/verify` | the `audit.verify` event's fields |
 //! | `GET /api/audit/export?format=json\|csv` | the `audit export` document as a download |

@@ -13,21 +13,108 @@ use crate::errors::user_error;
 use crate::load::{Loaded, load};
 use crate::output::Output;
 
+/// What to continue: a plain prompt, or a conversation rendered with the chat template.
+enum Input {
+    Text(String),
+    Chat(Vec<ChatMessage>),
+}
+
+impl Input {
+    /// `--prompt` (or stdin for `-`), `--chat` with `--system`, or `--messages`.
+    fn read(args: &GenerateArgs) -> Result<Input> {
+        if let Some(path) = &args.messages {
+            let text = read_text(path)?;
+            let messages: Vec<ChatMessage> = serde_json::from_str(&text).map_err(|e| {
+                user_error(
+                    "bad_input",
+                    format!("{}: not a conversation: {e}", path.display()),
+                    r#"write a JSON array such as [{"role":"user","content":"Hello"}]"#,
+                )
+            })?;
+            if messages.last().is_none_or(|m| m.role != "user") {
+                return Err(user_error(
+                    "bad_input",
+                    format!(
+                        "{}: the conversation must end with a user message",
+                        path.display()
+                    ),
+                    "append the user's new message as the last element",
+                ));
+            }
+            return Ok(Input::Chat(messages));
+        }
+        let prompt = match args.prompt.as_deref() {
+            Some("-") => read_text(Path::new("-"))?,
+            Some(p) => p.to_string(),
+            None => String::new(),
+        };
+        if !args.chat {
+            return Ok(Input::Text(prompt));
+        }
+        let system = args.system.iter().map(|s| ChatMessage {
+            role: "system".into(),
+            content: s.clone(),
+        });
+        let user = ChatMessage {
+            role: "user".into(),
+            content: prompt,
+        };
+        Ok(Input::Chat(system.chain(std::iter::once(user)).collect()))
+    }
+
+    /// The audit record's inputs: each text by its sha256 only.
+    fn audit_inputs(&self) -> Vec<nf_audit::Artifact> {
+        match self {
+            Input::Text(p) => vec![crate::audit::prompt_input("prompt", p)],
+            Input::Chat(messages) => messages
+                .iter()
+                .map(|m| {
+                    let kind = if m.role == "user" {
+                        "prompt"
+                    } else {
+                        m.role.as_str()
+                    };
+                    crate::audit::prompt_input(kind, &m.content)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A file's text, or stdin's for `-`.
+fn read_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(path).map(|t| text = t)
+    };
+    read.map_err(|e| {
+        user_error(
+            "io",
+            format!("{}: {e}", path.display()),
+            "check the path (and that it is UTF-8 text)",
+        )
+    })?;
+    Ok(text)
+}
+
 /// Audited: the model's files, the prompt's sha256 (the prompt itself only with
 /// `--audit-prompts`) and the generated text's sha256.
 pub fn run(args: &GenerateArgs, home: &Path, out: &mut Output) -> Result<()> {
     crate::audit::scoped(home, "generate", |rec| {
+        let input = Input::read(args)?;
         let loaded = load(&args.model, home)?;
         rec.inputs = crate::audit::model_inputs(home, &args.model, &loaded.model.path)?;
-        rec.inputs
-            .push(crate::audit::prompt_input("prompt", &args.prompt));
-        if let Some(s) = &args.system {
-            rec.inputs.push(crate::audit::prompt_input("system", s));
-        }
+        rec.inputs.extend(input.audit_inputs());
         if args.audit_prompts {
-            rec.details = Some(serde_json::json!({"prompt": args.prompt, "system": args.system}));
+            rec.details = Some(match &input {
+                Input::Text(p) => serde_json::json!({"prompt": p}),
+                Input::Chat(m) => serde_json::json!({"messages": m}),
+            });
         }
-        let (g, text) = run_loaded(args, &loaded, out)?;
+        let (g, text) = run_loaded(args, &input, &loaded, out)?;
         rec.outputs
             .push(nf_audit::Artifact::text_hash("generation", &text));
         let d = rec.details.get_or_insert_with(|| serde_json::json!({}));
@@ -42,28 +129,21 @@ pub fn run(args: &GenerateArgs, home: &Path, out: &mut Output) -> Result<()> {
 
 fn run_loaded(
     args: &GenerateArgs,
+    input: &Input,
     loaded: &Loaded,
     out: &mut Output,
 ) -> Result<(Generation, String)> {
     announce(loaded, out)?;
-    let prompt_ids = if args.chat {
-        let mut messages = Vec::new();
-        if let Some(s) = &args.system {
-            messages.push(ChatMessage {
-                role: "system".into(),
-                content: s.clone(),
-            });
+    let prompt_ids = match input {
+        Input::Chat(messages) => {
+            let template = chat_template(&loaded.tokenizer, args.chat_template.as_deref())?;
+            encode_chat(&loaded.tokenizer, &template, messages)?
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: args.prompt.clone(),
-        });
-        let template = chat_template(&loaded.tokenizer, args.chat_template.as_deref())?;
-        encode_chat(&loaded.tokenizer, &template, &messages)?
-    } else {
-        loaded
-            .tokenizer
-            .encode(&args.prompt, loaded.tokenizer.add_bos_default(), true)?
+        Input::Text(prompt) => {
+            loaded
+                .tokenizer
+                .encode(prompt, loaded.tokenizer.add_bos_default(), true)?
+        }
     };
     if let Some(path) = &args.logits {
         write_logits(loaded, &prompt_ids, path)?;
