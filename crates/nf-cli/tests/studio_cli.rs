@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 use nf_testkit::{require_assets, temp_dir};
 use serde_json::{Value, json};
 
+/// `neuralforge --home HOME studio` on a free port, without opening a browser.
+fn studio_command(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
+    c.arg("--home")
+        .arg(home)
+        .args(["studio", "--no-open", "--port", "0"]);
+    c
+}
+
 /// A running `neuralforge studio`, killed when dropped.
 struct Studio {
     child: Child,
@@ -26,15 +35,7 @@ impl Studio {
 
     /// With extra environment for the studio and the commands it runs.
     fn start_env(home: &Path, extra: &[&str], env: &[(&str, &str)]) -> Studio {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
-            .args([
-                "--home",
-                home.to_str().unwrap(),
-                "studio",
-                "--no-open",
-                "--port",
-                "0",
-            ])
+        let mut child = studio_command(home)
             .args(extra)
             .envs(env.iter().copied())
             .env_remove("NEURALFORGE_OFFLINE")
@@ -440,16 +441,8 @@ fn jobs_report_results_and_the_clis_errors() {
 #[test]
 fn json_mode_announces_the_address_as_an_event() {
     let home = temp_dir("studio-json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_neuralforge"))
-        .args([
-            "--json",
-            "--home",
-            home.to_str().unwrap(),
-            "studio",
-            "--no-open",
-            "--port",
-            "0",
-        ])
+    let mut child = studio_command(&home)
+        .arg("--json")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
