@@ -585,6 +585,34 @@ fn a_run_started_from_a_terminal_shows_up() {
     );
 }
 
+#[test]
+fn a_run_stopped_while_it_loads_ends_interrupted() {
+    let assets = require_assets!();
+    let home = temp_dir("studio-early-stop");
+    let _cleanup = KillOnDrop(home.display().to_string());
+    let studio = Studio::start(&home, &[]);
+    let (_, _, started) = studio.api(
+        "POST",
+        "/api/train",
+        Some(json!({
+            "model": assets.join("llama2c/stories260K.bin"),
+            "tokenizer": assets.join("llama2c/tok512.bin"),
+            "dataset": assets.join("corpus/tinystories_sample_197k.txt"),
+            "steps": 1_000_000,
+        })),
+    );
+    let id = started["id"].as_str().unwrap().to_string();
+    // At once: the process is still starting up and loading.
+    let (status, _, stopped) = studio.api("POST", &format!("/api/runs/{id}/stop"), None);
+    assert_eq!(status, 200, "{stopped}");
+    let s = wait_for("the run to end", Duration::from_secs(120), || {
+        let s = run_status(&studio, &id);
+        (s["status"] != "running").then_some(s)
+    });
+    assert_eq!(s["status"], "interrupted", "{s}");
+    assert!(s["step"].as_u64() < Some(5), "{s}");
+}
+
 fn run_status(studio: &Studio, id: &str) -> Value {
     studio.api("GET", &format!("/api/runs/{id}"), None).2
 }

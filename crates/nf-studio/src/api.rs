@@ -167,16 +167,22 @@ async fn run_events(
 
 async fn stop_run(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
     let dir = existing_run(&app, &id)?;
-    // The lock's holder, or, while a run the studio just started is still loading (before
-    // it takes the lock), the child the studio spawned. Either is known to be that run's
-    // process, not a recycled pid: the lock is held, and a child is reaped only by us.
-    let spawned = || app.runs.spawned_pid(&id);
-    let pid = runs::lock_holder(&dir)
-        .filter(|pid| *pid > 0)
-        .or_else(spawned)
-        .ok_or_else(|| {
-            ApiError::conflict(format!("run `{id}` is not running"), "reload the page")
-        })?;
+    // The pid comes from the lock its holder still holds, so it is that process and not a
+    // recycled pid. A run the studio just started may still be loading, before it takes
+    // the lock: wait for the lock, since `train` takes it only once SIGTERM means "stop
+    // and save" rather than "die".
+    let mut pid = runs::lock_holder(&dir).filter(|pid| *pid > 0);
+    let deadline = tokio::time::Instant::now() + ESTIMATE;
+    while pid.is_none()
+        && app.runs.spawned_pid(&id).is_some()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pid = runs::lock_holder(&dir).filter(|pid| *pid > 0);
+    }
+    let pid = pid.ok_or_else(|| {
+        ApiError::conflict(format!("run `{id}` is not running"), "reload the page")
+    })?;
     // SIGTERM asks train to stop after the step and save a checkpoint.
     let pid = libc::pid_t::try_from(pid).map_err(ApiError::internal)?;
     // SAFETY: kill(2) with a positive pid and a valid signal has no memory effects.

@@ -581,6 +581,14 @@ fn run_inner(
     rec: &mut Record,
     lock: &mut Option<RunLock>,
 ) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    // SIGTERM (what the studio's Stop and service managers send) asks the loop to stop
+    // after the current step and save a checkpoint. It is installed first, so a stop that
+    // comes while the model loads ends the run as interrupted at step 0 instead of killing
+    // it half-started. Ctrl-C is taken over only once training begins (below): while the
+    // model and data load there is nothing to save, and it should act at once.
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("installing the interrupt handler")?;
     let (cfg, run_dir, resume) = target(args, home)?;
     if resume {
         // The folder exists already: lock it before anything else, so a second process
@@ -705,9 +713,8 @@ fn run_inner(
         val_tokens: trainer.val_tokens() as u64,
         resumed: resume,
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    // SIGINT and SIGTERM ask the loop to stop after the current step and save a checkpoint;
-    // a second SIGINT kills the process as usual.
+    // SIGINT now stops after the current step with a checkpoint, like SIGTERM; a second
+    // SIGINT kills the process as usual.
     signal_hook::flag::register_conditional_shutdown(
         signal_hook::consts::SIGINT,
         130,
@@ -715,8 +722,6 @@ fn run_inner(
     )
     .context("installing the interrupt handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
-        .context("installing the interrupt handler")?;
-    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
         .context("installing the interrupt handler")?;
     let start = Instant::now();
     let start_step = trainer.step();
