@@ -405,6 +405,16 @@ fn jobs_report_results_and_the_clis_errors() {
     assert!(err["error"].as_str().unwrap().contains("qlora") && err["hint"].is_string());
     let (status, _, _) = studio.api("PUT", "/api/uploads/u1/..", None);
     assert_eq!(status, 400, "an upload name that climbs out of its folder");
+    // A name is kept as the user's, accents and spaces included (it is provenance).
+    let (status, _, saved) = studio.api("PUT", "/api/uploads/u2/%C3%9Cbersicht%20Q3.txt", None);
+    assert_eq!(status, 200, "{saved}");
+    assert!(
+        saved["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/u2/Übersicht Q3.txt"),
+        "{saved}"
+    );
     // An uploaded document becomes a dataset, and the dataset names it as a source.
     let auth = format!("Bearer {}", studio.token);
     let text = "Once upon a time there was a little dog named Pip. He liked the sun. ".repeat(40);

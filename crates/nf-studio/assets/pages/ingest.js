@@ -123,8 +123,10 @@
         const used = new Set();
         let done = 0;
         for (const f of list) {
-          // Folder uploads carry their relative path; flatten it into one safe file name.
-          let n = (f.webkitRelativePath || f.name).replace(/[\\/]+/g, '__').replace(/[^A-Za-z0-9._-]/g, '_');
+          // Folder uploads carry their relative path; flatten it into one file name (the
+          // server takes one plain path component: no separators, no leading dot), keeping
+          // the rest of the name as it is, since it is the document's provenance.
+          let n = (f.webkitRelativePath || f.name).replace(/[\\/]+/g, '__').replace(/^\.+/, '_');
           while (used.has(n)) n = '_' + n;
           used.add(n);
           status(`Uploading ${done + 1} / ${list.length}: ${f.name} (${fmt.bytes(f.size)})`, done, list.length);
