@@ -623,6 +623,58 @@ fn a_run_stopped_while_it_loads_ends_interrupted() {
     assert!(s["step"].as_u64() < Some(5), "{s}");
 }
 
+#[test]
+fn a_generation_stops_on_request_and_keeps_its_text() {
+    let assets = require_assets!();
+    let home = temp_dir("studio-cancel");
+    let studio = Studio::start(&home, &[]);
+    let (_, _, job) = studio.api(
+        "POST",
+        "/api/generate",
+        Some(json!({
+            "model": assets.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "prompt": "Tell me a very long story about a lighthouse.",
+            "chat": true,
+            "max_tokens": 4000,
+        })),
+    );
+    let path = format!("/api/jobs/{}", job["job"]);
+    wait_for("the first tokens", Duration::from_secs(120), || {
+        let (_, _, j) = studio.api("GET", &path, None);
+        assert_eq!(j["status"], "running", "{j}");
+        let tokens = j["events"]
+            .as_array()?
+            .iter()
+            .filter(|e| e["type"] == "generate.token")
+            .count();
+        (tokens >= 3).then_some(())
+    });
+    let (status, _, _) = studio.api("POST", &format!("{path}/cancel"), None);
+    assert_eq!(status, 200);
+    let ended = job_result(&studio, &job);
+    assert_eq!(
+        ended["status"], "ok",
+        "generation ends normally when stopped: {ended}"
+    );
+    let (_, _, detail) = studio.api("GET", &path, None);
+    let done = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "generate.done")
+        .cloned()
+        .unwrap_or_else(|| panic!("no generate.done: {detail}"));
+    assert_eq!(done["stop"], "cancelled", "{done}");
+    assert!(
+        done["generated_tokens"].as_u64() < Some(4000)
+            && !done["text"].as_str().unwrap().is_empty()
+    );
+    let (status, _, _) = studio.api("POST", &format!("{path}/cancel"), None);
+    assert_eq!(status, 409, "a job that has ended cannot be stopped");
+    let (_, _, entries) = studio.api("GET", "/api/audit?command=generate", None);
+    assert_eq!(entries[0]["details"]["stop"], "cancelled", "{entries}");
+}
+
 fn run_status(studio: &Studio, id: &str) -> Value {
     studio.api("GET", &format!("/api/runs/{id}"), None).2
 }

@@ -59,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}", get(job_detail))
         .route("/api/jobs/{id}/events", get(job_events))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/uploads/{upload}/{name}", put(upload))
         .route("/api/ingest", post(ingest))
         .route("/api/datasets", get(list_datasets))
@@ -349,6 +350,16 @@ async fn job_events(
     let job = job(&app, &id)?;
     let from = last_event_id(&headers).unwrap_or(0) as usize;
     Ok(sse(move |tx| jobs::follow(job, from, tx)).into_response())
+}
+
+async fn cancel_job(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult {
+    if !job(&app, &id)?.cancel() {
+        return Err(ApiError::conflict(
+            format!("job {id} has already ended"),
+            "reload the page",
+        ));
+    }
+    Ok(Json(json!({ "ok": true })).into_response())
 }
 
 fn start_job(app: &App, kind: &str, args: Vec<String>) -> ApiResult {

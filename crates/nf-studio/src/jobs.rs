@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ pub struct JobSummary {
     pub id: u64,
     pub kind: String,
     pub args: Vec<String>,
-    /// `running`, `ok` or `failed`.
+    /// `running`, `ok`, `failed` or `cancelled` (stopped on request without finishing).
     pub status: &'static str,
     pub exit_code: Option<i32>,
     pub error: Option<String>,
@@ -40,6 +40,9 @@ pub struct JobSummary {
 pub struct Job {
     state: Mutex<JobState>,
     changed: Notify,
+    /// Asks the task that owns the child to send it SIGTERM.
+    cancel: Notify,
+    cancelled: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -49,6 +52,18 @@ struct JobState {
 }
 
 impl Job {
+    /// Asks a running job's command to stop (SIGTERM: `generate` ends its text there;
+    /// other commands end as killed). False when it has already ended.
+    pub fn cancel(&self) -> bool {
+        if lock(&self.state).summary.status != "running" {
+            return false;
+        }
+        self.cancelled.store(true, Ordering::SeqCst);
+        // `notify_one` keeps the wake-up for a task not yet waiting.
+        self.cancel.notify_one();
+        true
+    }
+
     pub fn summary(&self) -> JobSummary {
         lock(&self.state).summary.clone()
     }
@@ -129,6 +144,8 @@ impl Jobs {
                 lines: Vec::new(),
             }),
             changed: Notify::new(),
+            cancel: Notify::new(),
+            cancelled: AtomicBool::new(false),
         });
         {
             let mut list = lock(&self.list);
@@ -159,23 +176,44 @@ impl Jobs {
                 }
                 text
             });
-            if let Some(out) = stdout {
-                let mut lines = BufReader::new(out).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    lock(&job.state).lines.push(line);
-                    job.changed.notify_waiters();
+            let reader_job = Arc::clone(&job);
+            let stdout_task = tokio::spawn(async move {
+                if let Some(out) = stdout {
+                    let mut lines = BufReader::new(out).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        lock(&reader_job.state).lines.push(line);
+                        reader_job.changed.notify_waiters();
+                    }
                 }
-            }
-            let status = child.wait().await;
+            });
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    () = job.cancel.notified() => {
+                        // `id()` is None once the child is reaped, so this never signals
+                        // a recycled pid.
+                        if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+                            // SAFETY: kill(2) has no memory effects.
+                            unsafe { libc::kill(pid, libc::SIGTERM) };
+                        }
+                    }
+                }
+            };
+            let _ = stdout_task.await;
             let stderr = stderr_task.await.unwrap_or_default();
             {
                 let mut s = lock(&job.state);
                 let code = status.as_ref().ok().and_then(|s| s.code());
                 let ok = status.as_ref().is_ok_and(|s| s.success());
                 s.summary.exit_code = code;
-                s.summary.status = if ok { "ok" } else { "failed" };
+                let cancelled = job.cancelled.load(Ordering::SeqCst);
+                s.summary.status = match (ok, cancelled) {
+                    (true, _) => "ok",
+                    (false, true) => "cancelled",
+                    (false, false) => "failed",
+                };
                 s.summary.ended = Some(nf_protocol::rfc3339_now());
-                if !ok {
+                if !ok && !cancelled {
                     let events = parse_events(&s.lines.join("\n"));
                     let (error, hint) = failure(&events, &stderr);
                     s.summary.error = Some(error);

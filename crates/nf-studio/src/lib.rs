@@ -42,6 +42,7 @@
 //! | `GET /api/jobs` | job summaries, newest first |
 //! | `GET /api/jobs/{id}` | one job summary plus `events` (the NDJSON lines parsed) |
 //! | `GET /api/jobs/{id}/events` | SSE: each stdout line as `event: ndjson`; at the end `event: done` with the job summary; a reconnect resumes after the last line seen |
+//! | `POST /api/jobs/{id}/cancel` | SIGTERM to the job's command: `generate` ends there normally (stop reason `cancelled`); others end `cancelled`; 409 when it has ended |
 //! | `PUT /api/uploads/{upload}/{name}` | raw file body, saved as `<home>/uploads/<upload>/<name>`; `{upload, path}` |
 //! | `POST /api/ingest` | `{name, model, tokenizer?, paths?: [server paths], upload?: id, seq_len?, force?}`; job |
 //! | `GET /api/datasets` | the `dataset.info` events of `datasets list` |
@@ -56,7 +57,7 @@
 //! | `GET /api/audit/export?format=json\|csv` | the `audit export` document as a download |
 //!
 //! A job answer is `{job: id}`. A job summary: `{id, kind, args, status: "running" | "ok" |
-//! "failed", exit_code, error, hint, started, ended}`.
+//! "failed" | "cancelled", exit_code, error, hint, started, ended}`.
 //!
 //! A run summary: `{id, dir, status: "running" | "finished" | "interrupted" | "failed",
 //! method, model, steps, step, loss, loss_ema, val_loss, lr, tokens_per_s, started, ended,

@@ -1,6 +1,8 @@
 //! `neuralforge generate`: one prompt in, its continuation out.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
 use nf_data::{ChatMessage, Tokenizer, render_chat};
@@ -318,6 +320,10 @@ pub fn run_generation(
             "shorten the prompt",
         ));
     }
+    // SIGTERM (the studio's Stop) ends generation after the current token, as a normal
+    // end with the stop reason `cancelled`, so the text so far and the audit entry stay.
+    let cancel = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&cancel))?;
     let mut cache = l.model.new_cache(prompt_ids.len() + s.max_tokens);
     let mut sampler = Sampler::new(sampler_config(s));
     let mut stream = TextStream::new(&l.tokenizer, prompt_ids);
@@ -344,7 +350,7 @@ pub fn run_generation(
             index += 1;
             // A closed stdout (`| head`) ends generation quietly.
             match r {
-                Ok(()) => true,
+                Ok(()) => !cancel.load(Ordering::SeqCst),
                 Err(e) => {
                     io_error = Some(e);
                     false

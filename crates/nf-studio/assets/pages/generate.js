@@ -25,6 +25,7 @@
       const seed = h('input', { type: 'number', min: 0, id: 'gen-seed', testid: 'gen-seed', placeholder: '0' });
       const go = h('button', { type: 'submit', class: 'btn primary', id: 'gen-start', testid: 'gen-start' }, 'Generate');
       const reset = h('button', { type: 'button', class: 'btn', testid: 'chat-new', hidden: true }, 'New conversation');
+      const stop = h('button', { type: 'button', class: 'btn', testid: 'gen-stop', hidden: true }, 'Stop');
       const promptLabel = h('span', { class: 'field-label' }, 'Prompt');
       const chatFields = h('div', { class: 'form-grid', hidden: true },
         NF.field('System message', system), NF.field('Chat template', template));
@@ -45,7 +46,7 @@
         h('div', { class: 'form-grid' },
           NF.field('Max tokens', maxTokens), NF.field('Temperature', temperature, '0 = greedy'),
           NF.field('Top-p', topP), NF.field('Seed', seed, 'same seed and settings, same text')),
-        h('div', { class: 'row' }, go, reset));
+        h('div', { class: 'row' }, go, stop, reset));
       root.append(errSlot, h('div', { class: 'grid-generate' },
         NF.section('Settings', 'generate-card', form),
         NF.section('Output', 'output-card', output, log, stats, outErr)));
@@ -108,7 +109,7 @@
         output.dataset.tokens = '0';
         stats.textContent = 'Loading the model…';
         let n = 0;
-        const finish = () => { caret.remove(); go.disabled = false; };
+        const finish = () => { caret.remove(); go.disabled = false; stop.hidden = true; stop.onclick = null; };
         const failed = (err) => {
           finish();
           target.dataset.state = 'failed';
@@ -120,6 +121,12 @@
         try {
           const r = await NF.api('POST', '/api/generate', body);
           output.dataset.job = r.job;
+          stop.hidden = false;
+          stop.disabled = false;
+          stop.onclick = () => {
+            stop.disabled = true;
+            NF.api('POST', `/api/jobs/${r.job}/cancel`).catch(() => {});
+          };
           let done = null;
           NF.followJob(r.job, (ev) => {
             if (ev.type === 'generate.token') {
@@ -134,11 +141,18 @@
               text.textContent = inChat ? ev.text.replace(/^\s+/, '') : ev.text;
             }
           }, (s) => {
+            if (s && s.status === 'cancelled') {
+              // Stopped before any text (while the model loaded): nothing to keep.
+              failed(null);
+              stats.textContent = 'Stopped.';
+              target.dataset.state = 'stopped';
+              return;
+            }
             if (!(s && s.status === 'ok')) { failed(NF.jobError(s)); return; }
             finish();
-            target.dataset.state = 'done';
+            target.dataset.state = done && done.stop === 'cancelled' ? 'stopped' : 'done';
             stats.textContent = done
-              ? `Done (${done.stop}): ${done.generated_tokens} tokens · prompt ${done.prompt_tokens} tokens in ${fmt.ms(done.prompt_ms)} · ${done.decode_tokens_per_s.toFixed(1)} tokens/s decoding`
+              ? `${done.stop === 'cancelled' ? 'Stopped' : `Done (${done.stop})`}: ${done.generated_tokens} tokens · prompt ${done.prompt_tokens} tokens in ${fmt.ms(done.prompt_ms)} · ${done.decode_tokens_per_s.toFixed(1)} tokens/s decoding`
               : 'Done.';
             if (inChat) {
               history.push({ role: 'user', content: said }, { role: 'assistant', content: text.textContent });
