@@ -10,7 +10,7 @@
 //! - The server binds 127.0.0.1 unless `--host` names another address (then it warns).
 //! - A random 256-bit token is made at each start and printed in the URL
 //!   (`http://127.0.0.1:PORT/?token=T`). Every route, pages and assets included, needs it:
-//!   a `?token=T` query on a page (answered with a `nf_studio` cookie, `HttpOnly`,
+//!   a `?token=T` query on a page (answered with a `nf_studio_PORT` cookie, `HttpOnly`,
 //!   `SameSite=Strict`, and a redirect to the same path without the token), the cookie, or
 //!   `Authorization: Bearer T`. Without it: 401.
 //! - `Host` must name the bound address (or `localhost` / `127.0.0.1` / `[::1]` with the
@@ -35,7 +35,7 @@
 //! | `GET /api/runs` | run summaries, newest first (see below) |
 //! | `GET /api/runs/{id}` | one summary plus `config` (its `run.json`, or null) |
 //! | `GET /api/runs/{id}/events` | SSE: every line of `events.ndjson` as `event: ndjson`, then new lines as they are written; `event: status` with the summary at the start and whenever the status changes. A reconnect (`Last-Event-ID`) resumes after the last line seen |
-//! | `POST /api/runs/{id}/stop` | SIGTERM to the run's process (it saves a checkpoint and ends `interrupted`); 409 when not running |
+//! | `POST /api/runs/{id}/stop` | SIGTERM to the run's process (it saves a checkpoint and ends `interrupted`; a run still loading is signalled once it holds its lock); 409 when not running |
 //! | `POST /api/runs/{id}/resume` | spawns `train --resume`; `{id}`; 409 when running |
 //! | `POST /api/train` | body: a [`TrainRequest`](api::TrainRequest); spawns `train --out runs/<id>`; `{id}` |
 //! | `POST /api/train/estimate` | the same body; runs `train --dry-run`; the `train.plan` event's fields |
