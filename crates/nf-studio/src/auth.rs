@@ -23,6 +23,10 @@ pub struct Access {
     /// The cookie that carries the token; its name has the port in it because browsers
     /// share cookies across the ports of one host.
     pub cookie: String,
+    /// Bound to every interface (0.0.0.0 or ::): the server has no one name, so any IP
+    /// literal with our port names it. Host names other than localhost still do not:
+    /// DNS rebinding needs a name, never an address.
+    any_ip: Option<u16>,
 }
 
 impl Access {
@@ -39,15 +43,27 @@ impl Access {
             token,
             hosts,
             cookie: format!("nf_studio_{port}"),
+            any_ip: addr.ip().is_unspecified().then_some(port),
         }
+    }
+
+    /// Whether `host:port` (lower case, as in a Host header) names this server.
+    fn names_us(&self, host: &str) -> bool {
+        if self.hosts.iter().any(|h| h == host) {
+            return true;
+        }
+        let Some(port) = self.any_ip else {
+            return false;
+        };
+        host.parse::<SocketAddr>().is_ok_and(|a| a.port() == port)
+            || host == format!("localhost:{port}")
     }
 
     fn host_ok(&self, headers: &HeaderMap) -> bool {
         let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
             return false;
         };
-        let host = host.to_ascii_lowercase();
-        self.hosts.contains(&host)
+        self.names_us(&host.to_ascii_lowercase())
     }
 
     /// A browser names the page that sent a request in `Origin` (always on POST, on
@@ -62,12 +78,10 @@ impl Access {
         }
         match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
             None => true,
-            Some(origin) => {
-                let origin = origin.to_ascii_lowercase();
-                self.hosts
-                    .iter()
-                    .any(|h| origin.strip_prefix("http://") == Some(h.as_str()))
-            }
+            Some(origin) => origin
+                .to_ascii_lowercase()
+                .strip_prefix("http://")
+                .is_some_and(|h| self.names_us(h)),
         }
     }
 
@@ -244,6 +258,31 @@ mod tests {
         h.insert(header::ORIGIN, "http://localhost:8000".parse().unwrap());
         assert!(a.origin_ok(&h));
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!a.origin_ok(&h));
+    }
+
+    #[test]
+    fn an_all_interfaces_binding_accepts_addresses_not_names() {
+        let a = Access::new("t".into(), "0.0.0.0:8000".parse().unwrap());
+        let mut h = HeaderMap::new();
+        for (host, ok) in [
+            ("192.168.1.5:8000", true),
+            ("127.0.0.1:8000", true),
+            ("[fe80::1]:8000", true),
+            ("localhost:8000", true),
+            ("192.168.1.5:8001", false),
+            ("studio.example:8000", false),
+            ("192.168.1.5", false),
+        ] {
+            h.insert(header::HOST, host.parse().unwrap());
+            assert_eq!(a.host_ok(&h), ok, "{host}");
+        }
+        h.insert(header::ORIGIN, "http://192.168.1.5:8000".parse().unwrap());
+        assert!(a.origin_ok(&h));
+        h.insert(
+            header::ORIGIN,
+            "http://rebound.example:8000".parse().unwrap(),
+        );
         assert!(!a.origin_ok(&h));
     }
 

@@ -14,7 +14,8 @@
 //!   `SameSite=Strict`, and a redirect to the same path without the token), the cookie, or
 //!   `Authorization: Bearer T`. Without it: 401.
 //! - `Host` must name the bound address (or `localhost` / `127.0.0.1` / `[::1]` with the
-//!   bound port when bound to loopback): otherwise 403, which stops DNS rebinding.
+//!   bound port when bound to loopback; any IP literal with the port when bound to
+//!   0.0.0.0 or ::, never another name): otherwise 403, which stops DNS rebinding.
 //! - An `Origin` header, when present, must be the studio's own origin, and
 //!   `Sec-Fetch-Site: cross-site` is refused: otherwise 403. No CORS headers are ever sent.
 //! - Every answer carries a Content-Security-Policy allowing only the studio's own scripts,
