@@ -581,6 +581,19 @@ pub fn read_events<R: BufRead>(input: R) -> impl Iterator<Item = Result<Envelope
     })
 }
 
+/// The default name of a run folder, `<date>-<time>-<method>` in UTC (e.g.
+/// `20261201-233145-lora`): what `train` and the studio name new runs, so both sort by
+/// start time.
+pub fn run_id(method: &str) -> String {
+    // 2026-12-01T23:31:45.123Z -> 20261201-233145
+    let compact: String = rfc3339_now()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(14)
+        .collect();
+    format!("{}-{}-{method}", &compact[..8], &compact[8..])
+}
+
 /// The current time as RFC 3339 UTC with milliseconds.
 pub fn rfc3339_now() -> String {
     let d = SystemTime::now()

@@ -19,14 +19,20 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// `neuralforge --json --home HOME ARGS...`, with nothing on stdin.
-    pub fn command(&self, args: &[String]) -> Command {
+    /// `neuralforge --home HOME ARGS...`, with nothing on stdin.
+    pub fn plain(&self, args: &[String]) -> Command {
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("--json")
-            .arg("--home")
+        cmd.arg("--home")
             .arg(&self.home)
             .args(args)
             .stdin(Stdio::null());
+        cmd
+    }
+
+    /// The same with `--json`: stdout carries only NDJSON events.
+    pub fn command(&self, args: &[String]) -> Command {
+        let mut cmd = self.plain(&[]);
+        cmd.arg("--json").args(args);
         cmd
     }
 

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::cli::{Cli, failure, parse_events};
 use crate::error::ApiError;
+use crate::lock;
 
 /// How much of a job's stderr is kept for its error message.
 const STDERR_TAIL: usize = 16 * 1024;
@@ -83,11 +84,6 @@ impl Job {
         let done = (s.summary.status != "running").then(|| s.summary.clone());
         (lines, done)
     }
-}
-
-/// A poisoned lock only means a panic elsewhere; the data is still whole.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[derive(Debug, Default)]

@@ -78,7 +78,7 @@ use std::fs::OpenOptions;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use crate::error::{ApiError, Error};
 
@@ -119,9 +119,7 @@ impl App {
 
     /// A fresh run id in the CLI's own style (`<date>-<time>-<method>`), made unique.
     fn new_run_id(&self, method: &str) -> Result<String, ApiError> {
-        let ts = nf_protocol::rfc3339_now();
-        let compact: String = ts.chars().filter(|c| c.is_ascii_digit()).take(14).collect();
-        let base = format!("{}-{}-{method}", &compact[..8], &compact[8..]);
+        let base = nf_protocol::run_id(method);
         let runs = self.runs_dir();
         std::fs::create_dir_all(&runs)
             .map_err(|e| ApiError::internal(format!("{}: {e}", runs.display())))?;
@@ -153,12 +151,8 @@ impl App {
             .append(true)
             .open(&log_path)
             .map_err(|e| ApiError::internal(format!("{}: {e}", log_path.display())))?;
-        let mut cmd = tokio::process::Command::new(&self.cli.exe);
-        cmd.arg("--home")
-            .arg(&self.cli.home)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
+        let mut cmd = self.cli.plain(&args);
+        cmd.stdout(Stdio::null())
             .stderr(log)
             .process_group(0)
             .kill_on_drop(false);
@@ -217,6 +211,11 @@ pub fn serve(opts: Options, ready: impl FnOnce(&Ready)) -> Result<(), Error> {
             .await
             .map_err(Error::Serve)
     })
+}
+
+/// A poisoned lock only means a panic elsewhere; the data is still whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), Error> {

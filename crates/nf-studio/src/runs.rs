@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::cli::stderr_failure;
+use crate::lock;
 
 /// What the dashboard shows of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -126,6 +127,9 @@ struct Seen {
     offset: u64,
     partial: Vec<u8>,
     facts: Facts,
+    /// The model and method of `run.json`, read once it exists (it is written once, at
+    /// the start of the run).
+    config: Option<(Option<String>, Option<String>)>,
 }
 
 /// The runs under `<home>/runs/`. Each run's events are read once, incrementally: a
@@ -138,11 +142,6 @@ pub struct Runs {
     /// run is alive.
     children: Mutex<HashMap<String, u32>>,
     seen: Mutex<HashMap<String, Seen>>,
-}
-
-/// A poisoned lock only means a panic elsewhere; the data is still whole.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Runs {
@@ -188,7 +187,21 @@ impl Runs {
                     seen.facts.fold(&e);
                 }
             }
-            seen.facts.clone()
+            if seen.config.is_none()
+                && let Ok(text) = std::fs::read_to_string(dir.join("run.json"))
+                && let Ok(cfg) = serde_json::from_str::<Value>(&text)
+            {
+                let field = |k: &str| cfg[k].as_str().map(str::to_string);
+                seen.config = Some((field("model"), field("method")));
+            }
+            let mut facts = seen.facts.clone();
+            if let Some((model, method)) = &seen.config {
+                facts.summary.model.clone_from(model);
+                if facts.summary.method.is_none() {
+                    facts.summary.method.clone_from(method);
+                }
+            }
+            facts
         };
         let spawned = self.spawned_pid(id).is_some();
         finish(facts, id, &dir, spawned)
@@ -210,7 +223,7 @@ impl Runs {
     }
 }
 
-/// The summary from what the events said, the lock and the folder's other files.
+/// The summary from what the events and `run.json` said, the lock, and `studio.log`.
 fn finish(facts: Facts, id: &str, dir: &Path, spawned: bool) -> RunSummary {
     let Facts {
         summary: mut s,
@@ -219,14 +232,6 @@ fn finish(facts: Facts, id: &str, dir: &Path, spawned: bool) -> RunSummary {
     } = facts;
     s.id = id.to_string();
     s.dir = dir.display().to_string();
-    if let Ok(text) = std::fs::read_to_string(dir.join("run.json"))
-        && let Ok(cfg) = serde_json::from_str::<Value>(&text)
-    {
-        s.model = cfg["model"].as_str().map(str::to_string);
-        if s.method.is_none() {
-            s.method = cfg["method"].as_str().map(str::to_string);
-        }
-    }
     if lock_holder(dir).is_some() || spawned {
         s.status = "running";
         s.ended = None;

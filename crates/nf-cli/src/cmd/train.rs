@@ -392,7 +392,7 @@ fn target(args: &TrainArgs, home: &Path) -> Result<(RunConfig, PathBuf, bool)> {
     let dir = args
         .out
         .clone()
-        .unwrap_or_else(|| home.join("runs").join(run_id(&cfg.method)));
+        .unwrap_or_else(|| home.join("runs").join(nf_protocol::run_id(&cfg.method)));
     refuse_existing_run(&dir)?;
     Ok((cfg, dir, false))
 }
@@ -1195,13 +1195,6 @@ fn read_run_config(dir: &Path) -> Result<RunConfig> {
             "the run folder is damaged; start a new run",
         )
     })
-}
-
-fn run_id(method: &str) -> String {
-    let ts = nf_protocol::rfc3339_now();
-    // 2026-12-01T23:31:45.123Z -> 20261201-233145
-    let compact: String = ts.chars().filter(|c| c.is_ascii_digit()).take(14).collect();
-    format!("{}-{}-{method}", &compact[..8], &compact[8..])
 }
 
 fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {

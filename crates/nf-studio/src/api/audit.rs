@@ -69,14 +69,14 @@ pub(super) async fn audit_export(
     }
     // `audit export` writes the document to stdout when not given --out; run it without
     // --json so stdout is the document itself.
-    let mut cmd = tokio::process::Command::new(&app.cli.exe);
-    cmd.arg("--home")
-        .arg(&app.cli.home)
-        .args(["audit", "export"])
-        .arg(flag("format", format))
-        .args(time_flags(&q))
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+    let mut args = vec![
+        "audit".to_string(),
+        "export".to_string(),
+        flag("format", format),
+    ];
+    args.extend(time_flags(&q));
+    let mut cmd = app.cli.plain(&args);
+    cmd.kill_on_drop(true);
     let out = tokio::time::timeout(SHORT, cmd.output())
         .await
         .map_err(|_| ApiError::internal("`audit export` took too long"))?

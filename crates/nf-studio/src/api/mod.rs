@@ -7,7 +7,6 @@ mod training;
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
