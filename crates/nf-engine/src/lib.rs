@@ -15,16 +15,21 @@ pub mod attention;
 pub mod cpu;
 pub mod embedding;
 pub mod fastmath;
+pub mod gemm_bf16;
 pub mod ggml;
 pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod precision;
 pub mod qdot;
 pub mod quant;
 pub mod rope;
 pub mod simd;
+
+pub use cpu::Isa;
+pub use precision::Precision;
 
 #[cfg(test)]
 pub(crate) mod testutil;

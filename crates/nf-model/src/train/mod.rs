@@ -115,6 +115,9 @@ pub struct TrainModel {
     pub method: Method,
     pub shape: BatchShape,
     pub params: ParamStore,
+    /// How the step's GEMMs multiply (f32, or bf16 operands with f32 sums); set before
+    /// training with [`TrainModel::set_precision`].
+    pub precision: nf_engine::Precision,
     pub(crate) rope: Rope,
     pub(crate) embed: Mat, // [vocab, dim]
     pub(crate) layers: Vec<TrainLayer>,
@@ -292,6 +295,7 @@ impl TrainModel {
             method,
             shape,
             params,
+            precision: nf_engine::Precision::F32,
             rope,
             embed,
             layers: train_layers,
@@ -306,6 +310,12 @@ impl TrainModel {
     }
 
     /// The LoRA configuration, when training adapters.
+    /// Sets how the step's GEMMs multiply. Results of a step are a pure function of the
+    /// inputs within one precision; switching precision mid-run changes the trajectory.
+    pub fn set_precision(&mut self, precision: nf_engine::Precision) {
+        self.precision = precision;
+    }
+
     pub fn lora(&self) -> Option<&LoraConfig> {
         match &self.method {
             Method::Lora(l) => Some(l),
