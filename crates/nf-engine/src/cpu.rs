@@ -130,8 +130,7 @@ impl CpuFeatures {
             // `is_x86_feature_detected!` checks XCR0 for the AVX and AVX-512 state; AMX is
             // not exposed by it on stable Rust, so read CPUID leaf 7 EDX bits 22 (AMX-BF16)
             // and 24 (AMX-TILE) and check its OS state ourselves.
-            // SAFETY: CPUID is available on every x86-64 CPU.
-            let leaf7 = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
             let amx_cpu = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
             CpuFeatures {
                 avx2: has!("avx2"),
