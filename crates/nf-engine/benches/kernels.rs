@@ -6,6 +6,7 @@ use nf_engine::attention::{
     AttnShape, attention, attention_backward, attention_backward_scratch_len,
     attention_forward_train,
 };
+use nf_engine::gemm_bf16::{matmul_backward_bf16, matmul_bf16};
 use nf_engine::ggml::GgmlType;
 use nf_engine::linear::{Weight, linear};
 use nf_engine::matmul::{matmul, matmul_backward};
@@ -92,6 +93,37 @@ fn matmul_backward_f32(b: Bencher) {
                 H,
             )
         });
+}
+
+/// Training's linear layers at Stories110M's shapes, 256 tokens: `(out, in)` of the
+/// attention projections and the FFN's up and down. Forward plus both backward products
+/// (6·n·out·in flops), in f32 and in bf16 with f32 sums.
+const TRAIN_LINEARS: [(usize, usize); 3] = [(768, 768), (2048, 768), (768, 2048)];
+
+fn linear_step(b: Bencher, (m, k): (usize, usize), bf16: bool) {
+    let n = 256;
+    let (x, w, dy) = (data(n * k, 1), data(m * k, 2), data(n * m, 3));
+    let (mut out, mut dx, mut dw) = (vec![0.0; n * m], vec![0.0; n * k], vec![0.0; m * k]);
+    b.counter(divan::counter::ItemsCount::new(6 * n * m * k))
+        .bench_local(|| {
+            if bf16 {
+                matmul_bf16(black_box(&mut out), &x, &w, n, k, m);
+                matmul_backward_bf16(Some(&mut dx), Some(&mut dw), &dy, &x, &w, n, k, m);
+            } else {
+                matmul(black_box(&mut out), &x, &w, n, k, m);
+                matmul_backward(Some(&mut dx), Some(&mut dw), &dy, &x, &w, n, k, m);
+            }
+        });
+}
+
+#[divan::bench(args = TRAIN_LINEARS)]
+fn train_linear_f32(b: Bencher, shape: (usize, usize)) {
+    linear_step(b, shape, false);
+}
+
+#[divan::bench(args = TRAIN_LINEARS)]
+fn train_linear_bf16(b: Bencher, shape: (usize, usize)) {
+    linear_step(b, shape, true);
 }
 
 const TRAIN_SHAPE: AttnShape = AttnShape {

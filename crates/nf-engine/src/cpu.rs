@@ -294,7 +294,10 @@ mod tests {
         assert!(isa() <= features().best());
         // A lower tier's feature set never claims a higher one.
         let f = features();
-        assert_eq!(f.best() >= Isa::Avx512Bf16, f.avx512bf16 && f.avx512 && f.avx2);
+        assert_eq!(
+            f.best() >= Isa::Avx512Bf16,
+            f.avx512bf16 && f.avx512 && f.avx2
+        );
     }
 
     #[test]
@@ -311,14 +314,7 @@ mod tests {
         };
         assert_eq!(f.best(), Isa::Avx512Bf16);
         assert!(f.summary().contains("amx(os-disabled)"));
-        assert_eq!(
-            CpuFeatures {
-                amx_os: true,
-                ..f
-            }
-            .best(),
-            Isa::Amx
-        );
+        assert_eq!(CpuFeatures { amx_os: true, ..f }.best(), Isa::Amx);
         assert_eq!(
             CpuFeatures {
                 avx512bf16: false,

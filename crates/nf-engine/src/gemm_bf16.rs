@@ -1,10 +1,748 @@
-//! bf16 GEMM with f32 accumulation (placeholder while the kernels land).
+//! bf16 GEMM with f32 accumulation: the matrix products of mixed-precision training.
+//!
+//! `dst[rows, cols] (=|+=) lhs[rows, depth] · rhs[depth, cols]`, where both operands are
+//! rounded to bf16 (round to nearest even) while they are packed, and every product is
+//! summed in f32. That is the arithmetic of `vdpbf16ps` (AVX512_BF16) and `tdpbf16ps`
+//! (AMX-BF16), so all paths agree to f32 rounding.
+//!
+//! Packed layouts (a `u32` holds a bf16 pair: depth `2p` in the low half, `2p + 1` in the
+//! high half, which is what both instructions multiply):
+//! - lhs: row-major pairs `[rows padded to MR][kp]`. The AVX-512 kernel broadcasts one pair
+//!   per row; an AMX A tile is 16 of these rows, 16 pairs (64 bytes) each.
+//! - rhs: `[column tile][kp][NR]`: per pair index, the NR columns of one tile side by side.
+//!   The AVX-512 kernel loads 16 columns per register; an AMX B tile is 16 pair rows of 16
+//!   columns, read with a 128-byte stride.
+//!
+//! The rhs is packed straight from wherever it lives: a strided f32 matrix, or the rows of
+//! a frozen [`Weight`] (f32, bf16 or ggml blocks, dequantized a row at a time), read either
+//! as `W` (the depth is W's rows: `dx = dy · W`) or as `Wᵀ` (the forward `y = x · Wᵀ`).
+//!
+//! Work is split into blocks of rows × columns, one rayon task each; every output element
+//! is computed by one task with a fixed depth order, so results do not depend on scheduling.
 
-use crate::cpu::Isa;
+use std::cell::Cell;
+
+use rayon::prelude::*;
+
+use crate::cpu::{self, Isa};
+use crate::linear::{Weight, WeightData};
+use crate::matmul::Operand;
+
+/// Rows per micro-tile of the AVX-512 and portable kernels.
+const MR: usize = 12;
+/// Rows per micro-tile of the AMX kernel (two 16-row A tiles).
+const MR_AMX: usize = 32;
+/// Columns per micro-tile (and per packed rhs tile): two 16-lane registers, or two AMX B tiles.
+const NR: usize = 32;
+/// Depth pairs per cache block: a 32 KiB rhs micro-panel (256 × 32 pairs × 4 bytes).
+const KC: usize = 256;
+/// Micro-tiles per task in each direction.
+const TASK_ROW_TILES: usize = 4;
+const TASK_COL_TILES: usize = 4;
+
+/// f32 → bf16 bits, rounding to nearest even. NaN stays a (quiet) NaN.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
+}
+
+/// bf16 bits → f32 (exact).
+#[inline(always)]
+pub fn bf16_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// `x` rounded to the nearest bf16, as an f32.
+#[inline(always)]
+pub fn round_bf16(x: f32) -> f32 {
+    bf16_to_f32(bf16_bits(x))
+}
+
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) as u32 | (bf16_bits(hi) as u32) << 16
+}
+
+/// The right-hand operand of [`gemm_bf16`], `[depth, cols]`.
+#[derive(Clone, Copy)]
+pub enum Rhs<'a> {
+    /// Element `(p, j)` is `data[p * row_stride + j * col_stride]`.
+    Strided(Operand<'a>),
+    /// `W` itself: depth = `W.rows`, cols = `W.cols`.
+    Weight(&'a Weight),
+    /// `Wᵀ`: depth = `W.cols`, cols = `W.rows`.
+    WeightT(&'a Weight),
+}
+
+/// Micro-tile height and the depth-pair multiple the packed panels are padded to.
+fn geometry(isa: Isa) -> (usize, usize) {
+    if isa == Isa::Amx {
+        (MR_AMX, 16)
+    } else {
+        (MR, 1)
+    }
+}
+
+thread_local! {
+    /// Packed panels kept between calls so a training step does not allocate them per GEMM.
+    /// Taken out (not borrowed), so a nested call from rayon work stealing finds an empty
+    /// buffer and allocates its own.
+    static PACK_A: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    static PACK_B: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+}
+
+/// dst: [rows, cols] row-major. `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`,
+/// with lhs `[rows, depth]` read through its strides and both operands rounded to bf16.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    isa: Isa,
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    lhs: Operand,
+    rhs: Rhs,
+    accumulate: bool,
+    threads: usize,
+) {
+    assert_eq!(dst.len(), rows * cols, "gemm_bf16: dst is not [rows, cols]");
+    check_operand(lhs, rows, depth);
+    match rhs {
+        Rhs::Strided(op) => check_operand(op, depth, cols),
+        Rhs::Weight(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
+        Rhs::WeightT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
+    }
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    if depth == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    let (mr, align) = geometry(isa);
+    let kpt = depth.div_ceil(2).next_multiple_of(align);
+    let row_tiles = rows.div_ceil(mr);
+    let col_tiles = cols.div_ceil(NR);
+    let threads = threads.max(1);
+
+    let mut a = PACK_A.take();
+    a.clear();
+    a.resize(row_tiles * mr * kpt, 0);
+    pack_lhs(&mut a, lhs, rows, depth, kpt, threads);
+    let mut b = PACK_B.take();
+    b.clear();
+    b.resize(col_tiles * kpt * NR, 0);
+    pack_rhs(&mut b, rhs, depth, cols, kpt, threads);
+
+    let task_rows = TASK_ROW_TILES * mr;
+    let task_cols = TASK_COL_TILES * NR;
+    let (tr, tc) = (rows.div_ceil(task_rows), cols.div_ceil(task_cols));
+    let out = SendPtr(dst.as_mut_ptr());
+    let run = |t: usize| {
+        let (r0, c0) = ((t / tc) * task_rows, (t % tc) * task_cols);
+        let block = Block {
+            r0,
+            r1: (r0 + task_rows).min(rows),
+            c0,
+            c1: (c0 + task_cols).min(cols),
+            cols,
+            kpt,
+            mr,
+        };
+        // SAFETY: tasks write disjoint rectangles of dst (rows r0..r1 × cols c0..c1), which
+        // is rows × cols long (asserted above) and outlives this call.
+        unsafe { block.compute(isa, &a, &b, out, accumulate) };
+    };
+    if threads == 1 || tr * tc == 1 {
+        (0..tr * tc).for_each(run);
+    } else {
+        (0..tr * tc).into_par_iter().for_each(run);
+    }
+    PACK_A.set(a);
+    PACK_B.set(b);
+}
+
+fn check_operand((v, rs, cs): Operand, r: usize, c: usize) {
+    if r > 0 && c > 0 {
+        assert!(
+            (r - 1) * rs + (c - 1) * cs < v.len(),
+            "gemm_bf16: operand too short"
+        );
+    }
+}
+
+/// A raw output pointer that tasks share; each writes its own rectangle.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for disjoint writes (see `gemm_bf16`).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// Packs lhs `[rows, depth]` into row-major pairs `[rows padded][kpt]`; padding is zero.
+fn pack_lhs(
+    a: &mut [u32],
+    (v, rs, cs): Operand,
+    rows: usize,
+    depth: usize,
+    kpt: usize,
+    threads: usize,
+) {
+    let per_task = rows.div_ceil(threads * 4).max(1);
+    let pack = |(ci, chunk): (usize, &mut [u32])| {
+        for (ri, dst) in chunk.chunks_exact_mut(kpt).enumerate() {
+            let i = ci * per_task + ri;
+            if i >= rows {
+                break;
+            }
+            if cs == 1 {
+                pairs_from_row(dst, &v[i * rs..i * rs + depth]);
+            } else {
+                for (p, d) in dst.iter_mut().enumerate().take(depth.div_ceil(2)) {
+                    let lo = v[i * rs + 2 * p * cs];
+                    let hi = if 2 * p + 1 < depth {
+                        v[i * rs + (2 * p + 1) * cs]
+                    } else {
+                        0.0
+                    };
+                    *d = pair(lo, hi);
+                }
+            }
+        }
+    };
+    let a = &mut a[..rows * kpt];
+    if threads == 1 {
+        a.chunks_mut(per_task * kpt).enumerate().for_each(pack);
+    } else {
+        a.par_chunks_mut(per_task * kpt).enumerate().for_each(pack);
+    }
+}
+
+/// dst[p] = the bf16 pair (row[2p], row[2p + 1]), the last one padded with zero.
+#[inline(always)]
+fn pairs_from_row(dst: &mut [u32], row: &[f32]) {
+    let (whole, tail) = row.split_at(row.len() & !1);
+    for (d, c) in dst.iter_mut().zip(whole.chunks_exact(2)) {
+        *d = pair(c[0], c[1]);
+    }
+    if let [last] = tail {
+        dst[whole.len() / 2] = pair(*last, 0.0);
+    }
+}
+
+/// Packs rhs `[depth, cols]` into `[col tile][kpt][NR]`; padding is zero.
+fn pack_rhs(b: &mut [u32], rhs: Rhs, depth: usize, cols: usize, kpt: usize, threads: usize) {
+    let col_tiles = cols.div_ceil(NR);
+    // Each task owns whole column tiles, so writes never overlap.
+    let tile = |(ct, dst): (usize, &mut [u32]), buf: &mut Vec<f32>| {
+        let j0 = ct * NR;
+        let nj = NR.min(cols - j0);
+        match rhs {
+            // Columns of the rhs are contiguous along depth (rows of W for Wᵀ, or a
+            // depth-contiguous strided matrix): convert each column's pairs, scatter them.
+            Rhs::WeightT(w) => {
+                buf.resize(depth, 0.0);
+                for jj in 0..nj {
+                    w.rows_to_f32(j0 + jj, buf);
+                    scatter_column(dst, jj, buf);
+                }
+            }
+            Rhs::Strided((v, rs, 1)) => {
+                // Depth rows are contiguous along the columns: interleave two rows at a time.
+                for p in 0..depth.div_ceil(2) {
+                    let r0 = &v[2 * p * rs + j0..2 * p * rs + j0 + nj];
+                    let d = &mut dst[p * NR..p * NR + nj];
+                    if 2 * p + 1 < depth {
+                        let r1 = &v[(2 * p + 1) * rs + j0..(2 * p + 1) * rs + j0 + nj];
+                        interleave_rows(d, r0, r1);
+                    } else {
+                        d.iter_mut().zip(r0).for_each(|(d, &x)| *d = pair(x, 0.0));
+                    }
+                }
+            }
+            Rhs::Strided((v, 1, cs)) => {
+                for jj in 0..nj {
+                    let col = &v[(j0 + jj) * cs..(j0 + jj) * cs + depth];
+                    scatter_column(dst, jj, col);
+                }
+            }
+            Rhs::Strided((v, rs, cs)) => {
+                buf.resize(depth, 0.0);
+                for jj in 0..nj {
+                    for (p, x) in buf.iter_mut().enumerate() {
+                        *x = v[p * rs + (j0 + jj) * cs];
+                    }
+                    scatter_column(dst, jj, buf);
+                }
+            }
+            Rhs::Weight(w) => {
+                // Depth rows are W's rows: dequantize two at a time, keep this tile's columns.
+                buf.resize(2 * cols, 0.0);
+                for p in 0..depth.div_ceil(2) {
+                    let (r0, r1) = buf.split_at_mut(cols);
+                    w.rows_to_f32(2 * p, r0);
+                    if 2 * p + 1 < depth {
+                        w.rows_to_f32(2 * p + 1, r1);
+                    } else {
+                        r1.fill(0.0);
+                    }
+                    interleave_rows(
+                        &mut dst[p * NR..p * NR + nj],
+                        &r0[j0..j0 + nj],
+                        &r1[j0..j0 + nj],
+                    );
+                }
+            }
+        }
+    };
+    let b = &mut b[..col_tiles * kpt * NR];
+    if threads == 1 {
+        let mut buf = Vec::new();
+        b.chunks_exact_mut(kpt * NR)
+            .enumerate()
+            .for_each(|x| tile(x, &mut buf));
+    } else {
+        b.par_chunks_exact_mut(kpt * NR)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, x| tile(x, buf));
+    }
+}
+
+/// Writes column `jj` of a packed rhs tile from one depth-contiguous column.
+#[inline(always)]
+fn scatter_column(dst: &mut [u32], jj: usize, col: &[f32]) {
+    let (whole, tail) = col.split_at(col.len() & !1);
+    for (p, c) in whole.chunks_exact(2).enumerate() {
+        dst[p * NR + jj] = pair(c[0], c[1]);
+    }
+    if let [last] = tail {
+        dst[whole.len() / 2 * NR + jj] = pair(*last, 0.0);
+    }
+}
+
+#[inline(always)]
+fn interleave_rows(dst: &mut [u32], r0: &[f32], r1: &[f32]) {
+    for ((d, &lo), &hi) in dst.iter_mut().zip(r0).zip(r1) {
+        *d = pair(lo, hi);
+    }
+}
+
+/// One task's rectangle of the output.
+struct Block {
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+    /// dst's row stride.
+    cols: usize,
+    kpt: usize,
+    mr: usize,
+}
+
+impl Block {
+    /// # Safety
+    /// `out` points to a `[rows, cols]` matrix no other thread writes inside this block.
+    unsafe fn compute(&self, isa: Isa, a: &[u32], b: &[u32], out: SendPtr, accumulate: bool) {
+        let mut tile = [0.0f32; MR_AMX * NR];
+        for k0 in (0..self.kpt).step_by(KC) {
+            let kc = KC.min(self.kpt - k0);
+            for i0 in (self.r0..self.r1).step_by(self.mr) {
+                let a_panel = &a[i0 * self.kpt + k0..];
+                for j0 in (self.c0..self.c1).step_by(NR) {
+                    let b_panel = &b[(j0 / NR) * self.kpt * NR + k0 * NR..][..kc * NR];
+                    kernel(isa, &mut tile, a_panel, self.kpt, b_panel, kc);
+                    let (ni, nj) = (self.mr.min(self.r1 - i0), NR.min(self.c1 - j0));
+                    let add = accumulate || k0 > 0;
+                    for i in 0..ni {
+                        // SAFETY: (i0 + i, j0..j0 + nj) lies inside this task's block.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(out.0.add((i0 + i) * self.cols + j0), nj)
+                        };
+                        let t = &tile[i * NR..i * NR + nj];
+                        if add {
+                            row.iter_mut().zip(t).for_each(|(o, v)| *o += v);
+                        } else {
+                            row.copy_from_slice(t);
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Amx {
+            amx::release();
+        }
+    }
+}
+
+/// tile: [mr][NR] = a_panel (rows of stride `lda` pairs, `kc` pairs used) · b_panel [kc][NR].
+#[inline]
+fn kernel(isa: Isa, tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+    let (mr, _) = geometry(isa);
+    assert!(a.len() >= (mr - 1) * lda + kc && b.len() >= kc * NR && tile.len() >= mr * NR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: each arm runs only at a tier `cpu` verified this CPU (and OS) supports;
+        // the panel lengths were checked above.
+        match isa {
+            Isa::Amx => return unsafe { amx::kernel(tile, a, lda, b, kc) },
+            Isa::Avx512Bf16 => return unsafe { kernel_avx512bf16(tile, a, lda, b, kc) },
+            Isa::Avx512 => return unsafe { kernel_portable_avx512(tile, a, lda, b, kc) },
+            Isa::Avx2 => return unsafe { kernel_portable_avx2(tile, a, lda, b, kc) },
+            Isa::Baseline => {}
+        }
+    }
+    kernel_portable(tile, a, lda, b, kc)
+}
+
+/// The portable kernel: bf16 pairs widened to f32 and multiplied with FMA, in the order
+/// `vdpbf16ps` sums them (even element, then odd). Compiled per tier below.
+#[inline(always)]
+fn kernel_portable(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..kc {
+        let bp = &b[p * NR..p * NR + NR];
+        let mut blo = [0.0f32; NR];
+        let mut bhi = [0.0f32; NR];
+        for j in 0..NR {
+            blo[j] = f32::from_bits(bp[j] << 16);
+            bhi[j] = f32::from_bits(bp[j] & 0xffff_0000);
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let ap = a[i * lda + p];
+            let (alo, ahi) = (f32::from_bits(ap << 16), f32::from_bits(ap & 0xffff_0000));
+            for j in 0..NR {
+                acc[j] = ahi.mul_add(bhi[j], alo.mul_add(blo[j], acc[j]));
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        tile[i * NR..i * NR + NR].copy_from_slice(acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+unsafe fn kernel_portable_avx512(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+    kernel_portable(tile, a, lda, b, kc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_portable_avx2(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+    kernel_portable(tile, a, lda, b, kc)
+}
+
+/// The AVX512_BF16 kernel: 12 rows × 32 columns of f32 sums in 24 registers; per depth pair,
+/// two 16-column loads of the rhs and one broadcast pair per row feed 24 `vdpbf16ps`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn kernel_avx512bf16(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+    use std::arch::x86_64::*;
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        // SAFETY: `kernel` checked b holds kc × NR pairs and a holds rows of lda ≥ kc pairs.
+        unsafe {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR).cast()));
+            let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16).cast()));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let ai: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*a.add(i * lda + p) as i32));
+                acc[0] = _mm512_dpbf16_ps(acc[0], ai, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], ai, b1);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        // SAFETY: tile holds at least MR × NR floats (checked in `kernel`).
+        unsafe {
+            _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR), acc[0]);
+            _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16), acc[1]);
+        }
+    }
+}
+
+/// The AMX-BF16 kernel. No development machine has had AMX so far, so this path has not run
+/// on hardware; the tests skip it with a message where the CPU lacks it.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use super::{MR_AMX, NR};
+
+    /// The tile configuration: palette 1; tmm0–3 hold the 2 × 2 C tiles (16 rows × 16 f32),
+    /// tmm4–5 the two A tiles (16 rows × 32 bf16), tmm6–7 the two B tiles (16 pair rows ×
+    /// 16 columns). Every tile is 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    const CONFIG: TileConfig = {
+        let mut colsb = [0u16; 16];
+        let mut rows = [0u8; 16];
+        let mut t = 0;
+        while t < 8 {
+            colsb[t] = 64;
+            rows[t] = 16;
+            t += 1;
+        }
+        TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb,
+            rows,
+        }
+    };
+
+    /// tile: [32][NR] = a (32 rows of stride `lda` pairs) · b [kc][NR]; kc is a multiple of 16
+    /// (the packed depth is padded to it for AMX).
+    ///
+    /// # Safety
+    /// The CPU and OS support AMX-BF16 (`cpu::isa() == Isa::Amx`), and the panels are as long
+    /// as `super::kernel` checks.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+        debug_assert!(kc.is_multiple_of(16) && tile.len() >= MR_AMX * NR);
+        let cfg = &CONFIG as *const TileConfig;
+        let (a, b, c) = (a.as_ptr(), b.as_ptr(), tile.as_mut_ptr());
+        let a_stride = lda * 4;
+        let b_stride = NR * 4;
+        let c_stride = NR * 4;
+        // SAFETY: the caller guarantees AMX is enabled; every tile load reads 16 rows of 64
+        // bytes inside the panels (a: rows 0..32 of stride lda pairs, pairs p..p + 16 < kc;
+        // b: pair rows p..p + 16 of 128 bytes), and the stores write the 32 × 32 tile buffer.
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                cfg = in(reg) cfg,
+                options(nostack, readonly),
+            );
+            for p in (0..kc).step_by(16) {
+                let a0 = a.add(p);
+                let a1 = a.add(16 * lda + p);
+                let b0 = b.add(p * NR);
+                let b1 = b.add(p * NR + 16);
+                std::arch::asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a1,
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b1,
+                    sa = in(reg) a_stride,
+                    sb = in(reg) b_stride,
+                    options(nostack, readonly),
+                );
+            }
+            std::arch::asm!(
+                "tilestored [{c00} + {sc}*1], tmm0",
+                "tilestored [{c01} + {sc}*1], tmm1",
+                "tilestored [{c10} + {sc}*1], tmm2",
+                "tilestored [{c11} + {sc}*1], tmm3",
+                c00 = in(reg) c,
+                c01 = in(reg) c.add(16),
+                c10 = in(reg) c.add(16 * NR),
+                c11 = in(reg) c.add(16 * NR + 16),
+                sc = in(reg) c_stride,
+                options(nostack),
+            );
+        }
+    }
+
+    /// Releases the tile state at the end of a task, so the thread does not carry it
+    /// (a larger XSAVE area) into unrelated work.
+    pub(super) fn release() {
+        // SAFETY: only called after `kernel`, on a CPU with AMX; TILERELEASE touches no memory.
+        unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// Small products lose more to thread hand-off than they gain (the f32 path's threshold).
+fn threads_for(flops: usize) -> usize {
+    if flops < 1 << 16 { 1 } else { cpu::threads() }
+}
+
+/// out: [n, m] = x: [n, k] · w: [m, k]ᵀ in bf16 with f32 sums. Overwrites `out`.
+pub fn matmul_bf16(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize) {
+    assert_eq!(x.len(), n * k, "matmul_bf16: x is not [n, k]");
+    assert_eq!(w.len(), m * k, "matmul_bf16: w is not [m, k]");
+    gemm_bf16(
+        cpu::isa(),
+        out,
+        n,
+        m,
+        k,
+        (x, k, 1),
+        Rhs::Strided((w, 1, k)),
+        false,
+        threads_for(n * m * k),
+    );
+}
+
+/// dx: [n, k] (+=), dw: [m, k] (+=), dy: [n, m], x: [n, k], w: [m, k]: the gradient of
+/// [`matmul_bf16`], each product in bf16 with f32 sums (`dx += dy · w`, `dw += dyᵀ · x`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_bf16(
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) {
+    assert_eq!(dy.len(), n * m, "matmul_backward_bf16: dy is not [n, m]");
+    assert_eq!(x.len(), n * k, "matmul_backward_bf16: x is not [n, k]");
+    assert_eq!(w.len(), m * k, "matmul_backward_bf16: w is not [m, k]");
+    let threads = threads_for(n * m * k);
+    let isa = cpu::isa();
+    if let Some(dx) = dx {
+        gemm_bf16(
+            isa,
+            dx,
+            n,
+            k,
+            m,
+            (dy, m, 1),
+            Rhs::Strided((w, k, 1)),
+            true,
+            threads,
+        );
+    }
+    if let Some(dw) = dw {
+        gemm_bf16(
+            isa,
+            dw,
+            m,
+            k,
+            n,
+            (dy, 1, m),
+            Rhs::Strided((x, k, 1)),
+            true,
+            threads,
+        );
+    }
+}
+
+/// out: [n, w.rows] = x: [n, w.cols] · Wᵀ for a frozen weight of any type, its rows
+/// dequantized straight into the packed bf16 panel. Overwrites `out`.
+pub fn linear_bf16(out: &mut [f32], x: &[f32], w: &Weight) {
+    let n = x.len() / w.cols.max(1);
+    assert_eq!(x.len(), n * w.cols, "linear_bf16: x is not [n, cols]");
+    let threads = threads_for(n * w.rows * w.cols);
+    let rhs = match &w.data {
+        WeightData::F32(v) => Rhs::Strided((v, 1, w.cols)),
+        WeightData::Quant { .. } => Rhs::WeightT(w),
+    };
+    gemm_bf16(
+        cpu::isa(),
+        out,
+        n,
+        w.rows,
+        w.cols,
+        (x, w.cols, 1),
+        rhs,
+        false,
+        threads,
+    );
+}
+
+/// dx: [n, w.cols] (+=) from dy: [n, w.rows]: `dx += dy · W` for a frozen weight of any type.
+pub fn linear_backward_dx_bf16(dx: &mut [f32], dy: &[f32], w: &Weight) {
+    let n = dy.len() / w.rows.max(1);
+    assert_eq!(
+        dy.len(),
+        n * w.rows,
+        "linear_backward_dx_bf16: dy is not [n, rows]"
+    );
+    let threads = threads_for(n * w.rows * w.cols);
+    let rhs = match &w.data {
+        WeightData::F32(v) => Rhs::Strided((v, w.cols, 1)),
+        WeightData::Quant { .. } => Rhs::Weight(w),
+    };
+    gemm_bf16(
+        cpu::isa(),
+        dx,
+        n,
+        w.cols,
+        w.rows,
+        (dy, w.rows, 1),
+        rhs,
+        true,
+        threads,
+    );
+}
+
+/// Reference: `dst (=|+=) lhs · rhs` with both operands rounded to bf16 and the sums in f64.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_naive(
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+) {
+    for i in 0..rows {
+        for j in 0..cols {
+            let mut acc = 0.0f64;
+            for p in 0..depth {
+                let a = round_bf16(lhs.0[i * lhs.1 + p * lhs.2]) as f64;
+                let b = round_bf16(rhs.0[p * rhs.1 + j * rhs.2]) as f64;
+                acc += a * b;
+            }
+            let d = &mut dst[i * cols + j];
+            *d = if accumulate {
+                (*d as f64 + acc) as f32
+            } else {
+                acc as f32
+            };
+        }
+    }
+}
 
 /// The best bf16 GEMM rate of `reps` square `n × n × n` products on this machine with the
-/// active instruction set, in GFLOP/s.
+/// active instruction set, in GFLOP/s, after one warm-up product: the reference for the
+/// utilization of bf16 training.
 pub fn peak_gflops(n: usize, reps: usize) -> f64 {
-    let _ = (n, reps, Isa::Baseline);
-    0.0
+    let n = n.max(16);
+    let x: Vec<f32> = (0..n * n)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 97.0)
+        .collect();
+    let mut y = vec![0.0; n * n];
+    matmul_bf16(&mut y, &x, &x, n, n, n);
+    (0..reps.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            matmul_bf16(&mut y, &x, &x, n, n, n);
+            2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
 }
+
+#[cfg(test)]
+mod tests;

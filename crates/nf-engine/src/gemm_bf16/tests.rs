@@ -1,0 +1,288 @@
+use super::*;
+use crate::ggml::GgmlType;
+use crate::linear::linear_naive;
+use crate::quant::quantize;
+use crate::testutil::{Rng, assert_close};
+
+/// Every tier this machine can run, plus a note for the ones it cannot.
+fn tiers() -> Vec<Isa> {
+    let avail = Isa::available();
+    for isa in Isa::ALL {
+        if !avail.contains(&isa) {
+            eprintln!("note: skipping the {isa} GEMM path: this CPU (or OS) lacks it");
+        }
+    }
+    avail
+}
+
+#[test]
+fn bf16_rounding_is_nearest_even() {
+    assert_eq!(bf16_bits(1.0), 0x3f80);
+    assert_eq!(bf16_bits(-2.0), 0xc000);
+    // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1.0).
+    assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+    // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6: rounds up to even.
+    assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+    assert_eq!(bf16_bits(1.0 + 1.5 / 256.0), 0x3f81);
+    assert!(bf16_to_f32(bf16_bits(f32::NAN)).is_nan());
+    assert_eq!(bf16_to_f32(bf16_bits(f32::INFINITY)), f32::INFINITY);
+    assert_eq!(bf16_to_f32(bf16_bits(f32::MAX)), f32::INFINITY);
+    assert_eq!(bf16_to_f32(bf16_bits(-0.0)).to_bits(), (-0.0f32).to_bits());
+    for x in [0.1f32, 3.14159, -1e-20, 65504.0] {
+        let r = round_bf16(x);
+        assert!((r - x).abs() <= x.abs() / 256.0, "{x} -> {r}");
+    }
+}
+
+/// (rows, cols, depth): edge tiles in both directions, odd depths, depth above one cache
+/// block (KC pairs), and one-element shapes.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 5, 3),
+    (3, 17, 5),
+    (12, 32, 64),
+    (13, 33, 65),
+    (40, 100, 96),
+    (7, 64, 600),
+    (64, 130, 17),
+    (100, 70, 1030),
+];
+
+#[test]
+fn every_tier_matches_the_reference_on_every_layout() {
+    let mut rng = Rng::new(21);
+    for isa in tiers() {
+        for &(rows, cols, depth) in SHAPES {
+            let lhs_rm = rng.vec(rows * depth);
+            let lhs_cm = rng.vec(rows * depth);
+            let rhs_rm = rng.vec(depth * cols);
+            let rhs_cm = rng.vec(depth * cols);
+            // Row-major and column-major of each operand: the four ways training reads them.
+            let lhs_cases = [(&lhs_rm[..], depth, 1), (&lhs_cm[..], 1, rows)];
+            let rhs_cases = [(&rhs_rm[..], cols, 1), (&rhs_cm[..], 1, depth)];
+            for lhs in lhs_cases {
+                for rhs in rhs_cases {
+                    for accumulate in [false, true] {
+                        for threads in [1, 2] {
+                            let start = rng.vec(rows * cols);
+                            let mut fast = start.clone();
+                            let mut slow = start.clone();
+                            gemm_bf16(
+                                isa,
+                                &mut fast,
+                                rows,
+                                cols,
+                                depth,
+                                lhs,
+                                Rhs::Strided(rhs),
+                                accumulate,
+                                threads,
+                            );
+                            gemm_bf16_naive(&mut slow, rows, cols, depth, lhs, rhs, accumulate);
+                            assert_close(&fast, &slow, 2e-6 * (depth as f32).sqrt() + 1e-6);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_general_stride_and_a_strided_submatrix_work() {
+    // Operands that are neither row- nor column-contiguous: every other element of a
+    // larger buffer, and a column block of a wider matrix (dy[:, r0..] in training).
+    let mut rng = Rng::new(22);
+    let (rows, cols, depth) = (9, 35, 21);
+    let lhs_buf = rng.vec(rows * depth * 2);
+    let rhs_buf = rng.vec(depth * cols * 2);
+    let lhs = (&lhs_buf[..], depth * 2, 2);
+    let rhs = (&rhs_buf[..], 2, depth * 2);
+    let wide = rng.vec(rows * (depth + 7));
+    let block = (&wide[3..], depth + 7, 1);
+    for isa in tiers() {
+        let mut fast = vec![f32::NAN; rows * cols];
+        let mut slow = vec![0.0; rows * cols];
+        gemm_bf16(
+            isa,
+            &mut fast,
+            rows,
+            cols,
+            depth,
+            lhs,
+            Rhs::Strided(rhs),
+            false,
+            2,
+        );
+        gemm_bf16_naive(&mut slow, rows, cols, depth, lhs, rhs, false);
+        assert_close(&fast, &slow, 2e-5);
+        gemm_bf16(
+            isa,
+            &mut fast,
+            rows,
+            cols,
+            depth,
+            block,
+            Rhs::Strided(rhs),
+            false,
+            1,
+        );
+        gemm_bf16_naive(&mut slow, rows, cols, depth, block, rhs, false);
+        assert_close(&fast, &slow, 2e-5);
+    }
+}
+
+#[test]
+fn weights_of_every_type_pack_as_w_and_as_w_transposed() {
+    let mut rng = Rng::new(23);
+    for isa in tiers() {
+        for ty in [
+            GgmlType::F32,
+            GgmlType::BF16,
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+        ] {
+            let (n, rows, cols) = (19, 70, 96);
+            let v = rng.vec(rows * cols);
+            let mut bytes = Vec::new();
+            quantize(ty, &v, &mut bytes).unwrap();
+            let w = Weight::from_quant(rows, cols, ty, bytes).unwrap();
+            let wf = w.to_f32();
+            // Forward: out = x · Wᵀ.
+            let x = rng.vec(n * cols);
+            let mut fast = vec![f32::NAN; n * rows];
+            let mut slow = vec![0.0; n * rows];
+            gemm_bf16(
+                isa,
+                &mut fast,
+                n,
+                rows,
+                cols,
+                (&x, cols, 1),
+                Rhs::WeightT(&w),
+                false,
+                2,
+            );
+            gemm_bf16_naive(
+                &mut slow,
+                n,
+                rows,
+                cols,
+                (&x, cols, 1),
+                (&wf, 1, cols),
+                false,
+            );
+            assert_close(&fast, &slow, 2e-5);
+            // dx += dy · W.
+            let dy = rng.vec(n * rows);
+            let start = rng.vec(n * cols);
+            let (mut fast, mut slow) = (start.clone(), start.clone());
+            gemm_bf16(
+                isa,
+                &mut fast,
+                n,
+                cols,
+                rows,
+                (&dy, rows, 1),
+                Rhs::Weight(&w),
+                true,
+                2,
+            );
+            gemm_bf16_naive(
+                &mut slow,
+                n,
+                cols,
+                rows,
+                (&dy, rows, 1),
+                (&wf, cols, 1),
+                true,
+            );
+            assert_close(&fast, &slow, 2e-5);
+        }
+    }
+}
+
+#[test]
+fn public_products_match_f32_within_bf16_rounding() {
+    // Against the f32 reference: inputs in [-1, 1) rounded to bf16 each carry a relative
+    // error of at most 2^-9, so a product of two is off by at most about 2^-8 of its size
+    // and a depth-k sum by 2^-8 · Σ|a·b|, which for these inputs is below 2^-8 · k / 3 · 1.5.
+    let mut rng = Rng::new(24);
+    let (n, k, m) = (37, 150, 45);
+    let (x, w, dy) = (rng.vec(n * k), rng.vec(m * k), rng.vec(n * m));
+    let bound = |depth: usize| depth as f32 / 3.0 * 1.5 / 256.0;
+    let mut out = vec![0.0; n * m];
+    let mut reference = vec![0.0; n * m];
+    matmul_bf16(&mut out, &x, &w, n, k, m);
+    crate::matmul::matmul_naive(&mut reference, &x, &w, n, k, m);
+    for (a, b) in out.iter().zip(&reference) {
+        assert!((a - b).abs() <= bound(k), "{a} vs {b}");
+    }
+    // And the bf16 products are not simply the f32 ones: rounding shows.
+    assert!(out.iter().zip(&reference).any(|(a, b)| a != b));
+    let (mut dx, mut dw) = (vec![0.0; n * k], vec![0.0; m * k]);
+    let (mut dx_ref, mut dw_ref) = (vec![0.0; n * k], vec![0.0; m * k]);
+    matmul_backward_bf16(Some(&mut dx), Some(&mut dw), &dy, &x, &w, n, k, m);
+    crate::matmul::matmul_backward_naive(
+        Some(&mut dx_ref),
+        Some(&mut dw_ref),
+        &dy,
+        &x,
+        &w,
+        n,
+        k,
+        m,
+    );
+    for (a, b) in dx.iter().zip(&dx_ref) {
+        assert!((a - b).abs() <= bound(m), "dx {a} vs {b}");
+    }
+    for (a, b) in dw.iter().zip(&dw_ref) {
+        assert!((a - b).abs() <= bound(n), "dw {a} vs {b}");
+    }
+    // linear_bf16 on an f32 weight is matmul_bf16.
+    let wt = Weight::from_f32(m, k, w.clone());
+    let mut lin = vec![0.0; n * m];
+    linear_bf16(&mut lin, &x, &wt);
+    assert_eq!(lin, out);
+    let mut dx2 = vec![0.0; n * k];
+    linear_backward_dx_bf16(&mut dx2, &dy, &wt);
+    assert_eq!(dx2, dx);
+    let mut lin_ref = vec![0.0; n * m];
+    linear_naive(&mut lin_ref, &x, &wt);
+    assert_eq!(lin_ref, reference);
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let mut rng = Rng::new(25);
+    let (rows, cols, depth) = (200, 300, 700);
+    let (a, b) = (rng.vec(rows * depth), rng.vec(depth * cols));
+    let isa = cpu::isa();
+    let mut one = vec![0.0; rows * cols];
+    let mut two = vec![0.0; rows * cols];
+    gemm_bf16(
+        isa,
+        &mut one,
+        rows,
+        cols,
+        depth,
+        (&a, depth, 1),
+        Rhs::Strided((&b, cols, 1)),
+        false,
+        1,
+    );
+    gemm_bf16(
+        isa,
+        &mut two,
+        rows,
+        cols,
+        depth,
+        (&a, depth, 1),
+        Rhs::Strided((&b, cols, 1)),
+        false,
+        2,
+    );
+    assert_eq!(one, two);
+}
