@@ -12,6 +12,7 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
+use crate::Precision;
 use crate::ggml::GgmlType;
 use crate::matmul::{gemm_accumulate, matmul, matmul_backward_naive, matmul_naive};
 use crate::qdot::dot_rows;
@@ -181,6 +182,15 @@ pub fn linear(out: &mut [f32], x: &[f32], w: &Weight) {
     }
 }
 
+/// [`linear`] in the given precision; in bf16 the weight's rows (of any type) are
+/// dequantized straight into the packed bf16 panel of [`crate::gemm_bf16::linear_bf16`].
+pub fn linear_in(precision: Precision, out: &mut [f32], x: &[f32], w: &Weight) {
+    match precision {
+        Precision::F32 => linear(out, x, w),
+        Precision::Bf16 => crate::gemm_bf16::linear_bf16(out, x, w),
+    }
+}
+
 /// Few tokens: dequantize each row once, dot it with every token.
 fn linear_rows(out: &mut [f32], x: &[f32], w: &Weight, n: usize) {
     let rows = w.rows;
@@ -262,6 +272,14 @@ pub fn linear_backward_dx(dx: &mut [f32], dy: &[f32], w: &Weight) {
             gemm_accumulate(dx, n, cols, rows, (dy, rows, 1), (v, cols, 1), threads)
         }
         WeightData::Quant { .. } => linear_backward_dx_tiles(dx, dy, w, n, threads),
+    }
+}
+
+/// [`linear_backward_dx`] in the given precision.
+pub fn linear_backward_dx_in(precision: Precision, dx: &mut [f32], dy: &[f32], w: &Weight) {
+    match precision {
+        Precision::F32 => linear_backward_dx(dx, dy, w),
+        Precision::Bf16 => crate::gemm_bf16::linear_backward_dx_bf16(dx, dy, w),
     }
 }
 

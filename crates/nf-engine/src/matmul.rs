@@ -4,6 +4,7 @@
 //! The fast path is the `gemm` crate (AVX-512 micro-kernels selected at run time, with a
 //! portable fallback); [`matmul_naive`] is the reference the tests hold it to.
 
+use crate::Precision;
 use crate::cpu;
 
 /// out: [n, m], x: [n, k], w: [m, k]. Overwrites `out`.
@@ -15,6 +16,23 @@ pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usiz
         cpu::threads()
     };
     gemm_f32(out, x, w, n, k, m, threads);
+}
+
+/// [`matmul`] in the given precision: f32, or bf16 operands with f32 sums
+/// ([`crate::gemm_bf16::matmul_bf16`]).
+pub fn matmul_in(
+    precision: Precision,
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) {
+    match precision {
+        Precision::F32 => matmul(out, x, w, n, k, m),
+        Precision::Bf16 => crate::gemm_bf16::matmul_bf16(out, x, w, n, k, m),
+    }
 }
 
 /// [`matmul`] on the calling thread only, for callers that parallelize at a coarser grain.
@@ -101,6 +119,25 @@ pub fn matmul_backward(
         // dw[m, k] += dyᵀ[m, n] · x[n, k]. Element (i, j) of dyᵀ is dy[j * m + i], so dyᵀ is
         // read with row stride 1 and column stride m: no transposed copy is made.
         gemm_accumulate(dw, m, k, n, (dy, 1, m), (x, k, 1), threads);
+    }
+}
+
+/// [`matmul_backward`] in the given precision.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_in(
+    precision: Precision,
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+) {
+    match precision {
+        Precision::F32 => matmul_backward(dx, dw, dy, x, w, n, k, m),
+        Precision::Bf16 => crate::gemm_bf16::matmul_backward_bf16(dx, dw, dy, x, w, n, k, m),
     }
 }
 

@@ -7,12 +7,13 @@
 use std::cell::Cell;
 use std::time::Instant;
 
+use nf_engine::Precision;
 use nf_engine::activation::{swiglu, swiglu_backward};
 use nf_engine::attention::{AttnShape, attention_backward, attention_forward_train};
 use nf_engine::embedding::embedding_backward;
-use nf_engine::linear::{linear, linear_backward_dx};
+use nf_engine::linear::{linear_backward_dx_in, linear_in};
 use nf_engine::loss::{IGNORE, cross_entropy_loss, softmax_cross_entropy_backward};
-use nf_engine::matmul::{add_bias, matmul, matmul_backward};
+use nf_engine::matmul::{add_bias, matmul_backward_in, matmul_in};
 use nf_engine::norm::{rmsnorm, rmsnorm_backward};
 use nf_engine::rope::Rope;
 
@@ -93,6 +94,8 @@ struct Ctx<'a> {
     dropout: f32,
     seed: u64,
     times: &'a StepTimes,
+    /// How the GEMMs multiply.
+    precision: Precision,
     /// Empty, or [batch · seq]: where each token's packed example starts within its
     /// sequence (see [`TrainModel::forward_backward_packed`]).
     starts: &'a [u32],
@@ -178,15 +181,26 @@ fn add_into(acc: &mut [f32], x: &[f32]) {
 }
 
 /// out: [n, rows] = x: [n, cols] · Wᵀ for a trainable or frozen matrix.
-fn mat_forward(out: &mut [f32], x: &[f32], m: &Mat, p: &ParamStore, rows: usize, cols: usize) {
+#[allow(clippy::too_many_arguments)]
+fn mat_forward(
+    prec: Precision,
+    out: &mut [f32],
+    x: &[f32],
+    m: &Mat,
+    p: &ParamStore,
+    rows: usize,
+    cols: usize,
+) {
     match m {
-        Mat::Param(id) => matmul(out, x, p.value(*id), x.len() / cols, cols, rows),
-        Mat::Frozen(w) => linear(out, x, w),
+        Mat::Param(id) => matmul_in(prec, out, x, p.value(*id), x.len() / cols, cols, rows),
+        Mat::Frozen(w) => linear_in(prec, out, x, w),
     }
 }
 
 /// dx: [n, cols] (+=) and, for a trainable matrix, its gradient (+=), from dy: [n, rows].
+#[allow(clippy::too_many_arguments)]
 fn mat_backward(
+    prec: Precision,
     dx: Option<&mut [f32]>,
     dy: &[f32],
     x: &[f32],
@@ -198,11 +212,11 @@ fn mat_backward(
     match m {
         Mat::Param(id) => {
             let (w, gw) = p.value_and_grad(*id);
-            matmul_backward(dx, Some(gw), dy, x, w, dy.len() / rows, cols, rows);
+            matmul_backward_in(prec, dx, Some(gw), dy, x, w, dy.len() / rows, cols, rows);
         }
         Mat::Frozen(w) => {
             if let Some(dx) = dx {
-                linear_backward_dx(dx, dy, w);
+                linear_backward_dx_in(prec, dx, dy, w);
             }
         }
     }
@@ -227,7 +241,7 @@ fn lin_forward(
     p: &ParamStore,
 ) {
     timed(&cx.times.matmul, || {
-        mat_forward(out, x, &lin.base, p, lin.rows, lin.cols)
+        mat_forward(cx.precision, out, x, &lin.base, p, lin.rows, lin.cols)
     });
     let (Some(ad), Some(h)) = (lin.adapter, h) else {
         return;
@@ -244,10 +258,10 @@ fn lin_forward(
         x
     };
     timed(&cx.times.matmul, || {
-        matmul(h, xin, p.value(ad.a), n, lin.cols, r);
+        matmul_in(cx.precision, h, xin, p.value(ad.a), n, lin.cols, r);
         h.iter_mut().for_each(|v| *v *= cx.lora_scale);
         let tmp = &mut tmp[..n * lin.rows];
-        matmul(tmp, h, p.value(ad.b), n, r, lin.rows);
+        matmul_in(cx.precision, tmp, h, p.value(ad.b), n, r, lin.rows);
         add_into(out, tmp);
     });
 }
@@ -267,7 +281,16 @@ fn lin_backward(
     p: &mut ParamStore,
 ) {
     timed(&cx.times.matmul, || {
-        mat_backward(Some(&mut *dx), dy, x, &lin.base, p, lin.rows, lin.cols)
+        mat_backward(
+            cx.precision,
+            Some(&mut *dx),
+            dy,
+            x,
+            &lin.base,
+            p,
+            lin.rows,
+            lin.cols,
+        )
     });
     let (Some(ad), Some(h)) = (lin.adapter, h) else {
         return;
@@ -279,7 +302,17 @@ fn lin_backward(
         // Through B: out += h · Bᵀ.
         dh.fill(0.0);
         let (b, gb) = p.value_and_grad(ad.b);
-        matmul_backward(Some(&mut *dh), Some(gb), dy, h, b, n, r, lin.rows);
+        matmul_backward_in(
+            cx.precision,
+            Some(&mut *dh),
+            Some(gb),
+            dy,
+            h,
+            b,
+            n,
+            r,
+            lin.rows,
+        );
         dh.iter_mut().for_each(|v| *v *= cx.lora_scale);
     });
     if cx.dropout > 0.0 {
@@ -288,16 +321,16 @@ fn lin_backward(
         timed(&cx.times.other, || dropout(xd, x, cx.dropout, key, false));
         timed(&cx.times.matmul, || {
             let (a, ga) = p.value_and_grad(ad.a);
-            matmul_backward(None, Some(ga), dh, xd, a, n, lin.cols, r);
+            matmul_backward_in(cx.precision, None, Some(ga), dh, xd, a, n, lin.cols, r);
             // Reuse the dropout scratch for d(dropout(x)), then push it through the mask.
             xd.fill(0.0);
-            matmul_backward(Some(&mut *xd), None, dh, x, a, n, lin.cols, r);
+            matmul_backward_in(cx.precision, Some(&mut *xd), None, dh, x, a, n, lin.cols, r);
         });
         timed(&cx.times.other, || dropout(dx, xd, cx.dropout, key, true));
     } else {
         timed(&cx.times.matmul, || {
             let (a, ga) = p.value_and_grad(ad.a);
-            matmul_backward(Some(dx), Some(ga), dh, x, a, n, lin.cols, r);
+            matmul_backward_in(cx.precision, Some(dx), Some(ga), dh, x, a, n, lin.cols, r);
         });
     }
 }
@@ -647,6 +680,7 @@ impl TrainModel {
             },
             seed: self.dropout_seed,
             times,
+            precision: self.precision,
             starts,
             examples: example_ranges(starts, self.shape.batch, self.shape.seq_len),
         }
@@ -799,12 +833,14 @@ impl TrainModel {
                 .zip(targets.chunks(*chunk))
             {
                 let lg = &mut logits[..tg.len() * v];
-                timed(&times.loss, || mat_forward(lg, x, cls, &params, v, d));
+                timed(&times.loss, || {
+                    mat_forward(cx.precision, lg, x, cls, &params, v, d)
+                });
                 loss_sum += timed(&times.loss, || {
                     softmax_cross_entropy_backward(lg, tg, v, scale)
                 });
                 timed(&times.loss, || {
-                    mat_backward(Some(dx), lg, x, cls, &mut params, v, d)
+                    mat_backward(cx.precision, Some(dx), lg, x, cls, &mut params, v, d)
                 });
             }
             let n_layers = self.layers.len();
@@ -888,7 +924,7 @@ impl TrainModel {
             .zip(targets.chunks(acts.chunk))
         {
             let lg = &mut acts.logits[..tg.len() * v];
-            mat_forward(lg, x, cls, &self.params, v, d);
+            mat_forward(self.precision, lg, x, cls, &self.params, v, d);
             loss_sum += cross_entropy_loss(lg, tg, v);
         }
         Ok(BatchLoss {
