@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::Isa;
 use crate::fastmath;
 use crate::simd::dot_generic;
 
@@ -270,33 +271,6 @@ fn first_key(starts: &[u32], t: usize) -> usize {
     starts.get(t).map_or(0, |&s| s as usize)
 }
 
-/// The instruction set the training kernels' chunk loops were compiled for.
-#[derive(Clone, Copy)]
-enum Isa {
-    Generic,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Generic
-    }
-}
-
 /// Defines `$name(isa, args...)`, which runs the `#[inline(always)]` function `$generic`
 /// compiled for `isa`: `$generic` is inlined into a `#[target_feature]` copy per instruction
 /// set, and everything it calls must be `#[inline(always)]` too (called directly, never
@@ -317,12 +291,14 @@ macro_rules! multiversion {
                 unsafe fn avx2($($arg: $ty),*) {
                     $generic($($arg),*)
                 }
-                match isa {
-                    // SAFETY: `Isa::detect` picks these only when the CPU has the features.
-                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                // SAFETY: `cpu::isa` (and `Isa::available` in tests) only name tiers the CPU
+                // supports, and each tier includes the features of the ones below it.
+                if isa >= Isa::Avx512 {
+                    return unsafe { avx512($($arg),*) };
+                }
+                if isa >= Isa::Avx2 {
                     // SAFETY: as above.
-                    Isa::Avx2 => return unsafe { avx2($($arg),*) },
-                    Isa::Generic => {}
+                    return unsafe { avx2($($arg),*) };
                 }
             }
             let _ = isa;
@@ -475,7 +451,7 @@ pub fn attention_forward_train(
     let tp = padded(t_len);
     let mut kvt = vec![0.0; n_kv_heads * 2 * hd * tp];
     transpose_kv(&mut kvt, k, v, s);
-    let isa = Isa::detect();
+    let isa = crate::cpu::isa();
     // Tasks own blocks of whole rows of `out`; lse is [n_heads, T], transposed relative to
     // that, so it is produced as [T, n_heads] and transposed afterwards.
     let mut lse_t = vec![0.0; t_len * n_heads];
@@ -751,7 +727,7 @@ pub fn attention_backward(
     let (kvt, tasks) = scratch[..lay.len(s)].split_at_mut(lay.kvt);
     transpose_kv(kvt, k, v, s);
     let kvt = &*kvt;
-    let isa = Isa::detect();
+    let isa = crate::cpu::isa();
     let head_len = hd * lay.tp;
 
     tasks
@@ -1304,8 +1280,10 @@ mod tests {
             forward_block(isa, &mut o, &mut l, &mut work, &q, &kvt, &[], 0, s);
             (o, l)
         };
-        let (out, lse_t) = forward(Isa::detect());
-        assert!((out.clone(), lse_t.clone()) == forward(Isa::Generic));
+        let (out, lse_t) = forward(Isa::Baseline);
+        for isa in Isa::available() {
+            assert!((out.clone(), lse_t.clone()) == forward(isa), "{isa}");
+        }
         let mut lse = vec![0.0; lse_t.len()];
         for (i, &x) in lse_t.iter().enumerate() {
             lse[(i % 4) * t_len + i / 4] = x;
@@ -1335,7 +1313,10 @@ mod tests {
             );
             (dq, dkt, dvt)
         };
-        assert!(backward(Isa::detect()) == backward(Isa::Generic));
+        let reference = backward(Isa::Baseline);
+        for isa in Isa::available() {
+            assert!(backward(isa) == reference, "{isa}");
+        }
     }
 
     #[test]

@@ -60,18 +60,24 @@ pub fn exp(x: f32) -> f32 {
 /// (the softmax numerators of the loss over a 50k vocabulary: a scalar libm `exp` per logit
 /// was a fifth of the loss time).
 pub fn exp_shifted_in_place(x: &mut [f32], shift: f32) {
+    exp_shifted_in_place_with(crate::cpu::isa(), x, shift)
+}
+
+/// [`exp_shifted_in_place`] compiled for `isa`, which must be one this CPU runs.
+pub fn exp_shifted_in_place_with(isa: crate::cpu::Isa, x: &mut [f32], shift: f32) {
+    use crate::cpu::Isa;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
+        if isa >= Isa::Avx512 {
+            // SAFETY: the tier includes AVX-512F, and only supported tiers reach here.
             return unsafe { exp_shifted_avx512(x, shift) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        if isa >= Isa::Avx2 {
+            // SAFETY: the tier includes AVX2 and FMA, as above.
             return unsafe { exp_shifted_avx2(x, shift) };
         }
     }
+    let _ = isa;
     exp_shifted_generic(x, shift)
 }
 
@@ -128,6 +134,18 @@ mod tests {
         }
         // Nearly every input, including the awkward ones around n·ln 2, lands within 1 ulp.
         assert!(worst > 0.0);
+    }
+
+    #[test]
+    fn every_tier_gives_the_scalar_bits() {
+        // The vector copies compile the same scalar code, so each lane must equal `exp`.
+        let xs: Vec<f32> = (0..1000).map(|i| -90.0 + 0.2 * i as f32).collect();
+        let want: Vec<f32> = xs.iter().map(|&x| exp(x - 3.0)).collect();
+        for isa in crate::cpu::Isa::available() {
+            let mut v = xs.clone();
+            exp_shifted_in_place_with(isa, &mut v, 3.0);
+            assert_eq!(v, want, "{isa}");
+        }
     }
 
     #[test]

@@ -6,45 +6,45 @@
 //! registers. The kernels are compiled for AVX-512, AVX2+FMA and the baseline, and picked at
 //! run time. Types without a fused kernel dequantize the row into a buffer first.
 
-use std::sync::OnceLock;
-
 use half::f16;
 
+use crate::cpu::Isa;
 use crate::ggml::GgmlType;
 use crate::linear::{Weight, WeightData};
 use crate::simd::dot_generic;
 
 const QK: usize = 32;
 
-type RowsFn = fn(&mut [f32], &Weight, usize, &[f32], usize, &mut Vec<f32>);
-
 /// out: [n_rows, n] (row-major, token fastest), for weight rows `r0..r0 + n_rows`;
 /// x: [n, cols]. `buf` is scratch for types without a fused kernel.
 pub fn dot_rows(out: &mut [f32], w: &Weight, r0: usize, x: &[f32], n: usize, buf: &mut Vec<f32>) {
-    static IMPL: OnceLock<RowsFn> = OnceLock::new();
-    (IMPL.get_or_init(select))(out, w, r0, x, n, buf)
+    dot_rows_with(crate::cpu::isa(), out, w, r0, x, n, buf)
 }
 
-fn select() -> RowsFn {
+/// [`dot_rows`] compiled for `isa`, which must be one this CPU runs ([`Isa::available`]).
+pub fn dot_rows_with(
+    isa: Isa,
+    out: &mut [f32],
+    w: &Weight,
+    r0: usize,
+    x: &[f32],
+    n: usize,
+    buf: &mut Vec<f32>,
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-        {
-            return |o, w, r0, x, n, b| {
-                // SAFETY: the CPU supports AVX-512F/BW (checked just above).
-                unsafe { dot_rows_avx512(o, w, r0, x, n, b) }
-            };
+        if isa >= Isa::Avx512 {
+            // SAFETY: the tier includes AVX-512F/BW, AVX2, FMA and F16C, and only supported
+            // tiers reach here.
+            return unsafe { dot_rows_avx512(out, w, r0, x, n, buf) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return |o, w, r0, x, n, b| {
-                // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-                unsafe { dot_rows_avx2(o, w, r0, x, n, b) }
-            };
+        if isa >= Isa::Avx2 {
+            // SAFETY: the tier includes AVX2, FMA and F16C, as above.
+            return unsafe { dot_rows_avx2(out, w, r0, x, n, buf) };
         }
     }
-    dot_rows_generic
+    let _ = isa;
+    dot_rows_generic(out, w, r0, x, n, buf)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -177,4 +177,47 @@ fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
         }
     }
     hsum(&acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize;
+    use crate::testutil::{Rng, assert_close};
+
+    #[test]
+    fn every_tier_matches_the_dequantized_dot() {
+        let mut rng = Rng::new(31);
+        let (rows, cols, n) = (9, 256, 3);
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+        ] {
+            let mut bytes = Vec::new();
+            quantize(ty, &rng.vec(rows * cols), &mut bytes).unwrap();
+            let w = Weight::from_quant(rows, cols, ty, bytes).unwrap();
+            let wf = w.to_f32();
+            let x = rng.vec(n * cols);
+            let mut want = vec![0.0; (rows - 2) * n];
+            for (i, o) in want.chunks_exact_mut(n).enumerate() {
+                for (t, o) in o.iter_mut().enumerate() {
+                    let row = &wf[(i + 2) * cols..(i + 3) * cols];
+                    *o = row
+                        .iter()
+                        .zip(&x[t * cols..(t + 1) * cols])
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>() as f32;
+                }
+            }
+            for isa in Isa::available() {
+                let mut got = vec![f32::NAN; want.len()];
+                dot_rows_with(isa, &mut got, &w, 2, &x, n, &mut Vec::new());
+                assert_close(&got, &want, 1e-4);
+            }
+        }
+    }
 }

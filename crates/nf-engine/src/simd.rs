@@ -2,37 +2,32 @@
 //!
 //! The loops are written once in plain Rust with independent accumulators, then compiled
 //! three times: for AVX-512F, for AVX2+FMA, and for the baseline target. The compiler
-//! vectorizes each copy for its instruction set; [`dot`] picks one at run time.
+//! vectorizes each copy for its instruction set; [`dot`] picks one by [`cpu::isa`].
 
-use std::sync::OnceLock;
-
-type DotFn = fn(&[f32], &[f32]) -> f32;
+use crate::cpu::{self, Isa};
 
 /// Dot product of two equal-length slices.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    static IMPL: OnceLock<DotFn> = OnceLock::new();
-    (IMPL.get_or_init(select_dot))(a, b)
+    dot_with(cpu::isa(), a, b)
 }
 
-fn select_dot() -> DotFn {
+/// [`dot`] compiled for `isa`, which must be one this CPU runs ([`Isa::available`]).
+#[inline]
+pub fn dot_with(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return |a, b| {
-                // SAFETY: the CPU supports AVX-512F (checked just above).
-                unsafe { dot_avx512(a, b) }
-            };
+        if isa >= Isa::Avx512 {
+            // SAFETY: the tier includes AVX-512F, and only supported tiers reach here.
+            return unsafe { dot_avx512(a, b) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return |a, b| {
-                // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-                unsafe { dot_avx2(a, b) }
-            };
+        if isa >= Isa::Avx2 {
+            // SAFETY: the tier includes AVX2 and FMA, as above.
+            return unsafe { dot_avx2(a, b) };
         }
     }
-    dot_generic
+    let _ = isa;
+    dot_generic(a, b)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -80,10 +75,14 @@ mod tests {
             let a = rng.vec(n);
             let b = rng.vec(n);
             let reference: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            assert!(
-                (dot(&a, &b) as f64 - reference).abs() < 1e-5 * (n as f64).sqrt().max(1.0),
-                "n = {n}"
-            );
+            for isa in Isa::available() {
+                assert!(
+                    (dot_with(isa, &a, &b) as f64 - reference).abs()
+                        < 1e-5 * (n as f64).sqrt().max(1.0),
+                    "n = {n}, {isa}"
+                );
+            }
+            assert_eq!(dot(&a, &b), dot_with(cpu::isa(), &a, &b));
             assert!(
                 (dot_generic(&a, &b) as f64 - reference).abs() < 1e-5 * (n as f64).sqrt().max(1.0)
             );

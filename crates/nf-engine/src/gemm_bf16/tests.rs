@@ -28,7 +28,7 @@ fn bf16_rounding_is_nearest_even() {
     assert_eq!(bf16_to_f32(bf16_bits(f32::INFINITY)), f32::INFINITY);
     assert_eq!(bf16_to_f32(bf16_bits(f32::MAX)), f32::INFINITY);
     assert_eq!(bf16_to_f32(bf16_bits(-0.0)).to_bits(), (-0.0f32).to_bits());
-    for x in [0.1f32, 3.14159, -1e-20, 65504.0] {
+    for x in [0.1f32, 2.71, -1e-20, 65504.0] {
         let r = round_bf16(x);
         assert!((r - x).abs() <= x.abs() / 256.0, "{x} -> {r}");
     }
