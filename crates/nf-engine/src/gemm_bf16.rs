@@ -34,8 +34,10 @@ const MR: usize = 12;
 const MR_AMX: usize = 32;
 /// Columns per micro-tile (and per packed rhs tile): two 16-lane registers, or two AMX B tiles.
 const NR: usize = 32;
-/// Depth pairs per cache block: a 32 KiB rhs micro-panel (256 × 32 pairs × 4 bytes).
-const KC: usize = 256;
+/// Depth pairs per cache block. A block's rhs micro-panel (384 × 32 pairs, 48 KiB) streams
+/// from L2 while the lhs micro-panel (12 rows × 384 pairs, 18 KiB) stays in L1; 384 pairs
+/// cover the 768-deep products of Stories110M in one pass over the output.
+const KC: usize = 384;
 /// Micro-tiles per task in each direction.
 const TASK_ROW_TILES: usize = 4;
 const TASK_COL_TILES: usize = 4;
@@ -132,14 +134,14 @@ pub fn gemm_bf16(
     let col_tiles = cols.div_ceil(NR);
     let threads = threads.max(1);
 
+    // The packers write every element, padding included, so the buffers are only grown.
     let mut a = PACK_A.take();
-    a.clear();
-    a.resize(row_tiles * mr * kpt, 0);
-    pack_lhs(&mut a, lhs, rows, depth, kpt, threads);
+    grow(&mut a, row_tiles * mr * kpt);
+    pack_lhs(isa, &mut a, lhs, rows, depth, kpt, threads);
+    a[rows * kpt..row_tiles * mr * kpt].fill(0);
     let mut b = PACK_B.take();
-    b.clear();
-    b.resize(col_tiles * kpt * NR, 0);
-    pack_rhs(&mut b, rhs, depth, cols, kpt, threads);
+    grow(&mut b, col_tiles * kpt * NR);
+    pack_rhs(isa, &mut b, rhs, depth, cols, kpt, threads);
 
     let task_rows = TASK_ROW_TILES * mr;
     let task_cols = TASK_COL_TILES * NR;
@@ -169,6 +171,12 @@ pub fn gemm_bf16(
     PACK_B.set(b);
 }
 
+fn grow(v: &mut Vec<u32>, len: usize) {
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+}
+
 fn check_operand((v, rs, cs): Operand, r: usize, c: usize) {
     if r > 0 && c > 0 {
         assert!(
@@ -188,8 +196,9 @@ unsafe impl Sync for SendPtr {}
 
 /// Packs lhs `[rows, depth]` into row-major pairs `[rows padded][kpt]`; padding is zero.
 fn pack_lhs(
+    isa: Isa,
     a: &mut [u32],
-    (v, rs, cs): Operand,
+    lhs: Operand,
     rows: usize,
     depth: usize,
     kpt: usize,
@@ -198,23 +207,7 @@ fn pack_lhs(
     let per_task = rows.div_ceil(threads * 4).max(1);
     let pack = |(ci, chunk): (usize, &mut [u32])| {
         for (ri, dst) in chunk.chunks_exact_mut(kpt).enumerate() {
-            let i = ci * per_task + ri;
-            if i >= rows {
-                break;
-            }
-            if cs == 1 {
-                pairs_from_row(dst, &v[i * rs..i * rs + depth]);
-            } else {
-                for (p, d) in dst.iter_mut().enumerate().take(depth.div_ceil(2)) {
-                    let lo = v[i * rs + 2 * p * cs];
-                    let hi = if 2 * p + 1 < depth {
-                        v[i * rs + (2 * p + 1) * cs]
-                    } else {
-                        0.0
-                    };
-                    *d = pair(lo, hi);
-                }
-            }
+            pack_lhs_row(isa, dst, lhs, ci * per_task + ri, depth);
         }
     };
     let a = &mut a[..rows * kpt];
@@ -222,6 +215,67 @@ fn pack_lhs(
         a.chunks_mut(per_task * kpt).enumerate().for_each(pack);
     } else {
         a.par_chunks_mut(per_task * kpt).enumerate().for_each(pack);
+    }
+}
+
+/// Defines `$name(isa, args…)`, running the `#[inline(always)]` `$generic` compiled for the
+/// widest vector tier `isa` allows, so the f32 → bf16 conversions of packing vectorize.
+macro_rules! per_tier {
+    ($name:ident => $generic:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name(isa: Isa, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $generic($($arg),*)
+                }
+                if isa >= Isa::Avx512 {
+                    // SAFETY: only tiers this CPU supports reach here (`cpu::isa`,
+                    // `Isa::available`), and the tier includes these features.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if isa >= Isa::Avx2 {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            let _ = isa;
+            $generic($($arg),*)
+        }
+    };
+}
+
+per_tier!(pack_lhs_row => pack_lhs_row_generic(
+    dst: &mut [u32],
+    lhs: Operand,
+    i: usize,
+    depth: usize,
+));
+
+/// Row `i` of the lhs as bf16 pairs, zeros after them.
+#[inline(always)]
+fn pack_lhs_row_generic(dst: &mut [u32], (v, rs, cs): Operand, i: usize, depth: usize) {
+    let kp = depth.div_ceil(2);
+    dst[kp..].fill(0);
+    if cs == 1 {
+        pairs_from_row(dst, &v[i * rs..i * rs + depth]);
+        return;
+    }
+    for (p, d) in dst.iter_mut().enumerate().take(kp) {
+        let lo = v[i * rs + 2 * p * cs];
+        let hi = if 2 * p + 1 < depth {
+            v[i * rs + (2 * p + 1) * cs]
+        } else {
+            0.0
+        };
+        *d = pair(lo, hi);
     }
 }
 
@@ -238,92 +292,168 @@ fn pairs_from_row(dst: &mut [u32], row: &[f32]) {
 }
 
 /// Packs rhs `[depth, cols]` into `[col tile][kpt][NR]`; padding is zero.
-fn pack_rhs(b: &mut [u32], rhs: Rhs, depth: usize, cols: usize, kpt: usize, threads: usize) {
+fn pack_rhs(
+    isa: Isa,
+    b: &mut [u32],
+    rhs: Rhs,
+    depth: usize,
+    cols: usize,
+    kpt: usize,
+    threads: usize,
+) {
     let col_tiles = cols.div_ceil(NR);
     // Each task owns whole column tiles, so writes never overlap.
-    let tile = |(ct, dst): (usize, &mut [u32]), buf: &mut Vec<f32>| {
-        let j0 = ct * NR;
-        let nj = NR.min(cols - j0);
-        match rhs {
-            // Columns of the rhs are contiguous along depth (rows of W for Wᵀ, or a
-            // depth-contiguous strided matrix): convert each column's pairs, scatter them.
-            Rhs::WeightT(w) => {
-                buf.resize(depth, 0.0);
-                for jj in 0..nj {
-                    w.rows_to_f32(j0 + jj, buf);
-                    scatter_column(dst, jj, buf);
-                }
-            }
-            Rhs::Strided((v, rs, 1)) => {
-                // Depth rows are contiguous along the columns: interleave two rows at a time.
-                for p in 0..depth.div_ceil(2) {
-                    let r0 = &v[2 * p * rs + j0..2 * p * rs + j0 + nj];
-                    let d = &mut dst[p * NR..p * NR + nj];
-                    if 2 * p + 1 < depth {
-                        let r1 = &v[(2 * p + 1) * rs + j0..(2 * p + 1) * rs + j0 + nj];
-                        interleave_rows(d, r0, r1);
-                    } else {
-                        d.iter_mut().zip(r0).for_each(|(d, &x)| *d = pair(x, 0.0));
-                    }
-                }
-            }
-            Rhs::Strided((v, 1, cs)) => {
-                for jj in 0..nj {
-                    let col = &v[(j0 + jj) * cs..(j0 + jj) * cs + depth];
-                    scatter_column(dst, jj, col);
-                }
-            }
-            Rhs::Strided((v, rs, cs)) => {
-                buf.resize(depth, 0.0);
-                for jj in 0..nj {
-                    for (p, x) in buf.iter_mut().enumerate() {
-                        *x = v[p * rs + (j0 + jj) * cs];
-                    }
-                    scatter_column(dst, jj, buf);
-                }
-            }
-            Rhs::Weight(w) => {
-                // Depth rows are W's rows: dequantize two at a time, keep this tile's columns.
-                buf.resize(2 * cols, 0.0);
-                for p in 0..depth.div_ceil(2) {
-                    let (r0, r1) = buf.split_at_mut(cols);
-                    w.rows_to_f32(2 * p, r0);
-                    if 2 * p + 1 < depth {
-                        w.rows_to_f32(2 * p + 1, r1);
-                    } else {
-                        r1.fill(0.0);
-                    }
-                    interleave_rows(
-                        &mut dst[p * NR..p * NR + nj],
-                        &r0[j0..j0 + nj],
-                        &r1[j0..j0 + nj],
-                    );
-                }
-            }
-        }
-    };
     let b = &mut b[..col_tiles * kpt * NR];
     if threads == 1 {
-        let mut buf = Vec::new();
-        b.chunks_exact_mut(kpt * NR)
-            .enumerate()
-            .for_each(|x| tile(x, &mut buf));
+        let mut scratch = Scratch::default();
+        for (ct, dst) in b.chunks_exact_mut(kpt * NR).enumerate() {
+            pack_rhs_tile(isa, dst, rhs, ct, depth, cols, &mut scratch);
+        }
     } else {
         b.par_chunks_exact_mut(kpt * NR)
             .enumerate()
-            .for_each_init(Vec::new, |buf, x| tile(x, buf));
+            .for_each_init(Scratch::default, |scratch, (ct, dst)| {
+                pack_rhs_tile(isa, dst, rhs, ct, depth, cols, scratch)
+            });
     }
 }
 
-/// Writes column `jj` of a packed rhs tile from one depth-contiguous column.
+/// Per-task buffers of rhs packing: dequantized or gathered f32 rows or columns, and the
+/// bf16 pairs of a tile's columns before they are transposed into place.
+#[derive(Default)]
+struct Scratch {
+    f: Vec<f32>,
+    pairs: Vec<u32>,
+}
+
+per_tier!(pack_rhs_tile => pack_rhs_tile_generic(
+    dst: &mut [u32],
+    rhs: Rhs,
+    ct: usize,
+    depth: usize,
+    cols: usize,
+    scratch: &mut Scratch,
+));
+
+/// Column tile `ct` of the rhs, `[kpt][NR]`.
 #[inline(always)]
-fn scatter_column(dst: &mut [u32], jj: usize, col: &[f32]) {
-    let (whole, tail) = col.split_at(col.len() & !1);
-    for (p, c) in whole.chunks_exact(2).enumerate() {
-        dst[p * NR + jj] = pair(c[0], c[1]);
+fn pack_rhs_tile_generic(
+    dst: &mut [u32],
+    rhs: Rhs,
+    ct: usize,
+    depth: usize,
+    cols: usize,
+    scratch: &mut Scratch,
+) {
+    let j0 = ct * NR;
+    let nj = NR.min(cols - j0);
+    let kp = depth.div_ceil(2);
+    if nj < NR {
+        // The last tile's columns past `cols` are zero.
+        dst.fill(0);
     }
-    if let [last] = tail {
-        dst[whole.len() / 2 * NR + jj] = pair(*last, 0.0);
+    dst[kp * NR..].fill(0);
+    match rhs {
+        // Depth rows contiguous along the columns: interleave two rows at a time.
+        Rhs::Strided((v, rs, 1)) => {
+            for p in 0..depth.div_ceil(2) {
+                let r0 = &v[2 * p * rs + j0..2 * p * rs + j0 + nj];
+                let d = &mut dst[p * NR..p * NR + nj];
+                if 2 * p + 1 < depth {
+                    let r1 = &v[(2 * p + 1) * rs + j0..(2 * p + 1) * rs + j0 + nj];
+                    interleave_rows(d, r0, r1);
+                } else {
+                    d.iter_mut().zip(r0).for_each(|(d, &x)| *d = pair(x, 0.0));
+                }
+            }
+        }
+        // Columns contiguous along the depth: convert pairs, then transpose into the tile.
+        Rhs::Strided((v, 1, cs)) => {
+            transpose_columns(dst, depth, j0, nj, Columns::Slice(v, cs), scratch);
+        }
+        Rhs::WeightT(w) => {
+            transpose_columns(dst, depth, j0, nj, Columns::WeightRows(w), scratch);
+        }
+        Rhs::Strided((v, rs, cs)) => {
+            transpose_columns(dst, depth, j0, nj, Columns::Gather(v, rs, cs), scratch);
+        }
+        Rhs::Weight(w) => {
+            // Depth rows are W's rows: dequantize two at a time, keep this tile's columns.
+            scratch.f.resize(2 * cols, 0.0);
+            for p in 0..depth.div_ceil(2) {
+                let (r0, r1) = scratch.f.split_at_mut(cols);
+                w.rows_to_f32(2 * p, r0);
+                if 2 * p + 1 < depth {
+                    w.rows_to_f32(2 * p + 1, r1);
+                } else {
+                    r1.fill(0.0);
+                }
+                interleave_rows(
+                    &mut dst[p * NR..p * NR + nj],
+                    &r0[j0..j0 + nj],
+                    &r1[j0..j0 + nj],
+                );
+            }
+        }
+    }
+}
+
+/// Where the depth-contiguous columns of a rhs come from.
+#[derive(Clone, Copy)]
+enum Columns<'a> {
+    /// Column `j` is `v[j * cs..j * cs + depth]`.
+    Slice(&'a [f32], usize),
+    /// Column `j` is row `j` of the weight.
+    WeightRows(&'a Weight),
+    /// Element `(p, j)` is `v[p * rs + j * cs]`.
+    Gather(&'a [f32], usize, usize),
+}
+
+impl Columns<'_> {
+    /// Column `j` (`depth` long), borrowed when it lies in memory as is, else made in `buf`.
+    #[inline(always)]
+    fn get<'b>(&'b self, j: usize, depth: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        match *self {
+            Columns::Slice(v, cs) => &v[j * cs..j * cs + depth],
+            Columns::WeightRows(w) => {
+                w.rows_to_f32(j, buf);
+                buf
+            }
+            Columns::Gather(v, rs, cs) => {
+                for (p, x) in buf.iter_mut().enumerate() {
+                    *x = v[p * rs + j * cs];
+                }
+                buf
+            }
+        }
+    }
+}
+
+/// Fills columns `0..nj` of a `[kpt][NR]` tile from rhs columns `j0..j0 + nj`. Each column
+/// is converted to pairs whole (a vectorized loop), then the pairs are stored along the
+/// tile's rows.
+#[inline(always)]
+fn transpose_columns(
+    dst: &mut [u32],
+    depth: usize,
+    j0: usize,
+    nj: usize,
+    columns: Columns,
+    scratch: &mut Scratch,
+) {
+    let kp = depth.div_ceil(2);
+    scratch.f.resize(depth, 0.0);
+    scratch.pairs.resize(NR * kp, 0);
+    let pairs = &mut scratch.pairs[..NR * kp];
+    for jj in 0..nj {
+        let col = columns.get(j0 + jj, depth, &mut scratch.f[..depth]);
+        pairs_from_row(&mut pairs[jj * kp..(jj + 1) * kp], col);
+    }
+    for p in 0..kp {
+        let row = &mut dst[p * NR..p * NR + nj];
+        for (jj, d) in row.iter_mut().enumerate() {
+            *d = pairs[jj * kp + p];
+        }
     }
 }
 
