@@ -46,15 +46,24 @@
 //!
 //! ## `bench.result`
 //! One measurement of `bench`. Fields: `test` (string, e.g. `"pp128"`, `"tg64"`,
-//! `"tokenize"`), `threads` (integer), `value` (number: mean), `stddev` (number), `unit`
-//! (string: `"tokens/s"` or `"MB/s"`), `reps` (integer).
+//! `"tokenize"`, `"sgemm1024"`, `"bf16gemm1024"`), `threads` (integer), `value` (number:
+//! mean), `stddev` (number), `unit` (string: `"tokens/s"`, `"MB/s"`, `"GFLOP/s"`, `"ms"`,
+//! `"MiB"`), `reps` (integer), `isa` (string, optional: the instruction-set tier the
+//! kernels ran on, `"baseline"`, `"avx2"`, `"avx512"`, `"avx512bf16"` or `"amx"`; see
+//! `NF_ISA`), `precision` (string, optional: `"f32"` or `"bf16"`, the arithmetic of the
+//! matrix products measured; `bench train` and `bench peak` only).
 //!
 //! ## `train.start`
 //! A training run began or resumed. Fields: `run_dir` (string), `method` (`"full"` or
 //! `"lora"`), `trainable_params` (integer), `total_params` (integer), `steps` (integer: the
 //! step the run ends at), `start_step` (integer: 0, or the checkpoint step when resuming),
 //! `batch_size`, `seq_len`, `grad_accum` (integers), `tokens_per_step` (integer),
-//! `train_tokens`, `val_tokens` (integers), `resumed` (boolean).
+//! `train_tokens`, `val_tokens` (integers), `resumed` (boolean), `precision` (`"f32"` or
+//! `"bf16"`: how the step's matrix products multiply; bf16 rounds both operands to bf16 and
+//! sums in f32, while master weights, gradients and optimizer state stay f32; runs from
+//! before this field was added trained in f32 and omit it), `isa` (string: the
+//! instruction-set tier the kernels run on in this process, `"baseline"`, `"avx2"`,
+//! `"avx512"`, `"avx512bf16"` or `"amx"`; bf16 below `"avx512bf16"` is emulated).
 //!
 //! ## `train.plan`
 //! What a run would take, from `train --dry-run` (which writes nothing and starts no run).
@@ -68,7 +77,8 @@
 //! measured forward and backward pass times the gradient accumulation, plus the AdamW
 //! update timed on a slice of the parameters and scaled to all), `estimated_s` (number:
 //! `ms_per_step` times `steps`, plus the validations at the measured forward-pass speed;
-//! checkpoints and samples are not included).
+//! checkpoints and samples are not included), `precision`, `isa` (strings, as in
+//! `train.start`).
 //!
 //! ## `train.step`
 //! One optimizer step. Fields: `step` (integer, 1-based), `loss` (number: mean training loss
@@ -96,9 +106,15 @@
 //! The run ended. Fields: `reason` (`"completed"`, `"interrupted"`, `"early_stopped"`),
 //! `steps` (integer: steps done in this process), `final_step` (integer), `final_loss`
 //! (number or null), `val_loss` (number or null), `wall_s`, `ms_per_step`, `tokens_per_s`,
-//! `tflops` (numbers), `utilization` (number or null: achieved / measured peak, when a peak
-//! was measured with `bench peak`), `ms` (object: component → mean milliseconds per step),
-//! `output` (string: the final adapter or model folder).
+//! `tflops` (numbers), `utilization` (number in [0, 1] or null: the achieved GEMM rate
+//! (`tflops`) over `peak_gflops`; null when no peak could be measured), `peak_gflops`
+//! (number or null: the GEMM peak of the arithmetic the run used, measured at the start of
+//! the run on this machine: the f32 GEMM for `"f32"`, the bf16 GEMM for `"bf16"`),
+//! `peak_under_measured` (boolean: the run went faster than the measured peak, even after
+//! measuring it again on larger matrices, so the peak is too low; `utilization` is then
+//! clamped to 1 and reads "at least"), `precision`, `isa` (strings, as in `train.start`),
+//! `ms` (object: component → mean milliseconds per step), `output` (string: the final
+//! adapter or model folder). The run folder's `report.json` is this event.
 //!
 //! ## `ingest.file`
 //! What `ingest` made of one source file (one event per file, after it is tokenized).
@@ -272,6 +288,10 @@ pub enum Event {
         stddev: f64,
         unit: String,
         reps: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        isa: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        precision: Option<String>,
     },
     #[serde(rename = "train.start")]
     TrainStart {
@@ -288,6 +308,11 @@ pub enum Event {
         train_tokens: u64,
         val_tokens: u64,
         resumed: bool,
+        /// Absent in events of runs from before precision was recorded (they were f32).
+        #[serde(default)]
+        precision: String,
+        #[serde(default)]
+        isa: String,
     },
     #[serde(rename = "train.plan")]
     TrainPlan(Box<TrainPlan>),
@@ -333,6 +358,14 @@ pub enum Event {
         tokens_per_s: f64,
         tflops: f64,
         utilization: Option<f64>,
+        #[serde(default)]
+        peak_gflops: Option<f64>,
+        #[serde(default)]
+        peak_under_measured: bool,
+        #[serde(default)]
+        precision: String,
+        #[serde(default)]
+        isa: String,
         ms: std::collections::BTreeMap<String, f64>,
         output: String,
     },
@@ -526,6 +559,10 @@ pub struct TrainPlan {
     pub flops_per_step: f64,
     pub ms_per_step: f64,
     pub estimated_s: f64,
+    #[serde(default)]
+    pub precision: String,
+    #[serde(default)]
+    pub isa: String,
 }
 
 /// Bytes a run holds in memory, by part (the `memory` of a `train.plan` event).
@@ -670,6 +707,46 @@ mod tests {
             .map(|e| e.unwrap().event)
             .collect();
         assert_eq!(back, events);
+    }
+
+    #[test]
+    fn train_events_from_before_precision_still_parse() {
+        let old = r#"{"v":1,"type":"train.start","ts":"x","run_dir":"r","method":"lora","trainable_params":1,"total_params":2,"steps":3,"start_step":0,"batch_size":1,"seq_len":8,"grad_accum":1,"tokens_per_step":8,"train_tokens":100,"val_tokens":10,"resumed":false}"#;
+        let e = read_events(old.as_bytes()).next().unwrap().unwrap().event;
+        let Event::TrainStart { precision, isa, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((precision.as_str(), isa.as_str()), ("", ""));
+        let old = r#"{"v":1,"type":"train.done","ts":"x","reason":"completed","steps":1,"final_step":1,"final_loss":null,"val_loss":null,"wall_s":1.0,"ms_per_step":1.0,"tokens_per_s":1.0,"tflops":0.1,"utilization":0.5,"ms":{},"output":"o"}"#;
+        let e = read_events(old.as_bytes()).next().unwrap().unwrap().event;
+        let Event::TrainDone {
+            peak_gflops,
+            peak_under_measured,
+            ..
+        } = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!((peak_gflops, peak_under_measured), (None, false));
+        // A bench result without the optional tags writes none.
+        let mut buf = Vec::new();
+        EventWriter::new(&mut buf)
+            .emit(Event::BenchResult {
+                test: "pp8".into(),
+                threads: 1,
+                value: 1.0,
+                stddev: 0.0,
+                unit: "tokens/s".into(),
+                reps: 1,
+                isa: None,
+                precision: None,
+            })
+            .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            !text.contains("isa") && !text.contains("precision"),
+            "{text}"
+        );
     }
 
     #[test]

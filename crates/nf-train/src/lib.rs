@@ -1,9 +1,11 @@
 //! Training: the loop ([`trainer`]), learning-rate schedules ([`schedule`]), atomic checkpoints that
-//! verify on load for exact resume ([`checkpoint`]), and SHA-256 hashing ([`hash`]).
+//! verify on load for exact resume ([`checkpoint`]), the efficiency report's GEMM peak and
+//! utilization ([`efficiency`]), and SHA-256 hashing ([`hash`]).
 //! Like every library in the workspace, it never prints: errors are typed
 //! ([`TrainError`], [`CheckpointError`]) and results are returned to the caller.
 
 pub mod checkpoint;
+pub mod efficiency;
 pub mod error;
 pub mod hash;
 pub mod schedule;

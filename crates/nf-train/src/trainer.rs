@@ -198,7 +198,9 @@ pub struct Trainer {
     ckpt_root: PathBuf,
     /// Steps at which to replace the gradient by NaN: fault injection for testing the guard.
     pub inject_nan_at: Vec<u64>,
-    /// Measured f32 GEMM peak of this machine in GFLOP/s, for the utilization figure.
+    /// Measured GEMM peak of this machine in GFLOP/s for the arithmetic the model trains
+    /// in (`model.precision`: the f32 or the bf16 GEMM), for the utilization figure; see
+    /// [`crate::efficiency`].
     pub peak_gflops: Option<f64>,
     times: StepTimes,
 }
