@@ -219,7 +219,8 @@ pub enum BenchCommand {
     /// Training throughput (forward + backward + AdamW) in tokens/s, on a model file or a
     /// randomly initialized model of given dimensions (default: Stories110M's).
     Train(BenchTrainArgs),
-    /// The machine's f32 matrix-multiply peak in GFLOP/s (the utilization reference).
+    /// The machine's f32 and bf16 matrix-multiply peaks in GFLOP/s on the active
+    /// instruction set (the utilization references of f32 and bf16 training).
     Peak(BenchPeakArgs),
 }
 
@@ -259,9 +260,40 @@ pub struct BenchTrainArgs {
     /// Recompute activations in the backward pass.
     #[arg(long)]
     pub recompute: bool,
+    /// Arithmetic of the matrix products, as `train --precision`: auto, f32 or bf16.
+    #[arg(long, value_enum, default_value = "auto", value_name = "P")]
+    pub precision: PrecisionArg,
+    /// With --lora-rank: how the frozen base is held, as `train --base-dtype`: as-loaded
+    /// (f32 for the random model), f32, bf16, f16, q8_0, q4_0 or q4_1. The random model is
+    /// made directly in this type, matrix by matrix, so the memory reported is what a run
+    /// on such a base holds.
+    #[arg(long, default_value = "as-loaded", value_name = "TYPE")]
+    pub base_dtype: String,
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub steps: usize,
+}
+
+/// `--precision`: how training's matrix products multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// bf16 where the CPU multiplies bf16 natively (AVX512_BF16, AMX), f32 elsewhere.
+    Auto,
+    /// f32 operands and sums.
+    F32,
+    /// bf16 operands (round to nearest even), f32 sums.
+    Bf16,
+}
+
+impl PrecisionArg {
+    /// The precision this choice means on the instruction-set tier `isa`.
+    pub fn resolve(self, isa: nf_engine::cpu::Isa) -> nf_engine::Precision {
+        match self {
+            PrecisionArg::Auto => nf_engine::Precision::auto(isa),
+            PrecisionArg::F32 => nf_engine::Precision::F32,
+            PrecisionArg::Bf16 => nf_engine::Precision::Bf16,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -586,13 +618,21 @@ pub struct TrainArgs {
     /// Window sampling: random (seeded) or sequential (packed, in order).
     #[arg(long, default_value = "random", value_name = "MODE")]
     pub sampling: String,
-    /// How a LoRA run stores its frozen f32 base: as-loaded, bf16 (half the memory) or q8_0
-    /// (a quarter). Quantized GGUF bases always stay in their own blocks.
+    /// How a LoRA run stores its frozen f32 base: as-loaded (= f32), bf16 or f16 (half the
+    /// memory), q8_0 (about a quarter), q4_0 or q4_1 (about an eighth; rows must be whole
+    /// blocks of 32). Quantized GGUF bases always stay in their own blocks.
     #[arg(long, default_value = "as-loaded", value_name = "TYPE")]
     pub base_dtype: String,
     /// Recompute each layer's activations in the backward pass (less memory, ~30% slower).
     #[arg(long)]
     pub recompute: bool,
+    /// Arithmetic of the matrix products: `auto` (bf16 where the CPU multiplies bf16
+    /// natively, i.e. AVX512_BF16 or AMX; f32 elsewhere), `f32`, or `bf16` (operands
+    /// rounded to bf16, sums in f32; master weights, gradients and AdamW stay f32). bf16
+    /// without native support is emulated and slower than f32. Recorded in run.json: a
+    /// resumed run keeps its own. [default: auto]
+    #[arg(long, value_enum, value_name = "P")]
+    pub precision: Option<PrecisionArg>,
     /// Let attention cross from one packed example or document into the next in a
     /// window (by default each attends only within itself, as if trained alone).
     #[arg(long)]

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     nf_engine::cpu::set_threads(cli.global.threads);
     let home = load::home_dir(cli.global.home.as_deref());
     let mut out = Output::new(cli.global.json);
-    let result = match &cli.command {
+    let result = check_isa_override().and_then(|()| match &cli.command {
         Command::Generate(a) => cmd::generate::run(a, &home, &mut out),
         Command::Chat(a) => cmd::chat::run(a, &home, &mut out),
         Command::Tokenize(a) => cmd::tokenize::run(a, &home, &mut out),
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Command::Lineage(a) => cmd::lineage::run(a, &home, &mut out),
         Command::Models(m) => cmd::models::run(m, &home, cli.global.offline, &mut out),
         Command::Studio(a) => cmd::studio::run(a, &home, &mut out),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -58,6 +58,25 @@ fn main() -> ExitCode {
             }
             let _ = out.event(|| event);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Refuses an `NF_ISA` that names no instruction-set tier before any kernel runs (the
+/// engine would otherwise ignore it silently).
+fn check_isa_override() -> anyhow::Result<()> {
+    match nf_engine::cpu::isa_override() {
+        Ok(_) => Ok(()),
+        Err(bad) => {
+            let names: Vec<&str> = nf_engine::cpu::Isa::ALL.iter().map(|i| i.name()).collect();
+            Err(errors::user_error(
+                "bad_input",
+                format!("NF_ISA=`{bad}` is not an instruction-set tier"),
+                format!(
+                    "set NF_ISA to one of {} (it caps the detected tier), or unset it",
+                    names.join(", ")
+                ),
+            ))
         }
     }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
+use nf_engine::Precision;
 use nf_model::sampler::argmax;
 use nf_protocol::Event;
 
@@ -33,18 +34,46 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 fn report(out: &mut Output, test: &str, values: &[f64], unit: &str) -> Result<()> {
+    report_in(out, test, values, unit, None)
+}
+
+/// [`report`] for a measurement of matrix products in `precision` (train, peak): the event
+/// names the precision besides the instruction-set tier every result names.
+fn report_in(
+    out: &mut Output,
+    test: &str,
+    values: &[f64],
+    unit: &str,
+    precision: Option<Precision>,
+) -> Result<()> {
     let (m, s) = mean_std(values);
     let threads = nf_engine::cpu::threads();
     out.text(&format!(
-        "{test:<10} {threads:>2} threads  {m:>10.2} ± {s:<8.2} {unit}\n"
+        "{test:<12} {threads:>2} threads  {m:>10.2} ± {s:<8.2} {unit}\n"
     ))?;
+    bench_event(out, test, m, s, unit, values.len(), precision)
+}
+
+/// The `bench.result` event of one measurement (in `--json` mode only).
+fn bench_event(
+    out: &mut Output,
+    test: &str,
+    m: f64,
+    s: f64,
+    unit: &str,
+    reps: usize,
+    precision: Option<Precision>,
+) -> Result<()> {
+    let threads = nf_engine::cpu::threads();
     out.event(|| Event::BenchResult {
         test: test.into(),
         threads: threads as u64,
         value: m,
         stddev: s,
         unit: unit.into(),
-        reps: values.len() as u64,
+        reps: reps as u64,
+        isa: Some(nf_engine::cpu::isa().name().into()),
+        precision: precision.map(|p| p.name().into()),
     })?;
     Ok(())
 }
@@ -234,6 +263,8 @@ fn tokenizer_scaling(
             stddev: 0.0,
             unit: "MB/s".into(),
             reps: reps as u64,
+            isa: Some(nf_engine::cpu::isa().name().into()),
+            precision: None,
         })?;
     }
     Ok(())
@@ -279,21 +310,60 @@ fn ingest(a: &BenchIngestArgs, out: &mut Output) -> Result<()> {
     Ok(())
 }
 
-/// f32 GEMM GFLOP/s on square matrices, the reference for training utilization.
+/// f32 and bf16 GEMM GFLOP/s on square matrices with the active instruction set: the
+/// references for the utilization of f32 and of bf16 training.
 fn peak(a: &BenchPeakArgs, out: &mut Output) -> Result<()> {
-    let rates: Vec<f64> = (0..a.reps.max(1))
-        .map(|_| nf_engine::matmul::sgemm_peak_gflops(a.size, 1))
-        .collect();
+    let isa = nf_engine::cpu::isa();
     out.text(&format!(
-        "cpu: {}\n",
-        nf_engine::cpu::CpuFeatures::detect().summary()
+        "cpu: {}; isa: {isa}\n",
+        nf_engine::cpu::features().summary()
     ))?;
-    report(out, &format!("sgemm{}", a.size.max(16)), &rates, "GFLOP/s")
+    let n = a.size.max(16);
+    let f32_rates: Vec<f64> = (0..a.reps.max(1))
+        .map(|_| nf_engine::matmul::sgemm_peak_gflops(n, 1))
+        .collect();
+    report_in(
+        out,
+        &format!("sgemm{n}"),
+        &f32_rates,
+        "GFLOP/s",
+        Some(Precision::F32),
+    )?;
+    let bf16_rates: Vec<f64> = (0..a.reps.max(1))
+        .map(|_| nf_engine::gemm_bf16::peak_gflops(n, 1))
+        .collect();
+    report_in(
+        out,
+        &format!("bf16gemm{n}"),
+        &bf16_rates,
+        "GFLOP/s",
+        Some(Precision::Bf16),
+    )?;
+    if !isa.has_native_bf16() {
+        out.text(&format!(
+            "bf16 on {isa} is emulated (native bf16 needs avx512bf16 or amx)\n"
+        ))?;
+    }
+    Ok(())
 }
 
-/// Training steps per second on a real or random model, reported as tokens/s.
+/// Training steps per second on a real or random model, reported as tokens/s, with the
+/// memory the model holds.
 fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     use nf_model::train::{BatchShape, LoraConfig, Method, StepTimes, Target, TrainModel};
+    let isa = nf_engine::cpu::isa();
+    let precision = a.precision.resolve(isa);
+    let base_ty = crate::cmd::train::base_dtype(&a.base_dtype)?;
+    if base_ty.is_some() && a.lora_rank == 0 {
+        return Err(user_error(
+            "bad_input",
+            "--base-dtype applies to LoRA: full fine-tuning trains every weight in f32",
+            "add --lora-rank R, or drop --base-dtype",
+        ));
+    }
+    if let Some(w) = crate::cmd::train::precision_warning(precision, isa) {
+        eprintln!("warning: {w}");
+    }
     let model = match &a.model {
         Some(m) => {
             let args = ModelArgs {
@@ -303,7 +373,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             };
             load(&args, home)?.model
         }
-        None => random_model(a)?,
+        None => random_model(a, base_ty)?,
     };
     if a.seq_len > model.config.max_seq_len || a.batch_size == 0 || a.seq_len == 0 {
         return Err(user_error(
@@ -329,6 +399,12 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         recompute: a.recompute,
     };
     let mut tm = TrainModel::new(model, method, shape, 0);
+    if let Some(ty) = base_ty {
+        // A model file's f32 matrices convert as `train --base-dtype` converts them (the
+        // random model is made in this type already, so this finds nothing to do).
+        crate::cmd::train::store_frozen_as(&mut tm, ty)?;
+    }
+    tm.set_precision(precision);
     let n = shape.batch * shape.seq_len;
     let inputs: Vec<u32> = (0..n).map(|i| (i * 7919 % c.vocab_size) as u32).collect();
     let targets: Vec<u32> = (0..n)
@@ -359,38 +435,78 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     }
     let comp = times.take();
     let steps = secs.len() as f64;
+    let base = match (a.lora_rank, base_ty) {
+        (0, _) => String::new(),
+        (_, Some(ty)) => format!(", base {}", ty.name()),
+        (_, None) => ", base as loaded".into(),
+    };
     out.text(&format!(
-        "train {} dim {} layers {} heads {}/{} hidden {} vocab {}, {} params, batch {} × {} tokens, cpu: {}\n",
+        "train {} dim {} layers {} heads {}/{} hidden {} vocab {}, {} params, batch {} × {} tokens{base}, precision {precision} on {isa}, cpu: {}\n",
         if a.lora_rank > 0 { format!("lora r{}", a.lora_rank) } else { "full".into() },
         c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden_dim, c.vocab_size,
         c.n_params(), a.batch_size, a.seq_len,
-        nf_engine::cpu::CpuFeatures::detect().summary()
+        nf_engine::cpu::features().summary()
     ))?;
+    let p = Some(precision);
     let tok_s: Vec<f64> = secs.iter().map(|s| n as f64 / s).collect();
-    report(
+    report_in(
         out,
         &format!("train_b{}_t{}", a.batch_size, a.seq_len),
         &tok_s,
         "tokens/s",
+        p,
     )?;
     let ms: Vec<f64> = secs.iter().map(|s| s * 1e3).collect();
-    report(out, "ms_per_step", &ms, "ms")?;
+    report_in(out, "ms_per_step", &ms, "ms", p)?;
     let gflops: Vec<f64> = secs
         .iter()
         .map(|s| tm.flops_per_batch() / s / 1e9)
         .collect();
-    report(out, "train_flops", &gflops, "GFLOP/s")?;
+    report_in(out, "train_flops", &gflops, "GFLOP/s", p)?;
     out.text(&format!(
-        "ms/step: matmul {:.1}, attention {:.1}, norms {:.1}, loss {:.1}, other {:.1}; activations {:.0} MiB\n",
-        comp.matmul * 1e3 / steps, comp.attention * 1e3 / steps, comp.norms * 1e3 / steps,
-        comp.loss * 1e3 / steps, comp.other * 1e3 / steps, tm.activation_bytes() as f64 / (1 << 20) as f64
+        "ms/step: matmul {:.1}, attention {:.1}, norms {:.1}, loss {:.1}, other {:.1}\n",
+        comp.matmul * 1e3 / steps,
+        comp.attention * 1e3 / steps,
+        comp.norms * 1e3 / steps,
+        comp.loss * 1e3 / steps,
+        comp.other * 1e3 / steps,
     ))?;
+    // Memory by part, as `train --dry-run` counts it, and what the process really peaked
+    // at (one line of text; an event per part with --json).
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let trainable = tm.params.len() * 4;
+    let mut parts = vec![
+        ("weights", tm.frozen_bytes()),
+        ("trainable", trainable),
+        ("gradients", trainable),
+        ("optimizer", 2 * trainable),
+        ("activations", tm.activation_bytes()),
+    ];
+    parts.extend(peak_rss_bytes().map(|b| ("peak_rss", b)));
+    let line: Vec<String> = parts
+        .iter()
+        .map(|(k, b)| format!("{} {:.1}", k.replace('_', " "), mib(*b)))
+        .collect();
+    out.text(&format!("memory MiB: {}\n", line.join(", ")))?;
+    for (part, bytes) in parts {
+        bench_event(out, &format!("mem_{part}"), mib(bytes), 0.0, "MiB", 1, p)?;
+    }
     Ok(())
 }
 
+/// The process's peak resident memory (Linux `VmHWM`), where the system says.
+fn peak_rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// A randomly initialized Llama model of the dimensions the flags give (normal-ish, std
-/// 0.02, as GPT-2 / llama2.c initialize).
-fn random_model(a: &BenchTrainArgs) -> Result<nf_model::Model> {
+/// 0.02, as GPT-2 / llama2.c initialize). With `ty` every matrix is made in that type a
+/// few rows at a time, so no f32 copy of the whole model ever exists: the memory is what
+/// a base stored in `ty` (a GGUF, or `--base-dtype`) holds.
+fn random_model(a: &BenchTrainArgs, ty: Option<nf_formats::GgmlType>) -> Result<nf_model::Model> {
     use nf_engine::linear::Weight;
     use nf_model::weights::{LayerWeights, Weights};
     let kv = a.kv_heads.unwrap_or(a.heads);
@@ -420,8 +536,8 @@ fn random_model(a: &BenchTrainArgs) -> Result<nf_model::Model> {
         qk_norm: false,
     };
     let mut s = 0x1234_5678u64;
-    let mut mat = |rows: usize, cols: usize| {
-        let v = (0..rows * cols)
+    let mut values = |n: usize| -> Vec<f32> {
+        (0..n)
             .map(|_| {
                 s ^= s << 13;
                 s ^= s >> 7;
@@ -431,30 +547,60 @@ fn random_model(a: &BenchTrainArgs) -> Result<nf_model::Model> {
                     + (s & 0xFF_FFFF) as f32 / (1u64 << 24) as f32;
                 (u - 1.0) * 0.049
             })
-            .collect();
-        Weight::from_f32(rows, cols, v)
+            .collect()
+    };
+    let mut mat = |rows: usize, cols: usize| -> Result<Weight> {
+        let Some(ty) = ty else {
+            return Ok(Weight::from_f32(rows, cols, values(rows * cols)));
+        };
+        let unfit = |e: nf_engine::quant::QuantError| {
+            user_error(
+                "unsupported",
+                format!("cannot make a {rows} × {cols} matrix in {}: {e}", ty.name()),
+                "pick dimensions that are multiples of 32, or another --base-dtype",
+            )
+        };
+        if !cols.is_multiple_of(ty.block_size()) {
+            return Err(unfit(nf_engine::quant::QuantError::NotWholeBlocks {
+                ty,
+                n_elements: cols,
+                block_size: ty.block_size(),
+            }));
+        }
+        // Blocks never straddle rows, so quantizing a few rows at a time gives the bytes
+        // quantizing the whole matrix would.
+        let mut bytes = Vec::new();
+        let mut done = 0;
+        while done < rows {
+            let k = (rows - done).min(64);
+            nf_engine::quant::quantize(ty, &values(k * cols), &mut bytes).map_err(unfit)?;
+            done += k;
+        }
+        Weight::from_quant(rows, cols, ty, bytes).map_err(unfit)
     };
     let (d, h, qd, kvd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim());
     let layers = (0..c.n_layers)
-        .map(|_| LayerWeights {
-            attn_norm: vec![1.0; d],
-            wq: mat(qd, d),
-            wk: mat(kvd, d),
-            wv: mat(kvd, d),
-            wo: mat(d, qd),
-            bq: None,
-            bk: None,
-            bv: None,
-            q_norm: None,
-            k_norm: None,
-            ffn_norm: vec![1.0; d],
-            w_gate: mat(h, d),
-            w_up: mat(h, d),
-            w_down: mat(d, h),
+        .map(|_| {
+            Ok(LayerWeights {
+                attn_norm: vec![1.0; d],
+                wq: mat(qd, d)?,
+                wk: mat(kvd, d)?,
+                wv: mat(kvd, d)?,
+                wo: mat(d, qd)?,
+                bq: None,
+                bk: None,
+                bv: None,
+                q_norm: None,
+                k_norm: None,
+                ffn_norm: vec![1.0; d],
+                w_gate: mat(h, d)?,
+                w_up: mat(h, d)?,
+                w_down: mat(d, h)?,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let weights = Weights {
-        token_embd: mat(c.vocab_size, d),
+        token_embd: mat(c.vocab_size, d)?,
         layers,
         output_norm: vec![1.0; d],
         output: None,

@@ -36,12 +36,14 @@ use nf_train::schedule::Schedule;
 use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ModelArgs, TrainArgs};
+use crate::cli::{ModelArgs, PrecisionArg, TrainArgs};
 use crate::cmd::ingest::DatasetRef;
 use crate::errors::user_error;
 use crate::load::{Loaded, load};
 use crate::output::Output;
 use nf_audit::{Artifact, Record};
+use nf_engine::Precision;
+use nf_engine::cpu::Isa;
 
 /// Everything a run needs, resolved: written to `run.json` before the first step and read
 /// back by `--resume`.
@@ -75,9 +77,15 @@ pub struct RunConfig {
     /// only to itself; runs from before this field existed read as false).
     #[serde(default)]
     pub cross_example_attention: bool,
-    /// `as-loaded`, `bf16` or `q8_0`: how a LoRA run stores its frozen f32 base.
+    /// `as-loaded`, `bf16`, `f16`, `q8_0`, `q4_0` or `q4_1`: how a LoRA run stores its
+    /// frozen f32 base.
     #[serde(default = "as_loaded")]
     pub base_dtype: String,
+    /// `f32` or `bf16`: the arithmetic of the step's matrix products, resolved from
+    /// `--precision` when the run is created (never `auto`), so a resume, on this machine or
+    /// another, trains as the run began. Runs from before this field trained in f32.
+    #[serde(default = "f32_precision")]
+    pub precision: String,
     pub sample_prompt: String,
     pub options: TrainOptions,
     pub hashes: Option<RunHashes>,
@@ -103,13 +111,29 @@ impl RunConfig {
         }))
     }
 
+    /// The run's precision; a `run.json` naming another is damaged.
+    fn precision(&self) -> Result<Precision> {
+        Precision::parse(&self.precision).ok_or_else(|| {
+            user_error(
+                "corrupt",
+                format!(
+                    "run.json: unknown precision `{}` (f32 or bf16)",
+                    self.precision
+                ),
+                "the run folder is damaged; start a new run",
+            )
+        })
+    }
+
     /// Hash of everything that changes the computation (not cadence-only settings such as
-    /// how often to sample).
+    /// how often to sample). The precision joins it only when it is not f32, so runs from
+    /// before precision was recorded (all f32) keep their hash and still resume, while a
+    /// bf16 run's checkpoints never resume as f32 or the other way round.
     fn config_hash(&self, model: &Model) -> String {
         let mut o = self.options.clone();
         o.sample_every = 0;
         o.keep_last = 0;
-        let key = serde_json::json!({
+        let mut key = serde_json::json!({
             "model_config": format!("{:?}", model.config),
             "method": self.method, "rank": self.lora_rank, "alpha": self.lora_alpha,
             "dropout": self.lora_dropout, "targets": self.lora_targets,
@@ -119,6 +143,9 @@ impl RunConfig {
             "cross_example_attention": self.cross_example_attention,
             "init_adapter_sha256": self.init_adapter_sha256,
         });
+        if self.precision != Precision::F32.name() {
+            key["precision"] = self.precision.clone().into();
+        }
         nf_train::hash::sha256_bytes(key.to_string().as_bytes())
     }
 }
@@ -127,19 +154,49 @@ fn as_loaded() -> String {
     "as-loaded".into()
 }
 
-/// Parses `--base-dtype`.
-fn base_dtype(name: &str) -> Result<Option<nf_formats::GgmlType>> {
+fn f32_precision() -> String {
+    Precision::F32.name().into()
+}
+
+/// Parses `--base-dtype`: the type a LoRA run converts the f32 matrices of its frozen base
+/// to, `None` to keep them as loaded (`as-loaded`, or `f32`, which every f32 base already
+/// is: HF and llama2.c models load as f32, GGUF matrices stay in their own types).
+pub(crate) fn base_dtype(name: &str) -> Result<Option<nf_formats::GgmlType>> {
+    use nf_formats::GgmlType;
     match name {
-        "as-loaded" => Ok(None),
-        "bf16" => Ok(Some(nf_formats::GgmlType::BF16)),
-        "f16" => Ok(Some(nf_formats::GgmlType::F16)),
-        "q8_0" => Ok(Some(nf_formats::GgmlType::Q8_0)),
+        "as-loaded" | "f32" => Ok(None),
+        "bf16" => Ok(Some(GgmlType::BF16)),
+        "f16" => Ok(Some(GgmlType::F16)),
+        "q8_0" => Ok(Some(GgmlType::Q8_0)),
+        "q4_0" => Ok(Some(GgmlType::Q4_0)),
+        "q4_1" => Ok(Some(GgmlType::Q4_1)),
         other => Err(user_error(
             "bad_input",
             format!("unknown --base-dtype `{other}`"),
-            "use as-loaded, bf16, f16 or q8_0",
+            "use as-loaded (= f32), bf16, f16, q8_0, q4_0 or q4_1",
         )),
     }
+}
+
+/// Converts a LoRA model's frozen f32 matrices to `ty`, with a user's error when a matrix
+/// cannot take it (rows that are not whole blocks of a quantized type).
+pub(crate) fn store_frozen_as(tm: &mut TrainModel, ty: nf_formats::GgmlType) -> Result<()> {
+    tm.store_frozen_as(ty).map_err(|e| {
+        user_error(
+            "unsupported",
+            format!("cannot hold the base as {}: {e}", ty.name()),
+            "pick another --base-dtype (bf16, f16 and q8_0 fit more shapes), or as-loaded",
+        )
+    })
+}
+
+/// The warning for bf16 on a CPU without native bf16 dot products, if it applies.
+pub(crate) fn precision_warning(precision: Precision, isa: Isa) -> Option<String> {
+    (precision == Precision::Bf16 && !isa.has_native_bf16()).then(|| {
+        format!(
+            "bf16 on {isa} is emulated (native bf16 needs avx512bf16 or amx), so it trains slower than f32; --precision f32 (or auto) is faster on this CPU"
+        )
+    })
 }
 
 /// Writes every event to `events.ndjson` in the run folder and to the user's output.
@@ -185,12 +242,14 @@ impl Progress {
                 train_tokens,
                 val_tokens,
                 tokens_per_step,
+                precision,
+                isa,
                 ..
             } => {
                 self.start_step = *start_step;
                 let _ = writeln!(
                     err,
-                    "training {method}: {} trainable of {} parameters, {train_tokens} train / {val_tokens} val tokens, {tokens_per_step} tokens/step{}\nrun: {run_dir}",
+                    "training {method}: {} trainable of {} parameters, {train_tokens} train / {val_tokens} val tokens, {tokens_per_step} tokens/step, {precision} on {isa}{}\nrun: {run_dir}",
                     human(*trainable_params as f64),
                     human(*total_params as f64),
                     if *start_step > 0 {
@@ -386,7 +445,9 @@ fn refuse_existing_run(dir: &Path) -> Result<()> {
 /// resolved from the flags (the folder must not hold a run yet). True when resuming.
 fn target(args: &TrainArgs, home: &Path) -> Result<(RunConfig, PathBuf, bool)> {
     if let Some(dir) = &args.resume {
-        return Ok((read_run_config(dir)?, dir.clone(), true));
+        let cfg = read_run_config(dir)?;
+        check_resume_precision(args, &cfg)?;
+        return Ok((cfg, dir.clone(), true));
     }
     let cfg = resolve(args, home)?;
     let dir = args
@@ -395,6 +456,28 @@ fn target(args: &TrainArgs, home: &Path) -> Result<(RunConfig, PathBuf, bool)> {
         .unwrap_or_else(|| home.join("runs").join(nf_protocol::run_id(&cfg.method)));
     refuse_existing_run(&dir)?;
     Ok((cfg, dir, false))
+}
+
+/// A resume trains in the run's own precision. An explicit `--precision f32|bf16` that
+/// differs is refused rather than ignored (`auto` means "whatever the run uses").
+fn check_resume_precision(args: &TrainArgs, cfg: &RunConfig) -> Result<()> {
+    let run = cfg.precision()?;
+    match args.precision {
+        Some(p) if p != PrecisionArg::Auto && p.resolve(nf_engine::cpu::isa()) != run => {
+            Err(user_error(
+                "mismatch",
+                format!(
+                    "the run trains in {run}; resuming it in {} would change its results",
+                    p.resolve(nf_engine::cpu::isa())
+                ),
+                format!(
+                    "drop --precision to resume in {run}, or start a new run with --precision {}",
+                    p.resolve(nf_engine::cpu::isa())
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A run made ready in memory: the model loaded and wrapped for training, the data
@@ -411,6 +494,8 @@ struct Prepared {
     total_params: usize,
     seq_len: usize,
     sample: SampleCtx,
+    /// Said once the run's events exist (bf16 emulated on this CPU).
+    precision_warning: Option<String>,
 }
 
 fn prepare(
@@ -557,8 +642,10 @@ fn prepare(
         tm.load_adapter(adapter)?;
     }
     if let Some(ty) = base_dtype(&cfg.base_dtype)?.filter(|_| lora) {
-        tm.store_frozen_as(ty)?;
+        store_frozen_as(&mut tm, ty)?;
     }
+    let precision = cfg.precision()?;
+    tm.set_precision(precision);
     cfg.hashes = Some(hashes.clone());
     let trainer = Trainer::new(tm, cfg.options.clone(), train, val, run_dir, hashes)?
         .with_loss_masks(train_mask, val_mask)?
@@ -571,6 +658,7 @@ fn prepare(
         total_params,
         seq_len,
         sample: sample_model_ctx,
+        precision_warning: precision_warning(precision, nf_engine::cpu::isa()),
     })
 }
 
@@ -603,6 +691,7 @@ fn run_inner(
         total_params,
         seq_len,
         sample: sample_model_ctx,
+        precision_warning,
     } = prepare(cfg, &run_dir, resume, args.epochs, home)?;
     rec.inputs.extend(init_adapter);
     if !resume {
@@ -619,8 +708,11 @@ fn run_inner(
         })?;
     }
     // A quick GEMM measurement (a few milliseconds) so the report can say what fraction of
-    // this machine's f32 peak the run achieved.
-    trainer.peak_gflops = Some(nf_engine::matmul::sgemm_peak_gflops(512, 3));
+    // this machine's peak the run achieved, in the arithmetic it trains in.
+    let precision = trainer.model.precision;
+    let isa = nf_engine::cpu::isa();
+    trainer.peak_gflops =
+        nf_train::efficiency::gemm_peak_gflops(precision, nf_train::efficiency::QUICK_SIZE, 3);
     let mut warnings = Vec::new();
     let mut resumed_from = None;
     if resume {
@@ -694,6 +786,14 @@ fn run_inner(
             last_val: None,
         },
     };
+    if let Some(w) = precision_warning {
+        // In text mode the event itself is printed on stderr; with --json stderr gets it
+        // too, as the logs' one line.
+        if sink.out.is_json() {
+            eprintln!("warning: {w}");
+        }
+        warnings.insert(0, w);
+    }
     for w in warnings {
         sink.emit(Event::Warning { message: w });
     }
@@ -712,6 +812,8 @@ fn run_inner(
         train_tokens: trainer.train_tokens() as u64,
         val_tokens: trainer.val_tokens() as u64,
         resumed: resume,
+        precision: precision.name().into(),
+        isa: isa.name().into(),
     });
     // SIGINT now stops after the current step with a checkpoint, like SIGTERM; a second
     // SIGINT kills the process as usual.
@@ -770,6 +872,22 @@ fn run_inner(
     } else {
         0.0
     };
+    let achieved_gflops = tflops * 1e3;
+    if steps > 0 && trainer.peak_gflops.is_some_and(|p| achieved_gflops > p) {
+        // The quick measurement came out low: measure again on larger matrices before
+        // calling the peak under-measured.
+        let again = nf_train::efficiency::gemm_peak_gflops(
+            precision,
+            nf_train::efficiency::REMEASURE_SIZE,
+            3,
+        );
+        trainer.peak_gflops = match (trainer.peak_gflops, again) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let util = nf_train::efficiency::utilization(achieved_gflops, trainer.peak_gflops)
+        .filter(|_| steps > 0);
     let report = Event::TrainDone {
         reason: summary.reason.name().into(),
         steps,
@@ -788,7 +906,11 @@ fn run_inner(
             0.0
         },
         tflops,
-        utilization: trainer.peak_gflops.map(|p| tflops * 1e3 / p),
+        utilization: util.map(|u| u.fraction),
+        peak_gflops: trainer.peak_gflops,
+        peak_under_measured: util.is_some_and(|u| u.peak_under_measured),
+        precision: precision.name().into(),
+        isa: isa.name().into(),
         ms: ms.clone(),
         output: output.display().to_string(),
     };
@@ -812,8 +934,12 @@ fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         mut trainer,
         total_params,
         seq_len,
+        precision_warning,
         ..
     } = prepare(cfg, &run_dir, false, args.epochs, home)?;
+    if let Some(w) = precision_warning {
+        eprintln!("warning: {w}");
+    }
     let measured = trainer.measure_step().map_err(|e| {
         user_error(
             "train_failed",
@@ -850,6 +976,8 @@ fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         flops_per_step: m.flops_per_batch() * accum as f64,
         ms_per_step,
         estimated_s: (ms_per_step * steps as f64 + eval_ms) / 1e3,
+        precision: m.precision.name().into(),
+        isa: nf_engine::cpu::isa().name().into(),
     };
     if !out.is_json() {
         print_plan(&plan);
@@ -862,12 +990,14 @@ fn print_plan(p: &nf_protocol::TrainPlan) {
     let b = crate::cmd::models::human_bytes;
     let m = &p.memory;
     eprintln!(
-        "plan {}: {} trainable of {} parameters, {} steps of {} tokens\nmemory: {} total = {} weights + {} trainable + {} gradients + {} optimizer + {} activations\ntime: {:.1} ms/step ({:.2} GFLOP/step), about {} in all",
+        "plan {}: {} trainable of {} parameters, {} steps of {} tokens, {} on {}\nmemory: {} total = {} weights + {} trainable + {} gradients + {} optimizer + {} activations\ntime: {:.1} ms/step ({:.2} GFLOP/step), about {} in all",
         p.method,
         human(p.trainable_params as f64),
         human(p.total_params as f64),
         p.steps,
         p.tokens_per_step,
+        p.precision,
+        p.isa,
         b(m.total),
         b(m.weights),
         b(m.trainable),
@@ -1038,6 +1168,10 @@ fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
         tokens_per_s,
         tflops,
         utilization,
+        peak_gflops,
+        peak_under_measured,
+        precision,
+        isa,
         output,
         ..
     } = r
@@ -1049,9 +1183,19 @@ fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
         // Clear the live status line before the report.
         let _ = write!(err, "\r\x1b[2K");
     }
-    let util = utilization.map_or(String::new(), |u| {
-        format!(" ({:.0}% of this machine's f32 GEMM peak)", u * 100.0)
-    });
+    let util = match utilization {
+        Some(_) if *peak_under_measured => format!(
+            " (at least this machine's measured {precision} GEMM peak on {isa}: peak under-measured)"
+        ),
+        Some(u) => format!(
+            " ({:.0}% of this machine's {precision} GEMM peak on {isa})",
+            u * 100.0
+        ),
+        None if peak_gflops.is_none() => {
+            format!(" ({precision} on {isa}; no {precision} GEMM peak measured)")
+        }
+        None => format!(" ({precision} on {isa})"),
+    };
     let _ = writeln!(
         err,
         "{reason} at step {final_step}: {steps} steps in {wall_s:.1} s, {ms_per_step:.1} ms/step, {} tokens/s, {:.1} GFLOP/s{util}",
@@ -1279,10 +1423,17 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         cross_example_attention: a.cross_example_attention,
         init_adapter: a.adapter.as_deref().map(abs),
         init_adapter_sha256: None,
-        base_dtype: {
-            base_dtype(&a.base_dtype)?;
-            a.base_dtype.clone()
+        base_dtype: match base_dtype(&a.base_dtype)? {
+            // `f32` keeps an f32 base as loaded: recorded as such, so both spell one run.
+            None => as_loaded(),
+            Some(_) => a.base_dtype.clone(),
         },
+        precision: a
+            .precision
+            .unwrap_or(PrecisionArg::Auto)
+            .resolve(nf_engine::cpu::isa())
+            .name()
+            .into(),
         sample_prompt: a.sample_prompt.clone(),
         options: TrainOptions {
             steps: a.steps,
