@@ -31,6 +31,9 @@ pub struct RunSummary {
     pub status: &'static str,
     pub method: Option<String>,
     pub model: Option<String>,
+    /// `f32` or `bf16`: from the run's `train.start`, else its `run.json` (null for runs
+    /// from before precision was recorded).
+    pub precision: Option<String>,
     pub steps: Option<u64>,
     pub step: Option<u64>,
     pub loss: Option<f64>,
@@ -90,6 +93,9 @@ impl Facts {
             "train.start" => {
                 s.started = s.started.take().or(ts);
                 s.method = e["method"].as_str().map(str::to_string);
+                if let Some(p) = e["precision"].as_str().filter(|p| !p.is_empty()) {
+                    s.precision = Some(p.to_string());
+                }
                 s.steps = e["steps"].as_u64();
                 // A resumed run starts over: an earlier interruption is history.
                 self.done_reason = None;
@@ -121,15 +127,23 @@ impl Facts {
     }
 }
 
+/// What a summary takes from `run.json`.
+#[derive(Debug, Default)]
+struct RunJson {
+    model: Option<String>,
+    method: Option<String>,
+    precision: Option<String>,
+}
+
 /// How far a run's `events.ndjson` has been read, and what it said up to there.
 #[derive(Debug, Default)]
 struct Seen {
     offset: u64,
     partial: Vec<u8>,
     facts: Facts,
-    /// The model and method of `run.json`, read once it exists (it is written once, at
-    /// the start of the run).
-    config: Option<(Option<String>, Option<String>)>,
+    /// The model, method and precision of `run.json`, read once it exists (it is written
+    /// once, at the start of the run).
+    config: Option<RunJson>,
 }
 
 /// The runs under `<home>/runs/`. Each run's events are read once, incrementally: a
@@ -192,13 +206,20 @@ impl Runs {
                 && let Ok(cfg) = serde_json::from_str::<Value>(&text)
             {
                 let field = |k: &str| cfg[k].as_str().map(str::to_string);
-                seen.config = Some((field("model"), field("method")));
+                seen.config = Some(RunJson {
+                    model: field("model"),
+                    method: field("method"),
+                    precision: field("precision"),
+                });
             }
             let mut facts = seen.facts.clone();
-            if let Some((model, method)) = &seen.config {
-                facts.summary.model.clone_from(model);
+            if let Some(cfg) = &seen.config {
+                facts.summary.model.clone_from(&cfg.model);
                 if facts.summary.method.is_none() {
-                    facts.summary.method.clone_from(method);
+                    facts.summary.method.clone_from(&cfg.method);
+                }
+                if facts.summary.precision.is_none() {
+                    facts.summary.precision.clone_from(&cfg.precision);
                 }
             }
             facts
@@ -420,6 +441,43 @@ mod tests {
             (s.status, s.step, s.output.as_deref()),
             ("finished", Some(3), Some("o"))
         );
+        std::fs::remove_dir_all(&runs).unwrap();
+    }
+
+    #[test]
+    fn precision_comes_from_the_start_event_or_run_json() {
+        let runs = std::env::temp_dir().join(format!("nf-studio-prec-{}", std::process::id()));
+        let (old, new) = (runs.join("old"), runs.join("new"));
+        for d in [&old, &new] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        // A run from before precision was recorded: neither says, so it stays unknown.
+        std::fs::write(
+            old.join("run.json"),
+            "{\"model\":\"m\",\"method\":\"lora\"}",
+        )
+        .unwrap();
+        std::fs::write(
+            old.join("events.ndjson"),
+            "{\"type\":\"train.start\",\"ts\":\"t0\",\"method\":\"lora\",\"steps\":1}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            new.join("run.json"),
+            "{\"model\":\"m\",\"method\":\"lora\",\"precision\":\"bf16\"}",
+        )
+        .unwrap();
+        let registry = Runs::new(runs.clone());
+        assert_eq!(registry.summary("old").precision, None);
+        assert_eq!(registry.summary("new").precision.as_deref(), Some("bf16"));
+        // Once the run starts, its train.start says what it trains in.
+        std::fs::write(
+            old.join("events.ndjson"),
+            "{\"type\":\"train.start\",\"ts\":\"t0\",\"method\":\"lora\",\"steps\":1,\"precision\":\"f32\",\"isa\":\"avx2\"}\n",
+        )
+        .unwrap();
+        let registry = Runs::new(runs.clone());
+        assert_eq!(registry.summary("old").precision.as_deref(), Some("f32"));
         std::fs::remove_dir_all(&runs).unwrap();
     }
 }

@@ -1,4 +1,4 @@
-// Configure: model, dataset, method and schedule, an up-front estimate, then start the run.
+// Configure: model, dataset, method, precision and schedule, an up-front estimate, then start the run.
 'use strict';
 
 (() => {
@@ -22,6 +22,7 @@
       save_every: num(v.save_every),
       batch_size: num(v.batch_size),
       seq_len: num(v.seq_len),
+      precision: v.precision && v.precision !== 'auto' ? v.precision : undefined,
     };
     for (const k of Object.keys(body)) if (body[k] === undefined || (typeof body[k] === 'number' && isNaN(body[k]))) delete body[k];
     return body;
@@ -52,6 +53,12 @@
       const rank = h('input', { type: 'number', min: 1, max: 512, value: 8, id: 'cfg-rank', testid: 'cfg-rank' });
       const steps = h('input', { type: 'number', min: 1, value: 200, id: 'cfg-steps', testid: 'cfg-steps' });
       const lr = h('input', { type: 'number', step: 'any', min: 0, placeholder: '2e-3 (LoRA) / 1e-4 (full)', id: 'cfg-lr', testid: 'cfg-lr' });
+      const precision = h('select', { id: 'cfg-precision', testid: 'cfg-precision' });
+      NF.options(precision, [
+        { value: 'auto', label: 'auto (bf16 where the CPU has native bf16, else f32)' },
+        { value: 'f32', label: 'f32' },
+        { value: 'bf16', label: 'bf16 (emulated, slower, without native bf16)' },
+      ], 'auto');
       const schedule = h('select', { id: 'cfg-schedule', testid: 'cfg-schedule' });
       NF.options(schedule, ['cosine', 'linear', 'constant'], 'cosine');
       const warmup = h('input', { type: 'number', min: 0, value: 10, id: 'cfg-warmup', testid: 'cfg-warmup' });
@@ -76,6 +83,7 @@
               h('label', {}, lora, ' LoRA adapter'),
               h('label', {}, full, ' Full fine-tune'))),
           rankField,
+          NF.field('Precision', precision, 'How the matrix products multiply; weights and optimizer stay f32. A resumed run keeps its own.'),
           NF.field('Steps', steps),
           NF.field('Learning rate', lr, 'Peak; empty for the method’s default.'),
           NF.field('Schedule', schedule),
@@ -97,7 +105,7 @@
       syncMethod();
 
       const values = () => ({
-        model: model.value, tokenizer: tokenizer.value.trim(), dataset: dataset.value, method: method(), rank: rank.value,
+        model: model.value, tokenizer: tokenizer.value.trim(), dataset: dataset.value, method: method(), rank: rank.value, precision: precision.value,
         steps: steps.value, lr: lr.value, schedule: schedule.value, warmup: warmup.value,
         eval_every: evalEvery.value, sample_every: sampleEvery.value, save_every: saveEvery.value, batch_size: batch.value, seq_len: seqLen.value,
       });
@@ -136,6 +144,7 @@
             h('div', { class: 'stat' }, h('div', { class: 'stat-value' }, fmt.ms(p.ms_per_step)), h('div', { class: 'stat-label' }, 'per step'))),
           NF.kv([
             ['method', p.method],
+            ['precision', p.precision ? `${p.precision}${p.isa ? ` on ${p.isa}` : ''}` : '—'],
             ['trainable', `${fmt.si(p.trainable_params)} of ${fmt.si(p.total_params)} params (${p.total_params ? ((100 * p.trainable_params) / p.total_params).toFixed(2) : '?'}%)`],
             ['steps', fmt.count(p.steps)],
             ['tokens / step', fmt.count(p.tokens_per_step)],

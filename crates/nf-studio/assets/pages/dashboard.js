@@ -178,6 +178,7 @@
           stat('remaining', remaining === null ? '—' : fmt.duration(remaining), 'stat-eta')),
         NF.kv([
           ['method', start.method || s.method || '—'],
+          ['precision', (start.precision || s.precision) ? `${start.precision || s.precision}${start.isa ? ` on ${start.isa}` : ''}` : '—'],
           ['model', s.model || '—'],
           ['trainable', start.trainable_params ? `${fmt.si(start.trainable_params)} of ${fmt.si(start.total_params)} params` : '—'],
           ['tokens/step', start.tokens_per_step ? fmt.count(start.tokens_per_step) : '—'],
@@ -220,8 +221,14 @@
           h('td', { class: 'num' }, fmt.ms(mean[k])),
           h('td', { class: 'num' }, `${((100 * mean[k]) / total).toFixed(1)}%`),
           h('td', { class: 'num' }, st.lastMs ? fmt.ms(st.lastMs[k]) : '—')))));
+      // Utilization is relative to the GEMM peak of the run's own arithmetic (f32 or bf16).
+      const d = st.done;
+      const peak = d && d.precision ? `measured ${d.precision} GEMM peak` : 'measured peak';
+      const util = !d || !d.utilization ? ''
+        : d.peak_under_measured ? `, at least the ${peak} (peak under-measured)`
+        : `, ${(100 * d.utilization).toFixed(0)}% of the ${peak}`;
       NF.fill(breakdown, bar, table,
-        h('p', { class: 'muted small' }, `${fmt.ms(total)} per step on average` + (st.done && st.done.utilization ? `, ${(100 * st.done.utilization).toFixed(0)}% of measured peak` : '') + '.'));
+        h('p', { class: 'muted small' }, `${fmt.ms(total)} per step on average${util}.`));
     }
 
     function drawSamples() {

@@ -119,6 +119,8 @@ pub struct TrainRequest {
     pub save_every: Option<u64>,
     pub sample_prompt: Option<String>,
     pub seed: Option<u64>,
+    /// `auto` (default), `f32` or `bf16`: `train --precision`.
+    pub precision: Option<String>,
 }
 
 impl TrainRequest {
@@ -165,6 +167,16 @@ impl TrainRequest {
         if let Some(p) = &self.sample_prompt {
             a.push(flag("sample-prompt", p));
         }
+        match self.precision.as_deref() {
+            None | Some("") => {}
+            Some(p @ ("auto" | "f32" | "bf16")) => a.push(flag("precision", p)),
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    format!("unknown precision `{other}`"),
+                    "use auto, f32 or bf16",
+                ));
+            }
+        }
         Ok(a)
     }
 }
@@ -192,4 +204,29 @@ pub(super) async fn estimate(
         .await?
         .ok_or_else(|| ApiError::internal("`train --dry-run` reported no plan"))?;
     Ok(Json(plan).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(precision: Option<&str>) -> TrainRequest {
+        serde_json::from_value(json!({
+            "model": "m", "dataset": "d", "precision": precision,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn precision_reaches_the_train_command() {
+        let args = request(Some("bf16")).args().unwrap();
+        assert!(args.contains(&"--precision=bf16".to_string()), "{args:?}");
+        let args = request(None).args().unwrap();
+        assert!(
+            !args.iter().any(|a| a.starts_with("--precision")),
+            "{args:?}"
+        );
+        let err = request(Some("fp8")).args().unwrap_err();
+        assert!(format!("{err:?}").contains("fp8"), "{err:?}");
+    }
 }
