@@ -204,17 +204,21 @@ fn pack_lhs(
     kpt: usize,
     threads: usize,
 ) {
-    let per_task = rows.div_ceil(threads * 4).max(1);
-    let pack = |(ci, chunk): (usize, &mut [u32])| {
-        for (ri, dst) in chunk.chunks_exact_mut(kpt).enumerate() {
-            pack_lhs_row(isa, dst, lhs, ci * per_task + ri, depth);
-        }
+    // Blocks of 16 rows, so a transposed lhs is read 16 contiguous elements at a time.
+    const BLOCK: usize = 16;
+    let pack = |(bi, chunk): (usize, &mut [u32]), pairs: &mut Vec<u32>| {
+        pack_lhs_rows(isa, chunk, lhs, bi * BLOCK, depth, kpt, pairs);
     };
     let a = &mut a[..rows * kpt];
     if threads == 1 {
-        a.chunks_mut(per_task * kpt).enumerate().for_each(pack);
+        let mut pairs = Vec::new();
+        a.chunks_mut(BLOCK * kpt)
+            .enumerate()
+            .for_each(|x| pack(x, &mut pairs));
     } else {
-        a.par_chunks_mut(per_task * kpt).enumerate().for_each(pack);
+        a.par_chunks_mut(BLOCK * kpt)
+            .enumerate()
+            .for_each_init(Vec::new, |pairs, x| pack(x, pairs));
     }
 }
 
@@ -252,30 +256,67 @@ macro_rules! per_tier {
     };
 }
 
-per_tier!(pack_lhs_row => pack_lhs_row_generic(
+per_tier!(pack_lhs_rows => pack_lhs_rows_generic(
     dst: &mut [u32],
     lhs: Operand,
-    i: usize,
+    i0: usize,
     depth: usize,
+    kpt: usize,
+    pairs: &mut Vec<u32>,
 ));
 
-/// Row `i` of the lhs as bf16 pairs, zeros after them.
+/// Rows `i0..i0 + dst.len() / kpt` of the lhs as bf16 pairs, zeros after them.
 #[inline(always)]
-fn pack_lhs_row_generic(dst: &mut [u32], (v, rs, cs): Operand, i: usize, depth: usize) {
+fn pack_lhs_rows_generic(
+    dst: &mut [u32],
+    (v, rs, cs): Operand,
+    i0: usize,
+    depth: usize,
+    kpt: usize,
+    pairs: &mut Vec<u32>,
+) {
     let kp = depth.div_ceil(2);
-    dst[kp..].fill(0);
+    let nb = dst.len() / kpt;
     if cs == 1 {
-        pairs_from_row(dst, &v[i * rs..i * rs + depth]);
-        return;
-    }
-    for (p, d) in dst.iter_mut().enumerate().take(kp) {
-        let lo = v[i * rs + 2 * p * cs];
-        let hi = if 2 * p + 1 < depth {
-            v[i * rs + (2 * p + 1) * cs]
-        } else {
-            0.0
-        };
-        *d = pair(lo, hi);
+        // Rows contiguous along the depth (activations, dy): convert each row.
+        for (ri, row) in dst.chunks_exact_mut(kpt).enumerate() {
+            let i = i0 + ri;
+            pairs_from_row(row, &v[i * rs..i * rs + depth]);
+            row[kp..].fill(0);
+        }
+    } else if rs == 1 {
+        // A transposed lhs (dyᵀ of a weight gradient): depth rows are contiguous along our
+        // rows, so interleave two of them at a time, then store each row's pairs.
+        pairs.resize(kp * nb, 0);
+        for p in 0..kp {
+            let r0 = &v[2 * p * cs + i0..2 * p * cs + i0 + nb];
+            let d = &mut pairs[p * nb..(p + 1) * nb];
+            if 2 * p + 1 < depth {
+                interleave_rows(d, r0, &v[(2 * p + 1) * cs + i0..(2 * p + 1) * cs + i0 + nb]);
+            } else {
+                d.iter_mut().zip(r0).for_each(|(d, &x)| *d = pair(x, 0.0));
+            }
+        }
+        for (ri, row) in dst.chunks_exact_mut(kpt).enumerate() {
+            for (p, d) in row[..kp].iter_mut().enumerate() {
+                *d = pairs[p * nb + ri];
+            }
+            row[kp..].fill(0);
+        }
+    } else {
+        for (ri, row) in dst.chunks_exact_mut(kpt).enumerate() {
+            let i = i0 + ri;
+            for (p, d) in row.iter_mut().enumerate().take(kp) {
+                let lo = v[i * rs + 2 * p * cs];
+                let hi = if 2 * p + 1 < depth {
+                    v[i * rs + (2 * p + 1) * cs]
+                } else {
+                    0.0
+                };
+                *d = pair(lo, hi);
+            }
+            row[kp..].fill(0);
+        }
     }
 }
 

@@ -84,8 +84,10 @@ pub struct Activations {
     pub(crate) g: Grads,
 }
 
-/// Bound on the logits scratch (floats): 16 MiB, whatever the vocabulary.
-const LOGITS_BUDGET: usize = 1 << 22;
+/// Bound on the logits scratch (floats): 64 MiB, whatever the vocabulary. Each chunk
+/// multiplies by the whole classifier (and in bf16 packs it again), so fewer, larger chunks
+/// are faster: 256 tokens of a 32k or 49k vocabulary are one chunk.
+const LOGITS_BUDGET: usize = 1 << 24;
 
 impl Activations {
     pub(crate) fn new(c: &Config, s: BatchShape, slots: usize, rank: usize) -> Activations {
