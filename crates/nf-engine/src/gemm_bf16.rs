@@ -343,8 +343,11 @@ fn pack_rhs(
     threads: usize,
 ) {
     let col_tiles = cols.div_ceil(NR);
-    // Each task owns whole column tiles, so writes never overlap.
     let b = &mut b[..col_tiles * kpt * NR];
+    if let Rhs::Weight(w) = rhs {
+        return pack_weight_rows(isa, b, w, kpt, threads);
+    }
+    // Each task owns whole column tiles, so writes never overlap.
     if threads == 1 {
         let mut scratch = Scratch::default();
         for (ct, dst) in b.chunks_exact_mut(kpt * NR).enumerate() {
@@ -418,26 +421,74 @@ fn pack_rhs_tile_generic(
         Rhs::Strided((v, rs, cs)) => {
             transpose_columns(dst, depth, j0, nj, Columns::Gather(v, rs, cs), scratch);
         }
-        Rhs::Weight(w) => {
-            // Depth rows are W's rows: dequantize two at a time, keep this tile's columns.
-            scratch.f.resize(2 * cols, 0.0);
-            for p in 0..depth.div_ceil(2) {
-                let (r0, r1) = scratch.f.split_at_mut(cols);
-                w.rows_to_f32(2 * p, r0);
-                if 2 * p + 1 < depth {
-                    w.rows_to_f32(2 * p + 1, r1);
-                } else {
-                    r1.fill(0.0);
-                }
-                interleave_rows(
-                    &mut dst[p * NR..p * NR + nj],
-                    &r0[j0..j0 + nj],
-                    &r1[j0..j0 + nj],
-                );
-            }
-        }
+        Rhs::Weight(_) => unreachable!("packed by pack_weight_rows"),
     }
 }
+
+/// Packs `W` as the rhs (depth = W's rows, the `dx = dy · W` of a frozen weight). Each
+/// task takes a run of pair rows: it dequantizes W's rows `2p` and `2p + 1` once and
+/// writes pair row `p` of every column tile, so a quantized weight is decoded once per
+/// product rather than once per tile.
+fn pack_weight_rows(isa: Isa, b: &mut [u32], w: &Weight, kpt: usize, threads: usize) {
+    let (depth, cols) = (w.rows, w.cols);
+    let col_tiles = cols.div_ceil(NR);
+    let kp = depth.div_ceil(2);
+    let out = SendU32(b.as_mut_ptr());
+    let per_task = kp.div_ceil(threads * 8).max(1);
+    let task = |t: usize, f: &mut Vec<f32>| {
+        f.resize(2 * col_tiles * NR, 0.0);
+        let (r0, r1) = f.split_at_mut(col_tiles * NR);
+        // Columns past `cols` stay zero: rows_to_f32 writes only the first `cols`.
+        r0[cols..].fill(0.0);
+        r1[cols..].fill(0.0);
+        for p in t * per_task..((t + 1) * per_task).min(kp) {
+            w.rows_to_f32(2 * p, &mut r0[..cols]);
+            if 2 * p + 1 < depth {
+                w.rows_to_f32(2 * p + 1, &mut r1[..cols]);
+            } else {
+                r1.fill(0.0);
+            }
+            for ct in 0..col_tiles {
+                // SAFETY: pair row p of tile ct is NR elements at ct·kpt·NR + p·NR, inside
+                // b (col_tiles · kpt · NR long); tasks own disjoint p, so no two write it.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(out.at(ct * kpt * NR + p * NR), NR) };
+                let cs = ct * NR..(ct + 1) * NR;
+                interleave(isa, dst, &r0[cs.clone()], &r1[cs]);
+            }
+        }
+    };
+    let n_tasks = kp.div_ceil(per_task);
+    if threads == 1 {
+        let mut f = Vec::new();
+        (0..n_tasks).for_each(|t| task(t, &mut f));
+    } else {
+        (0..n_tasks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |f, t| task(t, f));
+    }
+    // Pair rows past the depth (AMX pads it to 16) are zero.
+    for ct in 0..col_tiles {
+        b[ct * kpt * NR + kp * NR..(ct + 1) * kpt * NR].fill(0);
+    }
+}
+
+/// A raw pointer into a packed panel that tasks share; each writes its own elements.
+#[derive(Clone, Copy)]
+struct SendU32(*mut u32);
+
+impl SendU32 {
+    /// The element `i` places on (a method, so closures capture the whole Send wrapper).
+    fn at(self, i: usize) -> *mut u32 {
+        self.0.wrapping_add(i)
+    }
+}
+// SAFETY: only used for disjoint writes (see `pack_weight_rows`).
+unsafe impl Send for SendU32 {}
+// SAFETY: as above.
+unsafe impl Sync for SendU32 {}
+
+per_tier!(interleave => interleave_rows(dst: &mut [u32], r0: &[f32], r1: &[f32]));
 
 /// Where the depth-contiguous columns of a rhs come from.
 #[derive(Clone, Copy)]
