@@ -6,7 +6,9 @@
 
 use rayon::prelude::*;
 
+#[cfg(test)]
 use crate::cpu::Isa;
+use crate::cpu::multiversion;
 use crate::fastmath;
 use crate::simd::dot_generic;
 
@@ -269,42 +271,6 @@ fn score_chunk(
 #[inline(always)]
 fn first_key(starts: &[u32], t: usize) -> usize {
     starts.get(t).map_or(0, |&s| s as usize)
-}
-
-/// Defines `$name(isa, args...)`, which runs the `#[inline(always)]` function `$generic`
-/// compiled for `isa`: `$generic` is inlined into a `#[target_feature]` copy per instruction
-/// set, and everything it calls must be `#[inline(always)]` too (called directly, never
-/// through a function pointer) to be compiled for that set as well.
-macro_rules! multiversion {
-    ($name:ident => $generic:ident($($arg:ident: $ty:ty),* $(,)?)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name(isa: Isa, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                // SAFETY: `cpu::isa` (and `Isa::available` in tests) only name tiers the CPU
-                // supports, and each tier includes the features of the ones below it.
-                if isa >= Isa::Avx512 {
-                    return unsafe { avx512($($arg),*) };
-                }
-                if isa >= Isa::Avx2 {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            let _ = isa;
-            $generic($($arg),*)
-        }
-    };
 }
 
 multiversion!(forward_block => forward_block_generic(

@@ -244,6 +244,47 @@ fn request_tile_permission() -> bool {
     true
 }
 
+/// Defines `$vis $name(isa, args…) -> ret`, which runs the `#[inline(always)]` function
+/// `$generic` compiled for the widest vector tier `isa` allows: `$generic` is inlined into a
+/// `#[target_feature]` copy per tier, and everything it calls must be `#[inline(always)]` too
+/// (called directly, never through a function pointer) to be compiled for that tier as well.
+/// `isa` must be a tier this CPU runs ([`isa`], [`Isa::available`]); every kernel family's
+/// dispatch is this one macro.
+macro_rules! multiversion {
+    ($(#[$attr:meta])* $vis:vis $name:ident => $generic:ident($($arg:ident: $ty:ty),* $(,)?)
+        $(-> $ret:ty)?) => {
+        $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(isa: $crate::cpu::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma,f16c")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                if isa >= $crate::cpu::Isa::Avx512 {
+                    // SAFETY: only tiers this CPU supports reach here, and the Avx512 tier
+                    // includes every feature enabled above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if isa >= $crate::cpu::Isa::Avx2 {
+                    // SAFETY: as above; the Avx2 tier includes AVX2, FMA and F16C.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            let _ = isa;
+            $generic($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
 /// Sets how many threads the kernels use (0 = all available cores). Call before the first

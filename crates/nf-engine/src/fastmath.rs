@@ -63,35 +63,10 @@ pub fn exp_shifted_in_place(x: &mut [f32], shift: f32) {
     exp_shifted_in_place_with(crate::cpu::isa(), x, shift)
 }
 
-/// [`exp_shifted_in_place`] compiled for `isa`, which must be one this CPU runs.
-pub fn exp_shifted_in_place_with(isa: crate::cpu::Isa, x: &mut [f32], shift: f32) {
-    use crate::cpu::Isa;
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa >= Isa::Avx512 {
-            // SAFETY: the tier includes AVX-512F, and only supported tiers reach here.
-            return unsafe { exp_shifted_avx512(x, shift) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the tier includes AVX2 and FMA, as above.
-            return unsafe { exp_shifted_avx2(x, shift) };
-        }
-    }
-    let _ = isa;
-    exp_shifted_generic(x, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_shifted_avx512(x: &mut [f32], shift: f32) {
-    exp_shifted_generic(x, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_shifted_avx2(x: &mut [f32], shift: f32) {
-    exp_shifted_generic(x, shift)
-}
+crate::cpu::multiversion!(
+    /// [`exp_shifted_in_place`] compiled for `isa`, which must be one this CPU runs.
+    pub exp_shifted_in_place_with => exp_shifted_generic(x: &mut [f32], shift: f32)
+);
 
 #[inline(always)]
 fn exp_shifted_generic(x: &mut [f32], shift: f32) {

@@ -24,9 +24,9 @@ use std::cell::Cell;
 
 use rayon::prelude::*;
 
-use crate::cpu::{self, Isa};
+use crate::cpu::{self, Isa, multiversion};
 use crate::linear::{Weight, WeightData};
-use crate::matmul::Operand;
+use crate::matmul::{Operand, threads_for};
 
 /// Rows per micro-tile of the AVX-512 and portable kernels.
 const MR: usize = 12;
@@ -186,13 +186,27 @@ fn check_operand((v, rs, cs): Operand, r: usize, c: usize) {
     }
 }
 
-/// A raw output pointer that tasks share; each writes its own rectangle.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for disjoint writes (see `gemm_bf16`).
-unsafe impl Send for SendPtr {}
+/// A raw pointer into an output or a packed panel that tasks share; each task writes only
+/// its own elements (a rectangle of the output, or its own pair rows of a panel).
+struct SendPtr<T>(*mut T);
+
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The element `i` places on (a method, so closures capture the whole Send wrapper).
+    fn at(self, i: usize) -> *mut T {
+        self.0.wrapping_add(i)
+    }
+}
+// SAFETY: only used for disjoint writes (see `gemm_bf16` and `pack_weight_rows`).
+unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
-unsafe impl Sync for SendPtr {}
+unsafe impl<T> Sync for SendPtr<T> {}
 
 /// Packs lhs `[rows, depth]` into row-major pairs `[rows padded][kpt]`; padding is zero.
 fn pack_lhs(
@@ -222,41 +236,7 @@ fn pack_lhs(
     }
 }
 
-/// Defines `$name(isa, args…)`, running the `#[inline(always)]` `$generic` compiled for the
-/// widest vector tier `isa` allows, so the f32 → bf16 conversions of packing vectorize.
-macro_rules! per_tier {
-    ($name:ident => $generic:ident($($arg:ident: $ty:ty),* $(,)?)) => {
-        #[allow(clippy::too_many_arguments)]
-        fn $name(isa: Isa, $($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx512($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $generic($($arg),*)
-                }
-                if isa >= Isa::Avx512 {
-                    // SAFETY: only tiers this CPU supports reach here (`cpu::isa`,
-                    // `Isa::available`), and the tier includes these features.
-                    return unsafe { avx512($($arg),*) };
-                }
-                if isa >= Isa::Avx2 {
-                    // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            let _ = isa;
-            $generic($($arg),*)
-        }
-    };
-}
-
-per_tier!(pack_lhs_rows => pack_lhs_rows_generic(
+multiversion!(pack_lhs_rows => pack_lhs_rows_generic(
     dst: &mut [u32],
     lhs: Operand,
     i0: usize,
@@ -370,7 +350,7 @@ struct Scratch {
     pairs: Vec<u32>,
 }
 
-per_tier!(pack_rhs_tile => pack_rhs_tile_generic(
+multiversion!(pack_rhs_tile => pack_rhs_tile_generic(
     dst: &mut [u32],
     rhs: Rhs,
     ct: usize,
@@ -433,7 +413,7 @@ fn pack_weight_rows(isa: Isa, b: &mut [u32], w: &Weight, kpt: usize, threads: us
     let (depth, cols) = (w.rows, w.cols);
     let col_tiles = cols.div_ceil(NR);
     let kp = depth.div_ceil(2);
-    let out = SendU32(b.as_mut_ptr());
+    let out = SendPtr(b.as_mut_ptr());
     let per_task = kp.div_ceil(threads * 8).max(1);
     let task = |t: usize, f: &mut Vec<f32>| {
         f.resize(2 * col_tiles * NR, 0.0);
@@ -473,22 +453,7 @@ fn pack_weight_rows(isa: Isa, b: &mut [u32], w: &Weight, kpt: usize, threads: us
     }
 }
 
-/// A raw pointer into a packed panel that tasks share; each writes its own elements.
-#[derive(Clone, Copy)]
-struct SendU32(*mut u32);
-
-impl SendU32 {
-    /// The element `i` places on (a method, so closures capture the whole Send wrapper).
-    fn at(self, i: usize) -> *mut u32 {
-        self.0.wrapping_add(i)
-    }
-}
-// SAFETY: only used for disjoint writes (see `pack_weight_rows`).
-unsafe impl Send for SendU32 {}
-// SAFETY: as above.
-unsafe impl Sync for SendU32 {}
-
-per_tier!(interleave => interleave_rows(dst: &mut [u32], r0: &[f32], r1: &[f32]));
+multiversion!(interleave => interleave_rows(dst: &mut [u32], r0: &[f32], r1: &[f32]));
 
 /// Where the depth-contiguous columns of a rhs come from.
 #[derive(Clone, Copy)]
@@ -571,7 +536,7 @@ struct Block {
 impl Block {
     /// # Safety
     /// `out` points to a `[rows, cols]` matrix no other thread writes inside this block.
-    unsafe fn compute(&self, isa: Isa, a: &[u32], b: &[u32], out: SendPtr, accumulate: bool) {
+    unsafe fn compute(&self, isa: Isa, a: &[u32], b: &[u32], out: SendPtr<f32>, accumulate: bool) {
         let mut tile = [0.0f32; MR_AMX * NR];
         for k0 in (0..self.kpt).step_by(KC) {
             let kc = KC.min(self.kpt - k0);
@@ -585,7 +550,7 @@ impl Block {
                     for i in 0..ni {
                         // SAFETY: (i0 + i, j0..j0 + nj) lies inside this task's block.
                         let row = unsafe {
-                            std::slice::from_raw_parts_mut(out.0.add((i0 + i) * self.cols + j0), nj)
+                            std::slice::from_raw_parts_mut(out.at((i0 + i) * self.cols + j0), nj)
                         };
                         let t = &tile[i * NR..i * NR + nj];
                         if add {
@@ -801,11 +766,6 @@ mod amx {
     }
 }
 
-/// Small products lose more to thread hand-off than they gain (the f32 path's threshold).
-fn threads_for(flops: usize) -> usize {
-    if flops < 1 << 16 { 1 } else { cpu::threads() }
-}
-
 /// out: [n, m] = x: [n, k] · w: [m, k]ᵀ in bf16 with f32 sums. Overwrites `out`.
 pub fn matmul_bf16(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize) {
     assert_eq!(x.len(), n * k, "matmul_bf16: x is not [n, k]");
@@ -951,19 +911,7 @@ pub fn gemm_bf16_naive(
 /// active instruction set, in GFLOP/s, after one warm-up product: the reference for the
 /// utilization of bf16 training.
 pub fn peak_gflops(n: usize, reps: usize) -> f64 {
-    let n = n.max(16);
-    let x: Vec<f32> = (0..n * n)
-        .map(|i| ((i * 31 % 97) as f32 - 48.0) / 97.0)
-        .collect();
-    let mut y = vec![0.0; n * n];
-    matmul_bf16(&mut y, &x, &x, n, n, n);
-    (0..reps.max(1))
-        .map(|_| {
-            let t = std::time::Instant::now();
-            matmul_bf16(&mut y, &x, &x, n, n, n);
-            2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
-        })
-        .fold(0.0, f64::max)
+    crate::matmul::peak_gflops_of(matmul_bf16, n, reps)
 }
 
 #[cfg(test)]

@@ -259,13 +259,7 @@ pub fn linear_backward_dx(dx: &mut [f32], dy: &[f32], w: &Weight) {
         n * cols,
         "linear_backward_dx: dx is not [n, cols]"
     );
-    // Same policy as the forward GEMM: small products lose more to thread hand-off than
-    // they gain.
-    let threads = if n * rows * cols < 1 << 16 {
-        1
-    } else {
-        crate::cpu::threads()
-    };
+    let threads = crate::matmul::threads_for(n * rows * cols);
     match &w.data {
         // dx[n, cols] += dy[n, rows] · W[rows, cols], both row-major.
         WeightData::F32(v) => {
@@ -348,15 +342,7 @@ pub fn linear_naive(out: &mut [f32], x: &[f32], w: &Weight) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::quantize;
-    use crate::testutil::{Rng, assert_close};
-
-    fn quantized(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Weight {
-        let v = rng.vec(rows * cols);
-        let mut bytes = Vec::new();
-        quantize(ty, &v, &mut bytes).unwrap();
-        Weight::from_quant(rows, cols, ty, bytes).unwrap()
-    }
+    use crate::testutil::{Rng, assert_close, random_weight};
 
     #[test]
     fn linear_matches_naive_for_every_path_and_type() {
@@ -376,7 +362,7 @@ mod tests {
                 (9, 130, 64),
                 (40, 300, 256),
             ] {
-                let w = quantized(ty, rows, cols, &mut rng);
+                let w = random_weight(ty, rows, cols, &mut rng);
                 let x = rng.vec(n * cols);
                 let mut fast = vec![f32::NAN; n * rows];
                 let mut slow = vec![0.0; n * rows];
@@ -408,7 +394,7 @@ mod tests {
         ] {
             // (5000, 64) has several tiles, the last one partial.
             for &(n, rows, cols) in &[(1, 37, 64), (9, 130, 64), (40, 300, 256), (3, 5000, 64)] {
-                let w = quantized(ty, rows, cols, &mut rng);
+                let w = random_weight(ty, rows, cols, &mut rng);
                 let dy = rng.vec(n * rows);
                 let dx0 = rng.vec(n * cols);
                 let (mut fast, mut slow) = (dx0.clone(), dx0.clone());

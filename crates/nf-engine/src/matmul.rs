@@ -9,13 +9,7 @@ use crate::cpu;
 
 /// out: [n, m], x: [n, k], w: [m, k]. Overwrites `out`.
 pub fn matmul(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize) {
-    // Small products lose more to thread hand-off than they gain.
-    let threads = if n * m * k < 1 << 16 {
-        1
-    } else {
-        cpu::threads()
-    };
-    gemm_f32(out, x, w, n, k, m, threads);
+    gemm_f32(out, x, w, n, k, m, threads_for(n * m * k));
 }
 
 /// [`matmul`] in the given precision: f32, or bf16 operands with f32 sums
@@ -32,6 +26,16 @@ pub fn matmul_in(
     match precision {
         Precision::F32 => matmul(out, x, w, n, k, m),
         Precision::Bf16 => crate::gemm_bf16::matmul_bf16(out, x, w, n, k, m),
+    }
+}
+
+/// Threads for a product of `multiply_adds`: small products lose more to thread hand-off
+/// than they gain, so they stay on the calling thread.
+pub(crate) fn threads_for(multiply_adds: usize) -> usize {
+    if multiply_adds < 1 << 16 {
+        1
+    } else {
+        cpu::threads()
     }
 }
 
@@ -103,12 +107,8 @@ pub fn matmul_backward(
     assert_eq!(dy.len(), n * m, "matmul_backward: dy is not [n, m]");
     assert_eq!(x.len(), n * k, "matmul_backward: x is not [n, k]");
     assert_eq!(w.len(), m * k, "matmul_backward: w is not [m, k]");
-    // Both products have n * m * k multiply-adds; the same threshold as the forward applies.
-    let threads = if n * m * k < 1 << 16 {
-        1
-    } else {
-        cpu::threads()
-    };
+    // Both products have n * m * k multiply-adds, as the forward.
+    let threads = threads_for(n * m * k);
     if let Some(dx) = dx {
         assert_eq!(dx.len(), n * k, "matmul_backward: dx is not [n, k]");
         // dx[n, k] += dy[n, m] · w[m, k]; both operands are plain row-major.
@@ -259,16 +259,25 @@ pub fn matmul_naive(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m
 /// The best f32 GEMM rate of `reps` square `n × n × n` products on this machine, in
 /// GFLOP/s, after one warm-up product: the reference for training utilization.
 pub fn sgemm_peak_gflops(n: usize, reps: usize) -> f64 {
+    peak_gflops_of(matmul, n, reps)
+}
+
+/// A function with [`matmul`]'s signature: `out[n, m] = x[n, k] · w[m, k]ᵀ`.
+pub(crate) type Product = fn(&mut [f32], &[f32], &[f32], usize, usize, usize);
+
+/// The best rate of `reps` square `n × n × n` products by `product`, in GFLOP/s, after one
+/// warm-up product.
+pub(crate) fn peak_gflops_of(product: Product, n: usize, reps: usize) -> f64 {
     let n = n.max(16);
     let x: Vec<f32> = (0..n * n)
         .map(|i| ((i * 31 % 97) as f32 - 48.0) / 97.0)
         .collect();
     let mut y = vec![0.0; n * n];
-    matmul(&mut y, &x, &x, n, n, n);
+    product(&mut y, &x, &x, n, n, n);
     (0..reps.max(1))
         .map(|_| {
             let t = std::time::Instant::now();
-            matmul(&mut y, &x, &x, n, n, n);
+            product(&mut y, &x, &x, n, n, n);
             2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9
         })
         .fold(0.0, f64::max)

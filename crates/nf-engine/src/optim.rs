@@ -2,7 +2,9 @@
 
 use rayon::prelude::*;
 
+#[cfg(test)]
 use crate::cpu::Isa;
+use crate::cpu::multiversion;
 
 /// AdamW hyperparameters (PyTorch's names and meanings).
 #[derive(Debug, Clone, Copy)]
@@ -73,29 +75,13 @@ struct Consts {
     bc2_sqrt: f32,
 }
 
-fn adamw_chunk(isa: Isa, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Consts) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn avx512(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Consts) {
-            adamw_chunk_generic(p, m, v, g, k)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], k: Consts) {
-            adamw_chunk_generic(p, m, v, g, k)
-        }
-        if isa >= Isa::Avx512 {
-            // SAFETY: only tiers this CPU supports reach here (`cpu::isa`).
-            return unsafe { avx512(p, m, v, g, k) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: as above.
-            return unsafe { avx2(p, m, v, g, k) };
-        }
-    }
-    let _ = isa;
-    adamw_chunk_generic(p, m, v, g, k)
-}
+multiversion!(adamw_chunk => adamw_chunk_generic(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    k: Consts,
+));
 
 /// The update without `mul_add`, so every tier rounds exactly as the scalar code does and
 /// a checkpoint resumed on another machine continues bit for bit.

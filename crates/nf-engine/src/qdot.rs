@@ -8,7 +8,9 @@
 
 use half::f16;
 
+#[cfg(any(test, doc))]
 use crate::cpu::Isa;
+use crate::cpu::multiversion;
 use crate::ggml::GgmlType;
 use crate::linear::{Weight, WeightData};
 use crate::simd::dot_generic;
@@ -21,57 +23,18 @@ pub fn dot_rows(out: &mut [f32], w: &Weight, r0: usize, x: &[f32], n: usize, buf
     dot_rows_with(crate::cpu::isa(), out, w, r0, x, n, buf)
 }
 
-/// [`dot_rows`] compiled for `isa`, which must be one this CPU runs ([`Isa::available`]).
-pub fn dot_rows_with(
-    isa: Isa,
-    out: &mut [f32],
-    w: &Weight,
-    r0: usize,
-    x: &[f32],
-    n: usize,
-    buf: &mut Vec<f32>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa >= Isa::Avx512 {
-            // SAFETY: the tier includes AVX-512F/BW, AVX2, FMA and F16C, and only supported
-            // tiers reach here.
-            return unsafe { dot_rows_avx512(out, w, r0, x, n, buf) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the tier includes AVX2, FMA and F16C, as above.
-            return unsafe { dot_rows_avx2(out, w, r0, x, n, buf) };
-        }
-    }
-    let _ = isa;
-    dot_rows_generic(out, w, r0, x, n, buf)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-unsafe fn dot_rows_avx512(
-    out: &mut [f32],
-    w: &Weight,
-    r0: usize,
-    x: &[f32],
-    n: usize,
-    buf: &mut Vec<f32>,
-) {
-    dot_rows_generic(out, w, r0, x, n, buf)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_rows_avx2(
-    out: &mut [f32],
-    w: &Weight,
-    r0: usize,
-    x: &[f32],
-    n: usize,
-    buf: &mut Vec<f32>,
-) {
-    dot_rows_generic(out, w, r0, x, n, buf)
-}
+multiversion!(
+    /// [`dot_rows`] compiled for `isa`, which must be one this CPU runs
+    /// ([`Isa::available`]).
+    pub dot_rows_with => dot_rows_generic(
+        out: &mut [f32],
+        w: &Weight,
+        r0: usize,
+        x: &[f32],
+        n: usize,
+        buf: &mut Vec<f32>,
+    )
+);
 
 #[inline(always)]
 fn dot_rows_generic(
@@ -182,8 +145,7 @@ fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::quantize;
-    use crate::testutil::{Rng, assert_close};
+    use crate::testutil::{Rng, assert_close, random_weight};
 
     #[test]
     fn every_tier_matches_the_dequantized_dot() {
@@ -197,9 +159,7 @@ mod tests {
             GgmlType::Q4_1,
             GgmlType::Q5_0,
         ] {
-            let mut bytes = Vec::new();
-            quantize(ty, &rng.vec(rows * cols), &mut bytes).unwrap();
-            let w = Weight::from_quant(rows, cols, ty, bytes).unwrap();
+            let w = random_weight(ty, rows, cols, &mut rng);
             let wf = w.to_f32();
             let x = rng.vec(n * cols);
             let mut want = vec![0.0; (rows - 2) * n];

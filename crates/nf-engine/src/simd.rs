@@ -4,7 +4,9 @@
 //! three times: for AVX-512F, for AVX2+FMA, and for the baseline target. The compiler
 //! vectorizes each copy for its instruction set; [`dot`] picks one by [`cpu::isa`].
 
-use crate::cpu::{self, Isa};
+#[cfg(any(test, doc))]
+use crate::cpu::Isa;
+use crate::cpu::{self, multiversion};
 
 /// Dot product of two equal-length slices.
 #[inline]
@@ -12,35 +14,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_with(cpu::isa(), a, b)
 }
 
-/// [`dot`] compiled for `isa`, which must be one this CPU runs ([`Isa::available`]).
-#[inline]
-pub fn dot_with(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa >= Isa::Avx512 {
-            // SAFETY: the tier includes AVX-512F, and only supported tiers reach here.
-            return unsafe { dot_avx512(a, b) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the tier includes AVX2 and FMA, as above.
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    let _ = isa;
-    dot_generic(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot_generic(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_generic(a, b)
-}
+multiversion!(
+    /// [`dot`] compiled for `isa`, which must be one this CPU runs ([`Isa::available`]).
+    pub dot_with => dot_generic(a: &[f32], b: &[f32]) -> f32
+);
 
 /// 32 independent partial sums: enough to fill two 16-lane registers and hide FMA latency.
 /// `mul_add` lets the vectorized copies use fused multiply-add.

@@ -21,6 +21,19 @@ impl Rng {
     }
 }
 
+/// A random `[rows, cols]` weight (uniform in [-1, 1)) stored as `ty`.
+pub fn random_weight(
+    ty: crate::ggml::GgmlType,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+) -> crate::linear::Weight {
+    let v = rng.vec(rows * cols);
+    let mut bytes = Vec::new();
+    crate::quant::quantize(ty, &v, &mut bytes).unwrap();
+    crate::linear::Weight::from_quant(rows, cols, ty, bytes).unwrap()
+}
+
 /// Asserts `a` and `b` agree to `tol` relative to the larger magnitude (or absolutely near 0).
 pub fn assert_close(a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "length mismatch");

@@ -319,26 +319,30 @@ fn peak(a: &BenchPeakArgs, out: &mut Output) -> Result<()> {
         nf_engine::cpu::features().summary()
     ))?;
     let n = a.size.max(16);
-    let f32_rates: Vec<f64> = (0..a.reps.max(1))
-        .map(|_| nf_engine::matmul::sgemm_peak_gflops(n, 1))
-        .collect();
-    report_in(
-        out,
-        &format!("sgemm{n}"),
-        &f32_rates,
-        "GFLOP/s",
-        Some(Precision::F32),
-    )?;
-    let bf16_rates: Vec<f64> = (0..a.reps.max(1))
-        .map(|_| nf_engine::gemm_bf16::peak_gflops(n, 1))
-        .collect();
-    report_in(
-        out,
-        &format!("bf16gemm{n}"),
-        &bf16_rates,
-        "GFLOP/s",
-        Some(Precision::Bf16),
-    )?;
+    // (name, the GEMM peak of one precision at n³ in GFLOP/s, the precision)
+    type Peak = (&'static str, fn(usize, usize) -> f64, Precision);
+    let peaks: [Peak; 2] = [
+        (
+            "sgemm",
+            nf_engine::matmul::sgemm_peak_gflops,
+            Precision::F32,
+        ),
+        (
+            "bf16gemm",
+            nf_engine::gemm_bf16::peak_gflops,
+            Precision::Bf16,
+        ),
+    ];
+    for (name, peak, precision) in peaks {
+        let rates: Vec<f64> = (0..a.reps.max(1)).map(|_| peak(n, 1)).collect();
+        report_in(
+            out,
+            &format!("{name}{n}"),
+            &rates,
+            "GFLOP/s",
+            Some(precision),
+        )?;
+    }
     if !isa.has_native_bf16() {
         out.text(&format!(
             "bf16 on {isa} is emulated (native bf16 needs avx512bf16 or amx)\n"

@@ -1,8 +1,7 @@
 use super::*;
 use crate::ggml::GgmlType;
 use crate::linear::linear_naive;
-use crate::quant::quantize;
-use crate::testutil::{Rng, assert_close};
+use crate::testutil::{Rng, assert_close, random_weight};
 
 /// Every tier this machine can run, plus a note for the ones it cannot.
 fn tiers() -> Vec<Isa> {
@@ -151,10 +150,7 @@ fn weights_of_every_type_pack_as_w_and_as_w_transposed() {
                 _ => &[(19, 70, 96), (5, 71, 64)],
             };
             for &(n, rows, cols) in shapes {
-                let v = rng.vec(rows * cols);
-                let mut bytes = Vec::new();
-                quantize(ty, &v, &mut bytes).unwrap();
-                let w = Weight::from_quant(rows, cols, ty, bytes).unwrap();
+                let w = random_weight(ty, rows, cols, &mut rng);
                 let wf = w.to_f32();
                 // Forward: out = x · Wᵀ.
                 let x = rng.vec(n * cols);
