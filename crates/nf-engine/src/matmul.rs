@@ -48,46 +48,8 @@ fn gemm_f32(out: &mut [f32], x: &[f32], w: &[f32], n: usize, k: usize, m: usize,
     assert_eq!(out.len(), n * m, "matmul: out is not [n, m]");
     assert_eq!(x.len(), n * k, "matmul: x is not [n, k]");
     assert_eq!(w.len(), m * k, "matmul: w is not [m, k]");
-    if n == 0 || m == 0 {
-        return;
-    }
-    if k == 0 {
-        out.fill(0.0);
-        return;
-    }
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // gemm computes dst[m×n] = lhs[m×k] · rhs[k×n] with arbitrary strides. Our lhs is x
-    // (row stride k), our rhs is wᵀ: element (i, j) of wᵀ is w[j * k + i], so its row
-    // stride is 1 and its column stride is k.
-    // SAFETY: the asserts above guarantee every index gemm computes from these strides and
-    // sizes stays inside the three slices, and `out` does not alias the inputs (&mut).
-    unsafe {
-        gemm::gemm(
-            n,
-            m,
-            k,
-            out.as_mut_ptr(),
-            1,
-            m as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    // x is read row-major; wᵀ's element (i, j) is w[j * k + i]: row stride 1, column stride k.
+    gemm_strided((out, m), n, m, k, (x, k, 1), (w, 1, k), false, threads);
 }
 
 /// dx: [n, k] (+=), dw: [m, k] (+=), dy: [n, m], x: [n, k], w: [m, k]. Gradient of
@@ -195,8 +157,39 @@ pub(crate) fn gemm_accumulate(
         rows * cols,
         "gemm_accumulate: dst is not [rows, cols]"
     );
-    if rows == 0 || cols == 0 || depth == 0 {
-        // An empty sum adds nothing.
+    gemm_strided((dst, cols), rows, cols, depth, lhs, rhs, true, threads);
+}
+
+/// dst: `[rows, cols]` with row stride `dst.1` (columns contiguous). `dst = lhs · rhs`, or
+/// `dst += lhs · rhs` when `accumulate`, lhs `[rows, depth]` and rhs `[depth, cols]` read
+/// through their strides. Elements of dst between rows (past `cols`) are left alone, so a
+/// caller can write one head's columns of a wider row.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_strided(
+    dst: (&mut [f32], usize),
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+    threads: usize,
+) {
+    let (dst, dst_rs) = dst;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        cols <= dst_rs && (rows - 1) * dst_rs + cols <= dst.len(),
+        "gemm_strided: dst is not [rows, cols] with its row stride"
+    );
+    if depth == 0 {
+        // An empty sum adds nothing, or sets nothing but zeros.
+        if !accumulate {
+            for row in dst.chunks_mut(dst_rs).take(rows) {
+                row[..cols].fill(0.0);
+            }
+        }
         return;
     }
     // The largest index each operand is read at must lie inside it; with the checks above
@@ -204,7 +197,7 @@ pub(crate) fn gemm_accumulate(
     let last = |(v, rs, cs): Operand, r: usize, c: usize| {
         assert!(
             (r - 1) * rs + (c - 1) * cs < v.len(),
-            "gemm_accumulate: operand too short"
+            "gemm_strided: operand too short"
         );
     };
     last(lhs, rows, depth);
@@ -223,15 +216,15 @@ pub(crate) fn gemm_accumulate(
             depth,
             dst.as_mut_ptr(),
             1,
-            cols as isize,
-            true,
+            dst_rs as isize,
+            accumulate,
             lhs.0.as_ptr(),
             lhs.2 as isize,
             lhs.1 as isize,
             rhs.0.as_ptr(),
             rhs.2 as isize,
             rhs.1 as isize,
-            1.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
