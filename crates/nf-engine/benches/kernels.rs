@@ -96,9 +96,23 @@ fn matmul_backward_f32(b: Bencher) {
 }
 
 /// Training's linear layers at Stories110M's shapes, 256 tokens: `(out, in)` of the
-/// attention projections and the FFN's up and down. Forward plus both backward products
-/// (6·n·out·in flops), in f32 and in bf16 with f32 sums.
-const TRAIN_LINEARS: [(usize, usize); 3] = [(768, 768), (2048, 768), (768, 2048)];
+/// attention projections, the FFN's up and down, and the 32000-token classifier. Forward plus
+/// both backward products (6·n·out·in flops), in f32 and in bf16 with f32 sums.
+const TRAIN_LINEARS: [(usize, usize); 4] = [(768, 768), (2048, 768), (768, 2048), (32000, 768)];
+
+/// The three products of the classifier on their own, bf16: which one lags.
+#[divan::bench(args = ["forward", "dx", "dw"])]
+fn classifier_bf16(b: Bencher, product: &str) {
+    let (n, m, k) = (256, 32000, 768);
+    let (x, w, dy) = (data(n * k, 1), data(m * k, 2), data(n * m, 3));
+    let (mut out, mut dx, mut dw) = (vec![0.0; n * m], vec![0.0; n * k], vec![0.0; m * k]);
+    b.counter(divan::counter::ItemsCount::new(2 * n * m * k))
+        .bench_local(|| match product {
+            "forward" => matmul_bf16(black_box(&mut out), &x, &w, n, k, m),
+            "dx" => matmul_backward_bf16(Some(&mut dx), None, &dy, &x, &w, n, k, m),
+            _ => matmul_backward_bf16(None, Some(&mut dw), &dy, &x, &w, n, k, m),
+        });
+}
 
 fn linear_step(b: Bencher, (m, k): (usize, usize), bf16: bool) {
     let n = 256;

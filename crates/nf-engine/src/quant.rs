@@ -75,6 +75,18 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
             actual: src.len(),
         });
     }
+    dequantize_with(crate::cpu::isa(), ty, src, dst);
+    Ok(())
+}
+
+crate::cpu::multiversion!(
+    /// The decoding loop of [`dequantize`], compiled for `isa` (the per-block loops then
+    /// vectorize for it); `ty`, `src` and `dst` already checked.
+    dequantize_with => dequantize_generic(ty: GgmlType, src: &[u8], dst: &mut [f32])
+);
+
+#[inline(always)]
+fn dequantize_generic(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     use GgmlType::*;
     match ty {
         F32 => float::dequantize_f32(src, dst),
@@ -93,7 +105,6 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         Q8K => kquants::dequantize_q8_k(src, dst),
         Q8_1 | I8 | I16 | I32 | I64 | F64 => unreachable!("refused by can_dequantize"),
     }
-    Ok(())
 }
 
 /// Decodes `n_elements` elements of type `ty` from `src` into a new vector.
@@ -166,12 +177,75 @@ fn bytes_for(ty: GgmlType, n_elements: usize) -> Result<usize, QuantError> {
 }
 
 /// Reads the little-endian f16 at `b[at..at + 2]` as f32 (ggml's `GGML_FP16_TO_FP32`, exact).
+#[inline(always)]
 fn f16_at(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+    f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+/// Widens f16 bits to f32, exactly, as x86's F16C does (NaNs come out quiet with their
+/// payload). Plain integer and float arithmetic that inlines into the decoding loops, where
+/// `half`'s conversion was an out-of-line call with a run-time feature check per block.
+///
+/// Shifting the 15 magnitude bits up by 13 lines the f16 exponent and mantissa up with
+/// f32's; the result is the value times `2^-112` (subnormal f16s land on f32 subnormals of
+/// the same mantissa), so one exact multiplication by `2^112` fixes it. Infinities and NaNs,
+/// whose f16 exponent is all ones, get f32's all-ones exponent instead.
+#[inline(always)]
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h & 0x8000) << 16;
+    let mag = u32::from(h & 0x7fff) << 13;
+    let bits = if h & 0x7c00 == 0x7c00 {
+        let quiet = if h & 0x03ff != 0 { 0x0040_0000 } else { 0 };
+        0x7f80_0000 | quiet | mag
+    } else {
+        (f32::from_bits(mag) * f32::from_bits(0x7780_0000)).to_bits()
+    };
+    f32::from_bits(sign | bits)
 }
 
 /// Rounds `x` to f16 (ggml's `GGML_FP32_TO_FP16`: round to nearest, ties to even) and returns
 /// its little-endian bytes.
 fn f16_bytes(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_widening_matches_half_for_every_bit_pattern() {
+        for h in 0..=u16::MAX {
+            let want = half::f16::from_bits(h).to_f32();
+            assert_eq!(f16_to_f32(h).to_bits(), want.to_bits(), "f16 bits {h:#06x}");
+        }
+    }
+
+    #[test]
+    fn every_tier_decodes_the_same_bits() {
+        use GgmlType::*;
+        // Random bytes make arbitrary (also non-finite) scales: the decoders must agree on
+        // all of them, so compare bits.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut byte = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        };
+        for ty in [
+            F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K,
+        ] {
+            let n = 2 * 256;
+            let src: Vec<u8> = (0..bytes_for(ty, n).unwrap()).map(|_| byte()).collect();
+            let mut want = vec![0.0f32; n];
+            dequantize_with(crate::cpu::Isa::Baseline, ty, &src, &mut want);
+            for isa in crate::cpu::Isa::available() {
+                let mut got = vec![0.0f32; n];
+                dequantize_with(isa, ty, &src, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{ty} on {isa}");
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use half::{bf16, f16};
 
 /// F32: 4 little-endian bytes per element, copied as they are (NaN payloads included).
+#[inline(always)]
 pub(super) fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(4).zip(dst.iter_mut()) {
         *y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -11,6 +12,7 @@ pub(super) fn dequantize_f32(src: &[u8], dst: &mut [f32]) {
 
 /// F16: IEEE binary16; widening to f32 is exact. (NaNs come out quiet, as with x86's F16C
 /// conversion that ggml uses; their payload is kept.)
+#[inline(always)]
 pub(super) fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(2).zip(dst.iter_mut()) {
         *y = f16::from_le_bytes([b[0], b[1]]).to_f32();
@@ -19,6 +21,7 @@ pub(super) fn dequantize_f16(src: &[u8], dst: &mut [f32]) {
 
 /// BF16: the upper 16 bits of an f32, so widening is a shift (ggml's `GGML_BF16_TO_FP32`).
 /// We shift by hand because `half` sets the quiet bit of signalling NaNs and ggml does not.
+#[inline(always)]
 pub(super) fn dequantize_bf16(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(2).zip(dst.iter_mut()) {
         *y = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);

@@ -10,6 +10,7 @@ use crate::ggml::QK_K;
 ///
 /// Each 128-element half uses 32 bytes of `qs`: bits `2s..2s+2` of byte `l` hold element
 /// `32s + l` of that half. Element = d * scale * q - dmin * min.
+#[inline(always)]
 pub(super) fn dequantize_q2_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(84).zip(dst.chunks_exact_mut(QK_K)) {
         let scales = &b[0..16];
@@ -41,6 +42,7 @@ pub(super) fn dequantize_q2_k(src: &[u8], dst: &mut [f32]) {
 /// bits from `qs[32h + l]` at shift `2s` is bit `4h + s` of `hmask[l]` (`h` is the 128-element
 /// half). A *clear* third bit subtracts 4, so quants run from -4 to 3; the scales are stored
 /// offset by 32. Element = d * (scale - 32) * q.
+#[inline(always)]
 pub(super) fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(110).zip(dst.chunks_exact_mut(QK_K)) {
         let hmask = &b[0..32];
@@ -69,6 +71,7 @@ pub(super) fn dequantize_q3_k(src: &[u8], dst: &mut [f32]) {
 /// Unpacks Q3_K's sixteen 6-bit scales. Scale `j` has its low four bits in the low (`j < 8`)
 /// or high (`j >= 8`) nibble of byte `j % 8`, and its top two bits at bits `2 * (j / 4)` of
 /// byte `8 + j % 4`.
+#[inline(always)]
 fn q3_k_scales(packed: &[u8; 12]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (j, s) in out.iter_mut().enumerate() {
@@ -87,6 +90,7 @@ fn q3_k_scales(packed: &[u8; 12]) -> [i8; 16] {
 /// `get_scale_min_k4`). Bytes 0..4 hold scales 0..4, bytes 4..8 mins 0..4, in their low six
 /// bits; sub-blocks 4..8 keep their low four bits in the nibbles of bytes 8..12 and their top
 /// two bits in the spare top bits of bytes 0..8.
+#[inline(always)]
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -103,6 +107,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 ///
 /// Each 64 elements use 32 bytes of `qs`: low nibbles for the first 32 (sub-block 2k), high
 /// nibbles for the next 32 (sub-block 2k + 1). Element = d * scale * q - dmin * min.
+#[inline(always)]
 pub(super) fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(144).zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_at(b, 0);
@@ -128,6 +133,7 @@ pub(super) fn dequantize_q4_k(src: &[u8], dst: &mut [f32]) {
 ///
 /// For the k-th 64 elements, bit 2k of `qh[l]` is the fifth bit of element `l` and bit 2k + 1
 /// that of element `l + 32`. Element = d * scale * q - dmin * min.
+#[inline(always)]
 pub(super) fn dequantize_q5_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(176).zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_at(b, 0);
@@ -153,6 +159,7 @@ pub(super) fn dequantize_q5_k(src: &[u8], dst: &mut [f32]) {
 }
 
 /// `(d * scale, dmin * min)`, each rounded to f32 once, as ggml computes them.
+#[inline(always)]
 fn scaled_pair(d: f32, dmin: f32, (sc, m): (u8, u8)) -> (f32, f32) {
     (d * f32::from(sc), dmin * f32::from(m))
 }
@@ -164,6 +171,7 @@ fn scaled_pair(d: f32, dmin: f32, (sc, m): (u8, u8)) -> (f32, f32) {
 /// `l, l+32, l+64, l+96` take their low bits from the low nibble of `ql[l]`, the low nibble of
 /// `ql[l+32]`, the high nibble of `ql[l]`, the high nibble of `ql[l+32]`, and their top bits
 /// from bits 0-1, 2-3, 4-5, 6-7 of `qh[l]`. Element = d * scale * (q - 32).
+#[inline(always)]
 pub(super) fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(210).zip(dst.chunks_exact_mut(QK_K)) {
         let d = f16_at(b, 208);
@@ -192,6 +200,7 @@ pub(super) fn dequantize_q6_k(src: &[u8], dst: &mut [f32]) {
 
 /// block_q8_K, 292 bytes: `d: f32`, `qs: [i8; 256]`, `bsums: [i16; 16]` (sums of each 16
 /// quants, used only by dot products). Element = d * q.
+#[inline(always)]
 pub(super) fn dequantize_q8_k(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(292).zip(dst.chunks_exact_mut(QK_K)) {
         let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);

@@ -14,6 +14,7 @@ use super::{f16_at, f16_bytes};
 const QK: usize = 32;
 
 /// block_q4_0, 18 bytes: `d: f16`, `qs: [u8; 16]`. Element = (nibble - 8) * d.
+#[inline(always)]
 pub(super) fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b, 0);
@@ -28,6 +29,7 @@ pub(super) fn dequantize_q4_0(src: &[u8], dst: &mut [f32]) {
 }
 
 /// block_q4_1, 20 bytes: `d: f16`, `m: f16`, `qs: [u8; 16]`. Element = nibble * d + m.
+#[inline(always)]
 pub(super) fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b, 0);
@@ -42,6 +44,7 @@ pub(super) fn dequantize_q4_1(src: &[u8], dst: &mut [f32]) {
 
 /// block_q5_0, 22 bytes: `d: f16`, `qh: [u8; 4]`, `qs: [u8; 16]`.
 /// Element = (nibble | fifth bit << 4) - 16, times d.
+#[inline(always)]
 pub(super) fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(22).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b, 0);
@@ -57,6 +60,7 @@ pub(super) fn dequantize_q5_0(src: &[u8], dst: &mut [f32]) {
 
 /// block_q5_1, 24 bytes: `d: f16`, `m: f16`, `qh: [u8; 4]`, `qs: [u8; 16]`.
 /// Element = (nibble | fifth bit << 4) * d + m.
+#[inline(always)]
 pub(super) fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(24).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b, 0);
@@ -72,6 +76,7 @@ pub(super) fn dequantize_q5_1(src: &[u8], dst: &mut [f32]) {
 }
 
 /// The 5-bit values of elements `j` and `j + 16`: nibbles from `q`, fifth bits from `qh`.
+#[inline(always)]
 fn five_bit_pair(q: u8, qh: u32, j: usize) -> (i32, i32) {
     let h0 = ((qh >> j) << 4) & 0x10;
     let h1 = (qh >> (j + 12)) & 0x10;
@@ -82,6 +87,7 @@ fn five_bit_pair(q: u8, qh: u32, j: usize) -> (i32, i32) {
 }
 
 /// block_q8_0, 34 bytes: `d: f16`, `qs: [i8; 32]`. Element = q * d.
+#[inline(always)]
 pub(super) fn dequantize_q8_0(src: &[u8], dst: &mut [f32]) {
     for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(QK)) {
         let d = f16_at(b, 0);
