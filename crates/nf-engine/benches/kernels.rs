@@ -11,7 +11,7 @@ use nf_engine::ggml::GgmlType;
 use nf_engine::linear::{Weight, linear};
 use nf_engine::matmul::{matmul, matmul_backward};
 use nf_engine::norm::rmsnorm;
-use nf_engine::quant::quantize;
+use nf_engine::quant::{dequantize, quantize};
 
 fn main() {
     divan::main();
@@ -71,6 +71,24 @@ fn attention_gqa(b: Bencher, (n, pos0): (usize, usize)) {
     let v = data((pos0 + n) * 192, 9);
     let mut out = vec![0.0; n * 576];
     b.bench_local(|| attention(black_box(&mut out), &q, &k, &v, pos0, s));
+}
+
+/// Decoding one FFN weight (`[1536, 576]`) to f32, as the bf16 GEMM's packing does for a
+/// frozen quantized base in every forward and backward product.
+#[divan::bench(args = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K])]
+fn dequantize_ffn(b: Bencher, ty: GgmlType) {
+    let mut q = Vec::new();
+    quantize(ty, &data(H * D, 5), &mut q).ok();
+    if q.is_empty() {
+        // The k-quants have no quantizer here; decode arbitrary blocks (the speed does not
+        // care).
+        q = (0..H * D / ty.block_size() * ty.type_size())
+            .map(|i| (i * 7) as u8)
+            .collect();
+    }
+    let mut out = vec![0.0f32; H * D];
+    b.counter(divan::counter::ItemsCount::new(H * D))
+        .bench_local(|| dequantize(ty, black_box(&q), &mut out).unwrap());
 }
 
 /// Backward of the 128-token product above: `dx += dy · w` and `dw += dyᵀ · x`, twice the

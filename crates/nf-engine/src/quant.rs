@@ -79,10 +79,19 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
     Ok(())
 }
 
+/// The decoding loop of [`dequantize`] for tier `isa`; `ty`, `src` and `dst` already checked.
+fn dequantize_with(isa: crate::cpu::Isa, ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) && isa >= crate::cpu::Isa::Avx2 {
+        // SAFETY: only tiers this CPU supports are passed, and Avx2 and above include AVX2.
+        return unsafe { legacy::x86::dequantize_q4(src, dst, ty == GgmlType::Q4_1) };
+    }
+    dequantize_tier(isa, ty, src, dst)
+}
+
 crate::cpu::multiversion!(
-    /// The decoding loop of [`dequantize`], compiled for `isa` (the per-block loops then
-    /// vectorize for it); `ty`, `src` and `dst` already checked.
-    dequantize_with => dequantize_generic(ty: GgmlType, src: &[u8], dst: &mut [f32])
+    /// The per-block loops compiled for `isa`, so they vectorize for it.
+    dequantize_tier => dequantize_generic(ty: GgmlType, src: &[u8], dst: &mut [f32])
 );
 
 #[inline(always)]
