@@ -19,7 +19,7 @@ use nf_engine::rope::Rope;
 
 use crate::config::Config;
 use crate::error::{ModelError, Result};
-use crate::train::acts::{Activations, LayerActs};
+use crate::train::acts::{Activations, LayerActs, Scratch};
 use crate::train::{Lin, Mat, ParamStore, TrainLayer, TrainModel, Vector, splitmix64};
 
 /// Loss over one micro-batch.
@@ -371,13 +371,12 @@ fn layer_forward(
     x_in: &[f32],
     x_out: &mut [f32],
     a: &mut LayerActs,
-    xd: &mut [f32],
-    tmp: &mut [f32],
+    s: &mut Scratch,
     p: &ParamStore,
 ) {
     let c = cx.c;
     let (t, qd, kvd, hd) = (cx.seq, c.q_dim(), c.kv_dim(), c.head_dim);
-    norm_forward(cx, &mut a.xn1, x_in, &lw.attn_norm, p);
+    norm_forward(cx, &mut s.xn, x_in, &lw.attn_norm, p);
     let (q_out, k_out) = if c.qk_norm {
         (&mut a.q_lin, &mut a.k_lin)
     } else {
@@ -388,10 +387,10 @@ fn layer_forward(
         &lw.q,
         l,
         q_out,
-        &a.xn1,
+        &s.xn,
         h_of(&mut a.lora_h, &lw.q),
-        xd,
-        tmp,
+        &mut s.xd,
+        &mut s.tmp,
         p,
     );
     lin_forward(
@@ -399,10 +398,10 @@ fn layer_forward(
         &lw.k,
         l,
         k_out,
-        &a.xn1,
+        &s.xn,
         h_of(&mut a.lora_h, &lw.k),
-        xd,
-        tmp,
+        &mut s.xd,
+        &mut s.tmp,
         p,
     );
     lin_forward(
@@ -410,10 +409,10 @@ fn layer_forward(
         &lw.v,
         l,
         &mut a.v,
-        &a.xn1,
+        &s.xn,
         h_of(&mut a.lora_h, &lw.v),
-        xd,
-        tmp,
+        &mut s.xd,
+        &mut s.tmp,
         p,
     );
     bias_forward(q_out, &lw.bq, p);
@@ -457,21 +456,21 @@ fn layer_forward(
         &mut a.x_mid,
         &a.att,
         h_of(&mut a.lora_h, &lw.o),
-        xd,
-        tmp,
+        &mut s.xd,
+        &mut s.tmp,
         p,
     );
     timed(&cx.times.other, || add_into(&mut a.x_mid, x_in));
-    norm_forward(cx, &mut a.xn2, &a.x_mid, &lw.ffn_norm, p);
+    norm_forward(cx, &mut s.xn, &a.x_mid, &lw.ffn_norm, p);
     lin_forward(
         cx,
         &lw.gate,
         l,
         &mut a.gate,
-        &a.xn2,
+        &s.xn,
         h_of(&mut a.lora_h, &lw.gate),
-        xd,
-        tmp,
+        &mut s.xd,
+        &mut s.tmp,
         p,
     );
     lin_forward(
@@ -479,22 +478,22 @@ fn layer_forward(
         &lw.up,
         l,
         &mut a.up,
-        &a.xn2,
+        &s.xn,
         h_of(&mut a.lora_h, &lw.up),
-        xd,
-        tmp,
+        &mut s.xd,
+        &mut s.tmp,
         p,
     );
-    timed(&cx.times.other, || swiglu(&mut a.act, &a.gate, &a.up));
+    timed(&cx.times.other, || swiglu(&mut s.act, &a.gate, &a.up));
     lin_forward(
         cx,
         &lw.down,
         l,
         x_out,
-        &a.act,
+        &s.act,
         h_of(&mut a.lora_h, &lw.down),
-        xd,
-        tmp,
+        &mut s.xd,
+        &mut s.tmp,
         p,
     );
     timed(&cx.times.other, || add_into(x_out, &a.x_mid));
@@ -513,12 +512,15 @@ fn layer_backward(
     l: usize,
     x_in: &[f32],
     a: &LayerActs,
-    acts_xd: &mut [f32],
+    s: &mut Scratch,
     g: &mut crate::train::acts::Grads,
     p: &mut ParamStore,
 ) {
     let c = cx.c;
     let (t, qd, kvd, hd) = (cx.seq, c.q_dim(), c.kv_dim(), c.head_dim);
+    // Recompute what the forward did not save: the FFN norm's output and SwiGLU's.
+    norm_forward(cx, &mut s.xn, &a.x_mid, &lw.ffn_norm, p);
+    timed(&cx.times.other, || swiglu(&mut s.act, &a.gate, &a.up));
     // Feed-forward: x_out = x_mid + down(swiglu(gate(xn2), up(xn2))).
     g.dact.fill(0.0);
     lin_backward(
@@ -527,9 +529,9 @@ fn layer_backward(
         l,
         &mut g.dact,
         &g.dres,
-        &a.act,
+        &s.act,
         h_ref(&a.lora_h, &lw.down),
-        acts_xd,
+        &mut s.xd,
         &mut g.dh,
         p,
     );
@@ -543,9 +545,9 @@ fn layer_backward(
         l,
         &mut g.dxn,
         &g.dgate,
-        &a.xn2,
+        &s.xn,
         h_ref(&a.lora_h, &lw.gate),
-        acts_xd,
+        &mut s.xd,
         &mut g.dh,
         p,
     );
@@ -555,9 +557,9 @@ fn layer_backward(
         l,
         &mut g.dxn,
         &g.dup,
-        &a.xn2,
+        &s.xn,
         h_ref(&a.lora_h, &lw.up),
-        acts_xd,
+        &mut s.xd,
         &mut g.dh,
         p,
     );
@@ -572,7 +574,7 @@ fn layer_backward(
         &g.dres,
         &a.att,
         h_ref(&a.lora_h, &lw.o),
-        acts_xd,
+        &mut s.xd,
         &mut g.dh,
         p,
     );
@@ -625,6 +627,8 @@ fn layer_backward(
     bias_grad(dq, &lw.bq, p);
     bias_grad(dk, &lw.bk, p);
     bias_grad(&g.dv, &lw.bv, p);
+    // And the attention norm's output.
+    norm_forward(cx, &mut s.xn, x_in, &lw.attn_norm, p);
     g.dxn.fill(0.0);
     lin_backward(
         cx,
@@ -632,9 +636,9 @@ fn layer_backward(
         l,
         &mut g.dxn,
         dq,
-        &a.xn1,
+        &s.xn,
         h_ref(&a.lora_h, &lw.q),
-        acts_xd,
+        &mut s.xd,
         &mut g.dh,
         p,
     );
@@ -644,9 +648,9 @@ fn layer_backward(
         l,
         &mut g.dxn,
         dk,
-        &a.xn1,
+        &s.xn,
         h_ref(&a.lora_h, &lw.k),
-        acts_xd,
+        &mut s.xd,
         &mut g.dh,
         p,
     );
@@ -656,9 +660,9 @@ fn layer_backward(
         l,
         &mut g.dxn,
         &g.dv,
-        &a.xn1,
+        &s.xn,
         h_ref(&a.lora_h, &lw.v),
-        acts_xd,
+        &mut s.xd,
         &mut g.dh,
         p,
     );
@@ -741,8 +745,7 @@ impl TrainModel {
                 layer_in,
                 saved,
                 xnf,
-                xd,
-                tmp,
+                scratch,
                 ..
             } = &mut acts;
             timed(&times.other, || {
@@ -759,7 +762,7 @@ impl TrainModel {
             for (l, lw) in self.layers.iter().enumerate() {
                 let (ins, outs) = layer_in.split_at_mut(l + 1);
                 let a = &mut saved[l % n_saved];
-                layer_forward(&cx, lw, l, &ins[l], &mut outs[0], a, xd, tmp, &self.params);
+                layer_forward(&cx, lw, l, &ins[l], &mut outs[0], a, scratch, &self.params);
             }
             norm_forward(
                 &cx,
@@ -816,8 +819,7 @@ impl TrainModel {
                 layer_in,
                 saved,
                 xnf,
-                xd,
-                tmp,
+                scratch,
                 logits,
                 chunk,
                 g,
@@ -865,8 +867,7 @@ impl TrainModel {
                         &ins[l],
                         &mut outs[0],
                         &mut saved[0],
-                        xd,
-                        tmp,
+                        scratch,
                         &params,
                     );
                 }
@@ -876,7 +877,7 @@ impl TrainModel {
                     l,
                     &layer_in[l],
                     &saved[l % n_saved],
-                    xd,
+                    scratch,
                     g,
                     &mut params,
                 );
