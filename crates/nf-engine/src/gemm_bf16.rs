@@ -28,6 +28,9 @@ use crate::cpu::{self, Isa, multiversion};
 use crate::linear::{Weight, WeightData};
 use crate::matmul::{Operand, threads_for};
 
+mod packed;
+pub use packed::{BlockWriter, PACK_ROWS, PackedWeight};
+
 /// Rows per micro-tile of the AVX-512 and portable kernels.
 const MR: usize = 12;
 /// Rows per micro-tile of the AMX kernel (two 16-row A tiles).
@@ -79,6 +82,10 @@ pub enum Rhs<'a> {
     Weight(&'a Weight),
     /// `Wᵀ`: depth = `W.cols`, cols = `W.rows`.
     WeightT(&'a Weight),
+    /// A trainable `W` kept packed: depth = `rows`, cols = `cols`.
+    Packed(&'a PackedWeight),
+    /// Its `Wᵀ`: depth = `cols`, cols = `rows`.
+    PackedT(&'a PackedWeight),
 }
 
 /// Micro-tile height and the depth-pair multiple the packed panels are padded to.
@@ -118,6 +125,8 @@ pub fn gemm_bf16(
         Rhs::Strided(op) => check_operand(op, depth, cols),
         Rhs::Weight(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
         Rhs::WeightT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
+        Rhs::Packed(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
+        Rhs::PackedT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
     }
     if rows == 0 || cols == 0 {
         return;
@@ -139,9 +148,17 @@ pub fn gemm_bf16(
     grow(&mut a, row_tiles * mr * kpt);
     pack_lhs(isa, &mut a, lhs, rows, depth, kpt, threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
-    let mut b = PACK_B.take();
-    grow(&mut b, col_tiles * kpt * NR);
-    pack_rhs(isa, &mut b, rhs, depth, cols, kpt, threads);
+    let mut b_buf = Vec::new();
+    let b: &[u32] = match rhs {
+        Rhs::Packed(w) => w.panel_w(isa, kpt),
+        Rhs::PackedT(w) => w.panel_t(isa, kpt),
+        _ => {
+            b_buf = PACK_B.take();
+            grow(&mut b_buf, col_tiles * kpt * NR);
+            pack_rhs(isa, &mut b_buf, rhs, depth, cols, kpt, threads);
+            &b_buf
+        }
+    };
 
     let task_rows = TASK_ROW_TILES * mr;
     let task_cols = TASK_COL_TILES * NR;
@@ -160,7 +177,7 @@ pub fn gemm_bf16(
         };
         // SAFETY: tasks write disjoint rectangles of dst (rows r0..r1 × cols c0..c1), which
         // is rows × cols long (asserted above) and outlives this call.
-        unsafe { block.compute(isa, &a, &b, out, accumulate) };
+        unsafe { block.compute(isa, &a, b, out, accumulate) };
     };
     if threads == 1 || tr * tc == 1 {
         (0..tr * tc).for_each(run);
@@ -168,7 +185,9 @@ pub fn gemm_bf16(
         (0..tr * tc).into_par_iter().for_each(run);
     }
     PACK_A.set(a);
-    PACK_B.set(b);
+    if !b_buf.is_empty() {
+        PACK_B.set(b_buf);
+    }
 }
 
 fn grow(v: &mut Vec<u32>, len: usize) {
@@ -402,6 +421,7 @@ fn pack_rhs_tile_generic(
             transpose_columns(dst, depth, j0, nj, Columns::Gather(v, rs, cs), scratch);
         }
         Rhs::Weight(_) => unreachable!("packed by pack_weight_rows"),
+        Rhs::Packed(_) | Rhs::PackedT(_) => unreachable!("already packed"),
     }
 }
 
@@ -876,6 +896,27 @@ pub fn linear_backward_dx_bf16(dx: &mut [f32], dy: &[f32], w: &Weight) {
         true,
         threads,
     );
+}
+
+/// out: [n, w.rows] = x: [n, w.cols] · Wᵀ for a trainable weight kept packed. Overwrites
+/// `out`. Same bits as [`matmul_bf16`] on the matrix it was packed from.
+pub fn linear_packed(out: &mut [f32], x: &[f32], w: &PackedWeight) {
+    let n = x.len() / w.cols.max(1);
+    assert_eq!(x.len(), n * w.cols, "linear_packed: x is not [n, cols]");
+    let threads = threads_for(n * w.rows * w.cols);
+    let lhs = (x, w.cols, 1);
+    let rhs = Rhs::PackedT(w);
+    gemm_bf16(cpu::isa(), out, n, w.rows, w.cols, lhs, rhs, false, threads);
+}
+
+/// dx: [n, w.cols] (+=) from dy: [n, w.rows]: `dx += dy · W` for a packed weight.
+pub fn linear_backward_dx_packed(dx: &mut [f32], dy: &[f32], w: &PackedWeight) {
+    let n = dy.len() / w.rows.max(1);
+    assert_eq!(dy.len(), n * w.rows, "linear_backward_dx_packed: dy is not [n, rows]");
+    let threads = threads_for(n * w.rows * w.cols);
+    let lhs = (dy, w.rows, 1);
+    let rhs = Rhs::Packed(w);
+    gemm_bf16(cpu::isa(), dx, n, w.cols, w.rows, lhs, rhs, true, threads);
 }
 
 /// Reference: `dst (=|+=) lhs · rhs` with both operands rounded to bf16 and the sums in f64.

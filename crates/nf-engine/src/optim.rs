@@ -5,6 +5,7 @@ use rayon::prelude::*;
 #[cfg(test)]
 use crate::cpu::Isa;
 use crate::cpu::multiversion;
+use crate::gemm_bf16::{PACK_ROWS, PackedWeight};
 
 /// AdamW hyperparameters (PyTorch's names and meanings).
 #[derive(Debug, Clone, Copy)]
@@ -35,22 +36,7 @@ pub fn adamw_step(
         m.len() == n && v.len() == n && grads.len() == n,
         "adamw_step: slices differ in length"
     );
-    assert!(step >= 1, "adamw_step: step is 1-based");
-    // Bias corrections in f64: β2^t for t in the thousands is far from 0 and 1 alike, and
-    // powi in f32 would drift.
-    let t = step.min(i32::MAX as u64) as i32;
-    let bc1 = 1.0 - (h.beta1 as f64).powi(t);
-    let bc2 = 1.0 - (h.beta2 as f64).powi(t);
-    let step_size = (h.lr as f64 / bc1) as f32;
-    let bc2_sqrt = bc2.sqrt() as f32;
-    let k = Consts {
-        decay: 1.0 - h.lr * h.weight_decay,
-        beta1: h.beta1,
-        beta2: h.beta2,
-        eps: h.eps,
-        step_size,
-        bc2_sqrt,
-    };
+    let k = Consts::new(step, h);
     // Element-wise, so any split gives the same bits; chunks of 64k elements spread a
     // 100M-parameter update over the cores (it is a fifth of a full fine-tuning step's
     // time outside the GEMMs on one).
@@ -64,6 +50,45 @@ pub fn adamw_step(
         .for_each(|(((p, m), v), g)| adamw_chunk(isa, p, m, v, g, k));
 }
 
+/// [`adamw_step`] on a `[rows, cols]` matrix kept packed in bf16 as well: each block of
+/// [`PACK_ROWS`] rows is updated and then packed into `packed` while it is still in cache,
+/// so refreshing the bf16 copy costs no second pass over memory. The f32 values, moments
+/// and packed panels come out exactly as `adamw_step` followed by [`PackedWeight::pack`].
+pub fn adamw_step_repack(
+    params: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    grads: &[f32],
+    step: u64,
+    h: AdamWParams,
+    packed: &mut PackedWeight,
+) {
+    let n = params.len();
+    assert!(
+        m.len() == n && v.len() == n && grads.len() == n,
+        "adamw_step_repack: slices differ in length"
+    );
+    assert_eq!(
+        n,
+        packed.rows * packed.cols,
+        "adamw_step_repack: params are not the packed matrix"
+    );
+    let k = Consts::new(step, h);
+    let isa = crate::cpu::isa();
+    let block = PACK_ROWS * packed.cols.max(1);
+    let writer = packed.writer();
+    params
+        .par_chunks_mut(block)
+        .zip(m.par_chunks_mut(block))
+        .zip(v.par_chunks_mut(block))
+        .zip(grads.par_chunks(block))
+        .enumerate()
+        .for_each(|(b, (((p, m), v), g))| {
+            adamw_chunk(isa, p, m, v, g, k);
+            writer.pack_block(b, p);
+        });
+}
+
 /// The per-step constants of [`adamw_step`].
 #[derive(Clone, Copy)]
 struct Consts {
@@ -73,6 +98,25 @@ struct Consts {
     eps: f32,
     step_size: f32,
     bc2_sqrt: f32,
+}
+
+impl Consts {
+    fn new(step: u64, h: AdamWParams) -> Consts {
+        assert!(step >= 1, "adamw_step: step is 1-based");
+        // Bias corrections in f64: β2^t for t in the thousands is far from 0 and 1 alike,
+        // and powi in f32 would drift.
+        let t = step.min(i32::MAX as u64) as i32;
+        let bc1 = 1.0 - (h.beta1 as f64).powi(t);
+        let bc2 = 1.0 - (h.beta2 as f64).powi(t);
+        Consts {
+            decay: 1.0 - h.lr * h.weight_decay,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            step_size: (h.lr as f64 / bc1) as f32,
+            bc2_sqrt: bc2.sqrt() as f32,
+        }
+    }
 }
 
 multiversion!(adamw_chunk => adamw_chunk_generic(

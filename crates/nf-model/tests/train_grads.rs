@@ -119,12 +119,12 @@ fn check_fd(tm: &mut TrainModel, inputs: &[u32], targets: &[u32]) {
         let r = t.range();
         let step = (t.len() / 5).max(1);
         for i in (r.start..r.end).step_by(step) {
-            let orig = tm.params.data[i];
-            tm.params.data[i] = orig + eps;
+            let orig = tm.params.data()[i];
+            tm.params.data_mut()[i] = orig + eps;
             let lp = tm.eval_loss(inputs, targets).unwrap().mean();
-            tm.params.data[i] = orig - eps;
+            tm.params.data_mut()[i] = orig - eps;
             let lm = tm.eval_loss(inputs, targets).unwrap().mean();
-            tm.params.data[i] = orig;
+            tm.params.data_mut()[i] = orig;
             let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
             let g = analytic[i];
             assert!(
@@ -534,7 +534,7 @@ fn bf16_gradients_match_f32_within_bf16_tolerance() {
                     if t.name.ends_with("lora_b") {
                         let range = t.range();
                         let n = range.len();
-                        tm.params.data[range].copy_from_slice(&r.vec(n, 0.2));
+                        tm.params.data_mut()[range].copy_from_slice(&r.vec(n, 0.2));
                     }
                 }
             }
@@ -577,4 +577,55 @@ fn bf16_gradients_match_f32_within_bf16_tolerance() {
         }
         eprintln!("{method:?}: loss {l32} (f32) vs {l16} (bf16); worst tensor error {worst:.4}");
     }
+}
+
+/// In bf16, full fine-tuning keeps the matrices packed between steps and the optimizer
+/// refreshes them; that must give the bits of packing each product afresh, over several
+/// optimizer steps and after a direct write to the values (which must not leave a stale copy
+/// in use).
+#[test]
+fn packed_bf16_weights_train_as_packing_per_product() {
+    let mut c = tiny_config(RopeStyle::Interleaved, true, false, false);
+    (c.dim, c.hidden_dim, c.n_heads, c.n_kv_heads, c.head_dim) = (64, 96, 4, 2, 16);
+    c.vocab_size = 97;
+    let shape = BatchShape {
+        batch: 1,
+        seq_len: 24,
+        recompute: false,
+    };
+    let (inputs, targets) = batch(&c, shape, 12);
+    let h = nf_engine::optim::AdamWParams {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let run = |packed: bool| {
+        let mut tm = TrainModel::new(random_model_scaled(&c, 4, 0.1), Method::Full, shape, 1);
+        tm.set_precision(nf_engine::Precision::Bf16);
+        if !packed {
+            tm.params.set_packed(&[]);
+        }
+        let (mut m, mut v) = (vec![0.0; tm.params.len()], vec![0.0; tm.params.len()]);
+        let mut losses = Vec::new();
+        for step in 1..=3 {
+            if step == 3 {
+                // A write outside the optimizer, as loading a checkpoint does.
+                let x = tm.params.data()[7];
+                tm.params.data_mut()[7] = x * 1.5 + 0.01;
+            }
+            tm.params.zero_grad();
+            let loss = tm
+                .forward_backward(&inputs, &targets, 1.0, &StepTimes::default())
+                .unwrap();
+            losses.push(loss.mean());
+            tm.params.adamw_step(&mut m, &mut v, step, |_| h);
+        }
+        (losses, tm.params.data().to_vec())
+    };
+    let (want_loss, want) = run(false);
+    let (got_loss, got) = run(true);
+    assert_eq!(got_loss, want_loss);
+    assert!(got == want, "packed weights changed the trajectory");
 }

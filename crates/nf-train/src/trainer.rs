@@ -453,10 +453,12 @@ impl Trainer {
         saved: LoopState,
     ) -> Result<(), TrainError> {
         let p = &mut self.model.params;
-        for t in &p.tensors {
+        let tensors = p.tensors.clone();
+        let data = p.data_mut();
+        for t in &tensors {
             let r = t.range();
             for (buf, map, kind) in [
-                (&mut p.data, &ckpt.weights, "weights"),
+                (&mut *data, &ckpt.weights, "weights"),
                 (&mut self.m, &ckpt.m, "optimizer m"),
                 (&mut self.v, &ckpt.v, "optimizer v"),
             ] {
@@ -486,7 +488,7 @@ impl Trainer {
         let dir = checkpoint::save_checkpoint(
             &self.ckpt_root,
             self.state.step,
-            &as_named(p, &p.data),
+            &as_named(p, p.data()),
             &as_named(p, &self.m),
             &as_named(p, &self.v),
             &state,
@@ -576,25 +578,14 @@ impl Trainer {
                 g.iter_mut().for_each(|x| *x *= s);
             }
             let step = self.state.step + 1;
-            let p = &mut self.model.params;
-            for t in &p.tensors {
-                let r = t.range();
-                let h = AdamWParams {
-                    lr,
-                    beta1: self.opts.beta1,
-                    beta2: self.opts.beta2,
-                    eps: self.opts.adam_eps,
-                    weight_decay: if t.decay { self.opts.weight_decay } else { 0.0 },
-                };
-                adamw_step(
-                    &mut p.data[r.clone()],
-                    &mut self.m[r.clone()],
-                    &mut self.v[r.clone()],
-                    &p.grad[r],
-                    step,
-                    h,
-                );
-            }
+            let (opts, m, v) = (&self.opts, &mut self.m, &mut self.v);
+            self.model.params.adamw_step(m, v, step, |t| AdamWParams {
+                lr,
+                beta1: opts.beta1,
+                beta2: opts.beta2,
+                eps: opts.adam_eps,
+                weight_decay: if t.decay { opts.weight_decay } else { 0.0 },
+            });
         }
         totals.optimizer_s += t.elapsed().as_secs_f64();
         Ok((loss_mean, norm, skipped))

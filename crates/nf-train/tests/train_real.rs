@@ -181,7 +181,7 @@ fn nan_guard_skips_then_rolls_back() {
         warnings.iter().any(|w| w.contains("rolled back to step 4")),
         "{warnings:?}"
     );
-    let weights_finite = t.model.params.data.iter().all(|v| v.is_finite());
+    let weights_finite = t.model.params.data().iter().all(|v| v.is_finite());
     assert!(weights_finite, "a non-finite gradient reached the weights");
 }
 
@@ -239,9 +239,9 @@ fn masked_tokens_teach_nothing() {
             .with_loss_masks(Some(mask), None)
             .unwrap();
         t.run(&AtomicBool::new(false), &mut |_| {}, None).unwrap();
-        t.model.params.data.clone()
+        t.model.params.data().to_vec()
     };
-    let before = TrainModel::new(model, Method::Full, shape, 1).params.data;
+    let before = TrainModel::new(model, Method::Full, shape, 1).params.data().to_vec();
     // Every target masked: no gradient, so AdamW leaves every weight as it was.
     assert_eq!(run(vec![0; train.len()]), before);
     // Half masked: the model does learn.

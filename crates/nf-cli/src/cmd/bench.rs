@@ -427,8 +427,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             eps: 1e-8,
             weight_decay: 0.0,
         };
-        let p = &mut tm.params;
-        nf_engine::optim::adamw_step(&mut p.data, &mut m, &mut v, &p.grad, k, h);
+        tm.params.adamw_step(&mut m, &mut v, k, |_| h);
         Ok(t.elapsed().as_secs_f64())
     };
     step(&mut tm, 1)?;

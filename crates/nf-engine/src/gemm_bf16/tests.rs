@@ -289,3 +289,65 @@ fn results_do_not_depend_on_the_thread_count() {
     );
     assert_eq!(one, two);
 }
+
+#[test]
+fn a_packed_weight_gives_the_bits_of_packing_per_product() {
+    // Shapes with partial tiles, odd row and column counts, several packing blocks.
+    let mut rng = Rng::new(24);
+    for isa in tiers() {
+        for &(rows, cols) in &[(1, 1), (5, 7), (33, 17), (64, 96), (70, 130)] {
+            let n = 9;
+            let w = rng.vec(rows * cols);
+            let mut pw = PackedWeight::for_isa(isa, rows, cols);
+            pw.pack(&w);
+            let x = rng.vec(n * cols);
+            let (mut want, mut got) = (vec![0.0; n * rows], vec![0.0; n * rows]);
+            let strided_t = Rhs::Strided((&w[..], 1, cols));
+            gemm_bf16(isa, &mut want, n, rows, cols, (&x, cols, 1), strided_t, false, 2);
+            gemm_bf16(isa, &mut got, n, rows, cols, (&x, cols, 1), Rhs::PackedT(&pw), false, 2);
+            assert!(got == want, "forward {rows}x{cols} on {isa}");
+            let dy = rng.vec(n * rows);
+            let start = rng.vec(n * cols);
+            let (mut want, mut got) = (start.clone(), start);
+            let strided = Rhs::Strided((&w[..], cols, 1));
+            gemm_bf16(isa, &mut want, n, cols, rows, (&dy, rows, 1), strided, true, 2);
+            gemm_bf16(isa, &mut got, n, cols, rows, (&dy, rows, 1), Rhs::Packed(&pw), true, 2);
+            assert!(got == want, "dx {rows}x{cols} on {isa}");
+        }
+    }
+}
+
+#[test]
+fn the_fused_optimizer_step_repacks_what_it_updates() {
+    use crate::optim::{AdamWParams, adamw_step, adamw_step_repack};
+    let h = AdamWParams {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let mut rng = Rng::new(25);
+    let (rows, cols, n) = (70, 45, 5);
+    let w0 = rng.vec(rows * cols);
+    let g = rng.vec(rows * cols);
+    let (mut w1, mut m1, mut v1) = (w0.clone(), vec![0.0; w0.len()], vec![0.0; w0.len()]);
+    let (mut w2, mut m2, mut v2) = (w0.clone(), m1.clone(), v1.clone());
+    let mut pw = PackedWeight::new(rows, cols);
+    pw.pack(&w0);
+    for step in 1..=3 {
+        adamw_step(&mut w1, &mut m1, &mut v1, &g, step, h);
+        adamw_step_repack(&mut w2, &mut m2, &mut v2, &g, step, h, &mut pw);
+    }
+    assert!(w1 == w2 && m1 == m2 && v1 == v2, "the update changed");
+    let x = rng.vec(n * cols);
+    let (mut want, mut got) = (vec![0.0; n * rows], vec![0.0; n * rows]);
+    matmul_bf16(&mut want, &x, &w1, n, cols, rows);
+    linear_packed(&mut got, &x, &pw);
+    assert!(got == want, "the packed copy is stale");
+    let dy = rng.vec(n * rows);
+    let (mut want, mut got) = (vec![0.0; n * cols], vec![0.0; n * cols]);
+    matmul_backward_bf16(Some(&mut want), None, &dy, &x, &w1, n, cols, rows);
+    linear_backward_dx_packed(&mut got, &dy, &pw);
+    assert!(got == want, "the packed copy is stale for dx");
+}

@@ -312,8 +312,24 @@ impl TrainModel {
     /// The LoRA configuration, when training adapters.
     /// Sets how the step's GEMMs multiply. Results of a step are a pure function of the
     /// inputs within one precision; switching precision mid-run changes the trajectory.
+    ///
+    /// In bf16 the trainable matrices of the linears and the classifier are kept packed in
+    /// bf16 beside their f32 values (see [`ParamStore`]), which the optimizer refreshes.
     pub fn set_precision(&mut self, precision: nf_engine::Precision) {
         self.precision = precision;
+        let mut ids = Vec::new();
+        if precision == nf_engine::Precision::Bf16 {
+            let lins = self.layers.iter().flat_map(|l| {
+                [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].map(|lin| &lin.base)
+            });
+            let cls = self.output.as_ref().unwrap_or(&self.embed);
+            for m in lins.chain([cls]) {
+                if let Mat::Param(id) = m {
+                    ids.push(*id);
+                }
+            }
+        }
+        self.params.set_packed(&ids);
     }
 
     pub fn lora(&self) -> Option<&LoraConfig> {

@@ -4,8 +4,16 @@
 //! One buffer (rather than a `Vec` per tensor) lets the optimizer, gradient clipping and the
 //! NaN guard run as single loops over contiguous memory, and makes checkpointing a matter of
 //! slicing.
+//!
+//! For bf16 training, chosen matrices are also kept packed in bf16 ([`PackedWeight`]): the
+//! optimizer step repacks each one as it updates it, and any other write to the values
+//! (through [`ParamStore::data_mut`] or [`ParamStore::value_mut`]) marks the packed copies
+//! stale until [`ParamStore::refresh_packs`], so a stale copy is never read.
 
 use std::ops::Range;
+
+use nf_engine::gemm_bf16::PackedWeight;
+use nf_engine::optim::{AdamWParams, adamw_step, adamw_step_repack};
 
 /// Index of a tensor in [`ParamStore::tensors`].
 pub type TensorId = usize;
@@ -41,9 +49,13 @@ impl TensorInfo {
 /// Parameter values and gradients, laid out identically.
 #[derive(Debug, Clone, Default)]
 pub struct ParamStore {
-    pub data: Vec<f32>,
+    data: Vec<f32>,
     pub grad: Vec<f32>,
     pub tensors: Vec<TensorInfo>,
+    /// Per tensor, its bf16 packed copy when it keeps one.
+    packed: Vec<Option<PackedWeight>>,
+    /// Whether every packed copy matches `data`.
+    packs_fresh: bool,
 }
 
 impl ParamStore {
@@ -73,7 +85,20 @@ impl ParamStore {
             grad: vec![0.0; data.len()],
             data,
             tensors,
+            packed: Vec::new(),
+            packs_fresh: false,
         }
+    }
+
+    /// All values, in tensor order.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// All values, for writing (loading a checkpoint); the packed copies go stale.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        self.packs_fresh = false;
+        &mut self.data
     }
 
     pub fn len(&self) -> usize {
@@ -89,6 +114,7 @@ impl ParamStore {
     }
 
     pub fn value_mut(&mut self, id: TensorId) -> &mut [f32] {
+        self.packs_fresh = false;
         let r = self.tensors[id].range();
         &mut self.data[r]
     }
@@ -110,5 +136,63 @@ impl ParamStore {
 
     pub fn zero_grad(&mut self) {
         self.grad.fill(0.0);
+    }
+
+    /// Keeps exactly the matrices `ids` packed in bf16 as well (none for an empty list).
+    pub fn set_packed(&mut self, ids: &[TensorId]) {
+        self.packed = vec![None; self.tensors.len()];
+        for &id in ids {
+            let t = &self.tensors[id];
+            assert_eq!(t.shape.len(), 2, "only matrices are packed: `{}`", t.name);
+            self.packed[id] = Some(PackedWeight::new(t.shape[0], t.shape[1]));
+        }
+        self.packs_fresh = false;
+    }
+
+    /// Repacks every packed matrix from its values if any was written since it was packed.
+    pub fn refresh_packs(&mut self) {
+        if self.packs_fresh {
+            return;
+        }
+        for (t, pw) in self.tensors.iter().zip(&mut self.packed) {
+            if let Some(pw) = pw {
+                pw.pack(&self.data[t.range()]);
+            }
+        }
+        self.packs_fresh = true;
+    }
+
+    /// The packed copy of `id`, when it keeps one and it is current.
+    pub fn packed(&self, id: TensorId) -> Option<&PackedWeight> {
+        if !self.packs_fresh {
+            return None;
+        }
+        self.packed.get(id)?.as_ref()
+    }
+
+    /// One AdamW step over every tensor with the moments `m`, `v` (laid out as the values)
+    /// and the hyperparameters `h` gives each tensor; packed matrices are repacked as they
+    /// are updated, so afterwards every packed copy is current.
+    pub fn adamw_step(
+        &mut self,
+        m: &mut [f32],
+        v: &mut [f32],
+        step: u64,
+        h: impl Fn(&TensorInfo) -> AdamWParams,
+    ) {
+        assert!(
+            m.len() == self.data.len() && v.len() == self.data.len(),
+            "adamw: moments are not laid out as the parameters"
+        );
+        for (id, t) in self.tensors.iter().enumerate() {
+            let r = t.range();
+            let (p, g) = (&mut self.data[r.clone()], &self.grad[r.clone()]);
+            let (m, v) = (&mut m[r.clone()], &mut v[r]);
+            match self.packed.get_mut(id).and_then(Option::as_mut) {
+                Some(pw) => adamw_step_repack(p, m, v, g, step, h(t), pw),
+                None => adamw_step(p, m, v, g, step, h(t)),
+            }
+        }
+        self.packs_fresh = true;
     }
 }

@@ -11,6 +11,7 @@ use nf_engine::Precision;
 use nf_engine::activation::{swiglu, swiglu_backward};
 use nf_engine::attention::{AttnShape, attention_backward, attention_forward_train};
 use nf_engine::embedding::embedding_backward;
+use nf_engine::gemm_bf16::{linear_backward_dx_packed, linear_packed};
 use nf_engine::linear::{linear_backward_dx_in, linear_in};
 use nf_engine::loss::{IGNORE, cross_entropy_loss, softmax_cross_entropy_backward};
 use nf_engine::matmul::{add_bias, matmul_backward_in, matmul_in};
@@ -192,7 +193,10 @@ fn mat_forward(
     cols: usize,
 ) {
     match m {
-        Mat::Param(id) => matmul_in(prec, out, x, p.value(*id), x.len() / cols, cols, rows),
+        Mat::Param(id) => match p.packed(*id) {
+            Some(pw) => linear_packed(out, x, pw),
+            None => matmul_in(prec, out, x, p.value(*id), x.len() / cols, cols, rows),
+        },
         Mat::Frozen(w) => linear_in(prec, out, x, w),
     }
 }
@@ -211,6 +215,14 @@ fn mat_backward(
 ) {
     match m {
         Mat::Param(id) => {
+            // dx through the packed copy when there is one; dW from the activations.
+            let dx = match (p.packed(*id), dx) {
+                (Some(pw), Some(dx)) => {
+                    linear_backward_dx_packed(dx, dy, pw);
+                    None
+                }
+                (_, dx) => dx,
+            };
             let (w, gw) = p.value_and_grad(*id);
             matmul_backward_in(prec, dx, Some(gw), dy, x, w, dy.len() / rows, cols, rows);
         }
@@ -737,6 +749,9 @@ impl TrainModel {
     /// Forward pass over `inputs` ([batch · seq_len]), leaving the final normed hidden
     /// states in `acts.xnf` and every layer's saved activations.
     fn forward(&mut self, inputs: &[u32], starts: &[u32], times: &StepTimes) {
+        // Packed bf16 copies are current after an optimizer step; anything else that wrote
+        // the values (a checkpoint, a test) is caught here.
+        timed(&times.other, || self.params.refresh_packs());
         let mut acts = std::mem::replace(&mut self.acts, Activations::empty());
         {
             let cx = self.ctx(times, starts);
