@@ -912,7 +912,11 @@ pub fn linear_packed(out: &mut [f32], x: &[f32], w: &PackedWeight) {
 /// dx: [n, w.cols] (+=) from dy: [n, w.rows]: `dx += dy · W` for a packed weight.
 pub fn linear_backward_dx_packed(dx: &mut [f32], dy: &[f32], w: &PackedWeight) {
     let n = dy.len() / w.rows.max(1);
-    assert_eq!(dy.len(), n * w.rows, "linear_backward_dx_packed: dy is not [n, rows]");
+    assert_eq!(
+        dy.len(),
+        n * w.rows,
+        "linear_backward_dx_packed: dy is not [n, rows]"
+    );
     let threads = threads_for(n * w.rows * w.cols);
     let lhs = (dy, w.rows, 1);
     let rhs = Rhs::Packed(w);

@@ -241,7 +241,10 @@ fn masked_tokens_teach_nothing() {
         t.run(&AtomicBool::new(false), &mut |_| {}, None).unwrap();
         t.model.params.data().to_vec()
     };
-    let before = TrainModel::new(model, Method::Full, shape, 1).params.data().to_vec();
+    let before = TrainModel::new(model, Method::Full, shape, 1)
+        .params
+        .data()
+        .to_vec();
     // Every target masked: no gradient, so AdamW leaves every weight as it was.
     assert_eq!(run(vec![0; train.len()]), before);
     // Half masked: the model does learn.

@@ -9,7 +9,8 @@
 
 use rayon::prelude::*;
 
-use super::{NR, SendPtr, geometry, interleave, pairs_from_row};
+use super::{NR, SendPtr, geometry, interleave_rows, pairs_from_row};
+use crate::cpu::multiversion;
 use crate::cpu::{self, Isa};
 
 /// Rows of W per packing block: one column tile of the `Wᵀ` panel, and `NR / 2` pair rows of
@@ -51,7 +52,11 @@ impl PackedWeight {
 
     /// Packs all of `w` (`[rows, cols]`), in parallel over blocks.
     pub fn pack(&mut self, w: &[f32]) {
-        assert_eq!(w.len(), self.rows * self.cols, "PackedWeight: w is not [rows, cols]");
+        assert_eq!(
+            w.len(),
+            self.rows * self.cols,
+            "PackedWeight: w is not [rows, cols]"
+        );
         let block = PACK_ROWS * self.cols.max(1);
         let writer = self.writer();
         w.par_chunks(block)
@@ -132,38 +137,79 @@ impl BlockWriter<'_> {
         if n == 0 || cols == 0 {
             return;
         }
-        // Wᵀ: column tile b holds these rows, each row's pairs down one column.
-        // SAFETY: tile b is t_kpt · NR elements at b · t_kpt · NR, inside the panel, and only
-        // block b writes it.
+        // SAFETY: column tile b of the Wᵀ panel is t_kpt · NR elements at b · t_kpt · NR,
+        // inside the panel, and only block b writes it.
         let tile = unsafe {
             std::slice::from_raw_parts_mut(self.t.at(b * self.t_kpt * NR), self.t_kpt * NR)
         };
-        let kp_c = cols.div_ceil(2);
-        let mut pairs = vec![0u32; kp_c];
+        let p0 = b * PACK_ROWS / 2;
+        // Block b alone writes pair rows p0.. of the W panel.
+        pack_block_with(self.isa, tile, self.w, self.w_kpt, p0, block, cols);
+    }
+}
+
+multiversion!(
+    /// [`pack_block_generic`] compiled for `isa`. The caller guarantees that pair rows
+    /// `p0..p0 + block rows / 2` of every column tile of the `W` panel `w` (with `w_kpt`
+    /// pairs per tile row) are this call's alone to write.
+    pack_block_with => pack_block_generic(
+        tile: &mut [u32],
+        w: SendPtr<u32>,
+        w_kpt: usize,
+        p0: usize,
+        block: &[f32],
+        cols: usize,
+    )
+);
+
+/// One block of W (`[n ≤ PACK_ROWS, cols]`) into both panels: `tile` (its `Wᵀ` column
+/// tile, `[kpt][NR]`) and pair rows `p0..` of the `W` panel.
+#[inline(always)]
+fn pack_block_generic(
+    tile: &mut [u32],
+    w: SendPtr<u32>,
+    w_kpt: usize,
+    p0: usize,
+    block: &[f32],
+    cols: usize,
+) {
+    // Wᵀ: each row's pairs go down one column of the tile. The rows' pairs are made a
+    // chunk of columns at a time (contiguous, vectorized), then stored a tile row at a time
+    // (contiguous stores; storing each row's pairs down the column let the compiler emit
+    // scattered stores, which cost more than the rest of the step's packing).
+    const CHUNK: usize = 2 * NR;
+    let n = block.len() / cols;
+    let mut pairs = [[0u32; CHUNK]; NR];
+    for c in 0..cols.div_ceil(2 * CHUNK) {
+        let (f0, f1) = (c * 2 * CHUNK, ((c + 1) * 2 * CHUNK).min(cols));
+        let kp = (f1 - f0).div_ceil(2);
         for (j, row) in block.chunks_exact(cols).enumerate() {
-            pairs_from_row(&mut pairs, row);
-            for (p, &x) in pairs.iter().enumerate() {
-                tile[p * NR + j] = x;
+            pairs_from_row(&mut pairs[j][..kp], &row[f0..f1]);
+        }
+        for p in 0..kp {
+            let dst = &mut tile[(c * CHUNK + p) * NR..][..n];
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = pairs[j][p];
             }
         }
-        // W: pair rows p of every column tile, for the row pairs of this block.
-        let zeros = vec![0.0f32; cols];
-        for (q, two) in block.chunks(2 * cols).enumerate() {
-            let p = b * PACK_ROWS / 2 + q;
-            let (lo, hi) = two.split_at(cols);
-            let hi = if hi.is_empty() { &zeros[..] } else { hi };
-            for ct in 0..cols.div_ceil(NR) {
-                let (j0, j1) = (ct * NR, ((ct + 1) * NR).min(cols));
-                // SAFETY: pair row p of tile ct is NR elements inside the panel; row pair p
-                // belongs to this block alone.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        self.w.at(ct * self.w_kpt * NR + p * NR),
-                        j1 - j0,
-                    )
-                };
-                interleave(self.isa, dst, &lo[j0..j1], &hi[j0..j1]);
-            }
+    }
+    // W: rows 2q and 2q + 1 of the block interleaved into pair row p0 + q of each tile.
+    let zeros = [0.0f32; NR];
+    for (q, two) in block.chunks(2 * cols).enumerate() {
+        let (lo, hi) = two.split_at(cols);
+        for ct in 0..cols.div_ceil(NR) {
+            let (j0, j1) = (ct * NR, ((ct + 1) * NR).min(cols));
+            let hi = if hi.is_empty() {
+                &zeros[..j1 - j0]
+            } else {
+                &hi[j0..j1]
+            };
+            // SAFETY: pair row p0 + q of tile ct is NR elements inside the panel, and the
+            // caller guarantees this call alone writes it.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(w.at((ct * w_kpt + p0 + q) * NR), j1 - j0)
+            };
+            interleave_rows(dst, &lo[j0..j1], hi);
         }
     }
 }

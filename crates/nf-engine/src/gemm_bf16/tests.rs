@@ -303,15 +303,55 @@ fn a_packed_weight_gives_the_bits_of_packing_per_product() {
             let x = rng.vec(n * cols);
             let (mut want, mut got) = (vec![0.0; n * rows], vec![0.0; n * rows]);
             let strided_t = Rhs::Strided((&w[..], 1, cols));
-            gemm_bf16(isa, &mut want, n, rows, cols, (&x, cols, 1), strided_t, false, 2);
-            gemm_bf16(isa, &mut got, n, rows, cols, (&x, cols, 1), Rhs::PackedT(&pw), false, 2);
+            gemm_bf16(
+                isa,
+                &mut want,
+                n,
+                rows,
+                cols,
+                (&x, cols, 1),
+                strided_t,
+                false,
+                2,
+            );
+            gemm_bf16(
+                isa,
+                &mut got,
+                n,
+                rows,
+                cols,
+                (&x, cols, 1),
+                Rhs::PackedT(&pw),
+                false,
+                2,
+            );
             assert!(got == want, "forward {rows}x{cols} on {isa}");
             let dy = rng.vec(n * rows);
             let start = rng.vec(n * cols);
             let (mut want, mut got) = (start.clone(), start);
             let strided = Rhs::Strided((&w[..], cols, 1));
-            gemm_bf16(isa, &mut want, n, cols, rows, (&dy, rows, 1), strided, true, 2);
-            gemm_bf16(isa, &mut got, n, cols, rows, (&dy, rows, 1), Rhs::Packed(&pw), true, 2);
+            gemm_bf16(
+                isa,
+                &mut want,
+                n,
+                cols,
+                rows,
+                (&dy, rows, 1),
+                strided,
+                true,
+                2,
+            );
+            gemm_bf16(
+                isa,
+                &mut got,
+                n,
+                cols,
+                rows,
+                (&dy, rows, 1),
+                Rhs::Packed(&pw),
+                true,
+                2,
+            );
             assert!(got == want, "dx {rows}x{cols} on {isa}");
         }
     }
