@@ -31,23 +31,11 @@ pub fn adamw_step(
     step: u64,
     h: AdamWParams,
 ) {
-    let n = params.len();
-    assert!(
-        m.len() == n && v.len() == n && grads.len() == n,
-        "adamw_step: slices differ in length"
-    );
-    let k = Consts::new(step, h);
     // Element-wise, so any split gives the same bits; chunks of 64k elements spread a
     // 100M-parameter update over the cores (it is a fifth of a full fine-tuning step's
     // time outside the GEMMs on one).
     const CHUNK: usize = 1 << 16;
-    let isa = crate::cpu::isa();
-    params
-        .par_chunks_mut(CHUNK)
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .zip(grads.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| adamw_chunk(isa, p, m, v, g, k));
+    adamw_blocks(params, m, v, grads, step, h, CHUNK, |_, _| {});
 }
 
 /// [`adamw_step`] on a `[rows, cols]` matrix kept packed in bf16 as well: each block of
@@ -63,20 +51,38 @@ pub fn adamw_step_repack(
     h: AdamWParams,
     packed: &mut PackedWeight,
 ) {
-    let n = params.len();
-    assert!(
-        m.len() == n && v.len() == n && grads.len() == n,
-        "adamw_step_repack: slices differ in length"
-    );
     assert_eq!(
-        n,
+        params.len(),
         packed.rows * packed.cols,
         "adamw_step_repack: params are not the packed matrix"
     );
-    let k = Consts::new(step, h);
-    let isa = crate::cpu::isa();
     let block = PACK_ROWS * packed.cols.max(1);
     let writer = packed.writer();
+    adamw_blocks(params, m, v, grads, step, h, block, |b, p| {
+        writer.pack_block(b, p)
+    });
+}
+
+/// AdamW over blocks of `block` elements in parallel; `then(b, values)` runs on block `b`
+/// right after its update, while it is still in cache.
+#[allow(clippy::too_many_arguments)]
+fn adamw_blocks(
+    params: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    grads: &[f32],
+    step: u64,
+    h: AdamWParams,
+    block: usize,
+    then: impl Fn(usize, &[f32]) + Sync,
+) {
+    let n = params.len();
+    assert!(
+        m.len() == n && v.len() == n && grads.len() == n,
+        "adamw_step: slices differ in length"
+    );
+    let k = Consts::new(step, h);
+    let isa = crate::cpu::isa();
     params
         .par_chunks_mut(block)
         .zip(m.par_chunks_mut(block))
@@ -85,7 +91,7 @@ pub fn adamw_step_repack(
         .enumerate()
         .for_each(|(b, (((p, m), v), g))| {
             adamw_chunk(isa, p, m, v, g, k);
-            writer.pack_block(b, p);
+            then(b, p);
         });
 }
 

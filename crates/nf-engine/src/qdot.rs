@@ -6,13 +6,12 @@
 //! registers. The kernels are compiled for AVX-512, AVX2+FMA and the baseline, and picked at
 //! run time. Types without a fused kernel dequantize the row into a buffer first.
 
-use half::f16;
-
 #[cfg(any(test, doc))]
 use crate::cpu::Isa;
 use crate::cpu::multiversion;
 use crate::ggml::GgmlType;
 use crate::linear::{Weight, WeightData};
+use crate::quant::f16_at;
 use crate::simd::dot_generic;
 
 const QK: usize = 32;
@@ -82,11 +81,6 @@ fn dot_rows_generic(
 }
 
 #[inline(always)]
-fn f16_le(b: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
-}
-
-#[inline(always)]
 fn hsum(acc: &[f32; 16]) -> f32 {
     acc.iter().sum()
 }
@@ -97,7 +91,7 @@ fn hsum(acc: &[f32; 16]) -> f32 {
 fn dot_q4_0(row: &[u8], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     for (b, xb) in row.chunks_exact(18).zip(x.chunks_exact(QK)) {
-        let d = f16_le(b, 0);
+        let d = f16_at(b, 0);
         let qs = &b[2..18];
         for j in 0..16 {
             let lo = (qs[j] & 0x0F) as i32 - 8;
@@ -115,7 +109,7 @@ fn dot_q4_1(row: &[u8], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let mut acc_m = [0.0f32; 16];
     for (b, xb) in row.chunks_exact(20).zip(x.chunks_exact(QK)) {
-        let (d, m) = (f16_le(b, 0), f16_le(b, 2));
+        let (d, m) = (f16_at(b, 0), f16_at(b, 2));
         let qs = &b[4..20];
         for j in 0..16 {
             let lo = (qs[j] & 0x0F) as f32;
@@ -132,7 +126,7 @@ fn dot_q4_1(row: &[u8], x: &[f32]) -> f32 {
 fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     for (b, xb) in row.chunks_exact(34).zip(x.chunks_exact(QK)) {
-        let d = f16_le(b, 0);
+        let d = f16_at(b, 0);
         let qs = &b[2..34];
         for j in 0..16 {
             let s = qs[j] as i8 as f32 * xb[j] + qs[j + 16] as i8 as f32 * xb[j + 16];

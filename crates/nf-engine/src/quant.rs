@@ -187,7 +187,7 @@ fn bytes_for(ty: GgmlType, n_elements: usize) -> Result<usize, QuantError> {
 
 /// Reads the little-endian f16 at `b[at..at + 2]` as f32 (ggml's `GGML_FP16_TO_FP32`, exact).
 #[inline(always)]
-fn f16_at(b: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
     f16_to_f32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
