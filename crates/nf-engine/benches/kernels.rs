@@ -9,6 +9,7 @@ use nf_engine::attention::{
 use nf_engine::gemm_bf16::{matmul_backward_bf16, matmul_bf16};
 use nf_engine::ggml::GgmlType;
 use nf_engine::linear::{Weight, linear};
+use nf_engine::lowrank::{Strided as S, wide_t_times_narrow, wide_times_narrow};
 use nf_engine::matmul::{matmul, matmul_backward};
 use nf_engine::norm::rmsnorm;
 use nf_engine::quant::{dequantize, quantize};
@@ -253,5 +254,65 @@ fn attention_train_backward(b: Bencher, t: usize) {
             &[],
             s,
         )
+    });
+}
+
+/// The six small products of a rank-16 LoRA adapter on SmolLM2's FFN up projection
+/// (1536 × 576) at 256 tokens, bf16: `h = x·Aᵀ`, `y += h·Bᵀ`, `dB += dyᵀ·h`, `dh = dy·B`,
+/// `dA += dhᵀ·x`, `dx += dh·A`.
+#[divan::bench(args = ["h", "y", "db", "dh", "da", "dx"])]
+fn lora_products_bf16(b: Bencher, product: &str) {
+    let (n, m, k, r) = (256, H, D, 16);
+    let (x, a, bm, dy) = (
+        data(n * k, 1),
+        data(r * k, 2),
+        data(m * r, 3),
+        data(n * m, 4),
+    );
+    let (mut h, mut y, mut dx) = (data(n * r, 5), vec![0.0; n * m], vec![0.0; n * k]);
+    let (mut da, mut db, mut dh) = (vec![0.0; r * k], vec![0.0; m * r], vec![0.0; n * r]);
+    b.bench_local(|| match product {
+        "h" => matmul_bf16(black_box(&mut h), &x, &a, n, k, r),
+        "y" => matmul_bf16(black_box(&mut y), &h, &bm, n, r, m),
+        "db" => matmul_backward_bf16(None, Some(&mut db), &dy, &h, &bm, n, r, m),
+        "dh" => matmul_backward_bf16(Some(&mut dh), None, &dy, &h, &bm, n, r, m),
+        "da" => matmul_backward_bf16(None, Some(&mut da), &dh, &x, &a, n, k, r),
+        _ => matmul_backward_bf16(Some(&mut dx), None, &dh, &x, &a, n, k, r),
+    });
+}
+
+/// The four narrow products on `nf_engine::lowrank`'s f32 register-block loops (the other two
+/// ride along the frozen product's depth in bf16 training).
+#[divan::bench(args = ["h", "db", "dh", "da"])]
+fn lora_products_narrow(b: Bencher, product: &str) {
+    let (n, m, k, r) = (256, H, D, 16);
+    let (x, a, bm, dy) = (
+        data(n * k, 1),
+        data(r * k, 2),
+        data(m * r, 3),
+        data(n * m, 4),
+    );
+    let (h, mut out) = (data(n * r, 5), vec![0.0; k.max(m).max(n) * r]);
+    b.bench_local(|| match product {
+        "h" => wide_times_narrow(
+            &mut out[..n * r],
+            S::rows(&x, k),
+            S::transposed(&a, k),
+            n,
+            k,
+            r,
+            false,
+        ),
+        "dh" => wide_times_narrow(
+            &mut out[..n * r],
+            S::rows(&dy, m),
+            S::rows(&bm, r),
+            n,
+            m,
+            r,
+            false,
+        ),
+        "db" => wide_t_times_narrow(&mut out[..m * r], S::rows(&dy, m), S::rows(&h, r), n, m, r),
+        _ => wide_t_times_narrow(&mut out[..k * r], S::rows(&x, k), S::rows(&h, r), n, k, r),
     });
 }

@@ -119,26 +119,71 @@ pub fn gemm_bf16(
     accumulate: bool,
     threads: usize,
 ) {
+    let term = Term { lhs, rhs, depth };
+    gemm_bf16_sum(isa, dst, rows, cols, &[term], accumulate, threads);
+}
+
+/// One product of a [`gemm_bf16_sum`]: `lhs [rows, depth] · rhs [depth, cols]`.
+#[derive(Clone, Copy)]
+pub struct Term<'a> {
+    pub lhs: Operand<'a>,
+    pub rhs: Rhs<'a>,
+    pub depth: usize,
+}
+
+/// dst: [rows, cols] row-major. `dst (=|+=) Σ lhsᵢ · rhsᵢ` as one product: the terms are
+/// packed side by side along the depth, so a small product that shares the output of a big
+/// one (a LoRA adapter's `h · Bᵀ` beside the frozen `x · Wᵀ`) costs its flops and no pass
+/// over the output of its own. A pre-packed rhs ([`Rhs::Packed`]) must be the only term.
+pub fn gemm_bf16_sum(
+    isa: Isa,
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    terms: &[Term],
+    accumulate: bool,
+    threads: usize,
+) {
     assert_eq!(dst.len(), rows * cols, "gemm_bf16: dst is not [rows, cols]");
-    check_operand(lhs, rows, depth);
-    match rhs {
-        Rhs::Strided(op) => check_operand(op, depth, cols),
-        Rhs::Weight(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
-        Rhs::WeightT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
-        Rhs::Packed(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
-        Rhs::PackedT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
+    for t in terms {
+        let depth = t.depth;
+        check_operand(t.lhs, rows, depth);
+        match t.rhs {
+            Rhs::Strided(op) => check_operand(op, depth, cols),
+            Rhs::Weight(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
+            Rhs::WeightT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
+            Rhs::Packed(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
+            Rhs::PackedT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
+        }
     }
+    let prepacked = terms
+        .iter()
+        .any(|t| matches!(t.rhs, Rhs::Packed(_) | Rhs::PackedT(_)));
+    assert!(
+        !prepacked || terms.len() == 1,
+        "gemm_bf16: a pre-packed rhs cannot share the depth with other terms"
+    );
     if rows == 0 || cols == 0 {
         return;
     }
-    if depth == 0 {
+    // Each term starts at a whole pair, so an odd depth pads its own last pair with zero.
+    let offsets: Vec<usize> = terms
+        .iter()
+        .scan(0, |off, t| {
+            let start = *off;
+            *off += t.depth.div_ceil(2);
+            Some(start)
+        })
+        .collect();
+    let kp: usize = terms.iter().map(|t| t.depth.div_ceil(2)).sum();
+    if kp == 0 {
         if !accumulate {
             dst.fill(0.0);
         }
         return;
     }
     let (mr, align) = geometry(isa);
-    let kpt = depth.div_ceil(2).next_multiple_of(align);
+    let kpt = kp.next_multiple_of(align);
     let row_tiles = rows.div_ceil(mr);
     let col_tiles = cols.div_ceil(NR);
     let threads = threads.max(1);
@@ -146,16 +191,16 @@ pub fn gemm_bf16(
     // The packers write every element, padding included, so the buffers are only grown.
     let mut a = PACK_A.take();
     grow(&mut a, row_tiles * mr * kpt);
-    pack_lhs(isa, &mut a, lhs, rows, depth, kpt, threads);
+    pack_lhs(isa, &mut a, terms, &offsets, rows, kpt, threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
     let mut b_buf = Vec::new();
-    let b: &[u32] = match rhs {
+    let b: &[u32] = match terms[0].rhs {
         Rhs::Packed(w) => w.panel_w(isa, kpt),
         Rhs::PackedT(w) => w.panel_t(isa, kpt),
         _ => {
             b_buf = PACK_B.take();
             grow(&mut b_buf, col_tiles * kpt * NR);
-            pack_rhs(isa, &mut b_buf, rhs, depth, cols, kpt, threads);
+            pack_rhs(isa, &mut b_buf, terms, &offsets, cols, kpt, threads);
             &b_buf
         }
     };
@@ -227,20 +272,29 @@ unsafe impl<T> Send for SendPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for SendPtr<T> {}
 
-/// Packs lhs `[rows, depth]` into row-major pairs `[rows padded][kpt]`; padding is zero.
+/// Packs each term's lhs `[rows, depth]` into its pairs of row-major `[rows][kpt]`, from
+/// its offset on; the pairs past the last term are zero.
 fn pack_lhs(
     isa: Isa,
     a: &mut [u32],
-    lhs: Operand,
+    terms: &[Term],
+    offsets: &[usize],
     rows: usize,
-    depth: usize,
     kpt: usize,
     threads: usize,
 ) {
     // Blocks of 16 rows, so a transposed lhs is read 16 contiguous elements at a time.
     const BLOCK: usize = 16;
+    let kp: usize = terms.iter().map(|t| t.depth.div_ceil(2)).sum();
     let pack = |(bi, chunk): (usize, &mut [u32]), pairs: &mut Vec<u32>| {
-        pack_lhs_rows(isa, chunk, lhs, bi * BLOCK, depth, kpt, pairs);
+        for (t, &off) in terms.iter().zip(offsets) {
+            pack_lhs_rows(isa, chunk, t.lhs, bi * BLOCK, t.depth, kpt, off, pairs);
+        }
+        if kp < kpt {
+            chunk
+                .chunks_exact_mut(kpt)
+                .for_each(|row| row[kp..].fill(0));
+        }
     };
     let a = &mut a[..rows * kpt];
     if threads == 1 {
@@ -261,27 +315,31 @@ multiversion!(pack_lhs_rows => pack_lhs_rows_generic(
     i0: usize,
     depth: usize,
     kpt: usize,
+    off: usize,
     pairs: &mut Vec<u32>,
 ));
 
-/// Rows `i0..i0 + dst.len() / kpt` of the lhs as bf16 pairs, zeros after them.
+/// Rows `i0..i0 + dst.len() / kpt` of the lhs as bf16 pairs, into pairs `off..` of each
+/// packed row.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn pack_lhs_rows_generic(
     dst: &mut [u32],
     (v, rs, cs): Operand,
     i0: usize,
     depth: usize,
     kpt: usize,
+    off: usize,
     pairs: &mut Vec<u32>,
 ) {
     let kp = depth.div_ceil(2);
     let nb = dst.len() / kpt;
+    let rows = dst.chunks_exact_mut(kpt).map(|row| &mut row[off..off + kp]);
     if cs == 1 {
         // Rows contiguous along the depth (activations, dy): convert each row.
-        for (ri, row) in dst.chunks_exact_mut(kpt).enumerate() {
+        for (ri, row) in rows.enumerate() {
             let i = i0 + ri;
             pairs_from_row(row, &v[i * rs..i * rs + depth]);
-            row[kp..].fill(0);
         }
     } else if rs == 1 {
         // A transposed lhs (dyᵀ of a weight gradient): depth rows are contiguous along our
@@ -296,16 +354,15 @@ fn pack_lhs_rows_generic(
                 d.iter_mut().zip(r0).for_each(|(d, &x)| *d = pair(x, 0.0));
             }
         }
-        for (ri, row) in dst.chunks_exact_mut(kpt).enumerate() {
-            for (p, d) in row[..kp].iter_mut().enumerate() {
+        for (ri, row) in rows.enumerate() {
+            for (p, d) in row.iter_mut().enumerate() {
                 *d = pairs[p * nb + ri];
             }
-            row[kp..].fill(0);
         }
     } else {
-        for (ri, row) in dst.chunks_exact_mut(kpt).enumerate() {
+        for (ri, row) in rows.enumerate() {
             let i = i0 + ri;
-            for (p, d) in row.iter_mut().enumerate().take(kp) {
+            for (p, d) in row.iter_mut().enumerate() {
                 let lo = v[i * rs + 2 * p * cs];
                 let hi = if 2 * p + 1 < depth {
                     v[i * rs + (2 * p + 1) * cs]
@@ -314,7 +371,6 @@ fn pack_lhs_rows_generic(
                 };
                 *d = pair(lo, hi);
             }
-            row[kp..].fill(0);
         }
     }
 }
@@ -331,32 +387,45 @@ fn pairs_from_row(dst: &mut [u32], row: &[f32]) {
     }
 }
 
-/// Packs rhs `[depth, cols]` into `[col tile][kpt][NR]`; padding is zero.
+/// Packs each term's rhs `[depth, cols]` into its pair rows of `[col tile][kpt][NR]`, from
+/// its offset on; padding is zero.
 fn pack_rhs(
     isa: Isa,
     b: &mut [u32],
-    rhs: Rhs,
-    depth: usize,
+    terms: &[Term],
+    offsets: &[usize],
     cols: usize,
     kpt: usize,
     threads: usize,
 ) {
     let col_tiles = cols.div_ceil(NR);
     let b = &mut b[..col_tiles * kpt * NR];
-    if let Rhs::Weight(w) = rhs {
-        return pack_weight_rows(isa, b, w, kpt, threads);
+    for (t, &off) in terms.iter().zip(offsets) {
+        if let Rhs::Weight(w) = t.rhs {
+            pack_weight_rows(isa, b, w, kpt, off, threads);
+        }
     }
     // Each task owns whole column tiles, so writes never overlap.
+    let kp: usize = terms.iter().map(|t| t.depth.div_ceil(2)).sum();
+    let tile = |ct: usize, dst: &mut [u32], scratch: &mut Scratch| {
+        for (t, &off) in terms.iter().zip(offsets) {
+            if !matches!(t.rhs, Rhs::Weight(_)) {
+                let dst = &mut dst[off * NR..(off + t.depth.div_ceil(2)) * NR];
+                pack_rhs_tile(isa, dst, t.rhs, ct, t.depth, cols, scratch);
+            }
+        }
+        dst[kp * NR..].fill(0);
+    };
     if threads == 1 {
         let mut scratch = Scratch::default();
         for (ct, dst) in b.chunks_exact_mut(kpt * NR).enumerate() {
-            pack_rhs_tile(isa, dst, rhs, ct, depth, cols, &mut scratch);
+            tile(ct, dst, &mut scratch);
         }
     } else {
         b.par_chunks_exact_mut(kpt * NR)
             .enumerate()
             .for_each_init(Scratch::default, |scratch, (ct, dst)| {
-                pack_rhs_tile(isa, dst, rhs, ct, depth, cols, scratch)
+                tile(ct, dst, scratch)
             });
     }
 }
@@ -378,7 +447,7 @@ multiversion!(pack_rhs_tile => pack_rhs_tile_generic(
     scratch: &mut Scratch,
 ));
 
-/// Column tile `ct` of the rhs, `[kpt][NR]`.
+/// Column tile `ct` of the rhs, `[kp][NR]`.
 #[inline(always)]
 fn pack_rhs_tile_generic(
     dst: &mut [u32],
@@ -390,12 +459,10 @@ fn pack_rhs_tile_generic(
 ) {
     let j0 = ct * NR;
     let nj = NR.min(cols - j0);
-    let kp = depth.div_ceil(2);
     if nj < NR {
         // The last tile's columns past `cols` are zero.
         dst.fill(0);
     }
-    dst[kp * NR..].fill(0);
     match rhs {
         // Depth rows contiguous along the columns: interleave two rows at a time.
         Rhs::Strided((v, rs, 1)) => {
@@ -425,11 +492,11 @@ fn pack_rhs_tile_generic(
     }
 }
 
-/// Packs `W` as the rhs (depth = W's rows, the `dx = dy · W` of a frozen weight). Each
-/// task takes a run of pair rows: it dequantizes W's rows `2p` and `2p + 1` once and
-/// writes pair row `p` of every column tile, so a quantized weight is decoded once per
-/// product rather than once per tile.
-fn pack_weight_rows(isa: Isa, b: &mut [u32], w: &Weight, kpt: usize, threads: usize) {
+/// Packs `W` as the rhs (depth = W's rows, the `dx = dy · W` of a frozen weight) into pair
+/// rows `off..` of every column tile. Each task takes a run of pair rows: it dequantizes
+/// W's rows `2p` and `2p + 1` once and writes pair row `off + p` of every column tile, so a
+/// quantized weight is decoded once per product rather than once per tile.
+fn pack_weight_rows(isa: Isa, b: &mut [u32], w: &Weight, kpt: usize, off: usize, threads: usize) {
     let (depth, cols) = (w.rows, w.cols);
     let col_tiles = cols.div_ceil(NR);
     let kp = depth.div_ceil(2);
@@ -449,10 +516,11 @@ fn pack_weight_rows(isa: Isa, b: &mut [u32], w: &Weight, kpt: usize, threads: us
                 r1.fill(0.0);
             }
             for ct in 0..col_tiles {
-                // SAFETY: pair row p of tile ct is NR elements at ct·kpt·NR + p·NR, inside
-                // b (col_tiles · kpt · NR long); tasks own disjoint p, so no two write it.
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut(out.at(ct * kpt * NR + p * NR), NR) };
+                // SAFETY: pair row off + p of tile ct is NR elements at ct·kpt·NR + (off +
+                // p)·NR, inside b (col_tiles · kpt · NR long, off + kp ≤ kpt); tasks own
+                // disjoint p, so no two write it.
+                let at = ct * kpt * NR + (off + p) * NR;
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), NR) };
                 let cs = ct * NR..(ct + 1) * NR;
                 interleave(isa, dst, &r0[cs.clone()], &r1[cs]);
             }
@@ -466,10 +534,6 @@ fn pack_weight_rows(isa: Isa, b: &mut [u32], w: &Weight, kpt: usize, threads: us
         (0..n_tasks)
             .into_par_iter()
             .for_each_init(Vec::new, |f, t| task(t, f));
-    }
-    // Pair rows past the depth (AMX pads it to 16) are zero.
-    for ct in 0..col_tiles {
-        b[ct * kpt * NR + kp * NR..(ct + 1) * kpt * NR].fill(0);
     }
 }
 
@@ -852,6 +916,23 @@ pub fn matmul_backward_bf16(
 /// out: [n, w.rows] = x: [n, w.cols] · Wᵀ for a frozen weight of any type, its rows
 /// dequantized straight into the packed bf16 panel. Overwrites `out`.
 pub fn linear_bf16(out: &mut [f32], x: &[f32], w: &Weight) {
+    linear_lora_bf16(out, x, w, None);
+}
+
+/// A low-rank term beside a frozen product: `h: [n, r]` and its factor `m`, row-major.
+/// In the forward `m` is B `[w.rows, r]` (the term is `h · Bᵀ`), in the backward A
+/// `[r, w.cols]` (the term is `dh · A`).
+#[derive(Clone, Copy)]
+pub struct LowRank<'a> {
+    pub h: &'a [f32],
+    pub m: &'a [f32],
+    pub r: usize,
+}
+
+/// out: [n, w.rows] = x · Wᵀ (+ h · Bᵀ): a frozen linear with a LoRA adapter's up
+/// projection packed beside it along the depth, so the adapter costs no second pass over
+/// `out`. Overwrites `out`.
+pub fn linear_lora_bf16(out: &mut [f32], x: &[f32], w: &Weight, lora: Option<LowRank>) {
     let n = x.len() / w.cols.max(1);
     assert_eq!(x.len(), n * w.cols, "linear_bf16: x is not [n, cols]");
     let threads = threads_for(n * w.rows * w.cols);
@@ -859,21 +940,32 @@ pub fn linear_bf16(out: &mut [f32], x: &[f32], w: &Weight) {
         WeightData::F32(v) => Rhs::Strided((v, 1, w.cols)),
         WeightData::Quant { .. } => Rhs::WeightT(w),
     };
-    gemm_bf16(
-        cpu::isa(),
-        out,
-        n,
-        w.rows,
-        w.cols,
-        (x, w.cols, 1),
+    let mut terms = vec![Term {
+        lhs: (x, w.cols, 1),
         rhs,
-        false,
-        threads,
-    );
+        depth: w.cols,
+    }];
+    if let Some(LowRank { h, m, r }) = lora {
+        assert_eq!(h.len(), n * r, "linear_lora_bf16: h is not [n, r]");
+        assert_eq!(m.len(), w.rows * r, "linear_lora_bf16: B is not [rows, r]");
+        // Bᵀ's element (p, j) is B[j · r + p].
+        terms.push(Term {
+            lhs: (h, r, 1),
+            rhs: Rhs::Strided((m, 1, r)),
+            depth: r,
+        });
+    }
+    gemm_bf16_sum(cpu::isa(), out, n, w.rows, &terms, false, threads);
 }
 
 /// dx: [n, w.cols] (+=) from dy: [n, w.rows]: `dx += dy · W` for a frozen weight of any type.
 pub fn linear_backward_dx_bf16(dx: &mut [f32], dy: &[f32], w: &Weight) {
+    linear_lora_backward_dx_bf16(dx, dy, w, None);
+}
+
+/// dx: [n, w.cols] (+=) `dy · W (+ dh · A)`: the input gradient of [`linear_lora_bf16`],
+/// the adapter's down projection packed beside the frozen weight.
+pub fn linear_lora_backward_dx_bf16(dx: &mut [f32], dy: &[f32], w: &Weight, lora: Option<LowRank>) {
     let n = dy.len() / w.rows.max(1);
     assert_eq!(
         dy.len(),
@@ -885,17 +977,29 @@ pub fn linear_backward_dx_bf16(dx: &mut [f32], dy: &[f32], w: &Weight) {
         WeightData::F32(v) => Rhs::Strided((v, w.cols, 1)),
         WeightData::Quant { .. } => Rhs::Weight(w),
     };
-    gemm_bf16(
-        cpu::isa(),
-        dx,
-        n,
-        w.cols,
-        w.rows,
-        (dy, w.rows, 1),
+    let mut terms = vec![Term {
+        lhs: (dy, w.rows, 1),
         rhs,
-        true,
-        threads,
-    );
+        depth: w.rows,
+    }];
+    if let Some(LowRank { h, m, r }) = lora {
+        assert_eq!(
+            h.len(),
+            n * r,
+            "linear_lora_backward_dx_bf16: dh is not [n, r]"
+        );
+        assert_eq!(
+            m.len(),
+            r * w.cols,
+            "linear_lora_backward_dx_bf16: A is not [r, cols]"
+        );
+        terms.push(Term {
+            lhs: (h, r, 1),
+            rhs: Rhs::Strided((m, w.cols, 1)),
+            depth: r,
+        });
+    }
+    gemm_bf16_sum(cpu::isa(), dx, n, w.cols, &terms, true, threads);
 }
 
 /// out: [n, w.rows] = x: [n, w.cols] · Wᵀ for a trainable weight kept packed. Overwrites

@@ -19,6 +19,7 @@ pub mod gemm_bf16;
 pub mod ggml;
 pub mod linear;
 pub mod loss;
+pub mod lowrank;
 pub mod matmul;
 pub mod norm;
 pub mod optim;

@@ -207,6 +207,79 @@ fn weights_of_every_type_pack_as_w_and_as_w_transposed() {
     }
 }
 
+/// A sum of products packed along one depth equals the sum of the products: every rhs
+/// kind, odd depths (each term pads its own last pair), an empty term, accumulate or not.
+#[test]
+fn a_sum_of_terms_matches_the_sum_of_its_products() {
+    let mut rng = Rng::new(26);
+    let (rows, cols) = (29, 70);
+    let (d1, d2, d3, d4) = (64, 5, 33, 17);
+    // x · W₁ᵀ (quantized, as the forward reads it), h · B (a LoRA's strided B [cols, d2]
+    // read transposed), dy · W₃ (f16, as dx reads a frozen weight), and a row-major strided rhs.
+    let w1 = random_weight(GgmlType::Q4_1, cols, d1, &mut rng);
+    let w3 = random_weight(GgmlType::F16, d3, cols, &mut rng);
+    let (w1f, w3f) = (w1.to_f32(), w3.to_f32());
+    let (x, h, dy, z) = (
+        rng.vec(rows * d1),
+        rng.vec(rows * d2),
+        rng.vec(rows * d3),
+        rng.vec(d4 * rows),
+    );
+    let (bm, r4) = (rng.vec(cols * d2), rng.vec(d4 * cols));
+    let terms = [
+        Term {
+            lhs: (&x, d1, 1),
+            rhs: Rhs::WeightT(&w1),
+            depth: d1,
+        },
+        Term {
+            lhs: (&h, d2, 1),
+            rhs: Rhs::Strided((&bm, 1, d2)),
+            depth: d2,
+        },
+        Term {
+            lhs: (&h, d2, 1),
+            rhs: Rhs::Strided((&bm, 1, d2)),
+            depth: 0,
+        },
+        Term {
+            lhs: (&dy, d3, 1),
+            rhs: Rhs::Weight(&w3),
+            depth: d3,
+        },
+        // A transposed lhs: z is [d4, rows].
+        Term {
+            lhs: (&z, 1, rows),
+            rhs: Rhs::Strided((&r4, cols, 1)),
+            depth: d4,
+        },
+    ];
+    let reference = [
+        ((&x[..], d1, 1), (&w1f[..], 1, d1), d1),
+        ((&h[..], d2, 1), (&bm[..], 1, d2), d2),
+        ((&dy[..], d3, 1), (&w3f[..], cols, 1), d3),
+        ((&z[..], 1, rows), (&r4[..], cols, 1), d4),
+    ];
+    for isa in tiers() {
+        for accumulate in [false, true] {
+            for threads in [1, 2] {
+                let start = rng.vec(rows * cols);
+                let mut fast = start.clone();
+                gemm_bf16_sum(isa, &mut fast, rows, cols, &terms, accumulate, threads);
+                let mut slow = if accumulate {
+                    start
+                } else {
+                    vec![0.0; rows * cols]
+                };
+                for (lhs, rhs, depth) in reference {
+                    gemm_bf16_naive(&mut slow, rows, cols, depth, lhs, rhs, true);
+                }
+                assert_close(&fast, &slow, 5e-5);
+            }
+        }
+    }
+}
+
 #[test]
 fn public_products_match_f32_within_bf16_rounding() {
     // Against the f32 reference: inputs in [-1, 1) rounded to bf16 each carry a relative

@@ -11,9 +11,15 @@ use nf_engine::Precision;
 use nf_engine::activation::{swiglu, swiglu_backward};
 use nf_engine::attention::{AttnShape, attention_backward, attention_forward_train};
 use nf_engine::embedding::embedding_backward;
-use nf_engine::gemm_bf16::{linear_backward_dx_packed, linear_packed};
-use nf_engine::linear::{linear_backward_dx_in, linear_in};
+use nf_engine::gemm_bf16::{
+    LowRank, linear_backward_dx_packed, linear_lora_backward_dx_bf16, linear_lora_bf16,
+    linear_packed,
+};
+use nf_engine::linear::{Weight, linear_backward_dx_in, linear_in};
 use nf_engine::loss::{IGNORE, cross_entropy_loss, softmax_cross_entropy_backward};
+use nf_engine::lowrank::{
+    Strided as S, narrow_t_times_wide, wide_t_times_narrow, wide_times_narrow,
+};
 use nf_engine::matmul::{add_bias, matmul_backward_in, matmul_in};
 use nf_engine::norm::{rmsnorm, rmsnorm_backward};
 use nf_engine::rope::Rope;
@@ -239,6 +245,15 @@ fn h_of<'a>(lora_h: &'a mut [Vec<f32>], lin: &Lin) -> Option<&'a mut [f32]> {
     lin.adapter.map(|ad| lora_h[ad.slot].as_mut_slice())
 }
 
+/// The frozen weight of `lin` when its adapter's products can be packed beside the base
+/// product (bf16 GEMM): one pass over the output instead of two.
+fn fused_base<'a>(cx: &Ctx, lin: &'a Lin) -> Option<&'a Weight> {
+    match (&lin.base, cx.precision) {
+        (Mat::Frozen(w), Precision::Bf16) => Some(w),
+        _ => None,
+    }
+}
+
 /// out: [n, rows] = x · Wᵀ + scale · (dropout(x) · Aᵀ) · Bᵀ; saves `h = scale · dropout(x)·Aᵀ`.
 #[allow(clippy::too_many_arguments)]
 fn lin_forward(
@@ -252,10 +267,10 @@ fn lin_forward(
     tmp: &mut [f32],
     p: &ParamStore,
 ) {
-    timed(&cx.times.matmul, || {
-        mat_forward(cx.precision, out, x, &lin.base, p, lin.rows, lin.cols)
-    });
     let (Some(ad), Some(h)) = (lin.adapter, h) else {
+        timed(&cx.times.matmul, || {
+            mat_forward(cx.precision, out, x, &lin.base, p, lin.rows, lin.cols)
+        });
         return;
     };
     let n = x.len() / lin.cols;
@@ -270,10 +285,17 @@ fn lin_forward(
         x
     };
     timed(&cx.times.matmul, || {
-        matmul_in(cx.precision, h, xin, p.value(ad.a), n, lin.cols, r);
+        let a = S::transposed(p.value(ad.a), lin.cols);
+        wide_times_narrow(h, S::rows(xin, lin.cols), a, n, lin.cols, r, false);
         h.iter_mut().for_each(|v| *v *= cx.lora_scale);
+        let b = p.value(ad.b);
+        if let Some(w) = fused_base(cx, lin) {
+            linear_lora_bf16(out, x, w, Some(LowRank { h, m: b, r }));
+            return;
+        }
+        mat_forward(cx.precision, out, x, &lin.base, p, lin.rows, lin.cols);
         let tmp = &mut tmp[..n * lin.rows];
-        matmul_in(cx.precision, tmp, h, p.value(ad.b), n, r, lin.rows);
+        matmul_in(cx.precision, tmp, h, b, n, r, lin.rows);
         add_into(out, tmp);
     });
 }
@@ -292,57 +314,59 @@ fn lin_backward(
     dh: &mut [f32],
     p: &mut ParamStore,
 ) {
-    timed(&cx.times.matmul, || {
-        mat_backward(
-            cx.precision,
-            Some(&mut *dx),
-            dy,
-            x,
-            &lin.base,
-            p,
-            lin.rows,
-            lin.cols,
-        )
-    });
+    let base_dx = |dx: &mut [f32], p: &mut ParamStore| {
+        timed(&cx.times.matmul, || {
+            mat_backward(
+                cx.precision,
+                Some(dx),
+                dy,
+                x,
+                &lin.base,
+                p,
+                lin.rows,
+                lin.cols,
+            )
+        })
+    };
     let (Some(ad), Some(h)) = (lin.adapter, h) else {
-        return;
+        return base_dx(dx, p);
     };
     let n = x.len() / lin.cols;
     let r = h.len() / n;
     let dh = &mut dh[..n * r];
     timed(&cx.times.matmul, || {
-        // Through B: out += h · Bᵀ.
-        dh.fill(0.0);
+        // Through B (out += h · Bᵀ): dB += dyᵀ · h, dh = scale · dy · B.
         let (b, gb) = p.value_and_grad(ad.b);
-        matmul_backward_in(
-            cx.precision,
-            Some(&mut *dh),
-            Some(gb),
-            dy,
-            h,
-            b,
-            n,
-            r,
-            lin.rows,
-        );
+        let dy_rows = S::rows(dy, lin.rows);
+        wide_t_times_narrow(gb, dy_rows, S::rows(h, r), n, lin.rows, r);
+        wide_times_narrow(dh, dy_rows, S::rows(b, r), n, lin.rows, r, false);
         dh.iter_mut().for_each(|v| *v *= cx.lora_scale);
     });
     if cx.dropout > 0.0 {
+        base_dx(dx, p);
         let xd = &mut xd[..x.len()];
         let key = cx.dropout_key(l, ad.slot);
         timed(&cx.times.other, || dropout(xd, x, cx.dropout, key, false));
         timed(&cx.times.matmul, || {
             let (a, ga) = p.value_and_grad(ad.a);
-            matmul_backward_in(cx.precision, None, Some(ga), dh, xd, a, n, lin.cols, r);
+            narrow_t_times_wide(ga, S::rows(dh, r), S::rows(xd, lin.cols), n, r, lin.cols);
             // Reuse the dropout scratch for d(dropout(x)), then push it through the mask.
             xd.fill(0.0);
             matmul_backward_in(cx.precision, Some(&mut *xd), None, dh, x, a, n, lin.cols, r);
         });
         timed(&cx.times.other, || dropout(dx, xd, cx.dropout, key, true));
-    } else {
+    } else if let Some(w) = fused_base(cx, lin) {
         timed(&cx.times.matmul, || {
             let (a, ga) = p.value_and_grad(ad.a);
-            matmul_backward_in(cx.precision, Some(dx), Some(ga), dh, x, a, n, lin.cols, r);
+            narrow_t_times_wide(ga, S::rows(dh, r), S::rows(x, lin.cols), n, r, lin.cols);
+            linear_lora_backward_dx_bf16(dx, dy, w, Some(LowRank { h: dh, m: a, r }));
+        });
+    } else {
+        base_dx(dx, p);
+        timed(&cx.times.matmul, || {
+            let (a, ga) = p.value_and_grad(ad.a);
+            narrow_t_times_wide(ga, S::rows(dh, r), S::rows(x, lin.cols), n, r, lin.cols);
+            matmul_backward_in(cx.precision, Some(dx), None, dh, x, a, n, lin.cols, r);
         });
     }
 }
