@@ -2,6 +2,7 @@
 //! Run with `cargo bench -p nf-engine`; results are recorded in BENCHMARKS.md.
 
 use divan::{Bencher, black_box};
+use nf_engine::Precision;
 use nf_engine::attention::{
     AttnShape, attention, attention_backward, attention_backward_scratch_len,
     attention_forward_train,
@@ -189,7 +190,18 @@ fn attention_train_forward_tiny(b: Bencher, t: usize) {
     let s = TINY_SHAPE;
     let [q, k, v, _] = train_inputs(t, s);
     let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; s.n_heads * t]);
-    b.bench_local(|| attention_forward_train(black_box(&mut out), &mut lse, &q, &k, &v, &[], s));
+    b.bench_local(|| {
+        attention_forward_train(
+            black_box(&mut out),
+            &mut lse,
+            &q,
+            &k,
+            &v,
+            &[],
+            s,
+            Precision::F32,
+        )
+    });
 }
 
 #[divan::bench(args = [256])]
@@ -197,7 +209,7 @@ fn attention_train_backward_tiny(b: Bencher, t: usize) {
     let s = TINY_SHAPE;
     let [q, k, v, dout] = train_inputs(t, s);
     let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; s.n_heads * t]);
-    attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s);
+    attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s, Precision::F32);
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
     let mut scratch = vec![0.0; attention_backward_scratch_len(t, s)];
     b.bench_local(|| {
@@ -214,6 +226,7 @@ fn attention_train_backward_tiny(b: Bencher, t: usize) {
             &v,
             &[],
             s,
+            Precision::F32,
         )
     });
 }
@@ -225,7 +238,16 @@ fn attention_train_forward(b: Bencher, t: usize) {
     let (k, v) = (data(t * 192, 8), data(t * 192, 9));
     let (mut out, mut lse) = (vec![0.0; t * 576], vec![0.0; 9 * t]);
     b.bench_local(|| {
-        attention_forward_train(black_box(&mut out), &mut lse, &q, &k, &v, &[], TRAIN_SHAPE)
+        attention_forward_train(
+            black_box(&mut out),
+            &mut lse,
+            &q,
+            &k,
+            &v,
+            &[],
+            TRAIN_SHAPE,
+            Precision::F32,
+        )
     });
 }
 
@@ -236,7 +258,7 @@ fn attention_train_backward(b: Bencher, t: usize) {
     let (k, v) = (data(t * 192, 8), data(t * 192, 9));
     let dout = data(t * 576, 10);
     let (mut out, mut lse) = (vec![0.0; t * 576], vec![0.0; 9 * t]);
-    attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s);
+    attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s, Precision::F32);
     let (mut dq, mut dk, mut dv) = (vec![0.0; t * 576], vec![0.0; t * 192], vec![0.0; t * 192]);
     let mut scratch = vec![0.0; attention_backward_scratch_len(t, s)];
     b.bench_local(|| {
@@ -253,6 +275,7 @@ fn attention_train_backward(b: Bencher, t: usize) {
             &v,
             &[],
             s,
+            Precision::F32,
         )
     });
 }

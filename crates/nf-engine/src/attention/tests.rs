@@ -1,5 +1,6 @@
 use super::reference::attention_train_f64;
 use super::*;
+use crate::Precision;
 use crate::cpu::Isa;
 use crate::testutil::{Rng, assert_close, assert_grad_close, finite_diff, to_f64};
 
@@ -74,7 +75,7 @@ fn forward_train_equals_inference_and_naive() {
         let v = rng.vec(t_len * n_kv_heads * hd);
         let mut out = vec![f32::NAN; q.len()];
         let mut lse = vec![f32::NAN; n_heads * t_len];
-        attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s);
+        attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s, Precision::F32);
         let mut inference = vec![0.0; q.len()];
         attention(&mut inference, &q, &k, &v, 0, s);
         // Not bit for bit: training uses the vectorized exp and lane-wise sums (see
@@ -98,10 +99,10 @@ fn run_backward(
     dout: &[f32],
     start: (&[f32], &[f32], &[f32]),
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    run_backward_packed(s, q, k, v, &[], dout, start)
+    run_backward_packed(s, q, k, v, &[], dout, start, Precision::F32)
 }
 
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn run_backward_packed(
     s: AttnShape,
     q: &[f32],
@@ -110,11 +111,12 @@ fn run_backward_packed(
     starts: &[u32],
     dout: &[f32],
     start: (&[f32], &[f32], &[f32]),
+    precision: Precision,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let t_len = q.len() / (s.n_heads * s.head_dim);
     let mut out = vec![0.0; q.len()];
     let mut lse = vec![0.0; s.n_heads * t_len];
-    attention_forward_train(&mut out, &mut lse, q, k, v, starts, s);
+    attention_forward_train(&mut out, &mut lse, q, k, v, starts, s, precision);
     let (mut dq, mut dk, mut dv) = (start.0.to_vec(), start.1.to_vec(), start.2.to_vec());
     // Stale scratch must not leak into the result.
     let mut scratch = vec![f32::NAN; attention_backward_scratch_len(t_len, s)];
@@ -131,8 +133,61 @@ fn run_backward_packed(
         v,
         starts,
         s,
+        precision,
     );
     (dq, dk, dv)
+}
+
+/// The largest difference between `a` and the reference `b`, relative to `b`'s largest
+/// magnitude.
+fn error_of_scale(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    worst / scale
+}
+
+/// bf16 attention (the five products with bf16 operands and f32 sums; softmax, lse and the
+/// score gradients in f32) against the naive f32 reference. The stated tolerance: every
+/// output within 2% of its largest element (bf16 keeps 8 significant bits; measured under
+/// 1%). It must also differ from the f32 path, or the bf16 products did not run.
+#[test]
+fn bf16_attention_matches_the_reference_within_bf16_tolerance() {
+    let mut rng = Rng::new(87);
+    for &(n_heads, n_kv_heads, hd, t_len) in &[(4, 2, 8, 7), (9, 3, 64, 150), (2, 1, 3, 70)] {
+        let s = shape(n_heads, n_kv_heads, hd);
+        let q = rng.vec(t_len * n_heads * hd);
+        let k = rng.vec(t_len * n_kv_heads * hd);
+        let v = rng.vec(t_len * n_kv_heads * hd);
+        let dout = rng.vec(q.len());
+        let mut out = vec![f32::NAN; q.len()];
+        let mut lse = vec![f32::NAN; n_heads * t_len];
+        attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s, Precision::Bf16);
+        let (mut out_ref, mut lse_ref) = (vec![0.0; q.len()], vec![0.0; lse.len()]);
+        attention_forward_train_naive(&mut out_ref, &mut lse_ref, &q, &k, &v, s);
+        assert!(error_of_scale(&out, &out_ref) < 2e-2);
+        assert!(error_of_scale(&lse, &lse_ref) < 2e-2);
+        let zeros = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        let start = (&zeros.0[..], &zeros.1[..], &zeros.2[..]);
+        let bf16 = run_backward_packed(s, &q, &k, &v, &[], &dout, start, Precision::Bf16);
+        let f32s = run_backward_packed(s, &q, &k, &v, &[], &dout, start, Precision::F32);
+        let (mut dq, mut dk, mut dv) = zeros.clone();
+        attention_backward_naive(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, s);
+        for (name, got, want, f) in [
+            ("dq", &bf16.0, &dq, &f32s.0),
+            ("dk", &bf16.1, &dk, &f32s.1),
+            ("dv", &bf16.2, &dv, &f32s.2),
+        ] {
+            let e = error_of_scale(got, want);
+            assert!(e < 2e-2, "{name}: bf16 off by {e} of its scale");
+            assert_ne!(
+                got, f,
+                "{name}: bf16 equals f32, the bf16 products did not run"
+            );
+        }
+    }
 }
 
 #[test]
@@ -187,7 +242,7 @@ fn packed_examples_are_independent() {
             starts.extend(std::iter::repeat_n(first as u32, n));
         }
         let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; n_heads * t_len]);
-        attention_forward_train(&mut out, &mut lse, &q, &k, &v, &starts, s);
+        attention_forward_train(&mut out, &mut lse, &q, &k, &v, &starts, s, Precision::F32);
         let zeros = (vec![0.0; q.len()], vec![0.0; k.len()]);
         let (dq, dk, dv) = run_backward_packed(
             s,
@@ -197,6 +252,7 @@ fn packed_examples_are_independent() {
             &starts,
             &dout,
             (&zeros.0, &zeros.1, &zeros.1),
+            Precision::F32,
         );
         let mut first = 0;
         for &n in lens {
@@ -210,6 +266,7 @@ fn packed_examples_are_independent() {
                 &v[ks.clone()],
                 &[],
                 s,
+                Precision::F32,
             );
             assert_close(&out[qs.clone()], &o1, 1e-6);
             for h in 0..n_heads {

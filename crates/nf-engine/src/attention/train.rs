@@ -18,9 +18,11 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::AttnShape;
+use crate::Precision;
 use crate::cpu::multiversion;
 use crate::fastmath;
-use crate::matmul::gemm_strided;
+use crate::gemm_bf16::{Rhs, gemm_bf16};
+use crate::matmul::{Operand, gemm_strided};
 
 /// Query rows per block, at least. The backward's tasks each hold a partial dK and dV of
 /// `T · hd`, so for long sequences the blocks grow to keep at most `MAX_BLOCKS` per head.
@@ -57,6 +59,30 @@ fn with_work<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let r = f(&mut w[..len]);
     WORK.set(w);
     r
+}
+
+/// dst: `[rows, cols]`, contiguous (=|+=) `lhs · rhs` on this thread, in the step's
+/// precision: f32, or bf16 operands with f32 sums as every other product of a bf16 step.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    precision: Precision,
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    depth: usize,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+) {
+    let dst = &mut dst[..rows * cols];
+    match precision {
+        Precision::F32 => gemm_strided((dst, cols), rows, cols, depth, lhs, rhs, accumulate, 1),
+        Precision::Bf16 => {
+            let isa = crate::cpu::isa();
+            let rhs = Rhs::Strided(rhs);
+            gemm_bf16(isa, dst, rows, cols, depth, lhs, rhs, accumulate, 1)
+        }
+    }
 }
 
 /// One query head's block: where its rows and keys lie in the row-major q, k, v buffers.
@@ -111,18 +137,9 @@ impl Block {
     }
 
     /// `sc = Q_blk · K_blkᵀ`: `[rows, keys]`, unscaled.
-    fn scores(&self, sc: &mut [f32], q: &[f32], k: &[f32]) {
-        let kc = self.keys();
-        gemm_strided(
-            (sc, kc),
-            self.rows,
-            kc,
-            self.hd,
-            self.rows_of(q),
-            self.keys_t_of(k),
-            false,
-            1,
-        );
+    fn scores(&self, precision: Precision, sc: &mut [f32], q: &[f32], k: &[f32]) {
+        let (q, kt) = (self.rows_of(q), self.keys_t_of(k));
+        product(precision, sc, self.rows, self.keys(), self.hd, q, kt, false);
     }
 }
 
@@ -254,8 +271,13 @@ fn lane_sum(x: &[f32]) -> f32 {
 /// keys `starts[t]..=t`, so no example sees another, and the result for each example is
 /// what it would be alone.
 ///
+/// `precision`: with [`Precision::Bf16`] the two products (and the backward's five) take
+/// bf16 operands with f32 sums, as every other product of a bf16 step; the softmax, `lse`
+/// and the score gradients stay f32.
+///
 /// Parallel over (head, block of rows); allocates a head-major copy of the output
 /// (`T · n_heads · hd` floats) and per-thread score blocks of `O(rows · T)`.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_forward_train(
     out: &mut [f32],
     lse: &mut [f32],
@@ -264,6 +286,7 @@ pub fn attention_forward_train(
     v: &[f32],
     starts: &[u32],
     s: AttnShape,
+    precision: Precision,
 ) {
     let (t_len, _) = check_train_shapes(q, k, v, s);
     check_starts(starts, t_len);
@@ -299,10 +322,10 @@ pub fn attention_forward_train(
                     let blk = Block::new(s, starts, h, b * rows, lse_b.len());
                     let kc = blk.keys();
                     with_work(blk.rows * kc, |p| {
-                        blk.scores(p, q, k);
+                        blk.scores(precision, p, q, k);
                         softmax_rows(isa, p, lse_b, starts, blk.r0, blk.k0, scale);
-                        let p = (&*p, kc, 1);
-                        gemm_strided((o, hd), blk.rows, hd, kc, p, blk.keys_of(v), false, 1);
+                        let (p, v) = ((&*p, kc, 1), blk.keys_of(v));
+                        product(precision, o, blk.rows, hd, kc, p, v, false);
                     });
                 });
         });
@@ -379,6 +402,7 @@ fn backward_block(
     g: usize,
     r0: usize,
     s: AttnShape,
+    precision: Precision,
 ) {
     let hd = s.head_dim;
     let group = s.n_heads / s.n_kv_heads;
@@ -407,24 +431,16 @@ fn backward_block(
                 let at = (r0 + r) * blk.q_row + blk.q_off;
                 *d_r = crate::simd::dot(&dout[at..][..hd], &out[at..][..hd]);
             }
-            blk.scores(p, q, k);
-            gemm_strided((ds, kc), rows, kc, hd, do_blk, blk.keys_t_of(v), false, 1);
+            blk.scores(precision, p, q, k);
+            product(precision, ds, rows, kc, hd, do_blk, blk.keys_t_of(v), false);
             let lse_b = &lse[h * t_len + r0..][..rows];
             score_grads(isa, p, ds, lse_b, d, starts, r0, k0, scale);
             let (p, ds) = (&*p, &*ds);
             // dQ_blk = dS · K; dK += dSᵀ · Q_blk; dV += Pᵀ · dO_blk (Pᵀ and dSᵀ read in place).
-            gemm_strided(
-                (dq_h, hd),
-                rows,
-                hd,
-                kc,
-                (ds, kc, 1),
-                blk.keys_of(k),
-                false,
-                1,
-            );
-            gemm_strided((dk_keys, hd), kc, hd, rows, (ds, 1, kc), q_blk, true, 1);
-            gemm_strided((dv_keys, hd), kc, hd, rows, (p, 1, kc), do_blk, true, 1);
+            let k_blk = blk.keys_of(k);
+            product(precision, dq_h, rows, hd, kc, (ds, kc, 1), k_blk, false);
+            product(precision, dk_keys, kc, hd, rows, (ds, 1, kc), q_blk, true);
+            product(precision, dv_keys, kc, hd, rows, (p, 1, kc), do_blk, true);
         }
     });
 }
@@ -458,6 +474,7 @@ pub fn attention_backward(
     v: &[f32],
     starts: &[u32],
     s: AttnShape,
+    precision: Precision,
 ) {
     let (t_len, group) = check_train_shapes(q, k, v, s);
     check_starts(starts, t_len);
@@ -512,6 +529,7 @@ pub fn attention_backward(
                 g,
                 r0,
                 s,
+                precision,
             );
         });
 

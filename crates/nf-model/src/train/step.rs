@@ -482,6 +482,7 @@ fn layer_forward(
                 &a.v[ks],
                 cx.starts_of(b),
                 cx.shape(),
+                cx.precision,
             );
         }
     });
@@ -633,6 +634,7 @@ fn layer_backward(
                 &a.v[ks],
                 cx.starts_of(b),
                 cx.shape(),
+                cx.precision,
             );
         }
     });
