@@ -1,10 +1,47 @@
 //! RMSNorm: `out = x / sqrt(mean(x²) + eps) * weight`, per row.
 
+use rayon::prelude::*;
+
+use crate::cpu::{self, Isa, multiversion};
+
+/// Rows per task when a norm runs in parallel. Fixed, so the weight gradient's partial sums
+/// (one per task) and their order do not depend on the thread count.
+const TASK_ROWS: usize = 32;
+/// Below this many elements a norm stays on the calling thread (decode's single rows).
+const PARALLEL_MIN: usize = 1 << 14;
+
 /// out: [n, d], x: [n, d], weight: [d].
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    rmsnorm_with(cpu::isa(), out, x, weight, eps);
+}
+
+/// [`rmsnorm`] on a given instruction-set tier. Every tier gives the same bits: the
+/// arithmetic order is fixed and nothing is contracted into FMAs.
+pub fn rmsnorm_with(isa: Isa, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     let d = weight.len();
     assert_eq!(out.len(), x.len());
-    assert_eq!(x.len() % d, 0, "rmsnorm: x rows are not of length d");
+    assert_eq!(x.len() % d.max(1), 0, "rmsnorm: x rows are not of length d");
+    if d == 0 {
+        return;
+    }
+    if x.len() < PARALLEL_MIN || cpu::threads() == 1 {
+        return rmsnorm_rows(isa, out, x, weight, eps);
+    }
+    out.par_chunks_mut(TASK_ROWS * d)
+        .zip(x.par_chunks(TASK_ROWS * d))
+        .for_each(|(o, x)| rmsnorm_rows(isa, o, x, weight, eps));
+}
+
+multiversion!(rmsnorm_rows => rmsnorm_rows_generic(
+    out: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+));
+
+#[inline(always)]
+fn rmsnorm_rows_generic(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let d = weight.len();
     for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
         let scale = inv_rms(xr, eps);
         for ((o, &v), &w) in o.iter_mut().zip(xr).zip(weight) {
@@ -15,6 +52,7 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
 
 /// `1 / sqrt(mean(x²) + eps)` of one row. Shared by the forward and the backward so the
 /// backward recomputes exactly the value the forward used.
+#[inline(always)]
 fn inv_rms(xr: &[f32], eps: f32) -> f32 {
     // Sum of squares in f32 with four lanes so the compiler vectorizes it; the error is
     // far below the 1e-5 tolerance the reference comparisons use.
@@ -37,7 +75,22 @@ fn inv_rms(xr: &[f32], eps: f32) -> f32 {
 /// `dx_j = r · w_j · dy_j - (r³ / d) · x_j · Σ_i dy_i · w_i · x_i` and `dw_i = Σ_rows dy_i · x_i · r`.
 pub fn rmsnorm_backward(
     dx: &mut [f32],
-    mut dweight: Option<&mut [f32]>,
+    dweight: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+) {
+    rmsnorm_backward_with(cpu::isa(), dx, dweight, dy, x, weight, eps);
+}
+
+/// [`rmsnorm_backward`] on a given instruction-set tier (same bits on every tier). `dweight`
+/// receives one partial sum per block of [`TASK_ROWS`] rows, added in block order, so its
+/// bits do not depend on the thread count either.
+pub fn rmsnorm_backward_with(
+    isa: Isa,
+    dx: &mut [f32],
+    dweight: Option<&mut [f32]>,
     dy: &[f32],
     x: &[f32],
     weight: &[f32],
@@ -45,7 +98,7 @@ pub fn rmsnorm_backward(
 ) {
     let d = weight.len();
     assert_eq!(
-        x.len() % d,
+        x.len() % d.max(1),
         0,
         "rmsnorm_backward: x rows are not of length d"
     );
@@ -54,6 +107,55 @@ pub fn rmsnorm_backward(
     if let Some(dw) = dweight.as_deref() {
         assert_eq!(dw.len(), d, "rmsnorm_backward: dweight is not [d]");
     }
+    if d == 0 {
+        return;
+    }
+    let blocks = (x.len() / d).div_ceil(TASK_ROWS);
+    let mut partial = vec![0.0f32; if dweight.is_some() { blocks * d } else { 0 }];
+    let task = |((dx, dy), (x, dw)): ((&mut [f32], &[f32]), (&[f32], Option<&mut [f32]>))| {
+        rmsnorm_backward_rows(isa, dx, dw, dy, x, weight, eps)
+    };
+    let n = TASK_ROWS * d;
+    // Without a weight gradient each task gets an empty partial it never touches.
+    let partials = partial.chunks_mut(d).map(Some).chain(std::iter::repeat_with(|| None));
+    if x.len() < PARALLEL_MIN || cpu::threads() == 1 {
+        dx.chunks_mut(n)
+            .zip(dy.chunks(n))
+            .zip(x.chunks(n).zip(partials))
+            .for_each(task);
+    } else {
+        let partials: Vec<Option<&mut [f32]>> = partials.take(blocks).collect();
+        dx.par_chunks_mut(n)
+            .zip(dy.par_chunks(n))
+            .zip(x.par_chunks(n).zip(partials))
+            .for_each(task);
+    }
+    if let Some(dw) = dweight {
+        for p in partial.chunks_exact(d) {
+            dw.iter_mut().zip(p).for_each(|(g, v)| *g += v);
+        }
+    }
+}
+
+multiversion!(rmsnorm_backward_rows => rmsnorm_backward_rows_generic(
+    dx: &mut [f32],
+    dweight: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+));
+
+#[inline(always)]
+fn rmsnorm_backward_rows_generic(
+    dx: &mut [f32],
+    mut dweight: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    weight: &[f32],
+    eps: f32,
+) {
+    let d = weight.len();
     for ((dxr, dyr), xr) in dx
         .chunks_exact_mut(d)
         .zip(dy.chunks_exact(d))
@@ -178,6 +280,34 @@ mod tests {
             }
         }
         l
+    }
+
+    /// Many rows (the parallel path, several weight-gradient partials) on every tier: the
+    /// same bits everywhere, and the reference's values.
+    #[test]
+    fn every_tier_gives_the_same_bits_on_many_rows() {
+        let mut rng = Rng::new(4);
+        let (n, d) = (257, 96);
+        let (x, w, dy) = (rng.vec(n * d), rng.vec(d), rng.vec(n * d));
+        let mut results = Vec::new();
+        for isa in Isa::available() {
+            let mut out = vec![0.0; n * d];
+            rmsnorm_with(isa, &mut out, &x, &w, 1e-5);
+            let (mut dx, mut dw) = (vec![0.5; n * d], vec![0.25; d]);
+            rmsnorm_backward_with(isa, &mut dx, Some(&mut dw), &dy, &x, &w, 1e-5);
+            results.push((out, dx, dw));
+        }
+        for r in &results[1..] {
+            assert_eq!(r, &results[0]);
+        }
+        let (out, dx, dw) = &results[0];
+        let mut slow = vec![0.0; n * d];
+        rmsnorm_naive(&mut slow, &x, &w, 1e-5);
+        assert_close(out, &slow, 1e-5);
+        let (mut dx_ref, mut dw_ref) = (vec![0.5; n * d], vec![0.25; d]);
+        rmsnorm_backward_naive(&mut dx_ref, Some(&mut dw_ref), &dy, &x, &w, 1e-5);
+        assert_close(dx, &dx_ref, 1e-4);
+        assert_close(dw, &dw_ref, 1e-4);
     }
 
     #[test]
