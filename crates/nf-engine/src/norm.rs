@@ -112,7 +112,7 @@ pub fn rmsnorm_backward_with(
     }
     let blocks = (x.len() / d).div_ceil(TASK_ROWS);
     let mut partial = vec![0.0f32; if dweight.is_some() { blocks * d } else { 0 }];
-    let task = |((dx, dy), (x, dw)): ((&mut [f32], &[f32]), (&[f32], Option<&mut [f32]>))| {
+    let task = |((dx, dy), (x, dw)): BackwardTask| {
         rmsnorm_backward_rows(isa, dx, dw, dy, x, weight, eps)
     };
     let n = TASK_ROWS * d;
@@ -136,6 +136,10 @@ pub fn rmsnorm_backward_with(
         }
     }
 }
+
+/// One task of [`rmsnorm_backward_with`]: its rows of dx and dy, of x, and its partial of
+/// the weight gradient.
+type BackwardTask<'a> = ((&'a mut [f32], &'a [f32]), (&'a [f32], Option<&'a mut [f32]>));
 
 multiversion!(rmsnorm_backward_rows => rmsnorm_backward_rows_generic(
     dx: &mut [f32],
