@@ -411,7 +411,8 @@ fn pack_rhs(
         for (t, &off) in terms.iter().zip(offsets) {
             if !matches!(t.rhs, Rhs::Weight(_)) {
                 let dst = &mut dst[off * NR..(off + t.depth.div_ceil(2)) * NR];
-                pack_rhs_tile(isa, dst, t.rhs, ct, t.depth, cols, scratch);
+                let wide = isa >= Isa::Avx512;
+                pack_rhs_tile(isa, dst, t.rhs, ct, t.depth, cols, wide, scratch);
             }
         }
         dst[kp * NR..].fill(0);
@@ -444,6 +445,7 @@ multiversion!(pack_rhs_tile => pack_rhs_tile_generic(
     ct: usize,
     depth: usize,
     cols: usize,
+    wide: bool,
     scratch: &mut Scratch,
 ));
 
@@ -455,6 +457,7 @@ fn pack_rhs_tile_generic(
     ct: usize,
     depth: usize,
     cols: usize,
+    wide: bool,
     scratch: &mut Scratch,
 ) {
     let j0 = ct * NR;
@@ -479,13 +482,13 @@ fn pack_rhs_tile_generic(
         }
         // Columns contiguous along the depth: convert pairs, then transpose into the tile.
         Rhs::Strided((v, 1, cs)) => {
-            transpose_columns(dst, depth, j0, nj, Columns::Slice(v, cs), scratch);
+            transpose_columns(dst, depth, j0, nj, Columns::Slice(v, cs), wide, scratch);
         }
         Rhs::WeightT(w) => {
-            transpose_columns(dst, depth, j0, nj, Columns::WeightRows(w), scratch);
+            transpose_columns(dst, depth, j0, nj, Columns::WeightRows(w), wide, scratch);
         }
         Rhs::Strided((v, rs, cs)) => {
-            transpose_columns(dst, depth, j0, nj, Columns::Gather(v, rs, cs), scratch);
+            transpose_columns(dst, depth, j0, nj, Columns::Gather(v, rs, cs), wide, scratch);
         }
         Rhs::Weight(_) => unreachable!("packed by pack_weight_rows"),
         Rhs::Packed(_) | Rhs::PackedT(_) => unreachable!("already packed"),
@@ -571,8 +574,8 @@ impl Columns<'_> {
 }
 
 /// Fills columns `0..nj` of a `[kpt][NR]` tile from rhs columns `j0..j0 + nj`. Each column
-/// is converted to pairs whole (a vectorized loop), then the pairs are stored along the
-/// tile's rows.
+/// is converted to pairs whole (a vectorized loop), then the pairs are transposed into the
+/// tile's rows (16 × 16 blocks in registers when `wide`, AVX-512 being there).
 #[inline(always)]
 fn transpose_columns(
     dst: &mut [u32],
@@ -580,6 +583,7 @@ fn transpose_columns(
     j0: usize,
     nj: usize,
     columns: Columns,
+    wide: bool,
     scratch: &mut Scratch,
 ) {
     let kp = depth.div_ceil(2);
@@ -590,10 +594,90 @@ fn transpose_columns(
         let col = columns.get(j0 + jj, depth, &mut scratch.f[..depth]);
         pairs_from_row(&mut pairs[jj * kp..(jj + 1) * kp], col);
     }
+    transpose_pairs(dst, pairs, kp, nj, wide);
+}
+
+/// `dst[p · NR + jj] = pairs[jj · kp + p]` for `p < kp`, `jj < nj`.
+#[inline(always)]
+fn transpose_pairs(dst: &mut [u32], pairs: &[u32], kp: usize, nj: usize, wide: bool) {
+    assert!(nj <= NR && dst.len() >= kp * NR && pairs.len() >= nj * kp);
+    // The part 16 × 16 blocks cover; the scalar loop below does the rest.
+    let (mut pf, mut jf) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        (pf, jf) = (kp / 16 * 16, nj / 16 * 16);
+        for jb in (0..jf).step_by(16) {
+            for pb in (0..pf).step_by(16) {
+                // SAFETY: `wide` is only set at tiers with AVX-512F; the block reads rows
+                // jb..jb + 16 (< nj) of pairs at pb..pb + 16 (≤ kp) and writes rows
+                // pb..pb + 16 of dst at jb..jb + 16 (≤ NR), inside the lengths asserted above.
+                unsafe {
+                    transpose16_avx512(
+                        dst.as_mut_ptr().add(pb * NR + jb),
+                        NR,
+                        pairs.as_ptr().add(jb * kp + pb),
+                        kp,
+                    )
+                };
+            }
+        }
+    }
+    let _ = wide;
     for p in 0..kp {
+        // Blocks covered columns 0..jf of pair rows 0..pf.
+        let from = if p < pf { jf } else { 0 };
         let row = &mut dst[p * NR..p * NR + nj];
-        for (jj, d) in row.iter_mut().enumerate() {
+        for (jj, d) in row.iter_mut().enumerate().skip(from) {
             *d = pairs[jj * kp + p];
+        }
+    }
+}
+
+/// Transposes a 16 × 16 block of u32: `dst[i · ds + j] = src[j · ss + i]`. Two rounds of
+/// unpacks put each 4 × 4 sub-block in place within the 128-bit lanes; two rounds of lane
+/// shuffles move the lanes.
+///
+/// # Safety
+/// AVX-512F is available; src rows `0..16` (stride `ss`) and dst rows `0..16` (stride `ds`)
+/// hold 16 elements each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16_avx512(dst: *mut u32, ds: usize, src: *const u32, ss: usize) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the 16 rows of 16 elements on both sides.
+    unsafe {
+        let r: [__m512i; 16] = std::array::from_fn(|i| _mm512_loadu_si512(src.add(i * ss).cast()));
+        // Row pairs interleaved: t[2k] = lo(r[2k], r[2k+1]), t[2k+1] = hi(...).
+        let mut t = [_mm512_setzero_si512(); 16];
+        for k in 0..8 {
+            t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+            t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+        }
+        // s[4g + c]: lane L holds column 4L + c of rows 4g..4g + 4.
+        let mut s = [_mm512_setzero_si512(); 16];
+        for g in 0..4 {
+            let (a, b) = (4 * g, 4 * g + 2);
+            s[4 * g] = _mm512_unpacklo_epi64(t[a], t[b]);
+            s[4 * g + 1] = _mm512_unpackhi_epi64(t[a], t[b]);
+            s[4 * g + 2] = _mm512_unpacklo_epi64(t[a + 1], t[b + 1]);
+            s[4 * g + 3] = _mm512_unpackhi_epi64(t[a + 1], t[b + 1]);
+        }
+        // Output row 4L + c gathers lane L of s[4g + c] for g = 0..4.
+        for c in 0..4 {
+            let (a0, a1, a2, a3) = (s[c], s[4 + c], s[8 + c], s[12 + c]);
+            let x0 = _mm512_shuffle_i32x4::<0x44>(a0, a1);
+            let x1 = _mm512_shuffle_i32x4::<0xEE>(a0, a1);
+            let x2 = _mm512_shuffle_i32x4::<0x44>(a2, a3);
+            let x3 = _mm512_shuffle_i32x4::<0xEE>(a2, a3);
+            let out = [
+                _mm512_shuffle_i32x4::<0x88>(x0, x2),
+                _mm512_shuffle_i32x4::<0xDD>(x0, x2),
+                _mm512_shuffle_i32x4::<0x88>(x1, x3),
+                _mm512_shuffle_i32x4::<0xDD>(x1, x3),
+            ];
+            for (l, o) in out.into_iter().enumerate() {
+                _mm512_storeu_si512(dst.add((4 * l + c) * ds).cast(), o);
+            }
         }
     }
 }

@@ -464,3 +464,27 @@ fn the_fused_optimizer_step_repacks_what_it_updates() {
     linear_backward_dx_packed(&mut got, &dy, &pw);
     assert!(got == want, "the packed copy is stale for dx");
 }
+
+/// The register-block transpose of packing against the plain loop: whole 16 × 16 blocks and
+/// the edges past them, on every width the machine has.
+#[test]
+fn pair_transposes_agree_with_the_plain_loop() {
+    let wide_ok = Isa::available().contains(&Isa::Avx512);
+    if !wide_ok {
+        eprintln!("note: skipping the AVX-512 transpose: this CPU lacks AVX-512");
+    }
+    for (kp, nj) in [(16, 16), (48, 32), (37, 29), (5, 32), (16, 3), (300, 17)] {
+        let pairs: Vec<u32> = (0..nj * kp).map(|i| i as u32 * 2_654_435_761).collect();
+        let mut want = vec![u32::MAX; kp * NR];
+        for p in 0..kp {
+            for jj in 0..nj {
+                want[p * NR + jj] = pairs[jj * kp + p];
+            }
+        }
+        for wide in [false, wide_ok] {
+            let mut got = vec![u32::MAX; kp * NR];
+            transpose_pairs(&mut got, &pairs, kp, nj, wide);
+            assert_eq!(got, want, "kp {kp}, nj {nj}, wide {wide}");
+        }
+    }
+}
