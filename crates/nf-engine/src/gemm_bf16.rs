@@ -488,7 +488,15 @@ fn pack_rhs_tile_generic(
             transpose_columns(dst, depth, j0, nj, Columns::WeightRows(w), wide, scratch);
         }
         Rhs::Strided((v, rs, cs)) => {
-            transpose_columns(dst, depth, j0, nj, Columns::Gather(v, rs, cs), wide, scratch);
+            transpose_columns(
+                dst,
+                depth,
+                j0,
+                nj,
+                Columns::Gather(v, rs, cs),
+                wide,
+                scratch,
+            );
         }
         Rhs::Weight(_) => unreachable!("packed by pack_weight_rows"),
         Rhs::Packed(_) | Rhs::PackedT(_) => unreachable!("already packed"),
@@ -1044,46 +1052,62 @@ pub fn linear_lora_bf16(out: &mut [f32], x: &[f32], w: &Weight, lora: Option<Low
 
 /// dx: [n, w.cols] (+=) from dy: [n, w.rows]: `dx += dy · W` for a frozen weight of any type.
 pub fn linear_backward_dx_bf16(dx: &mut [f32], dy: &[f32], w: &Weight) {
-    linear_lora_backward_dx_bf16(dx, dy, w, None);
+    linears_backward_dx_bf16(dx, &[(dy, w)], &[]);
 }
 
-/// dx: [n, w.cols] (+=) `dy · W (+ dh · A)`: the input gradient of [`linear_lora_bf16`],
-/// the adapter's down projection packed beside the frozen weight.
-pub fn linear_lora_backward_dx_bf16(dx: &mut [f32], dy: &[f32], w: &Weight, lora: Option<LowRank>) {
-    let n = dy.len() / w.rows.max(1);
-    assert_eq!(
-        dy.len(),
-        n * w.rows,
-        "linear_backward_dx_bf16: dy is not [n, rows]"
-    );
-    let threads = threads_for(n * w.rows * w.cols);
-    let rhs = match &w.data {
-        WeightData::F32(v) => Rhs::Strided((v, w.cols, 1)),
-        WeightData::Quant { .. } => Rhs::Weight(w),
+/// dx: [n, cols] (+=) `Σ dyᵢ · Wᵢ + Σ dhⱼ · Aⱼ`: the input gradient of frozen linears that
+/// read the same input (q, k and v; gate and up) and of their adapters' down projections
+/// (`LowRank { h: dh, m: A, r }`), all packed along one depth: one pass over `dx` and one
+/// parallel product instead of one per matrix.
+pub fn linears_backward_dx_bf16(dx: &mut [f32], parts: &[(&[f32], &Weight)], lora: &[LowRank]) {
+    let Some(&(dy0, w0)) = parts.first() else {
+        return;
     };
-    let mut terms = vec![Term {
-        lhs: (dy, w.rows, 1),
-        rhs,
-        depth: w.rows,
-    }];
-    if let Some(LowRank { h, m, r }) = lora {
+    let cols = w0.cols;
+    let n = dy0.len() / w0.rows.max(1);
+    assert_eq!(
+        dx.len(),
+        n * cols,
+        "linears_backward_dx_bf16: dx is not [n, cols]"
+    );
+    let mut terms = Vec::with_capacity(parts.len() + lora.len());
+    let mut multiply_adds = 0;
+    for &(dy, w) in parts {
         assert_eq!(
-            h.len(),
-            n * r,
-            "linear_lora_backward_dx_bf16: dh is not [n, r]"
+            w.cols, cols,
+            "linears_backward_dx_bf16: weights differ in columns"
         );
         assert_eq!(
+            dy.len(),
+            n * w.rows,
+            "linears_backward_dx_bf16: dy is not [n, rows]"
+        );
+        let rhs = match &w.data {
+            WeightData::F32(v) => Rhs::Strided((v, w.cols, 1)),
+            WeightData::Quant { .. } => Rhs::Weight(w),
+        };
+        terms.push(Term {
+            lhs: (dy, w.rows, 1),
+            rhs,
+            depth: w.rows,
+        });
+        multiply_adds += n * w.rows * cols;
+    }
+    for &LowRank { h, m, r } in lora {
+        assert_eq!(h.len(), n * r, "linears_backward_dx_bf16: dh is not [n, r]");
+        assert_eq!(
             m.len(),
-            r * w.cols,
-            "linear_lora_backward_dx_bf16: A is not [r, cols]"
+            r * cols,
+            "linears_backward_dx_bf16: A is not [r, cols]"
         );
         terms.push(Term {
             lhs: (h, r, 1),
-            rhs: Rhs::Strided((m, w.cols, 1)),
+            rhs: Rhs::Strided((m, cols, 1)),
             depth: r,
         });
     }
-    gemm_bf16_sum(cpu::isa(), dx, n, w.cols, &terms, true, threads);
+    let threads = threads_for(multiply_adds);
+    gemm_bf16_sum(cpu::isa(), dx, n, cols, &terms, true, threads);
 }
 
 /// out: [n, w.rows] = x: [n, w.cols] · Wᵀ for a trainable weight kept packed. Overwrites

@@ -112,12 +112,14 @@ pub fn rmsnorm_backward_with(
     }
     let blocks = (x.len() / d).div_ceil(TASK_ROWS);
     let mut partial = vec![0.0f32; if dweight.is_some() { blocks * d } else { 0 }];
-    let task = |((dx, dy), (x, dw)): BackwardTask| {
-        rmsnorm_backward_rows(isa, dx, dw, dy, x, weight, eps)
-    };
+    let task =
+        |((dx, dy), (x, dw)): BackwardTask| rmsnorm_backward_rows(isa, dx, dw, dy, x, weight, eps);
     let n = TASK_ROWS * d;
     // Without a weight gradient each task gets an empty partial it never touches.
-    let partials = partial.chunks_mut(d).map(Some).chain(std::iter::repeat_with(|| None));
+    let partials = partial
+        .chunks_mut(d)
+        .map(Some)
+        .chain(std::iter::repeat_with(|| None));
     if x.len() < PARALLEL_MIN || cpu::threads() == 1 {
         dx.chunks_mut(n)
             .zip(dy.chunks(n))
@@ -139,7 +141,10 @@ pub fn rmsnorm_backward_with(
 
 /// One task of [`rmsnorm_backward_with`]: its rows of dx and dy, of x, and its partial of
 /// the weight gradient.
-type BackwardTask<'a> = ((&'a mut [f32], &'a [f32]), (&'a [f32], Option<&'a mut [f32]>));
+type BackwardTask<'a> = (
+    (&'a mut [f32], &'a [f32]),
+    (&'a [f32], Option<&'a mut [f32]>),
+);
 
 multiversion!(rmsnorm_backward_rows => rmsnorm_backward_rows_generic(
     dx: &mut [f32],

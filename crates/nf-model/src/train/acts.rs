@@ -59,7 +59,7 @@ pub(crate) struct Grads {
     pub dgate: Vec<f32>,  // [N, hidden]
     pub dup: Vec<f32>,    // [N, hidden]
     pub dact: Vec<f32>,   // [N, hidden]
-    pub dh: Vec<f32>,     // [N, rank] adapter hidden gradient
+    pub dh: Vec<f32>,     // [3, N, rank] adapter hidden gradients (q, k, v share x)
     pub attn: Vec<f32>,   // attention backward scratch (one sequence)
 }
 
@@ -142,7 +142,7 @@ impl Activations {
                 dgate: vec![0.0; n * h],
                 dup: vec![0.0; n * h],
                 dact: vec![0.0; n * h],
-                dh: vec![0.0; n * rank],
+                dh: vec![0.0; 3 * n * rank],
                 attn: vec![
                     0.0;
                     nf_engine::attention::attention_backward_scratch_len(s.seq_len, shape)

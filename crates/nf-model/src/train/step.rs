@@ -12,8 +12,7 @@ use nf_engine::activation::{swiglu, swiglu_backward};
 use nf_engine::attention::{AttnShape, attention_backward, attention_forward_train};
 use nf_engine::embedding::embedding_backward;
 use nf_engine::gemm_bf16::{
-    LowRank, linear_backward_dx_packed, linear_lora_backward_dx_bf16, linear_lora_bf16,
-    linear_packed,
+    LowRank, linear_backward_dx_packed, linear_lora_bf16, linear_packed, linears_backward_dx_bf16,
 };
 use nf_engine::linear::{Weight, linear_backward_dx_in, linear_in};
 use nf_engine::loss::{IGNORE, cross_entropy_loss, softmax_cross_entropy_backward};
@@ -27,7 +26,7 @@ use nf_engine::rope::Rope;
 use crate::config::Config;
 use crate::error::{ModelError, Result};
 use crate::train::acts::{Activations, LayerActs, Scratch};
-use crate::train::{Lin, Mat, ParamStore, TrainLayer, TrainModel, Vector, splitmix64};
+use crate::train::{Adapter, Lin, Mat, ParamStore, TrainLayer, TrainModel, Vector, splitmix64};
 
 /// Loss over one micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -314,58 +313,141 @@ fn lin_backward(
     dh: &mut [f32],
     p: &mut ParamStore,
 ) {
-    let base_dx = |dx: &mut [f32], p: &mut ParamStore| {
-        timed(&cx.times.matmul, || {
-            mat_backward(
-                cx.precision,
-                Some(dx),
-                dy,
-                x,
-                &lin.base,
-                p,
-                lin.rows,
-                lin.cols,
-            )
-        })
+    lins_backward(cx, l, &[(lin, dy, h)], dx, x, xd, dh, p);
+}
+
+/// One projection of a [`lins_backward`] group: the projection, its output's gradient dy,
+/// and its adapter's saved h.
+type Part<'a> = (&'a Lin, &'a [f32], Option<&'a [f32]>);
+
+/// Backward of projections that read the same input `x` (q, k and v; gate and up): dx (+=)
+/// from each one's dy, and the gradients of whatever trains. With frozen bases in bf16 and
+/// no dropout, every input-gradient product of the group (bases and adapters' A) is one
+/// sum over one pass of dx; otherwise the projections go one by one. `dh` holds an
+/// adapter's hidden gradient per projection.
+#[allow(clippy::too_many_arguments)]
+fn lins_backward(
+    cx: &Ctx,
+    l: usize,
+    group: &[Part],
+    dx: &mut [f32],
+    x: &[f32],
+    xd: &mut [f32],
+    dh: &mut [f32],
+    p: &mut ParamStore,
+) {
+    let fused: Option<Vec<&Weight>> = if cx.dropout > 0.0 {
+        None
+    } else {
+        group.iter().map(|(lin, ..)| fused_base(cx, lin)).collect()
     };
-    let (Some(ad), Some(h)) = (lin.adapter, h) else {
-        return base_dx(dx, p);
+    let Some(weights) = fused else {
+        for &(lin, dy, h) in group {
+            lin_backward_alone(cx, lin, l, dx, dy, x, h, xd, dh, p);
+        }
+        return;
     };
-    let n = x.len() / lin.cols;
-    let r = h.len() / n;
-    let dh = &mut dh[..n * r];
+    let n = x.len() / group[0].0.cols;
+    // The adapters' gradients first, each into its own slice of dh.
+    let mut lows = Vec::new();
+    let mut at = 0;
+    for &(lin, dy, h) in group {
+        if let (Some(ad), Some(h)) = (lin.adapter, h) {
+            let r = h.len() / n;
+            let dh = &mut dh[at..at + n * r];
+            adapter_grads(cx, lin, ad, dy, x, h, dh, p);
+            lows.push((ad.a, at, r));
+            at += n * r;
+        }
+    }
     timed(&cx.times.matmul, || {
-        // Through B (out += h · Bᵀ): dB += dyᵀ · h, dh = scale · dy · B.
+        let parts: Vec<(&[f32], &Weight)> = group.iter().map(|g| g.1).zip(weights).collect();
+        let lows: Vec<LowRank> = lows
+            .iter()
+            .map(|&(a, at, r)| LowRank {
+                h: &dh[at..at + n * r],
+                m: p.value(a),
+                r,
+            })
+            .collect();
+        linears_backward_dx_bf16(dx, &parts, &lows);
+    });
+}
+
+/// An adapter's gradients through `out += scale · (xa · Aᵀ) · Bᵀ`, xa being x or its
+/// dropout: dB += dyᵀ · h, dh = scale · dy · B (overwrites), dA += dhᵀ · xa.
+#[allow(clippy::too_many_arguments)]
+fn adapter_grads(
+    cx: &Ctx,
+    lin: &Lin,
+    ad: Adapter,
+    dy: &[f32],
+    xa: &[f32],
+    h: &[f32],
+    dh: &mut [f32],
+    p: &mut ParamStore,
+) {
+    let n = xa.len() / lin.cols;
+    let r = h.len() / n;
+    timed(&cx.times.matmul, || {
         let (b, gb) = p.value_and_grad(ad.b);
         let dy_rows = S::rows(dy, lin.rows);
         wide_t_times_narrow(gb, dy_rows, S::rows(h, r), n, lin.rows, r);
         wide_times_narrow(dh, dy_rows, S::rows(b, r), n, lin.rows, r, false);
         dh.iter_mut().for_each(|v| *v *= cx.lora_scale);
+        let (_, ga) = p.value_and_grad(ad.a);
+        narrow_t_times_wide(ga, S::rows(dh, r), S::rows(xa, lin.cols), n, r, lin.cols);
     });
+}
+
+/// [`lin_backward`] for one projection on its own: the base's dx, then the adapter's.
+#[allow(clippy::too_many_arguments)]
+fn lin_backward_alone(
+    cx: &Ctx,
+    lin: &Lin,
+    l: usize,
+    dx: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    h: Option<&[f32]>,
+    xd: &mut [f32],
+    dh: &mut [f32],
+    p: &mut ParamStore,
+) {
+    timed(&cx.times.matmul, || {
+        mat_backward(
+            cx.precision,
+            Some(&mut *dx),
+            dy,
+            x,
+            &lin.base,
+            p,
+            lin.rows,
+            lin.cols,
+        )
+    });
+    let (Some(ad), Some(h)) = (lin.adapter, h) else {
+        return;
+    };
+    let n = x.len() / lin.cols;
+    let r = h.len() / n;
+    let dh = &mut dh[..n * r];
     if cx.dropout > 0.0 {
-        base_dx(dx, p);
         let xd = &mut xd[..x.len()];
         let key = cx.dropout_key(l, ad.slot);
         timed(&cx.times.other, || dropout(xd, x, cx.dropout, key, false));
+        adapter_grads(cx, lin, ad, dy, xd, h, dh, p);
         timed(&cx.times.matmul, || {
-            let (a, ga) = p.value_and_grad(ad.a);
-            narrow_t_times_wide(ga, S::rows(dh, r), S::rows(xd, lin.cols), n, r, lin.cols);
             // Reuse the dropout scratch for d(dropout(x)), then push it through the mask.
             xd.fill(0.0);
+            let a = p.value(ad.a);
             matmul_backward_in(cx.precision, Some(&mut *xd), None, dh, x, a, n, lin.cols, r);
         });
         timed(&cx.times.other, || dropout(dx, xd, cx.dropout, key, true));
-    } else if let Some(w) = fused_base(cx, lin) {
-        timed(&cx.times.matmul, || {
-            let (a, ga) = p.value_and_grad(ad.a);
-            narrow_t_times_wide(ga, S::rows(dh, r), S::rows(x, lin.cols), n, r, lin.cols);
-            linear_lora_backward_dx_bf16(dx, dy, w, Some(LowRank { h: dh, m: a, r }));
-        });
     } else {
-        base_dx(dx, p);
+        adapter_grads(cx, lin, ad, dy, x, h, dh, p);
         timed(&cx.times.matmul, || {
-            let (a, ga) = p.value_and_grad(ad.a);
-            narrow_t_times_wide(ga, S::rows(dh, r), S::rows(x, lin.cols), n, r, lin.cols);
+            let a = p.value(ad.a);
             matmul_backward_in(cx.precision, Some(dx), None, dh, x, a, n, lin.cols, r);
         });
     }
@@ -576,30 +658,11 @@ fn layer_backward(
         swiglu_backward(&mut g.dgate, &mut g.dup, &g.dact, &a.gate, &a.up)
     });
     g.dxn.fill(0.0);
-    lin_backward(
-        cx,
-        &lw.gate,
-        l,
-        &mut g.dxn,
-        &g.dgate,
-        &s.xn,
-        h_ref(&a.lora_h, &lw.gate),
-        &mut s.xd,
-        &mut g.dh,
-        p,
-    );
-    lin_backward(
-        cx,
-        &lw.up,
-        l,
-        &mut g.dxn,
-        &g.dup,
-        &s.xn,
-        h_ref(&a.lora_h, &lw.up),
-        &mut s.xd,
-        &mut g.dh,
-        p,
-    );
+    let ffn_in = [
+        (&lw.gate, &g.dgate[..], h_ref(&a.lora_h, &lw.gate)),
+        (&lw.up, &g.dup[..], h_ref(&a.lora_h, &lw.up)),
+    ];
+    lins_backward(cx, l, &ffn_in, &mut g.dxn, &s.xn, &mut s.xd, &mut g.dh, p);
     norm_backward(cx, &mut g.dres, &g.dxn, &a.x_mid, &lw.ffn_norm, p);
     // Attention: x_mid = x_in + o(attention(rope(q), rope(k), v)).
     g.datt.fill(0.0);
@@ -668,42 +731,12 @@ fn layer_backward(
     // And the attention norm's output.
     norm_forward(cx, &mut s.xn, x_in, &lw.attn_norm, p);
     g.dxn.fill(0.0);
-    lin_backward(
-        cx,
-        &lw.q,
-        l,
-        &mut g.dxn,
-        dq,
-        &s.xn,
-        h_ref(&a.lora_h, &lw.q),
-        &mut s.xd,
-        &mut g.dh,
-        p,
-    );
-    lin_backward(
-        cx,
-        &lw.k,
-        l,
-        &mut g.dxn,
-        dk,
-        &s.xn,
-        h_ref(&a.lora_h, &lw.k),
-        &mut s.xd,
-        &mut g.dh,
-        p,
-    );
-    lin_backward(
-        cx,
-        &lw.v,
-        l,
-        &mut g.dxn,
-        &g.dv,
-        &s.xn,
-        h_ref(&a.lora_h, &lw.v),
-        &mut s.xd,
-        &mut g.dh,
-        p,
-    );
+    let attn_in = [
+        (&lw.q, &dq[..], h_ref(&a.lora_h, &lw.q)),
+        (&lw.k, &dk[..], h_ref(&a.lora_h, &lw.k)),
+        (&lw.v, &g.dv[..], h_ref(&a.lora_h, &lw.v)),
+    ];
+    lins_backward(cx, l, &attn_in, &mut g.dxn, &s.xn, &mut s.xd, &mut g.dh, p);
     norm_backward(cx, &mut g.dres, &g.dxn, x_in, &lw.attn_norm, p);
 }
 
