@@ -231,9 +231,10 @@ fn attention_train_backward_tiny(b: Bencher, t: usize) {
     });
 }
 
-/// Training attention over one causal sequence of T tokens.
-#[divan::bench(args = [128, 256, 512])]
-fn attention_train_forward(b: Bencher, t: usize) {
+/// Training attention over one causal sequence of T tokens, f32 and bf16 products.
+#[divan::bench(args = [(128, "f32"), (256, "f32"), (512, "f32"), (256, "bf16")])]
+fn attention_train_forward(b: Bencher, (t, precision): (usize, &str)) {
+    let precision = Precision::parse(precision).unwrap();
     let q = data(t * 576, 7);
     let (k, v) = (data(t * 192, 8), data(t * 192, 9));
     let (mut out, mut lse) = (vec![0.0; t * 576], vec![0.0; 9 * t]);
@@ -246,19 +247,20 @@ fn attention_train_forward(b: Bencher, t: usize) {
             &v,
             &[],
             TRAIN_SHAPE,
-            Precision::F32,
+            precision,
         )
     });
 }
 
-#[divan::bench(args = [128, 256, 512])]
-fn attention_train_backward(b: Bencher, t: usize) {
+#[divan::bench(args = [(128, "f32"), (256, "f32"), (512, "f32"), (256, "bf16")])]
+fn attention_train_backward(b: Bencher, (t, precision): (usize, &str)) {
+    let precision = Precision::parse(precision).unwrap();
     let s = TRAIN_SHAPE;
     let q = data(t * 576, 7);
     let (k, v) = (data(t * 192, 8), data(t * 192, 9));
     let dout = data(t * 576, 10);
     let (mut out, mut lse) = (vec![0.0; t * 576], vec![0.0; 9 * t]);
-    attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s, Precision::F32);
+    attention_forward_train(&mut out, &mut lse, &q, &k, &v, &[], s, precision);
     let (mut dq, mut dk, mut dv) = (vec![0.0; t * 576], vec![0.0; t * 192], vec![0.0; t * 192]);
     let mut scratch = vec![0.0; attention_backward_scratch_len(t, s)];
     b.bench_local(|| {
@@ -275,7 +277,7 @@ fn attention_train_backward(b: Bencher, t: usize) {
             &v,
             &[],
             s,
-            Precision::F32,
+            precision,
         )
     });
 }
