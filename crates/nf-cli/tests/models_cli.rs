@@ -284,6 +284,33 @@ fn a_wrong_checksum_is_not_installed_and_404_is_clear() {
     );
 }
 
+/// A hostile hub whose file list names an absolute path (or one with `..`) must not get a
+/// file written outside the store: the pull is refused before anything is downloaded.
+#[test]
+fn a_hub_listing_paths_outside_the_store_is_refused() {
+    let assets = require_assets!();
+    let outside = temp_dir("models-outside");
+    for evil in [
+        format!("{}/owned.bin", outside.display()),
+        "../../../owned.bin".to_string(),
+    ] {
+        let mut files = stories_files(&assets);
+        files.push((evil.clone(), b"not a model".to_vec()));
+        let hub = FakeHub::start(files);
+        let home = temp_dir("models-evil");
+        let o = bin(&home)
+            .args(["models", "pull", "org/tiny", "--endpoint", &hub.url])
+            .args(["--include", "*"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{evil}: pull succeeded");
+        let err = stderr(&o);
+        assert!(err.contains("outside the model's folder"), "{err}");
+        assert!(!outside.join("owned.bin").exists());
+        assert!(!home.join("models/tiny").exists());
+    }
+}
+
 #[test]
 fn import_show_and_remove() {
     let assets = require_assets!();

@@ -587,6 +587,21 @@ fn origin(url: &str) -> String {
     }
 }
 
+/// Whether a path from a hub's file list could resolve outside the folder it is joined
+/// to: empty, absolute, with an empty, `.` or `..` component, or with a backslash or NUL
+/// (a Windows separator, or the end of a C string).
+fn escapes_folder(path: &str) -> bool {
+    use std::path::{Component, Path};
+    path.is_empty()
+        || path.contains(['\\', '\0'])
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        || !Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
 /// `*` matches any run of characters (including `/`), `?` one character.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
@@ -697,10 +712,21 @@ fn pull(
     } else {
         a.include.clone()
     };
+    if let Some(bad) = all.iter().find(|f| escapes_folder(&f.path)) {
+        return Err(user_error(
+            "bad_input",
+            format!(
+                "{repo}@{commit}: the hub lists the path {:?}, which would land outside the model's folder",
+                bad.path
+            ),
+            "this hub or mirror is not trustworthy; nothing was downloaded",
+        ));
+    }
     let files: Vec<RemoteFile> = all
         .iter()
         .filter(|f| patterns.iter().any(|p| glob_match(p, &f.path)))
-        .filter(|f| !f.path.split('/').any(|c| c == ".." || c.starts_with('.')))
+        // Hidden files (.gitattributes) are the repository's, not the model's.
+        .filter(|f| !f.path.split('/').any(|c| c.starts_with('.')))
         .cloned()
         .collect();
     if files.is_empty() {
@@ -987,6 +1013,27 @@ mod tests {
         assert!(glob_match("tok?n.bin", "token.bin"));
         assert!(!glob_match("*.gguf", "model.bin"));
         assert!(glob_match("*", "a/b"));
+    }
+
+    #[test]
+    fn hub_paths_that_leave_the_folder_are_caught() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "//x",
+            "../up.bin",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\..\\b",
+            "a\0b",
+        ] {
+            assert!(escapes_folder(bad), "{bad:?} passed");
+        }
+        for good in ["model.gguf", "onnx/model.bin", ".gitattributes", "a/b.c/d"] {
+            assert!(!escapes_folder(good), "{good:?} refused");
+        }
     }
 
     #[test]
