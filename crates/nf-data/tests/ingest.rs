@@ -665,3 +665,47 @@ fn shipped_handbook_ingests_with_its_facts() {
         );
     }
 }
+
+/// A documents folder holding links back up (`up -> ..`, `self -> .`), a link to a device
+/// (`zero.txt -> /dev/zero`) and a FIFO: the walk follows none of them and ends at once
+/// (it used to recurse through the loops for minutes and then read /dev/zero forever), and
+/// a device or FIFO named directly is refused with a clear error instead of being read.
+#[cfg(unix)]
+#[test]
+fn links_and_special_files_are_not_followed_or_read() {
+    use std::os::unix::fs::symlink;
+    let dir = temp_dir("ingest-links");
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::write(
+        dir.join("a/notes.txt"),
+        "A real note about hostile folders.\n",
+    )
+    .unwrap();
+    symlink("..", dir.join("a/up")).unwrap();
+    symlink(".", dir.join("a/self")).unwrap();
+    symlink("/dev/zero", dir.join("zero.txt")).unwrap();
+    symlink(dir.join("a/notes.txt"), dir.join("link.txt")).unwrap();
+    let fifo = dir.join("pipe.txt");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let started = std::time::Instant::now();
+    let (files, skipped) = collect_sources(std::slice::from_ref(&dir));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(files, vec![dir.join("a/notes.txt")]);
+    for name in ["a/up", "a/self", "zero.txt", "link.txt"] {
+        assert!(
+            skipped.contains(&dir.join(name)),
+            "{name} not skipped: {skipped:?}"
+        );
+    }
+    let mut special = vec![dir.join("zero.txt")];
+    if made.is_ok_and(|s| s.success()) {
+        assert!(skipped.contains(&fifo));
+        special.push(fifo);
+    } else {
+        eprintln!("note: mkfifo is not available; the FIFO case is not checked");
+    }
+    for path in special {
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+}

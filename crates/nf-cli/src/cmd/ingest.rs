@@ -148,7 +148,7 @@ fn run_inner(
         return Err(user_error(
             "bad_input",
             format!(
-                "no documents to ingest ({} files skipped for their type)",
+                "no documents to ingest ({} entries skipped for their type, or as links or special files)",
                 skipped.len()
             ),
             format!("ingest reads {}", exts.join(" ")),
@@ -283,7 +283,7 @@ fn run_inner(
         }
         if !skipped.is_empty() {
             eprintln!(
-                "  {} files skipped for their type (ingest reads .pdf .docx .html .md .txt .jsonl)",
+                "  {} entries skipped: not a type ingest reads (.pdf .docx .html .md .txt .jsonl), or a link or special file inside a folder (not followed)",
                 skipped.len()
             );
         }

@@ -74,32 +74,39 @@ pub struct BuildOutcome {
 
 /// The files to ingest from `paths`: files as given, folders walked recursively (sorted,
 /// hidden entries skipped, only extensions a reader handles). Returns the files and the
-/// files skipped for their extension. A path that does not exist is returned as a file,
-/// so reading it reports the error in its place.
+/// entries skipped: for their extension, or for not being a regular file or folder.
+/// Inside a folder, symbolic links are never followed (a link to `..` would make the walk
+/// loop, and one to `/dev/zero` never end) and devices, pipes and sockets are skipped; a
+/// path given directly is taken as the user named it. A path that does not exist is
+/// returned as a file, so reading it reports the error in its place.
 pub fn collect_sources(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     fn walk(dir: &Path, depth: usize, files: &mut Vec<PathBuf>, skipped: &mut Vec<PathBuf>) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             files.push(dir.to_path_buf()); // reading it reports why
             return;
         };
-        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for p in entries {
+        // The entry's own type: DirEntry::file_type does not follow a link.
+        let mut entries: Vec<(PathBuf, Option<std::fs::FileType>)> = rd
+            .filter_map(|e| e.ok().map(|e| (e.path(), e.file_type().ok())))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (p, kind) in entries {
             let hidden = p
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if hidden {
                 continue;
             }
-            if p.is_dir() {
-                // Symlinked folders can form cycles; real trees are not this deep.
-                if depth < 32 {
-                    walk(&p, depth + 1, files, skipped);
+            match kind {
+                Some(k) if k.is_dir() => {
+                    // Without links the tree has no cycles; this only bounds the stack.
+                    if depth < 64 {
+                        walk(&p, depth + 1, files, skipped);
+                    }
                 }
-            } else if reader_for(&p).is_some() {
-                files.push(p);
-            } else {
-                skipped.push(p);
+                Some(k) if k.is_file() && reader_for(&p).is_some() => files.push(p),
+                // Other extensions, links, devices, pipes, sockets.
+                _ => skipped.push(p),
             }
         }
     }

@@ -33,6 +33,7 @@ mod pdf;
 mod text;
 mod write;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -214,14 +215,33 @@ pub fn read_document(path: &Path, opts: &ReadOptions) -> Result<Document> {
             std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"),
         ));
     }
-    if meta.len() > opts.max_file_bytes {
-        return Err(IngestError::TooLarge {
-            path: path.to_path_buf(),
-            size: meta.len(),
-            limit: opts.max_file_bytes,
-        });
+    if !meta.is_file() {
+        // A device (/dev/zero), pipe or socket: reading it may never end.
+        return Err(IngestError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a device, pipe or socket)",
+            ),
+        ));
     }
-    let bytes = std::fs::read(path).map_err(|e| IngestError::io(path, e))?;
+    let too_large = |size| IngestError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit: opts.max_file_bytes,
+    };
+    if meta.len() > opts.max_file_bytes {
+        return Err(too_large(meta.len()));
+    }
+    // Read at most one byte past the limit, so a file that grows while it is read cannot
+    // take more memory than the limit allows.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(opts.max_file_bytes + 1).read_to_end(&mut bytes))
+        .map_err(|e| IngestError::io(path, e))?;
+    if bytes.len() as u64 > opts.max_file_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
     if bytes.is_empty() {
         return Err(IngestError::empty(path, "the file has no bytes"));
     }
