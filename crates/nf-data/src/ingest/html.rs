@@ -75,11 +75,17 @@ pub fn html_to_text(html: &str) -> String {
             rest = rest.find('>').map_or("", |i| &rest[i + 1..]);
             continue;
         }
-        let Some((name, closing, self_closing, len)) = parse_tag(rest) else {
+        let (name, closing, self_closing, len) = match parse_tag(rest) {
+            Tag::Element(name, closing, self_closing, len) => (name, closing, self_closing, len),
             // A lone `<` (as in `a < b`) is text.
-            push_text(&mut out, "<");
-            rest = &rest[1..];
-            continue;
+            Tag::NotATag => {
+                push_text(&mut out, "<");
+                rest = &rest[1..];
+                continue;
+            }
+            // No `>` anywhere after it: no later `<` can close either, so the rest is text
+            // (rescanning from each `<` would take quadratic time).
+            Tag::Unterminated => break,
         };
         rest = &rest[len..];
         if !closing && !self_closing && SKIP.contains(&name.as_str()) {
@@ -119,10 +125,20 @@ fn push_text(out: &mut String, text: &str) {
     }
 }
 
-/// Parses a tag at the start of `s` (which starts with `<`): its lowercase name, whether
-/// it is a closing tag, whether it closes itself, and its length in bytes up to and
-/// including `>`. Quoted attribute values may contain `>`.
-fn parse_tag(s: &str) -> Option<(String, bool, bool, usize)> {
+/// What starts at a `<`.
+enum Tag {
+    /// Its lowercase name, whether it is a closing tag, whether it closes itself, and its
+    /// length in bytes up to and including `>`.
+    Element(String, bool, bool, usize),
+    /// No tag name follows: the `<` is text.
+    NotATag,
+    /// A name follows but no `>` does, anywhere in the rest of the document.
+    Unterminated,
+}
+
+/// Parses a tag at the start of `s` (which starts with `<`). Quoted attribute values may
+/// contain `>`; a quote never closed ends the tag at its first `>` instead.
+fn parse_tag(s: &str) -> Tag {
     let b = s.as_bytes();
     let mut i = 1;
     let closing = b.get(i) == Some(&b'/');
@@ -134,34 +150,44 @@ fn parse_tag(s: &str) -> Option<(String, bool, bool, usize)> {
         i += 1;
     }
     if i == start || !b[start].is_ascii_alphabetic() {
-        return None;
+        return Tag::NotATag;
     }
     let name = s[start..i].to_ascii_lowercase();
+    let element = |end: usize| Tag::Element(name.clone(), closing, b[end - 1] == b'/', end + 1);
+    let attrs = i;
     let mut quote = None;
     while i < b.len() {
         match (quote, b[i]) {
             (None, b'"' | b'\'') => quote = Some(b[i]),
             (Some(q), c) if c == q => quote = None,
-            (None, b'>') => {
-                let self_closing = b[i - 1] == b'/';
-                return Some((name, closing, self_closing, i + 1));
-            }
+            (None, b'>') => return element(i),
             _ => {}
         }
         i += 1;
     }
-    None
+    // Reached the end inside a quote (or without any `>`): the first `>` ends the tag. A
+    // quote char can run to the end only once per kind, so this stays linear overall.
+    match s[attrs..].find('>') {
+        Some(j) => element(attrs + j),
+        None => Tag::Unterminated,
+    }
 }
 
 /// The text after the `</name>` that closes an element whose content is skipped (the
-/// rest of the document is skipped when it is never closed).
+/// rest of the document is skipped when it is never closed). Compares case-insensitively
+/// in place: lower-casing the rest of the document for every skipped element took
+/// quadratic time.
 fn skip_to_close<'a>(s: &'a str, name: &str) -> &'a str {
-    let lower = s.to_ascii_lowercase();
-    let pat = format!("</{name}");
-    match lower.find(&pat) {
-        Some(i) => s[i..].find('>').map_or("", |j| &s[i + j + 1..]),
-        None => "",
+    let (b, n) = (s.as_bytes(), name.as_bytes());
+    let mut from = 0;
+    while let Some(i) = s[from..].find("</") {
+        let at = from + i + 2;
+        if b.len() >= at + n.len() && b[at..at + n.len()].eq_ignore_ascii_case(n) {
+            return s[at..].find('>').map_or("", |j| &s[at + j + 1..]);
+        }
+        from = at;
     }
+    ""
 }
 
 /// Decodes `&amp;`, `&#233;`, `&#xE9;` and the named references common in prose; any
@@ -175,7 +201,13 @@ pub(super) fn decode_entities(text: &str) -> std::borrow::Cow<'_, str> {
     while let Some(i) = rest.find('&') {
         out.push_str(&rest[..i]);
         rest = &rest[i..];
-        let end = rest[1..].find(';').map(|j| j + 1).filter(|&j| j <= 12);
+        // Look no further than a reference can reach, or a run of `&` without `;` would
+        // rescan the rest of the text at each one.
+        let end = rest.as_bytes()[1..]
+            .iter()
+            .take(12)
+            .position(|&c| c == b';')
+            .map(|j| j + 1);
         let decoded = end.and_then(|j| entity(&rest[1..j]).map(|c| (c, j + 1)));
         match decoded {
             Some((c, len)) => {
@@ -246,6 +278,34 @@ fn entity(name: &str) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile pages that used to take quadratic time (2.2 MB of `<svg></svg>` took 11.8 s):
+    /// skipped elements, tags that never end, unclosed quotes and `&` runs, 4 MB each. A
+    /// linear pass takes milliseconds; the bound only catches a return to quadratic time.
+    #[test]
+    fn hostile_markup_takes_linear_time() {
+        let n = 4 << 20;
+        let cases = [
+            "<svg></svg>".repeat(n / 11),
+            "<SVG>x</Svg >".repeat(n / 13),
+            "<a ".repeat(n / 3),
+            "<a title=\"x".repeat(n / 12),
+            "&".repeat(n),
+            "<script>".repeat(n / 8),
+        ];
+        for html in &cases {
+            let started = std::time::Instant::now();
+            let _ = html_to_text(html);
+            let took = started.elapsed();
+            assert!(took.as_secs() < 5, "{:?}…: {took:?}", &html[..20]);
+        }
+        // Unterminated markup degrades to text.
+        assert_eq!(html_to_text("a <b c"), "a <b c");
+        assert_eq!(html_to_text("x &&& y"), "x &&& y");
+        // A quote never closed ends the tag at its first `>`.
+        let t = html_to_text("<a title=\"x>text <b>bold</b>");
+        assert!(t.contains("text") && t.contains("bold"), "{t}");
+    }
 
     #[test]
     fn strips_markup_scripts_and_styles() {
