@@ -78,7 +78,7 @@ pub fn html_to_text(html: &str) -> String {
         let (name, closing, self_closing, len) = match parse_tag(rest) {
             Tag::Element(name, closing, self_closing, len) => (name, closing, self_closing, len),
             // A lone `<` (as in `a < b`) is text.
-            Tag::NotATag => {
+            Tag::Text => {
                 push_text(&mut out, "<");
                 rest = &rest[1..];
                 continue;
@@ -131,7 +131,7 @@ enum Tag {
     /// length in bytes up to and including `>`.
     Element(String, bool, bool, usize),
     /// No tag name follows: the `<` is text.
-    NotATag,
+    Text,
     /// A name follows but no `>` does, anywhere in the rest of the document.
     Unterminated,
 }
@@ -150,7 +150,7 @@ fn parse_tag(s: &str) -> Tag {
         i += 1;
     }
     if i == start || !b[start].is_ascii_alphabetic() {
-        return Tag::NotATag;
+        return Tag::Text;
     }
     let name = s[start..i].to_ascii_lowercase();
     let element = |end: usize| Tag::Element(name.clone(), closing, b[end - 1] == b'/', end + 1);
