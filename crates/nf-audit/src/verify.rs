@@ -59,10 +59,15 @@ pub enum Problem {
     Head {
         why: String,
     },
+    /// The log does not match an anchor or key held outside the home.
+    Anchor {
+        why: String,
+    },
 }
 
 impl Problem {
-    /// `edited`, `deleted`, `reordered`, `truncated`, `torn_tail`, `bad_signature`, `head`.
+    /// `edited`, `deleted`, `reordered`, `truncated`, `torn_tail`, `bad_signature`, `head`,
+    /// `anchor`.
     pub fn kind(&self) -> &'static str {
         match self {
             Problem::Edited { .. } => "edited",
@@ -72,6 +77,7 @@ impl Problem {
             Problem::TornTail { .. } => "torn_tail",
             Problem::BadSignature { .. } => "bad_signature",
             Problem::Head { .. } => "head",
+            Problem::Anchor { .. } => "anchor",
         }
     }
 
@@ -84,7 +90,7 @@ impl Problem {
             | Problem::BadSignature { seq, .. } => Some(*seq),
             Problem::Truncated { last_seq, .. } => Some(last_seq + 1),
             Problem::TornTail { after_seq, .. } => Some(after_seq + 1),
-            Problem::Head { .. } => None,
+            Problem::Head { .. } | Problem::Anchor { .. } => None,
         }
     }
 }
@@ -125,6 +131,7 @@ impl std::fmt::Display for Problem {
                 write!(f, "entry {seq} (line {line}) has a bad signature: {why}")
             }
             Problem::Head { why } => write!(f, "the head file does not match the log: {why}"),
+            Problem::Anchor { why } => write!(f, "the log does not match the anchor: {why}"),
         }
     }
 }
@@ -143,11 +150,47 @@ pub struct Report {
     pub problem: Option<Problem>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// The sha256 of every entry that checked out, in order (entry `seq` at `seq - 1`):
+    /// what an anchor kept elsewhere is compared with.
+    pub hashes: Vec<String>,
 }
 
 impl Report {
     pub fn is_intact(&self) -> bool {
         self.problem.is_none()
+    }
+
+    /// Checks an anchor kept outside the home (`audit anchor` printed it): entry `seq` must
+    /// still be in the log with this sha256. Entries after it may have been added since.
+    /// The log itself may be entirely rewritten by someone with write access to the home;
+    /// an anchor held elsewhere is what catches that.
+    pub fn check_anchor(&mut self, seq: u64, sha256: &str) {
+        if self.problem.is_some() {
+            return;
+        }
+        let why = match self.hashes.get((seq as usize).wrapping_sub(1)) {
+            Some(h) if h.eq_ignore_ascii_case(sha256) => return,
+            Some(_) => format!("entry {seq} no longer has the anchored sha256"),
+            None => format!(
+                "the log holds {} entries, fewer than the anchored {seq}",
+                self.entries
+            ),
+        };
+        self.problem = Some(Problem::Anchor { why });
+    }
+
+    /// Checks the device key signatures were verified against, against one held outside
+    /// the home: a replaced key (and log re-signed with it) fails here.
+    pub fn check_key(&mut self, public_key: &str) {
+        if self.problem.is_some() {
+            return;
+        }
+        let why = match &self.key {
+            Some(k) if k.eq_ignore_ascii_case(public_key.trim()) => return,
+            Some(k) => format!("the device key is {k}, not the expected one"),
+            None => "there is no device key, but one was expected".into(),
+        };
+        self.problem = Some(Problem::Anchor { why });
     }
 }
 
@@ -311,6 +354,7 @@ pub fn verify_bytes(bytes: &[u8], head: Option<Head>, key: Option<String>) -> Re
         r.first_time.get_or_insert_with(|| e.time.clone());
         r.last_time = Some(e.time.clone());
         r.last_hash = Some(hashes[i].clone());
+        r.hashes.push(hashes[i].clone());
     }
     if r.problem.is_some() {
         return r;
@@ -348,9 +392,20 @@ pub fn verify_bytes(bytes: &[u8], head: Option<Head>, key: Option<String>) -> Re
             return r;
         }
         Some(_) => {}
-        None if last_seq > 0 => r.notes.push(
-            "no head file: truncation and an edit of the newest entry cannot be detected".into(),
+        // The first append writes its entry before the head: a crash between the two
+        // leaves one entry and no head, which is only a note.
+        None if entries.len() == 1 => r.notes.push(
+            "no head file after the first entry (a crash before it was written); the next append writes it".into(),
         ),
+        None if !entries.is_empty() => {
+            r.problem = Some(Problem::Head {
+                why: format!(
+                    "the head file is missing while the log holds {} entries, so entries cut off the end would go unnoticed",
+                    entries.len()
+                ),
+            });
+            return r;
+        }
         None => {}
     }
     if !torn.is_empty() {

@@ -514,3 +514,55 @@ fn tree_hashes_are_stable_and_see_changes() {
     std::fs::write(d.join("sub/b.txt"), "c").unwrap();
     assert_ne!(Artifact::tree("model", &d).unwrap().sha256.unwrap(), h1);
 }
+
+/// Cutting entries off the end and deleting the head used to pass as intact: a missing head
+/// while more than one entry exists now fails (one entry and no head is what a crash during
+/// the very first append leaves, and stays a note).
+#[test]
+fn cutting_the_end_and_deleting_the_head_is_caught() {
+    let home = home_with(5, "cut-and-unhead");
+    let ls = lines(&home);
+    write_lines(&home, &ls[..3]);
+    std::fs::remove_file(home.join("audit/audit.head")).unwrap();
+    let p = problem(&home);
+    assert_eq!(p.kind(), "head", "{p}");
+    assert!(p.to_string().contains("missing"), "{p}");
+
+    let home = home_with(1, "first-append-crash");
+    std::fs::remove_file(home.join("audit/audit.head")).unwrap();
+    let r = verify(&home).unwrap();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+}
+
+/// An anchor kept elsewhere (entry seq and its sha256) holds while entries are appended,
+/// and fails once the anchored entry is rewritten or cut off, even when the rest of the log
+/// (head included) was rebuilt to be self-consistent.
+#[test]
+fn an_anchor_catches_a_rewritten_log() {
+    let home = home_with(4, "anchor");
+    let r = verify(&home).unwrap();
+    let (seq, hash) = (r.entries, r.last_hash.clone().unwrap());
+    let mut later = verify(&home).unwrap();
+    later.check_anchor(seq, &hash);
+    assert!(later.is_intact());
+    // A consistent log that is not the anchored one: a fresh home with other entries.
+    let other = home_with(6, "anchor-other");
+    let mut r = verify(&other).unwrap();
+    assert!(r.is_intact());
+    r.check_anchor(seq, &hash);
+    assert_eq!(r.problem.as_ref().map(Problem::kind), Some("anchor"));
+    // Fewer entries than the anchor names.
+    let mut r = verify(&home_with(2, "anchor-short")).unwrap();
+    r.check_anchor(seq, &hash);
+    assert!(
+        r.problem
+            .unwrap()
+            .to_string()
+            .contains("fewer than the anchored")
+    );
+    // A key held elsewhere: no key here, one expected.
+    let mut r = verify(&home).unwrap();
+    r.check_key("ab".repeat(32).as_str());
+    assert_eq!(r.problem.as_ref().map(Problem::kind), Some("anchor"));
+}

@@ -98,12 +98,27 @@ pub enum AuditCommand {
     /// Print the log's entries (oldest first).
     Show(AuditShowArgs),
     /// Check the hash chain, head and signatures; exit 1 naming the first broken entry.
-    Verify,
+    Verify(AuditVerifyArgs),
+    /// Print the newest entry's anchor (`SEQ:SHA256`) to keep outside this machine; a later
+    /// `audit verify --expect-head` with it catches a log rewritten from that entry back.
+    Anchor,
     /// Write the entries for an auditor as JSON or CSV.
     Export(AuditExportArgs),
     /// Create this device's ed25519 signing key (audit/device.key, mode 0600); later
     /// entries are signed.
     Keygen,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// An anchor printed by `audit anchor` (SEQ:SHA256): that entry must still be in the log
+    /// unchanged.
+    #[arg(long, value_name = "SEQ:SHA256")]
+    pub expect_head: Option<String>,
+    /// The device's public key (hex, as `audit keygen` printed it), held outside the home:
+    /// signatures must have been checked against this key.
+    #[arg(long, value_name = "PUBKEY")]
+    pub expect_key: Option<String>,
 }
 
 #[derive(Debug, Args)]

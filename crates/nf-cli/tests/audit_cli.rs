@@ -327,6 +327,45 @@ fn a_session_leaves_a_verified_chain_and_tampering_is_caught() {
         (Some("bad_signature"), Some(4)),
         "{text}"
     );
+    // Entries cut off the end and the head deleted: used to pass as intact.
+    let (text, ev) = broken("cut-unhead", &|h| {
+        let ls = lines(h);
+        write_lines(h, &ls[..3]);
+        std::fs::remove_file(h.join("audit/audit.head")).unwrap();
+    });
+    assert_eq!(ev["problem_kind"].as_str(), Some("head"), "{text}");
+
+    // An anchor kept elsewhere: it holds on the intact log (and after appends), and fails on
+    // a log cut back before it even with a head rewritten to match.
+    let o = bin(&home).args(["audit", "anchor"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let anchor = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(anchor.starts_with("5:") && anchor.len() == 66, "{anchor}");
+    let expect = |h: &Path, extra: &[&str]| {
+        bin(h)
+            .args(["--json", "audit", "verify", "--expect-head", &anchor])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(expect(&home, &[]).status.success());
+    let h = copy_home(&home, "anchor-cut");
+    let es = entries(&h);
+    write_lines(&h, &lines(&h)[..4]);
+    let prev4 = nf_audit::sha256_hex(serde_json::to_string(&es[3]).unwrap().as_bytes());
+    let head = format!("{{\"seq\":4,\"sha256\":\"{prev4}\"}}\n");
+    std::fs::write(h.join("audit/audit.head"), head).unwrap();
+    let o = expect(&h, &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"problem_kind\":\"anchor\""));
+    // The key held elsewhere must be the one signatures were checked against.
+    let o = expect(&home, &["--expect-key", &"ab".repeat(32)]);
+    assert!(!o.status.success() && stderr(&o).contains("not the expected one"));
+    let o = bin(&home)
+        .args(["audit", "verify", "--expect-head", "5:xyz"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("is not SEQ:SHA256"));
 }
 
 #[test]

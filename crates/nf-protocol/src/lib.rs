@@ -151,8 +151,14 @@
 //! `last_time` (strings or null), `head_seq` (integer or null), `key` (string or null: the
 //! device public key signatures were checked against), `problem` (string or null: the
 //! first broken entry and why), `problem_kind` (null or one of `"edited"`, `"deleted"`,
-//! `"reordered"`, `"truncated"`, `"torn_tail"`, `"bad_signature"`, `"head"`),
-//! `problem_seq` (integer or null: the entry it is reported at), `notes` (array of strings).
+//! `"reordered"`, `"truncated"`, `"torn_tail"`, `"bad_signature"`, `"head"`, `"anchor"`:
+//! the log or key differs from `--expect-head` / `--expect-key`), `problem_seq` (integer or
+//! null: the entry it is reported at), `notes` (array of strings).
+//!
+//! ## `audit.anchor`
+//! `audit anchor`: the newest entry of an intact log, to keep outside the machine and pass
+//! back as `audit verify --expect-head SEQ:SHA256`. Fields: `seq` (integer), `sha256`
+//! (string, 64 hex digits).
 //!
 //! ## `audit.exported`
 //! `audit export --out FILE` wrote the file. Fields: `path` (string), `format` (`"json"`
@@ -416,6 +422,8 @@ pub enum Event {
         problem_seq: Option<u64>,
         notes: Vec<String>,
     },
+    #[serde(rename = "audit.anchor")]
+    AuditAnchor { seq: u64, sha256: String },
     #[serde(rename = "audit.exported")]
     AuditExported {
         path: String,

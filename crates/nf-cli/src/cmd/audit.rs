@@ -7,14 +7,15 @@ use nf_audit::{Artifact, DeviceKey, Entry, ExportFormat};
 use nf_protocol::Event;
 
 use crate::audit::audit_error;
-use crate::cli::{AuditCommand, AuditExportArgs, AuditShowArgs};
+use crate::cli::{AuditCommand, AuditExportArgs, AuditShowArgs, AuditVerifyArgs};
 use crate::errors::user_error;
 use crate::output::Output;
 
 pub fn run(cmd: &AuditCommand, home: &Path, out: &mut Output) -> Result<()> {
     match cmd {
         AuditCommand::Show(a) => show(a, home, out),
-        AuditCommand::Verify => verify(home, out),
+        AuditCommand::Verify(a) => verify(a, home, out),
+        AuditCommand::Anchor => anchor(home, out),
         AuditCommand::Export(a) => export(a, home, out),
         AuditCommand::Keygen => keygen(home, out),
     }
@@ -100,8 +101,61 @@ fn entry_text(e: &Entry) -> String {
     s
 }
 
-fn verify(home: &Path, out: &mut Output) -> Result<()> {
+/// `SEQ:SHA256` → its parts.
+fn parse_anchor(s: &str) -> Result<(u64, String)> {
+    let parsed = s.split_once(':').and_then(|(seq, hash)| {
+        let ok = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        Some((seq.trim().parse::<u64>().ok()?, hash.to_string())).filter(|_| ok)
+    });
+    parsed.ok_or_else(|| {
+        user_error(
+            "bad_input",
+            format!("--expect-head {s:?} is not SEQ:SHA256"),
+            "pass the line `neuralforge audit anchor` printed, e.g. 42:9f86d0…(64 hex digits)",
+        )
+    })
+}
+
+fn anchor(home: &Path, out: &mut Output) -> Result<()> {
     let r = nf_audit::verify(home).map_err(audit_error)?;
+    if let Some(p) = &r.problem {
+        return Err(user_error(
+            "audit_broken",
+            p.to_string(),
+            "anchor only an intact log: run `neuralforge audit verify` first",
+        ));
+    }
+    let Some(hash) = &r.last_hash else {
+        return Err(user_error(
+            "not_found",
+            "the audit log has no entries yet".to_string(),
+            "anchor after the first recorded command",
+        ));
+    };
+    let anchor = format!("{}:{hash}", r.entries);
+    if out.is_json() {
+        out.event(|| Event::AuditAnchor {
+            seq: r.entries,
+            sha256: hash.clone(),
+        })?;
+    } else {
+        out.text(&format!("{anchor}\n"))?;
+        eprintln!(
+            "keep this line somewhere this machine cannot write (a ticket, an email, paper); `neuralforge audit verify --expect-head {anchor}` checks the log against it"
+        );
+    }
+    Ok(())
+}
+
+fn verify(a: &AuditVerifyArgs, home: &Path, out: &mut Output) -> Result<()> {
+    let expect_head = a.expect_head.as_deref().map(parse_anchor).transpose()?;
+    let mut r = nf_audit::verify(home).map_err(audit_error)?;
+    if let Some((seq, hash)) = &expect_head {
+        r.check_anchor(*seq, hash);
+    }
+    if let Some(key) = &a.expect_key {
+        r.check_key(key);
+    }
     out.event(|| Event::AuditVerify {
         intact: r.is_intact(),
         entries: r.entries,
