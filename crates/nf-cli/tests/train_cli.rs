@@ -497,3 +497,40 @@ fn dry_run_plans_without_writing_anything() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+/// A run stopped before its first checkpoint resumes by starting again from step 0 in the
+/// same folder (it used to refuse: "no complete checkpoint"), says so, and trains exactly
+/// as the original did. Checkpoints that exist but are damaged still refuse.
+#[test]
+fn resume_before_the_first_checkpoint_starts_again_from_step_0() {
+    let assets = require_assets!();
+    let (tmp, _data, run, _args) = finished_run(&assets, "train-restart");
+    let first = step_losses(&run);
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::remove_file(run.join("events.ndjson")).unwrap();
+    let out = run_ok(bin(&tmp).args(["--json", "train", "--resume", p(&run)]));
+    assert!(
+        out.contains("no checkpoint yet") && out.contains("from step 0"),
+        "{out}"
+    );
+    assert_eq!(step_losses(&run), first);
+    // A damaged checkpoint is not silently trained over.
+    let ckpts = nf_train::checkpoint::list_checkpoints(&run.join("checkpoints")).unwrap();
+    for (_, dir) in &ckpts {
+        for f in std::fs::read_dir(dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension()
+                .is_some_and(|e| e == "safetensors" || e == "bin")
+            {
+                std::fs::write(&f, b"damaged").unwrap();
+            }
+        }
+    }
+    let o = bin(&tmp)
+        .args(["train", "--resume", p(&run)])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "resumed over damaged checkpoints");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no complete checkpoint"), "{err}");
+}

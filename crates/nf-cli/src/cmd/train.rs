@@ -683,6 +683,14 @@ fn run_inner(
         // never loads, let alone trains, a run that is running.
         *lock = Some(RunLock::acquire(&run_dir)?);
     }
+    // A run stopped before its first checkpoint has nothing to resume from, but run.json
+    // holds all it needs to start again: from step 0, in the same folder, saying so.
+    // (Checkpoints that exist but fail to load still refuse, below: they may be the
+    // user's only copy of the work.)
+    let restart = resume
+        && nf_train::checkpoint::list_checkpoints(&run_dir.join("checkpoints"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .is_empty();
     let Prepared {
         cfg,
         base_files,
@@ -692,7 +700,7 @@ fn run_inner(
         seq_len,
         sample: sample_model_ctx,
         precision_warning,
-    } = prepare(cfg, &run_dir, resume, args.epochs, home)?;
+    } = prepare(cfg, &run_dir, resume && !restart, args.epochs, home)?;
     rec.inputs.extend(init_adapter);
     if !resume {
         std::fs::create_dir_all(&run_dir)
@@ -715,7 +723,13 @@ fn run_inner(
         nf_train::efficiency::gemm_peak_gflops(precision, nf_train::efficiency::QUICK_SIZE, 3);
     let mut warnings = Vec::new();
     let mut resumed_from = None;
-    if resume {
+    if restart {
+        warnings.push(format!(
+            "{} has no checkpoint yet (it stopped before the first save): training again from step 0 in the same folder",
+            run_dir.display()
+        ));
+        resumed_from = Some(0);
+    } else if resume {
         let (step, w) = trainer.resume().map_err(|e| match e {
             nf_train::error::TrainError::Mismatch { .. } => user_error(
                 "mismatch",
