@@ -162,6 +162,9 @@ pub struct ReadOptions {
     pub max_zip_entries: usize,
     /// PDF extraction that takes longer is abandoned and the file reported.
     pub pdf_timeout: Duration,
+    /// A PDF whose Flate streams inflate to more than this many bytes in total is refused
+    /// before extraction (which would inflate them whole, with no cap).
+    pub pdf_max_inflated_bytes: u64,
     /// The JSONL shape to expect; `None` detects it from each file's first record.
     pub jsonl_shape: Option<JsonlShape>,
 }
@@ -173,6 +176,7 @@ impl Default for ReadOptions {
             max_uncompressed_bytes: 64 << 20,
             max_zip_entries: 10_000,
             pdf_timeout: Duration::from_secs(120),
+            pdf_max_inflated_bytes: 512 << 20,
             jsonl_shape: None,
         }
     }
