@@ -54,12 +54,21 @@ impl AuditLog {
     }
 
     fn open_file(&self) -> Result<File> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| AuditError::io(&self.dir, e))?;
-        File::options()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&self.path)
+        // Owner-only, whatever the umask: the log names the documents and models people
+        // work with.
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        let mut file = File::options();
+        file.read(true).append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            dir.mode(0o700);
+            file.mode(0o600);
+        }
+        dir.create(&self.dir)
+            .map_err(|e| AuditError::io(&self.dir, e))?;
+        file.open(&self.path)
             .map_err(|e| AuditError::io(&self.path, e))
     }
 

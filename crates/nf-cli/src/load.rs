@@ -24,6 +24,45 @@ pub fn home_dir(flag: Option<&Path>) -> PathBuf {
     home.join(".local/share/neuralforge")
 }
 
+/// Makes the home owner-only (0700) before any command writes to it: created so when it
+/// is missing, and tightened when it exists with group or other access (homes made by
+/// earlier versions took the umask, often leaving uploaded documents readable by every
+/// local user). Everything NeuralForge stores lives under it, so this one folder's mode
+/// guards datasets, uploads, runs and the audit log alike.
+pub fn private_home(home: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        match std::fs::metadata(home) {
+            Ok(m) if m.is_dir() => {
+                // Only a folder this user owns; someone else's is theirs to set.
+                let mine = m.uid() == current_uid();
+                if mine && m.mode() & 0o077 != 0 {
+                    let perms = std::fs::Permissions::from_mode(m.mode() & 0o7700);
+                    std::fs::set_permissions(home, perms)
+                        .with_context(|| format!("making {} owner-only", home.display()))?;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(home)
+                    .with_context(|| format!("creating {}", home.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// This process's user id, read from `/proc/self` (no libc call needed).
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
+}
+
 /// `--model` may be a path or the name of a model in `<home>/models/`.
 pub fn resolve_model_path(model: &Path, home: &Path) -> Result<PathBuf> {
     if model.exists() {

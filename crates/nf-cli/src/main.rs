@@ -22,22 +22,24 @@ fn main() -> ExitCode {
     nf_engine::cpu::set_threads(cli.global.threads);
     let home = load::home_dir(cli.global.home.as_deref());
     let mut out = Output::new(cli.global.json);
-    let result = check_isa_override().and_then(|()| match &cli.command {
-        Command::Generate(a) => cmd::generate::run(a, &home, &mut out),
-        Command::Chat(a) => cmd::chat::run(a, &home, &mut out),
-        Command::Tokenize(a) => cmd::tokenize::run(a, &home, &mut out),
-        Command::Inspect(a) => cmd::inspect::run(a, &home, &mut out),
-        Command::Train(a) => cmd::train::run(a, &home, &mut out),
-        Command::Ingest(a) => cmd::ingest::run(a, &home, &mut out),
-        Command::Export(a) => cmd::export::run(a, &home, &mut out),
-        Command::Eval(a) => cmd::eval::run(a, &home, &mut out),
-        Command::Datasets(d) => cmd::datasets::run(d, &home, &mut out),
-        Command::Bench(b) => cmd::bench::run(b, &home, &mut out),
-        Command::Audit(a) => cmd::audit::run(a, &home, &mut out),
-        Command::Lineage(a) => cmd::lineage::run(a, &home, &mut out),
-        Command::Models(m) => cmd::models::run(m, &home, cli.global.offline, &mut out),
-        Command::Studio(a) => cmd::studio::run(a, &home, &mut out),
-    });
+    let result = check_isa_override()
+        .and_then(|()| load::private_home(&home))
+        .and_then(|()| match &cli.command {
+            Command::Generate(a) => cmd::generate::run(a, &home, &mut out),
+            Command::Chat(a) => cmd::chat::run(a, &home, &mut out),
+            Command::Tokenize(a) => cmd::tokenize::run(a, &home, &mut out),
+            Command::Inspect(a) => cmd::inspect::run(a, &home, &mut out),
+            Command::Train(a) => cmd::train::run(a, &home, &mut out),
+            Command::Ingest(a) => cmd::ingest::run(a, &home, &mut out),
+            Command::Export(a) => cmd::export::run(a, &home, &mut out),
+            Command::Eval(a) => cmd::eval::run(a, &home, &mut out),
+            Command::Datasets(d) => cmd::datasets::run(d, &home, &mut out),
+            Command::Bench(b) => cmd::bench::run(b, &home, &mut out),
+            Command::Audit(a) => cmd::audit::run(a, &home, &mut out),
+            Command::Lineage(a) => cmd::lineage::run(a, &home, &mut out),
+            Command::Models(m) => cmd::models::run(m, &home, cli.global.offline, &mut out),
+            Command::Studio(a) => cmd::studio::run(a, &home, &mut out),
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

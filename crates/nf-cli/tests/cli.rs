@@ -490,3 +490,28 @@ fn prompts_and_conversations_come_from_stdin() {
         );
     }
 }
+
+/// The home is owner-only: created 0700 when missing, tightened when it exists with group
+/// or other access (homes used to take the umask), and the audit log is 0600.
+#[cfg(unix)]
+#[test]
+fn the_home_and_the_audit_log_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = nf_testkit::temp_dir("private-home");
+    let fresh = tmp.join("a/home");
+    let loose = tmp.join("loose");
+    std::fs::create_dir_all(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for home in [&fresh, &loose] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_neuralforge"))
+            .env("NEURALFORGE_HOME", home)
+            .args(["audit", "keygen"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(mode(home), 0o700, "{}", home.display());
+        assert_eq!(mode(&home.join("audit/audit.ndjson")), 0o600);
+        assert_eq!(mode(&home.join("audit")), 0o700);
+    }
+}
