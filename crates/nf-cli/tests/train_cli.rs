@@ -328,10 +328,12 @@ fn sigint_saves_a_checkpoint_and_exits_cleanly() {
     assert!(saved, "no checkpoint at the interrupted step {last}");
 }
 
-/// The events of a run's events.ndjson, parsed.
+/// The events of a run's events.ndjson, parsed: its complete lines (a running trainer may
+/// be halfway through writing the last one).
 fn run_events(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("events.ndjson"))
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(run.join("events.ndjson")).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

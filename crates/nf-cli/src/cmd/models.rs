@@ -479,9 +479,10 @@ impl Hub {
         let mut linked_etag = None;
         for _ in 0..6 {
             let mut req = self.agent.get(&url);
-            // Credentials go only to the hub itself, never to a host it redirects to.
+            // Credentials go only to the hub itself (the same scheme, host and port), never
+            // to a host it redirects to: a prefix test would let `https://hf.co.evil` pass.
             if let Some(t) = &self.token
-                && url.starts_with(&self.endpoint)
+                && same_origin(&url, &self.endpoint)
             {
                 req = req.header("Authorization", format!("Bearer {t}"));
             }
@@ -513,16 +514,7 @@ impl Hub {
                         "the server is not a Hugging Face hub",
                     ));
                 };
-                url = if loc.starts_with("http://") || loc.starts_with("https://") {
-                    loc
-                } else if loc.starts_with('/') {
-                    format!("{}{loc}", origin(&url))
-                } else {
-                    format!(
-                        "{}/{loc}",
-                        url.rsplit_once('/').map_or(url.as_str(), |(a, _)| a)
-                    )
-                };
+                url = redirect_target(&url, &loc)?;
                 continue;
             }
             return Ok(Fetched {
@@ -577,6 +569,34 @@ impl Hub {
             )
         })
     }
+}
+
+/// Where a redirect from `url` to `Location: loc` leads: absolute, or resolved against
+/// `url`. A redirect from https to plain http is refused: the rest of the download would
+/// travel unencrypted.
+fn redirect_target(url: &str, loc: &str) -> Result<String> {
+    let lower = loc.to_ascii_lowercase();
+    if url.starts_with("https://") && lower.starts_with("http://") {
+        return Err(user_error(
+            "network",
+            format!("{url}: refusing a redirect from https to plain http ({loc})"),
+            "the download would no longer be encrypted; check --endpoint or the network",
+        ));
+    }
+    Ok(
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            loc.to_string()
+        } else if loc.starts_with('/') {
+            format!("{}{loc}", origin(url))
+        } else {
+            format!("{}/{loc}", url.rsplit_once('/').map_or(url, |(a, _)| a))
+        },
+    )
+}
+
+/// Whether two URLs have the same scheme, host and port (compared case-insensitively).
+fn same_origin(a: &str, b: &str) -> bool {
+    origin(a).eq_ignore_ascii_case(&origin(b))
 }
 
 fn origin(url: &str) -> String {
@@ -1037,8 +1057,33 @@ mod tests {
     }
 
     #[test]
+    fn redirects_resolve_and_never_downgrade() {
+        let r = |u, l| redirect_target(u, l).map_err(|e| e.to_string());
+        assert_eq!(
+            r("https://a.io/x/y", "https://b.io/z").unwrap(),
+            "https://b.io/z"
+        );
+        assert_eq!(r("https://a.io/x/y", "/z").unwrap(), "https://a.io/z");
+        assert_eq!(r("https://a.io/x/y", "z").unwrap(), "https://a.io/x/z");
+        assert_eq!(
+            r("http://a.io/x", "https://b.io/").unwrap(),
+            "https://b.io/"
+        );
+        for loc in ["http://b.io/z", "HTTP://b.io/z"] {
+            let e = r("https://a.io/x", loc).unwrap_err();
+            assert!(e.contains("from https to plain http"), "{e}");
+        }
+    }
+
+    #[test]
     fn origins() {
         assert_eq!(origin("http://127.0.0.1:8080/a/b"), "http://127.0.0.1:8080");
         assert_eq!(origin("https://hf.co"), "https://hf.co");
+        // The token's host check: whole origins, not prefixes.
+        assert!(same_origin("https://hf.co/api/x", "https://hf.co"));
+        assert!(same_origin("https://HF.co/x", "https://hf.co/"));
+        assert!(!same_origin("https://hf.co.evil.com/x", "https://hf.co"));
+        assert!(!same_origin("https://hf.co:8443/x", "https://hf.co"));
+        assert!(!same_origin("http://hf.co/x", "https://hf.co"));
     }
 }
