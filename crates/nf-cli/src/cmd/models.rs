@@ -594,6 +594,12 @@ fn redirect_target(url: &str, loc: &str) -> Result<String> {
     )
 }
 
+/// The first byte of a `Content-Range: bytes START-END/TOTAL` answer.
+fn content_range_start(value: Option<&str>) -> Option<u64> {
+    let rest = value?.trim().strip_prefix("bytes")?.trim_start();
+    rest.split_once('-')?.0.trim().parse().ok()
+}
+
 /// Whether two URLs have the same scheme, host and port (compared case-insensitively).
 fn same_origin(a: &str, b: &str) -> bool {
     origin(a).eq_ignore_ascii_case(&origin(b))
@@ -870,7 +876,31 @@ fn download(
     }
     let mut fetched = hub.get(&url, &headers)?;
     let resume = match fetched.status {
-        206 => true,
+        206 => {
+            // The part must start where the partial file ends, or appending it would splice
+            // the wrong bytes in (the checksum would then fail, after the whole download).
+            let range = fetched
+                .response
+                .headers()
+                .get("content-range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if content_range_start(range.as_deref()) != Some(have) {
+                if have == 0 {
+                    return Err(user_error(
+                        "network",
+                        format!(
+                            "{url}: a partial answer ({}) to a whole-file request",
+                            range.as_deref().unwrap_or("no Content-Range")
+                        ),
+                        "the server is not a Hugging Face hub; check --endpoint",
+                    ));
+                }
+                let _ = std::fs::remove_file(&partial);
+                return download(hub, repo, commit, f, dest, out, tty);
+            }
+            true
+        }
         200 => false,
         416 if have > 0 => {
             // The partial file is already whole (or the server disagrees): start over once.
@@ -1072,6 +1102,21 @@ mod tests {
         for loc in ["http://b.io/z", "HTTP://b.io/z"] {
             let e = r("https://a.io/x", loc).unwrap_err();
             assert!(e.contains("from https to plain http"), "{e}");
+        }
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(content_range_start(Some("bytes 100-199/200")), Some(100));
+        assert_eq!(content_range_start(Some(" bytes 0-9/*")), Some(0));
+        for bad in [
+            None,
+            Some(""),
+            Some("bytes */200"),
+            Some("items 1-2/3"),
+            Some("bytes x-1/2"),
+        ] {
+            assert_eq!(content_range_start(bad), None, "{bad:?}");
         }
     }
 
