@@ -311,6 +311,30 @@ fn a_hub_listing_paths_outside_the_store_is_refused() {
     }
 }
 
+/// Two pulls of one name would write the same partial files: the second is refused while
+/// the first holds the lock (here the test holds it), and goes ahead once it is released.
+#[test]
+fn a_second_pull_of_the_same_name_waits_its_turn() {
+    let assets = require_assets!();
+    let hub = FakeHub::start(stories_files(&assets));
+    let home = temp_dir("models-busy");
+    std::fs::create_dir_all(home.join("models")).unwrap();
+    let lock = std::fs::File::create(home.join("models/.pull-tiny.lock")).unwrap();
+    lock.lock().unwrap();
+    let o = pull(&home, &hub, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("another `models pull` of tiny is running"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!home.join("models/tiny").exists());
+    drop(lock);
+    let o = pull(&home, &hub, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(home.join("models/tiny").is_dir());
+}
+
 #[test]
 fn import_show_and_remove() {
     let assets = require_assets!();

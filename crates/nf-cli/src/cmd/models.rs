@@ -767,8 +767,25 @@ fn pull(
         ));
     }
     std::fs::create_dir_all(models_dir(home))?;
-    // The staging folder is kept between attempts so partial files resume.
+    // The staging folder is kept between attempts so partial files resume. A lock beside
+    // it (not inside: the folder is renamed into place) keeps a second pull of the same
+    // name from writing the same partial files; the OS drops it if this process dies.
     let staging = models_dir(home).join(format!(".pull-{name}"));
+    let lock_path = models_dir(home).join(format!(".pull-{name}.lock"));
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    if let Err(e) = lock.try_lock() {
+        return Err(match e {
+            std::fs::TryLockError::WouldBlock => user_error(
+                "busy",
+                format!("another `models pull` of {name} is running"),
+                "wait for it to finish; it installs the same files",
+            ),
+            std::fs::TryLockError::Error(e) => {
+                anyhow::Error::new(e).context(format!("locking {}", lock_path.display()))
+            }
+        });
+    }
     std::fs::create_dir_all(&staging)?;
     let tty = std::io::stderr().is_terminal() && !out.is_json();
     let mut stored = Vec::new();
