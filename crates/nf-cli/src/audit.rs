@@ -28,7 +28,7 @@ use crate::errors::UserError;
 
 /// Flags whose value is a prompt or system message: stored as `sha256:<hex>` unless the
 /// command line says `--audit-prompts`.
-const PROMPT_FLAGS: &[&str] = &["--prompt", "-p", "--system"];
+const PROMPT_FLAGS: &[&str] = &["--prompt", "-p", "--system", "--sample-prompt"];
 
 /// This process's arguments (without the program name), prompts replaced by their hashes.
 pub fn args() -> Vec<String> {
@@ -263,6 +263,11 @@ mod tests {
             v(&["generate", &format!("-p{h}"), &format!("--system={h}")])
         );
         assert_eq!(redact(v(&["generate", "-p", "secret"]))[2], h);
+        // train's sample prompt is a prompt too.
+        assert_eq!(
+            redact(v(&["train", "--sample-prompt", "secret", "--sample-prompt=secret"])),
+            v(&["train", "--sample-prompt", &h, &format!("--sample-prompt={h}")])
+        );
         let kept = v(&["generate", "--prompt", "secret", "--audit-prompts"]);
         assert_eq!(redact(kept.clone()), kept);
     }
