@@ -265,8 +265,18 @@ mod tests {
         assert_eq!(redact(v(&["generate", "-p", "secret"]))[2], h);
         // train's sample prompt is a prompt too.
         assert_eq!(
-            redact(v(&["train", "--sample-prompt", "secret", "--sample-prompt=secret"])),
-            v(&["train", "--sample-prompt", &h, &format!("--sample-prompt={h}")])
+            redact(v(&[
+                "train",
+                "--sample-prompt",
+                "secret",
+                "--sample-prompt=secret"
+            ])),
+            v(&[
+                "train",
+                "--sample-prompt",
+                &h,
+                &format!("--sample-prompt={h}")
+            ])
         );
         let kept = v(&["generate", "--prompt", "secret", "--audit-prompts"]);
         assert_eq!(redact(kept.clone()), kept);
