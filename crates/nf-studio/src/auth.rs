@@ -70,9 +70,12 @@ impl Access {
     /// cross-origin GETs, and on EventSource); it must be one of ours. Requests without it
     /// come from scripts and tools, which still need the token.
     fn origin_ok(&self, headers: &HeaderMap) -> bool {
+        // Only our own pages (`same-origin`) and the user's own navigation (`none`: typed,
+        // bookmarked). `same-site` is another port or subdomain of this host, which is
+        // another program, not us.
         if headers
             .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes() == b"cross-site")
+            .is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none"))
         {
             return false;
         }
@@ -257,8 +260,16 @@ mod tests {
         assert!(!a.origin_ok(&h));
         h.insert(header::ORIGIN, "http://localhost:8000".parse().unwrap());
         assert!(a.origin_ok(&h));
-        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
-        assert!(!a.origin_ok(&h));
+        for (site, ok) in [
+            ("same-origin", true),
+            ("none", true),
+            ("same-site", false),
+            ("cross-site", false),
+            ("something-new", false),
+        ] {
+            h.insert("sec-fetch-site", site.parse().unwrap());
+            assert_eq!(a.origin_ok(&h), ok, "{site}");
+        }
     }
 
     #[test]

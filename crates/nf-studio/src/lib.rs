@@ -17,7 +17,9 @@
 //!   bound port when bound to loopback; any IP literal with the port when bound to
 //!   0.0.0.0 or ::, never another name): otherwise 403, which stops DNS rebinding.
 //! - An `Origin` header, when present, must be the studio's own origin, and
-//!   `Sec-Fetch-Site: cross-site` is refused: otherwise 403. No CORS headers are ever sent.
+//!   `Sec-Fetch-Site`, when present, must be `same-origin` or `none` (`same-site` is
+//!   another port of this host, another program): otherwise 403. No CORS headers are ever
+//!   sent.
 //! - Every answer carries a Content-Security-Policy allowing only the studio's own scripts,
 //!   styles and connections, and no framing.
 //!
