@@ -199,9 +199,16 @@ pub fn verify(home: &Path) -> Result<Report> {
     let dir = audit_dir(home);
     let path = dir.join(LOG_FILE);
     let key = trusted_public_key(home)?;
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+    // Under a shared lock, so an append (which holds the exclusive one while it writes the
+    // entry and then the head) is never seen half done: log and head read as one state.
+    let (bytes, _lock) = match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            f.lock_shared().map_err(|e| AuditError::io(&path, e))?;
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut b).map_err(|e| AuditError::io(&path, e))?;
+            (b, Some(f))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), None),
         Err(e) => return Err(AuditError::io(&path, e)),
     };
     let head_path = dir.join(HEAD_FILE);

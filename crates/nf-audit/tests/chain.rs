@@ -267,6 +267,35 @@ fn threads_appending_at_once_keep_one_chain() {
     assert_eq!(r.entries, 100);
 }
 
+/// Verifying while appends run never sees one half done (an entry without its head, or a
+/// line being written): verify reads under the log's shared lock.
+#[test]
+fn verifying_during_appends_sees_whole_states() {
+    let home = nf_testkit::temp_dir("verify-during");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..200 {
+                let log = AuditLog::open(&home).unwrap();
+                log.append(Record::new("t", vec![format!("{i}"); 20]))
+                    .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut checks = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || checks == 0 {
+            let r = verify(&home).unwrap();
+            assert!(r.is_intact(), "{:?}", r.problem);
+            assert!(
+                r.notes.iter().all(|n| !n.contains("behind")),
+                "{:?}",
+                r.notes
+            );
+            checks += 1;
+        }
+    });
+}
+
 /// The child side of [`processes_appending_at_once_keep_one_chain`].
 #[test]
 fn child_appender() {
