@@ -116,7 +116,17 @@ pub fn tree_hash(dir: &Path) -> Result<String> {
     Ok(crate::sha256_hex(lines.as_bytes()))
 }
 
+/// Folders deeper than this are not walked: without links a tree has no cycles, so this
+/// only bounds the stack.
+const MAX_DEPTH: usize = 64;
+
+/// The regular files under `dir`, relative, hidden entries skipped. A link to a file counts
+/// as that file (a Hugging Face cache snapshot is all links to blobs); a link to a folder
+/// is not followed (one to `..` would never end), nor are devices, pipes and sockets read.
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    if prefix.matches('/').count() >= MAX_DEPTH {
+        return Ok(());
+    }
     let rd = std::fs::read_dir(dir).map_err(|e| AuditError::io(dir, e))?;
     for e in rd {
         let e = e.map_err(|e| AuditError::io(dir, e))?;
@@ -130,9 +140,10 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
         } else {
             format!("{prefix}/{name}")
         };
-        if p.is_dir() {
+        let own = e.file_type().map_err(|err| AuditError::io(&p, err))?;
+        if own.is_dir() {
             walk(&p, &rel, out)?;
-        } else if p.is_file() {
+        } else if (own.is_file() || own.is_symlink()) && p.is_file() {
             out.push(rel);
         }
     }

@@ -547,6 +547,28 @@ fn tree_hashes_are_stable_and_see_changes() {
     assert_ne!(Artifact::tree("model", &d).unwrap().sha256.unwrap(), h1);
 }
 
+/// Links: one to a file counts as the file (as in a Hugging Face cache snapshot); one to a
+/// folder is not followed, so a link to `..` ends (it used to recurse until the stack
+/// overflowed); one to a device is not read.
+#[cfg(unix)]
+#[test]
+fn tree_hashes_follow_file_links_only() {
+    use std::os::unix::fs::symlink;
+    let d = nf_testkit::temp_dir("tree-links");
+    std::fs::create_dir_all(d.join("blobs")).unwrap();
+    std::fs::create_dir_all(d.join("snap")).unwrap();
+    std::fs::write(d.join("blobs/x"), "weights").unwrap();
+    symlink("../blobs/x", d.join("snap/model.bin")).unwrap();
+    symlink("..", d.join("snap/up")).unwrap();
+    symlink("/dev/zero", d.join("snap/zero")).unwrap();
+    let h = Artifact::tree("model", d.join("snap"))
+        .unwrap()
+        .sha256
+        .unwrap();
+    let expect = format!("{}  model.bin\n", nf_audit::sha256_hex(b"weights"));
+    assert_eq!(h, nf_audit::sha256_hex(expect.as_bytes()));
+}
+
 /// Cutting entries off the end and deleting the head used to pass as intact: a missing head
 /// while more than one entry exists now fails (one entry and no head is what a crash during
 /// the very first append leaves, and stays a note).
