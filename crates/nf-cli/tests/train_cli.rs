@@ -83,9 +83,33 @@ fn finished_run(assets: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf, Vec<Str
     (tmp, data, run, args)
 }
 
+/// A child process killed when dropped, so a test that fails halfway does not leave a
+/// 100000-step training running on the machine.
+struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a run of 100000 steps (far more than any test waits for) in a fresh temporary
 /// home; returns the home, the run folder and the child.
-fn long_train(assets: &Path, tag: &str, stdout: Stdio) -> (PathBuf, PathBuf, std::process::Child) {
+fn long_train(assets: &Path, tag: &str, stdout: Stdio) -> (PathBuf, PathBuf, Running) {
     let tmp = temp_dir(tag);
     let data = data_file(assets, &tmp);
     let run = tmp.join("run");
@@ -97,7 +121,7 @@ fn long_train(assets: &Path, tag: &str, stdout: Stdio) -> (PathBuf, PathBuf, std
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    (tmp, run, child)
+    (tmp, run, Running(child))
 }
 
 fn data_file(assets: &Path, dir: &Path) -> PathBuf {
