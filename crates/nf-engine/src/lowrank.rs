@@ -69,6 +69,24 @@ impl<'a> Strided<'a> {
     }
 }
 
+/// Checks the operands of either product: `out` `[m, r]`, `wide` `[rows, cols]` read by
+/// rows, `narrow` `[depth, r]`.
+fn check_shapes(
+    (out, m): (&[f32], usize),
+    wide: Strided,
+    narrow: Strided,
+    (rows, cols): (usize, usize),
+    (depth, r): (usize, usize),
+) {
+    assert_eq!(out.len(), m * r, "lowrank: out is not [m, r]");
+    assert_eq!(
+        wide.col_stride, 1,
+        "lowrank: the wide operand is read by rows"
+    );
+    wide.check(rows, cols, "wide operand");
+    narrow.check(depth, r, "narrow operand");
+}
+
 /// `narrow`'s `[depth][r rounded up to LANES]` copy, zero-padded, so the kernels load whole
 /// registers of it.
 fn pad_narrow(narrow: Strided, depth: usize, r: usize) -> (Vec<f32>, usize) {
@@ -111,20 +129,27 @@ pub fn wide_times_narrow_with(
     r: usize,
     accumulate: bool,
 ) {
-    assert_eq!(out.len(), m * r, "wide_times_narrow: out is not [m, r]");
-    assert_eq!(
-        wide.col_stride, 1,
-        "lowrank: the wide operand is read by rows"
-    );
-    wide.check(m, k, "wide operand");
-    narrow.check(k, r, "narrow operand");
+    check_shapes((out, m), wide, narrow, (m, k), (k, r));
     if isa < Isa::Avx512 {
         let (lhs, rhs) = ((wide.data, wide.row_stride, 1), narrow.operand());
         return gemm_strided((out, r), m, r, k, lhs, rhs, accumulate, threads);
     }
     let (nar, rp) = pad_narrow(narrow, k, r);
-    for_row_blocks(out, m, r, threads, |i0, block| {
-        nn_block(isa, block, wide, &nar, rp, i0, k, r, accumulate)
+    let rs = wide.row_stride;
+    for_row_blocks(out, m, r, threads, |i0, out| {
+        block(
+            isa,
+            out,
+            wide.data,
+            i0 * rs,
+            rs,
+            1,
+            &nar,
+            rp,
+            k,
+            r,
+            accumulate,
+        )
     });
 }
 
@@ -154,20 +179,15 @@ pub fn wide_t_times_narrow_with(
     m: usize,
     r: usize,
 ) {
-    assert_eq!(out.len(), m * r, "wide_t_times_narrow: out is not [m, r]");
-    assert_eq!(
-        wide.col_stride, 1,
-        "lowrank: the wide operand is read by rows"
-    );
-    wide.check(n, m, "wide operand");
-    narrow.check(n, r, "narrow operand");
+    check_shapes((out, m), wide, narrow, (n, m), (n, r));
     if isa < Isa::Avx512 {
         let (lhs, rhs) = ((wide.data, 1, wide.row_stride), narrow.operand());
         return gemm_strided((out, r), m, r, n, lhs, rhs, true, threads);
     }
     let (nar, rp) = pad_narrow(narrow, n, r);
-    for_row_blocks(out, m, r, threads, |i0, block| {
-        tn_block(isa, block, wide, &nar, rp, i0, n, r)
+    let rs = wide.row_stride;
+    for_row_blocks(out, m, r, threads, |j0, out| {
+        block(isa, out, wide.data, j0, 1, rs, &nar, rp, n, r, true)
     });
 }
 
@@ -216,64 +236,57 @@ fn for_row_blocks(
     }
 }
 
-multiversion!(nn_block => nn_block_generic(
+multiversion!(block => block_generic(
     out: &mut [f32],
-    wide: Strided,
+    a: &[f32],
+    start: usize,
+    si: usize,
+    sp: usize,
     nar: &[f32],
     rp: usize,
-    i0: usize,
-    k: usize,
+    depth: usize,
     r: usize,
     accumulate: bool,
 ));
 
-/// Rows `i0..i0 + out.len() / r` of `wide · narrow`, narrow padded to `[k][rp]`.
+/// out: `[rows, r]` (= or +=) the block's rows of the wide operand times the narrow one:
+/// row `i` of the block, element `p`, is `a[start + i·si + p·sp]` (`si` = the row stride
+/// and `sp` = 1 for `wide`, the other way round for `wideᵀ`); narrow padded to
+/// `[depth][rp]`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn nn_block_generic(
+fn block_generic(
     out: &mut [f32],
-    wide: Strided,
+    a: &[f32],
+    start: usize,
+    si: usize,
+    sp: usize,
     nar: &[f32],
     rp: usize,
-    i0: usize,
-    k: usize,
+    depth: usize,
     r: usize,
     accumulate: bool,
 ) {
     let rows = out.len() / r;
     let full = rows - rows % ROWS;
+    let at = |b0: usize| start + b0 * si;
     for b0 in (0..full).step_by(ROWS) {
-        nn_rows::<ROWS>(out, wide, nar, rp, i0, b0, k, r, accumulate);
+        for c0 in (0..rp).step_by(LANES) {
+            let acc = sum_block::<ROWS>(a, at(b0), si, sp, nar, rp, c0, depth);
+            store(out, &acc, b0, c0, r, accumulate);
+        }
     }
     for b0 in full..rows {
-        nn_rows::<1>(out, wide, nar, rp, i0, b0, k, r, accumulate);
-    }
-}
-
-/// `NB` output rows from `b0` on: a fixed count, so the sums live in registers.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn nn_rows<const NB: usize>(
-    out: &mut [f32],
-    wide: Strided,
-    nar: &[f32],
-    rp: usize,
-    i0: usize,
-    b0: usize,
-    k: usize,
-    r: usize,
-    accumulate: bool,
-) {
-    // Row i of the block, element p: wide.data[start + i · row_stride + p].
-    let start = (i0 + b0) * wide.row_stride;
-    for c0 in (0..rp).step_by(LANES) {
-        let acc = sum_block::<NB>(wide.data, start, wide.row_stride, 1, nar, rp, c0, k);
-        store(out, &acc, b0, c0, r, accumulate);
+        for c0 in (0..rp).step_by(LANES) {
+            let acc = sum_block::<1>(a, at(b0), si, sp, nar, rp, c0, depth);
+            store(out, &acc, b0, c0, r, accumulate);
+        }
     }
 }
 
 /// `acc[i][c] = Σ_p a[start + i·si + p·sp] · nar[p·rp + c0 + c]` for `NB` rows and `LANES`
 /// columns: the one inner loop of both products, one broadcast and one FMA per sum and step.
+/// `NB` is fixed at compile time, so the sums live in registers.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn sum_block<const NB: usize>(
@@ -311,58 +324,6 @@ fn sum_block<const NB: usize>(
         }
     }
     acc
-}
-
-multiversion!(tn_block => tn_block_generic(
-    out: &mut [f32],
-    wide: Strided,
-    nar: &[f32],
-    rp: usize,
-    i0: usize,
-    n: usize,
-    r: usize,
-));
-
-/// Rows `i0..i0 + out.len() / r` of `wideᵀ · narrow`, narrow padded to `[n][rp]`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tn_block_generic(
-    out: &mut [f32],
-    wide: Strided,
-    nar: &[f32],
-    rp: usize,
-    i0: usize,
-    n: usize,
-    r: usize,
-) {
-    let rows = out.len() / r;
-    let full = rows - rows % ROWS;
-    for b0 in (0..full).step_by(ROWS) {
-        tn_rows::<ROWS>(out, wide, nar, rp, i0 + b0, b0, n, r);
-    }
-    for b0 in full..rows {
-        tn_rows::<1>(out, wide, nar, rp, i0 + b0, b0, n, r);
-    }
-}
-
-/// `NB` output rows from `b0` on (wide's columns from `j0` on).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tn_rows<const NB: usize>(
-    out: &mut [f32],
-    wide: Strided,
-    nar: &[f32],
-    rp: usize,
-    j0: usize,
-    b0: usize,
-    n: usize,
-    r: usize,
-) {
-    // Output row i sums over wide's column j0 + i: element t is wide.data[j0 + i + t · stride].
-    for c0 in (0..rp).step_by(LANES) {
-        let acc = sum_block::<NB>(wide.data, j0, 1, wide.row_stride, nar, rp, c0, n);
-        store(out, &acc, b0, c0, r, true);
-    }
 }
 
 /// Writes (or adds) a register block's sums to rows `b0..` and columns `c0..` of `out`,
