@@ -229,6 +229,10 @@ pub fn follow(job: Arc<Job>, from: usize, tx: mpsc::Sender<Result<SseEvent, Infa
     tokio::spawn(async move {
         let mut next = from;
         loop {
+            // A client that left is noticed here, not only when a send fails.
+            if tx.is_closed() {
+                return;
+            }
             // Register for the wake-up before reading, so a line pushed in between is
             // not missed; the timeout is a second guard.
             let changed = job.changed.notified();

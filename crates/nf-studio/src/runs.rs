@@ -274,9 +274,7 @@ fn finish(facts: Facts, id: &str, dir: &Path, spawned: bool) -> RunSummary {
         }
         let (error, hint) = last_error
             .or_else(|| {
-                std::fs::read_to_string(dir.join("studio.log"))
-                    .ok()
-                    .and_then(|log| stderr_failure(&log))
+                read_tail(&dir.join("studio.log"), 64 << 10).and_then(|log| stderr_failure(&log))
             })
             .unwrap_or_else(|| {
                 (
@@ -290,6 +288,18 @@ fn finish(facts: Facts, id: &str, dir: &Path, spawned: bool) -> RunSummary {
     s
 }
 
+/// The last `max` bytes of a file as text (a log may grow without bound; its end says why
+/// the process stopped).
+fn read_tail(path: &Path, max: u64) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(max))).ok()?;
+    let mut bytes = Vec::new();
+    f.take(max).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
 /// Tails a run for an SSE client: every line of `events.ndjson` from the start as
 /// `ndjson` events, then new ones as they are appended; a `status` event with the
 /// summary first and whenever the status changes. Each line's SSE id is the file offset
@@ -300,14 +310,30 @@ pub fn follow(
     id: String,
     from: u64,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let path = runs.dir.join(&id).join("events.ndjson");
         let mut offset = from;
         let mut partial = Vec::new();
         let mut last_status: Option<(&'static str, Option<String>)> = None;
         loop {
-            let (lines, read_to) = read_new_lines(&path, offset, &mut partial);
+            // A client that left is noticed here, not only when a send fails: a finished
+            // run sends nothing more, and its task would otherwise poll forever.
+            if tx.is_closed() {
+                return;
+            }
+            // The file reads block, so they run off the async workers.
+            let (runs2, id2, path2) = (Arc::clone(&runs), id.clone(), path.clone());
+            let Ok((lines, read_to, s, p)) = tokio::task::spawn_blocking(move || {
+                let mut partial = partial;
+                let (lines, read_to) = read_new_lines(&path2, offset, &mut partial);
+                (lines, read_to, runs2.summary(&id2), partial)
+            })
+            .await
+            else {
+                return;
+            };
+            partial = p;
             offset = read_to;
             for (line, end) in lines {
                 let event = SseEvent::default().event("ndjson").id(end.to_string());
@@ -315,7 +341,6 @@ pub fn follow(
                     return;
                 }
             }
-            let s = runs.summary(&id);
             let key = (s.status, s.error.clone());
             if last_status.as_ref() != Some(&key) {
                 let data = serde_json::to_string(&s).unwrap_or_default();
@@ -328,9 +353,11 @@ pub fn follow(
                 }
                 last_status = Some(key);
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // A run that is not running changes only if someone resumes it: look less often.
+            let pause = if s.status == "running" { 300 } else { 2000 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
-    });
+    })
 }
 
 /// The complete lines appended to `path` since `offset`, each with the file offset just
@@ -396,6 +423,53 @@ mod tests {
         let (lines, _) = read_new_lines(&path, 8, &mut Vec::new());
         assert_eq!(lines, vec![("{\"b\":2}".to_string(), 16)]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn logs_are_read_from_their_end_only() {
+        let dir = std::env::temp_dir().join(format!("nf-studio-logtail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("studio.log");
+        std::fs::write(&path, "x".repeat(1 << 20) + "error: the end\n").unwrap();
+        let tail = read_tail(&path, 64).unwrap();
+        assert_eq!(tail.len(), 64);
+        assert!(tail.ends_with("error: the end\n"));
+        assert_eq!(read_tail(&path, 1 << 30).unwrap().len(), (1 << 20) + 15);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A follower of a finished run ends once its client leaves, though nothing more is
+    /// sent (it used to poll the disk forever).
+    #[test]
+    fn a_follower_ends_when_its_client_leaves() {
+        let runs = std::env::temp_dir().join(format!("nf-studio-follow-{}", std::process::id()));
+        let dir = runs.join("r1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("events.ndjson"),
+            "{\"type\":\"train.start\",\"ts\":\"t0\",\"method\":\"lora\",\"steps\":1}\n\
+             {\"type\":\"train.done\",\"reason\":\"finished\",\"final_step\":1}\n",
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::channel(16);
+            let task = follow(Arc::new(Runs::new(runs.clone())), "r1".into(), 0, tx);
+            // Both lines and the status arrive; then the client goes away.
+            for _ in 0..3 {
+                let _event = rx.recv().await.unwrap().unwrap();
+            }
+            drop(rx);
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the follower still runs after its client left")
+                .unwrap();
+        });
+        std::fs::remove_dir_all(&runs).unwrap();
     }
 
     #[test]

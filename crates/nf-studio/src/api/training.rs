@@ -44,7 +44,10 @@ pub(super) async fn run_events(
     existing_run(&app, &id)?;
     let runs = Arc::clone(&app.runs);
     let from = last_event_id(&headers).unwrap_or(0);
-    Ok(sse(move |tx| runs::follow(runs, id, from, tx)).into_response())
+    Ok(sse(move |tx| {
+        runs::follow(runs, id, from, tx);
+    })
+    .into_response())
 }
 
 pub(super) async fn stop_run(
