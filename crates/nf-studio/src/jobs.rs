@@ -22,6 +22,12 @@ const STDERR_TAIL: usize = 16 * 1024;
 /// Finished jobs kept in memory; older ones are forgotten (their work is on disk and in
 /// the audit log).
 const KEEP_JOBS: usize = 200;
+/// Jobs running at once; one more is refused until one ends, so a page (or a script with
+/// the token) cannot fork without bound.
+const MAX_RUNNING: usize = 8;
+/// Output lines kept per job: the newest ones (a page opened late replays from the
+/// oldest kept), so a chatty job's memory stays bounded.
+const KEEP_LINES: usize = 20_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobSummary {
@@ -49,7 +55,27 @@ pub struct Job {
 #[derive(Debug)]
 struct JobState {
     summary: JobSummary,
-    lines: Vec<String>,
+    /// Lines `dropped..dropped + lines.len()` of the output.
+    lines: std::collections::VecDeque<String>,
+    dropped: usize,
+}
+
+impl JobState {
+    fn push(&mut self, line: String) {
+        if self.lines.len() == KEEP_LINES {
+            self.lines.pop_front();
+            self.dropped += 1;
+        }
+        self.lines.push_back(line);
+    }
+
+    fn text(&self) -> String {
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Job {
@@ -73,16 +99,18 @@ impl Job {
     pub fn detail(&self) -> Value {
         let s = lock(&self.state);
         let mut v = serde_json::to_value(&s.summary).unwrap_or_default();
-        v["events"] = Value::Array(parse_events(&s.lines.join("\n")));
+        v["events"] = Value::Array(parse_events(&s.text()));
         v
     }
 
-    /// Lines from `from` on, and the summary when the job has ended and all were read.
-    fn since(&self, from: usize) -> (Vec<String>, Option<JobSummary>) {
+    /// Lines from `from` on (from the oldest kept, when older ones were dropped), the
+    /// number of the first one, and the summary when the job has ended and all were read.
+    fn since(&self, from: usize) -> (Vec<String>, usize, Option<JobSummary>) {
         let s = lock(&self.state);
-        let lines = s.lines.get(from..).unwrap_or_default().to_vec();
+        let first = from.max(s.dropped);
+        let lines = s.lines.iter().skip(first - s.dropped).cloned().collect();
         let done = (s.summary.status != "running").then(|| s.summary.clone());
-        (lines, done)
+        (lines, first, done)
     }
 }
 
@@ -113,6 +141,17 @@ impl Jobs {
         args: Vec<String>,
         stdin: Option<Vec<u8>>,
     ) -> Result<u64, ApiError> {
+        let running = lock(&self.list)
+            .iter()
+            .filter(|j| j.summary().status == "running")
+            .count();
+        if running >= MAX_RUNNING {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!("{running} jobs are running, the most the studio runs at once"),
+                "wait for one to finish, or stop one",
+            ));
+        }
         let mut cmd = cli.command(&args);
         if stdin.is_some() {
             cmd.stdin(Stdio::piped());
@@ -137,7 +176,8 @@ impl Jobs {
                     started: nf_protocol::rfc3339_now(),
                     ended: None,
                 },
-                lines: Vec::new(),
+                lines: std::collections::VecDeque::new(),
+                dropped: 0,
             }),
             changed: Notify::new(),
             cancel: Notify::new(),
@@ -163,21 +203,29 @@ impl Jobs {
         let stderr = child.stderr.take();
         tokio::spawn(async move {
             let stderr_task = tokio::spawn(async move {
-                let mut text = String::new();
+                // Only the tail is kept, however much the command writes.
+                let mut tail = Vec::new();
                 if let Some(mut e) = stderr {
-                    let mut buf = Vec::new();
-                    let _ = e.read_to_end(&mut buf).await;
-                    let start = buf.len().saturating_sub(STDERR_TAIL);
-                    text = String::from_utf8_lossy(&buf[start..]).into_owned();
+                    let mut buf = vec![0u8; 8192];
+                    while let Ok(n) = e.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tail.extend_from_slice(&buf[..n]);
+                        if tail.len() > 2 * STDERR_TAIL {
+                            tail.drain(..tail.len() - STDERR_TAIL);
+                        }
+                    }
                 }
-                text
+                let start = tail.len().saturating_sub(STDERR_TAIL);
+                String::from_utf8_lossy(&tail[start..]).into_owned()
             });
             let reader_job = Arc::clone(&job);
             let stdout_task = tokio::spawn(async move {
                 if let Some(out) = stdout {
                     let mut lines = BufReader::new(out).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
-                        lock(&reader_job.state).lines.push(line);
+                        lock(&reader_job.state).push(line);
                         reader_job.changed.notify_waiters();
                     }
                 }
@@ -210,7 +258,7 @@ impl Jobs {
                 };
                 s.summary.ended = Some(nf_protocol::rfc3339_now());
                 if !ok && !cancelled {
-                    let events = parse_events(&s.lines.join("\n"));
+                    let events = parse_events(&s.text());
                     let (error, hint) = failure(&events, &stderr);
                     s.summary.error = Some(error);
                     s.summary.hint = hint;
@@ -236,7 +284,8 @@ pub fn follow(job: Arc<Job>, from: usize, tx: mpsc::Sender<Result<SseEvent, Infa
             // Register for the wake-up before reading, so a line pushed in between is
             // not missed; the timeout is a second guard.
             let changed = job.changed.notified();
-            let (lines, done) = job.since(next);
+            let (lines, first, done) = job.since(next);
+            next = first;
             for line in lines {
                 next += 1;
                 let event = SseEvent::default().event("ndjson").id(next.to_string());
@@ -254,4 +303,87 @@ pub fn follow(job: Arc<Job>, from: usize, tx: mpsc::Sender<Result<SseEvent, Infa
             let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_keeps_its_newest_lines_only() {
+        let mut s = JobState {
+            summary: JobSummary {
+                id: 1,
+                kind: "t".into(),
+                args: Vec::new(),
+                status: "running",
+                exit_code: None,
+                error: None,
+                hint: None,
+                started: String::new(),
+                ended: None,
+            },
+            lines: std::collections::VecDeque::new(),
+            dropped: 0,
+        };
+        for i in 0..KEEP_LINES + 5 {
+            s.push(i.to_string());
+        }
+        assert_eq!((s.lines.len(), s.dropped), (KEEP_LINES, 5));
+        let job = Job {
+            state: Mutex::new(s),
+            changed: Notify::new(),
+            cancel: Notify::new(),
+            cancelled: AtomicBool::new(false),
+        };
+        // A reader from line 0 starts at the oldest kept one and is told its number.
+        let (lines, first, done) = job.since(0);
+        assert_eq!(
+            (lines.len(), first, lines[0].as_str()),
+            (KEEP_LINES, 5, "5")
+        );
+        assert!(done.is_none());
+        let (lines, first, _) = job.since(KEEP_LINES + 3);
+        assert_eq!(
+            (lines, first),
+            (
+                vec![(KEEP_LINES + 3).to_string(), (KEEP_LINES + 4).to_string()],
+                KEEP_LINES + 3
+            )
+        );
+    }
+
+    /// At most MAX_RUNNING jobs run at once; one more is refused with 429.
+    #[cfg(unix)]
+    #[test]
+    fn running_jobs_are_capped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("nf-studio-jobs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("slow");
+        std::fs::write(&exe, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cli = Cli {
+            exe,
+            home: dir.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let jobs = Jobs::default();
+            for _ in 0..MAX_RUNNING {
+                jobs.start(&cli, "t", Vec::new(), None).unwrap();
+            }
+            let err = jobs.start(&cli, "t", Vec::new(), None).unwrap_err();
+            assert_eq!(err.status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+            for j in jobs.summaries() {
+                jobs.get(j.id).unwrap().cancel();
+            }
+        });
+        drop(rt);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -42,7 +42,7 @@
 //! | `POST /api/runs/{id}/resume` | spawns `train --resume`; `{id}`; 409 when running |
 //! | `POST /api/train` | body: a [`TrainRequest`](api::TrainRequest); spawns `train --out runs/<id>`; `{id}` |
 //! | `POST /api/train/estimate` | the same body; runs `train --dry-run`; the `train.plan` event's fields |
-//! | `GET /api/jobs` | job summaries, newest first |
+//! | `GET /api/jobs` | job summaries, newest first (every `POST` that starts a job answers 429 while 8 are running; a job keeps its newest 20,000 output lines) |
 //! | `GET /api/jobs/{id}` | one job summary plus `events` (the NDJSON lines parsed) |
 //! | `GET /api/jobs/{id}/events` | SSE: each stdout line as `event: ndjson`; at the end `event: done` with the job summary; a reconnect resumes after the last line seen |
 //! | `POST /api/jobs/{id}/cancel` | SIGTERM to the job's command: `generate` ends there normally (stop reason `cancelled`); others end `cancelled`; 409 when it has ended |
