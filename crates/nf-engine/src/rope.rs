@@ -91,7 +91,26 @@ impl Rope {
     }
 
     /// Rotates by `sign · angle`; `sign` is +1 for the forward and -1 for the backward.
+    /// Training's whole sequences are split over threads by tokens (each token's rotation
+    /// is the same computation either way); decode's single tokens stay on the caller.
     fn rotate(&self, x: &mut [f32], pos0: usize, n_heads: usize, head_dim: usize, sign: f32) {
+        const TASK_TOKENS: usize = 32;
+        let row = n_heads * head_dim;
+        if row == 0 {
+            return;
+        }
+        if x.len() < 1 << 14 || crate::cpu::threads() == 1 {
+            return self.rotate_rows(x, pos0, n_heads, head_dim, sign);
+        }
+        use rayon::prelude::*;
+        x.par_chunks_mut(TASK_TOKENS * row)
+            .enumerate()
+            .for_each(|(i, rows)| {
+                self.rotate_rows(rows, pos0 + i * TASK_TOKENS, n_heads, head_dim, sign)
+            });
+    }
+
+    fn rotate_rows(&self, x: &mut [f32], pos0: usize, n_heads: usize, head_dim: usize, sign: f32) {
         let half = self.inv_freq.len();
         let mut cos_sin = vec![(0.0f32, 0.0f32); half];
         for (t, row) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
@@ -183,12 +202,15 @@ mod tests {
         let mut rng = Rng::new(4);
         for style in [RopeStyle::Interleaved, RopeStyle::RotateHalf] {
             let rope = Rope::new(style, 16, 10000.0, RopeScaling::None);
-            let x = rng.vec(5 * 3 * 16);
-            let mut fast = x.clone();
-            let mut slow = x.clone();
-            rope.apply(&mut fast, 7, 3, 16);
-            rope_naive(&rope, &mut slow, 7, 3, 16);
-            assert_close(&fast, &slow, 1e-5);
+            // 5 tokens stay on the caller; 301 (with a partial last task) go over threads.
+            for n_tok in [5, 301] {
+                let x = rng.vec(n_tok * 3 * 16);
+                let mut fast = x.clone();
+                let mut slow = x.clone();
+                rope.apply(&mut fast, 7, 3, 16);
+                rope_naive(&rope, &mut slow, 7, 3, 16);
+                assert_close(&fast, &slow, 1e-5);
+            }
         }
     }
 
