@@ -83,8 +83,13 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 fn dequantize_with(isa: crate::cpu::Isa, ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) && isa >= crate::cpu::Isa::Avx2 {
-        // SAFETY: only tiers this CPU supports are passed, and Avx2 and above include AVX2.
-        return unsafe { legacy::x86::dequantize_q4(src, dst, ty == GgmlType::Q4_1) };
+        let min = ty == GgmlType::Q4_1;
+        if isa >= crate::cpu::Isa::Avx512 {
+            // SAFETY: only tiers this CPU supports are passed; Avx512 includes AVX-512F.
+            return unsafe { legacy::x86::dequantize_q4_avx512(src, dst, min) };
+        }
+        // SAFETY: as above; Avx2 and above include AVX2.
+        return unsafe { legacy::x86::dequantize_q4(src, dst, min) };
     }
     dequantize_tier(isa, ty, src, dst)
 }

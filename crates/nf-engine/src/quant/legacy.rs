@@ -93,6 +93,42 @@ pub(super) mod x86 {
             }
         }
     }
+
+    /// [`dequantize_q4`] 16 values per register: the same operations in the same order per
+    /// value, so the same bits.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::quant) unsafe fn dequantize_q4_avx512(src: &[u8], dst: &mut [f32], min: bool) {
+        let size = if min { 20 } else { 18 };
+        for (b, y) in src.chunks_exact(size).zip(dst.chunks_exact_mut(QK)) {
+            let (d, m, qs) = if min {
+                (f16_at(b, 0), f16_at(b, 2), &b[4..20])
+            } else {
+                (f16_at(b, 0), 0.0, &b[2..18])
+            };
+            let y: &mut [f32; QK] = y.try_into().unwrap();
+            // SAFETY: qs is 16 bytes and y 32 floats; the loads and stores stay inside.
+            unsafe {
+                let q = _mm_loadu_si128(qs.as_ptr().cast());
+                let mask = _mm_set1_epi8(0x0F);
+                // Low nibbles are values 0..16, high nibbles 16..32.
+                let lo = _mm_and_si128(q, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+                let (vd, vm) = (_mm512_set1_ps(d), _mm512_set1_ps(m));
+                let bias = _mm512_set1_epi32(if min { 0 } else { 8 });
+                for (i, h) in [lo, hi].into_iter().enumerate() {
+                    let x = _mm512_sub_epi32(_mm512_cvtepu8_epi32(h), bias);
+                    let mut v = _mm512_mul_ps(_mm512_cvtepi32_ps(x), vd);
+                    if min {
+                        v = _mm512_add_ps(v, vm);
+                    }
+                    _mm512_storeu_ps(y.as_mut_ptr().add(16 * i), v);
+                }
+            }
+        }
+    }
 }
 
 /// block_q5_0, 22 bytes: `d: f16`, `qh: [u8; 4]`, `qs: [u8; 16]`.
