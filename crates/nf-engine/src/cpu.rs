@@ -299,6 +299,13 @@ pub fn set_threads(n: usize) {
         .build_global();
 }
 
+/// Whether an element-wise pass over `elements` floats (a norm, RoPE) is worth splitting
+/// over threads: below 16k the hand-off costs more than it saves, so decode's single rows
+/// stay on the caller.
+pub(crate) fn split_pass(elements: usize) -> bool {
+    elements >= 1 << 14 && threads() > 1
+}
+
 /// The number of threads kernels use.
 pub fn threads() -> usize {
     match THREADS.load(Ordering::Relaxed) {

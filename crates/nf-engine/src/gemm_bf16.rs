@@ -191,7 +191,7 @@ pub fn gemm_bf16_sum(
     // The packers write every element, padding included, so the buffers are only grown.
     let mut a = PACK_A.take();
     grow(&mut a, row_tiles * mr * kpt);
-    pack_lhs(isa, &mut a, terms, &offsets, rows, kpt, threads);
+    pack_lhs(isa, &mut a, terms, &offsets, rows, (kp, kpt), threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
     let mut b_buf = Vec::new();
     let b: &[u32] = match terms[0].rhs {
@@ -200,7 +200,7 @@ pub fn gemm_bf16_sum(
         _ => {
             b_buf = PACK_B.take();
             grow(&mut b_buf, col_tiles * kpt * NR);
-            pack_rhs(isa, &mut b_buf, terms, &offsets, cols, kpt, threads);
+            pack_rhs(isa, &mut b_buf, terms, &offsets, cols, (kp, kpt), threads);
             &b_buf
         }
     };
@@ -280,12 +280,11 @@ fn pack_lhs(
     terms: &[Term],
     offsets: &[usize],
     rows: usize,
-    kpt: usize,
+    (kp, kpt): (usize, usize),
     threads: usize,
 ) {
     // Blocks of 16 rows, so a transposed lhs is read 16 contiguous elements at a time.
     const BLOCK: usize = 16;
-    let kp: usize = terms.iter().map(|t| t.depth.div_ceil(2)).sum();
     let pack = |(bi, chunk): (usize, &mut [u32]), pairs: &mut Vec<u32>| {
         for (t, &off) in terms.iter().zip(offsets) {
             pack_lhs_rows(isa, chunk, t.lhs, bi * BLOCK, t.depth, kpt, off, pairs);
@@ -395,7 +394,7 @@ fn pack_rhs(
     terms: &[Term],
     offsets: &[usize],
     cols: usize,
-    kpt: usize,
+    (kp, kpt): (usize, usize),
     threads: usize,
 ) {
     let col_tiles = cols.div_ceil(NR);
@@ -406,7 +405,6 @@ fn pack_rhs(
         }
     }
     // Each task owns whole column tiles, so writes never overlap.
-    let kp: usize = terms.iter().map(|t| t.depth.div_ceil(2)).sum();
     let tile = |ct: usize, dst: &mut [u32], scratch: &mut Scratch| {
         for (t, &off) in terms.iter().zip(offsets) {
             if !matches!(t.rhs, Rhs::Weight(_)) {
@@ -1011,6 +1009,18 @@ pub fn linear_bf16(out: &mut [f32], x: &[f32], w: &Weight) {
     linear_lora_bf16(out, x, w, None);
 }
 
+/// A frozen weight as a product's rhs: `Wᵀ` (`transposed`, depth = W's columns: the
+/// forward) or `W` (depth = W's rows: dx). An f32 weight is read in place through its
+/// strides; any other type is decoded into the panel a row at a time.
+fn frozen_rhs(w: &Weight, transposed: bool) -> Rhs<'_> {
+    match (&w.data, transposed) {
+        (WeightData::F32(v), true) => Rhs::Strided((v, 1, w.cols)),
+        (WeightData::F32(v), false) => Rhs::Strided((v, w.cols, 1)),
+        (WeightData::Quant { .. }, true) => Rhs::WeightT(w),
+        (WeightData::Quant { .. }, false) => Rhs::Weight(w),
+    }
+}
+
 /// A low-rank term beside a frozen product: `h: [n, r]` and its factor `m`, row-major.
 /// In the forward `m` is B `[w.rows, r]` (the term is `h · Bᵀ`), in the backward A
 /// `[r, w.cols]` (the term is `dh · A`).
@@ -1028,13 +1038,9 @@ pub fn linear_lora_bf16(out: &mut [f32], x: &[f32], w: &Weight, lora: Option<Low
     let n = x.len() / w.cols.max(1);
     assert_eq!(x.len(), n * w.cols, "linear_bf16: x is not [n, cols]");
     let threads = threads_for(n * w.rows * w.cols);
-    let rhs = match &w.data {
-        WeightData::F32(v) => Rhs::Strided((v, 1, w.cols)),
-        WeightData::Quant { .. } => Rhs::WeightT(w),
-    };
     let mut terms = vec![Term {
         lhs: (x, w.cols, 1),
-        rhs,
+        rhs: frozen_rhs(w, true),
         depth: w.cols,
     }];
     if let Some(LowRank { h, m, r }) = lora {
@@ -1082,13 +1088,9 @@ pub fn linears_backward_dx_bf16(dx: &mut [f32], parts: &[(&[f32], &Weight)], lor
             n * w.rows,
             "linears_backward_dx_bf16: dy is not [n, rows]"
         );
-        let rhs = match &w.data {
-            WeightData::F32(v) => Rhs::Strided((v, w.cols, 1)),
-            WeightData::Quant { .. } => Rhs::Weight(w),
-        };
         terms.push(Term {
             lhs: (dy, w.rows, 1),
-            rhs,
+            rhs: frozen_rhs(w, false),
             depth: w.rows,
         });
         multiply_adds += n * w.rows * cols;

@@ -223,7 +223,8 @@ fn for_row_blocks(
         return;
     }
     let threads = threads.max(1);
-    // A few tasks per thread so an uneven split evens out; whole register blocks each.
+    // One task per thread (more tasks measured slower: each is a wake-up), whole
+    // register blocks each.
     let per_task = m.div_ceil(threads).next_multiple_of(ROWS);
     if threads == 1 {
         out.chunks_mut(per_task * r)

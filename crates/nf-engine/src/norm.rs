@@ -7,8 +7,6 @@ use crate::cpu::{self, Isa, multiversion};
 /// Rows per task when a norm runs in parallel. Fixed, so the weight gradient's partial sums
 /// (one per task) and their order do not depend on the thread count.
 const TASK_ROWS: usize = 32;
-/// Below this many elements a norm stays on the calling thread (decode's single rows).
-const PARALLEL_MIN: usize = 1 << 14;
 
 /// out: [n, d], x: [n, d], weight: [d].
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
@@ -24,7 +22,7 @@ pub fn rmsnorm_with(isa: Isa, out: &mut [f32], x: &[f32], weight: &[f32], eps: f
     if d == 0 {
         return;
     }
-    if x.len() < PARALLEL_MIN || cpu::threads() == 1 {
+    if !cpu::split_pass(x.len()) {
         return rmsnorm_rows(isa, out, x, weight, eps);
     }
     out.par_chunks_mut(TASK_ROWS * d)
@@ -120,7 +118,7 @@ pub fn rmsnorm_backward_with(
         .chunks_mut(d)
         .map(Some)
         .chain(std::iter::repeat_with(|| None));
-    if x.len() < PARALLEL_MIN || cpu::threads() == 1 {
+    if !cpu::split_pass(x.len()) {
         dx.chunks_mut(n)
             .zip(dy.chunks(n))
             .zip(x.chunks(n).zip(partials))

@@ -99,7 +99,7 @@ impl Rope {
         if row == 0 {
             return;
         }
-        if x.len() < 1 << 14 || crate::cpu::threads() == 1 {
+        if !crate::cpu::split_pass(x.len()) {
             return self.rotate_rows(x, pos0, n_heads, head_dim, sign);
         }
         use rayon::prelude::*;

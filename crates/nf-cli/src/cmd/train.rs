@@ -687,10 +687,8 @@ fn run_inner(
     // holds all it needs to start again: from step 0, in the same folder, saying so.
     // (Checkpoints that exist but fail to load still refuse, below: they may be the
     // user's only copy of the work.)
-    let restart = resume
-        && nf_train::checkpoint::list_checkpoints(&run_dir.join("checkpoints"))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .is_empty();
+    let restart =
+        resume && nf_train::checkpoint::list_checkpoints(&run_dir.join("checkpoints"))?.is_empty();
     let Prepared {
         cfg,
         base_files,
