@@ -322,12 +322,16 @@ pub fn follow(
             if tx.is_closed() {
                 return;
             }
-            // The file reads block, so they run off the async workers.
+            // The file reads block, so they run off the async workers. The status is taken
+            // before the lines: a run seen ended has written all its events, so the lines
+            // read next include its last ones and a client never gets the end's status
+            // before the end's events (a run ending between the two reads used to).
             let (runs2, id2, path2) = (Arc::clone(&runs), id.clone(), path.clone());
             let Ok((lines, read_to, s, p)) = tokio::task::spawn_blocking(move || {
+                let summary = runs2.summary(&id2);
                 let mut partial = partial;
                 let (lines, read_to) = read_new_lines(&path2, offset, &mut partial);
-                (lines, read_to, runs2.summary(&id2), partial)
+                (lines, read_to, summary, partial)
             })
             .await
             else {
