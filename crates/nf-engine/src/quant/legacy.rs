@@ -58,30 +58,15 @@ pub(super) mod x86 {
 
     use super::{QK, f16_at};
 
-    /// Each Q4_0 (`min == false`, 18-byte) or Q4_1 (`min == true`, 20-byte) block of `src`
-    /// with its 32 outputs: `(d, m, quants, outputs)`, `m` 0 for Q4_0.
+    /// A Q4_0 (`min == false`) or Q4_1 (`min == true`) block's scale, minimum (0 for Q4_0)
+    /// and 16 bytes of quants.
     #[inline(always)]
-    fn q4_blocks<'a>(
-        src: &'a [u8],
-        dst: &'a mut [f32],
-        min: bool,
-    ) -> impl Iterator<Item = (f32, f32, &'a [u8; 16], &'a mut [f32; QK])> {
-        let size = if min { 20 } else { 18 };
-        src.chunks_exact(size)
-            .zip(dst.chunks_exact_mut(QK))
-            .map(move |(b, y)| {
-                let (m, qs) = if min {
-                    (f16_at(b, 2), &b[4..20])
-                } else {
-                    (0.0, &b[2..18])
-                };
-                (
-                    f16_at(b, 0),
-                    m,
-                    qs.try_into().unwrap(),
-                    y.try_into().unwrap(),
-                )
-            })
+    fn q4_header(b: &[u8], min: bool) -> (f32, f32, &[u8]) {
+        if min {
+            (f16_at(b, 0), f16_at(b, 2), &b[4..20])
+        } else {
+            (f16_at(b, 0), 0.0, &b[2..18])
+        }
     }
 
     /// Q4_0 (`min == false`: `(q - 8) · d`, 18-byte blocks) or Q4_1 (`min == true`:
@@ -91,7 +76,10 @@ pub(super) mod x86 {
     /// The CPU supports AVX2.
     #[target_feature(enable = "avx2")]
     pub(in crate::quant) unsafe fn dequantize_q4(src: &[u8], dst: &mut [f32], min: bool) {
-        for (d, m, qs, y) in q4_blocks(src, dst, min) {
+        let size = if min { 20 } else { 18 };
+        for (b, y) in src.chunks_exact(size).zip(dst.chunks_exact_mut(QK)) {
+            let (d, m, qs) = q4_header(b, min);
+            let y: &mut [f32; QK] = y.try_into().unwrap();
             // SAFETY: qs is 16 bytes and y 32 floats; the loads and stores stay inside.
             unsafe {
                 let q = _mm_loadu_si128(qs.as_ptr().cast());
@@ -120,7 +108,10 @@ pub(super) mod x86 {
     /// The CPU supports AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(in crate::quant) unsafe fn dequantize_q4_avx512(src: &[u8], dst: &mut [f32], min: bool) {
-        for (d, m, qs, y) in q4_blocks(src, dst, min) {
+        let size = if min { 20 } else { 18 };
+        for (b, y) in src.chunks_exact(size).zip(dst.chunks_exact_mut(QK)) {
+            let (d, m, qs) = q4_header(b, min);
+            let y: &mut [f32; QK] = y.try_into().unwrap();
             // SAFETY: qs is 16 bytes and y 32 floats; the loads and stores stay inside.
             unsafe {
                 let q = _mm_loadu_si128(qs.as_ptr().cast());
