@@ -99,8 +99,13 @@ async fn asset(UrlPath(name): UrlPath<String>) -> ApiResult {
     Ok(([(header::CONTENT_TYPE, ty)], bytes).into_response())
 }
 
+/// The version and home, and the runtime's live task count, which a load test compares
+/// before and after its clients leave to show that no task outlives its connection.
 async fn info(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "home": app.cli.home }))
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    Json(json!({ "version": env!("CARGO_PKG_VERSION"), "home": app.cli.home, "tasks": tasks }))
 }
 
 fn sse(

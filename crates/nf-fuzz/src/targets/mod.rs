@@ -1,0 +1,74 @@
+//! The targets, one per parser a hostile file or request reaches. Each feeds its input
+//! through the entry point a user's input takes, and where a parse succeeds, goes on to
+//! use the result the way the product does (a forward pass, an encode, a resume load), so
+//! a value that parses but breaks a later assumption is found too.
+
+mod documents;
+mod formats;
+mod state;
+mod studio;
+mod tokenizers;
+
+use std::path::Path;
+
+use crate::{Target, Verdict};
+
+/// Every target, in the order reports list them.
+pub const ALL: &[Target] = &[
+    formats::GGUF,
+    formats::SAFETENSORS,
+    formats::LLAMA2C,
+    tokenizers::TOKENIZER_JSON,
+    tokenizers::GGUF_VOCAB,
+    tokenizers::LLAMA2C_TOKENIZER,
+    documents::DOCX,
+    documents::PDF,
+    documents::HTML,
+    documents::JSONL,
+    state::CHECKPOINT,
+    state::AUDIT,
+    studio::STUDIO,
+];
+
+/// The target named `name`.
+pub fn find(name: &str) -> Option<&'static Target> {
+    ALL.iter().find(|t| t.name == name)
+}
+
+/// Writes `bytes` to `path`, replacing what was there. A failure here is the harness's,
+/// not the parser's, so it panics with the path.
+fn put(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("harness: {}: {e}", path.display()));
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Accepted when `r` is `Ok`.
+fn verdict<T, E>(r: &Result<T, E>) -> Verdict {
+    if r.is_ok() {
+        Verdict::Accepted
+    } else {
+        Verdict::Refused
+    }
+}
+
+/// An input that names one of several files: the first byte picks which (modulo the
+/// count), the rest is its content. Mutations mostly change the content; now and then
+/// they change the pick, which feeds one file's bytes to another's parser.
+fn tagged(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(content.len() + 1);
+    v.push(tag);
+    v.extend_from_slice(content);
+    v
+}
+
+/// `(pick, content)` of a [`tagged`] input over `n` files; an empty input picks file 0
+/// with no content.
+fn untag(input: &[u8], n: usize) -> (usize, &[u8]) {
+    match input.split_first() {
+        Some((&t, rest)) => (t as usize % n, rest),
+        None => (0, &[]),
+    }
+}
