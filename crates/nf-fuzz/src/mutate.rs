@@ -6,6 +6,8 @@
 //! Half the inputs get only edits that keep the length, since formats with fixed layouts
 //! (llama2.c, tensor data after a header) refuse almost any file whose size changed.
 
+use serde_json::{Value, json};
+
 /// splitmix64: tiny, fast, and the same stream on every machine for a given seed.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -50,6 +52,17 @@ const INTERESTING: [u64; 14] = [
 /// One mutated input from `seeds`, at most `max_len` bytes.
 pub fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], dictionary: &[&[u8]], max_len: usize) -> Vec<u8> {
     let mut d = seeds[rng.below(seeds.len())].clone();
+    // A quarter of the inputs holding JSON get edits of its values instead of its bytes:
+    // byte edits mostly break the syntax, so they rarely reach what reads the values.
+    if rng.below(4) == 0
+        && let Some(mut j) = json_edit(rng, &d)
+    {
+        for _ in 0..rng.below(3) {
+            j = json_edit(rng, &j).unwrap_or(j);
+        }
+        j.truncate(max_len);
+        return j;
+    }
     let edits = 1 << rng.below(5);
     let in_place = rng.below(2) == 0;
     for _ in 0..edits {
@@ -166,6 +179,122 @@ fn edit(rng: &mut Rng, d: &mut Vec<u8>, seeds: &[Vec<u8>], dictionary: &[&[u8]],
     }
 }
 
+/// The JSON in `d` (from its first `{` or `[` to the end, after a tag byte or a request
+/// line; or, in NDJSON, one line of it) with one value changed, or `None` when there is
+/// none that parses.
+fn json_edit(rng: &mut Rng, d: &[u8]) -> Option<Vec<u8>> {
+    let start = d.iter().position(|&b| b == b'{' || b == b'[')?;
+    let (lo, hi, mut v) = match serde_json::from_slice::<Value>(&d[start..]) {
+        Ok(v) => (start, d.len(), v),
+        Err(_) => {
+            // NDJSON: a random line that is an object.
+            let lines: Vec<(usize, usize)> = line_spans(d)
+                .filter(|&(a, b)| d[a..b].first() == Some(&b'{'))
+                .collect();
+            let (a, b) = *lines.get(rng.below(lines.len().max(1)))?;
+            (a, b, serde_json::from_slice(&d[a..b]).ok()?)
+        }
+    };
+    let n = count(&v);
+    let donor = nth_mut(&mut v, &mut rng.below(n))?.clone();
+    let node = nth_mut(&mut v, &mut rng.below(n))?;
+    change(rng, node, donor);
+    let mut out = d[..lo].to_vec();
+    out.extend_from_slice(&serde_json::to_vec(&v).ok()?);
+    out.extend_from_slice(&d[hi..]);
+    Some(out)
+}
+
+fn line_spans(d: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut at = 0;
+    d.split(|&b| b == b'\n').map(move |l| {
+        let span = (at, at + l.len());
+        at += l.len() + 1;
+        span
+    })
+}
+
+fn count(v: &Value) -> usize {
+    1 + match v {
+        Value::Array(a) => a.iter().map(count).sum(),
+        Value::Object(o) => o.values().map(count).sum(),
+        _ => 0,
+    }
+}
+
+/// The `k`-th node in pre-order.
+fn nth_mut<'a>(v: &'a mut Value, k: &mut usize) -> Option<&'a mut Value> {
+    if *k == 0 {
+        return Some(v);
+    }
+    *k -= 1;
+    let children: Vec<&'a mut Value> = match v {
+        Value::Array(a) => a.iter_mut().collect(),
+        Value::Object(o) => o.values_mut().collect(),
+        _ => return None,
+    };
+    for c in children {
+        if let Some(found) = nth_mut(c, k) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+/// Replaces `node` with a value that breaks assumptions, a copy of another node, or
+/// changes its elements.
+fn change(rng: &mut Rng, node: &mut Value, donor: Value) {
+    let odd = || -> [Value; 16] {
+        [
+            Value::Null,
+            json!(true),
+            json!(0),
+            json!(-1),
+            json!(1),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(0.5),
+            json!(1e300),
+            json!(""),
+            json!("\u{0}"),
+            json!("../../../etc/passwd"),
+            json!("x".repeat(70_000)),
+            json!([]),
+            json!({}),
+            json!([[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]),
+        ]
+    };
+    match (rng.below(4), &mut *node) {
+        (0, Value::Array(a)) if !a.is_empty() => {
+            let i = rng.below(a.len());
+            if rng.below(2) == 0 {
+                a.remove(i);
+            } else {
+                let copy = a[i].clone();
+                let times = 1 + rng.below(64);
+                a.extend(std::iter::repeat_n(copy, times));
+            }
+        }
+        (0, Value::Object(o)) if !o.is_empty() => {
+            let key = o
+                .keys()
+                .nth(rng.below(o.len()))
+                .cloned()
+                .unwrap_or_default();
+            if rng.below(2) == 0 {
+                o.remove(&key);
+            } else {
+                o.insert(format!("{key}_"), donor);
+            }
+        }
+        (1, _) => *node = donor,
+        _ => {
+            let values = odd();
+            *node = values[rng.below(values.len())].clone();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +315,24 @@ mod tests {
         // And the inputs differ from the seed and from each other.
         let distinct: std::collections::BTreeSet<_> = a.iter().collect();
         assert!(distinct.len() > 40, "{}", distinct.len());
+    }
+
+    #[test]
+    fn json_edits_change_values_and_keep_the_framing() {
+        let seed = b"POST /api/x\n{\"a\":[1,2],\"b\":{\"c\":\"d\"}}".to_vec();
+        let mut r = Rng::new(3);
+        let mut changed = 0;
+        for _ in 0..200 {
+            let out = json_edit(&mut r, &seed).expect("the seed holds JSON");
+            assert!(out.starts_with(b"POST /api/x\n"));
+            let v: Value = serde_json::from_slice(&out[12..]).expect("still JSON");
+            changed += usize::from(v != serde_json::from_slice::<Value>(&seed[12..]).unwrap());
+        }
+        assert!(changed > 150, "{changed}");
+        // NDJSON: one line changes, the others stay.
+        let log = b"{\"seq\":1}\n{\"seq\":2}\n".to_vec();
+        let out = json_edit(&mut r, &log).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 2);
     }
 
     #[test]
