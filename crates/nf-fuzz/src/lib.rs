@@ -94,6 +94,9 @@ pub struct Budget {
     pub time: Option<Duration>,
     /// The largest input made, in bytes.
     pub max_len: usize,
+    /// Write each input to `<work>/current.bin` before running it, so an input that
+    /// aborts the process (which no hook sees) is left there to replay.
+    pub keep_current: bool,
 }
 
 /// What one target's run showed.
@@ -190,6 +193,9 @@ pub fn run_target(
             Some(s) => s.clone(),
             None => mutate::mutate(&mut rng, &seeds, &dictionary, budget.max_len),
         };
+        if budget.keep_current {
+            let _ = std::fs::write(setup.work.join("current.bin"), &input);
+        }
         alloc::set_running(index, i as usize);
         let panics_before = PANICS.load(Relaxed);
         let base = alloc::reset();
@@ -257,6 +263,12 @@ impl Report {
             self.elapsed.as_secs_f64(),
         )
     }
+}
+
+/// Runs one input on `target` (to replay a saved failure), with the panic reported as usual.
+pub fn replay(target: &Target, setup: &Setup, input: &[u8]) -> Result<Verdict, String> {
+    let mut harness = (target.setup)(setup).map_err(|e| format!("{}: setup: {e}", target.name))?;
+    Ok(harness.run(input))
 }
 
 /// A fresh work folder for `name` under `root`.

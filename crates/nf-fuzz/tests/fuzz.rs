@@ -41,6 +41,7 @@ fn fuzz(name: &str) {
         inputs: INPUTS,
         time: None,
         max_len: 2 << 20,
+        keep_current: false,
     };
     let r = run_target(index, target, &setup, SEED, budget).unwrap();
     eprintln!("{}", r.line());

@@ -63,7 +63,7 @@ impl Config {
         self.vocab_size * self.dim + self.n_layers * per_layer + self.dim + cls
     }
 
-    fn validate(self, path: &Path) -> Result<Config> {
+    pub(crate) fn validate(self, path: &Path) -> Result<Config> {
         let bad = |reason: String| {
             Err(ModelError::Config {
                 path: path.to_path_buf(),
@@ -79,7 +79,10 @@ impl Config {
             self.head_dim,
             self.vocab_size,
         ];
-        if sizes.contains(&0) || sizes.iter().any(|&s| s > 1 << 24) {
+        // Layers are allocated one struct each before any tensor is read, so their count
+        // is capped on its own: a header claiming 2^24 layers asked for 4 GB (found by
+        // nf-fuzz). The largest open models have about 130.
+        if sizes.contains(&0) || sizes.iter().any(|&s| s > 1 << 24) || self.n_layers > MAX_LAYERS {
             return bad(format!(
                 "implausible dimensions {sizes:?} (dim, hidden, layers, heads, kv heads, head dim, vocab)"
             ));
@@ -352,5 +355,43 @@ impl Config {
             v["attention_bias"] = true.into();
         }
         v
+    }
+}
+
+/// The most layers a model may claim.
+pub const MAX_LAYERS: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_claiming_millions_of_layers_is_refused_before_allocating() {
+        let path = Path::new("m.gguf");
+        let c = Config::from_llama2c(
+            &Llama2cConfig {
+                dim: 64,
+                hidden_dim: 172,
+                n_layers: 5,
+                n_heads: 8,
+                n_kv_heads: 4,
+                vocab_size: 512,
+                seq_len: 512,
+                shared_classifier: true,
+            },
+            path,
+        )
+        .unwrap();
+        let many = Config {
+            n_layers: 1 << 24,
+            ..c.clone()
+        };
+        let e = many.validate(path).unwrap_err().to_string();
+        assert!(e.contains("implausible"), "{e}");
+        let most = Config {
+            n_layers: MAX_LAYERS,
+            ..c
+        };
+        assert!(most.validate(path).is_ok());
     }
 }
