@@ -30,6 +30,7 @@ mod jsonl;
 pub mod manifest;
 pub mod parallel;
 mod pdf;
+mod pdf_streams;
 mod text;
 mod write;
 
@@ -162,8 +163,9 @@ pub struct ReadOptions {
     pub max_zip_entries: usize,
     /// PDF extraction that takes longer is abandoned and the file reported.
     pub pdf_timeout: Duration,
-    /// A PDF whose Flate streams inflate to more than this many bytes in total is refused
-    /// before extraction (which would inflate them whole, with no cap).
+    /// A PDF whose streams decode (Flate, LZW, ASCII85, chained) to more than this many
+    /// bytes in total is refused before extraction (which would decode them whole, with
+    /// no cap).
     pub pdf_max_inflated_bytes: u64,
     /// The JSONL shape to expect; `None` detects it from each file's first record.
     pub jsonl_shape: Option<JsonlShape>,

@@ -32,11 +32,11 @@ pub(super) fn read_pdf(doc: &mut Document, bytes: Vec<u8>, opts: &ReadOptions) -
         ));
     }
     let encrypted = contains(&bytes, b"/Encrypt");
-    if let Some(size) = inflates_beyond(&bytes, opts.pdf_max_inflated_bytes) {
+    if let Some(size) = super::pdf_streams::expands_beyond(&bytes, opts.pdf_max_inflated_bytes) {
         return Err(IngestError::refused(
             &path,
             format!(
-                "its compressed streams inflate to more than {size} bytes (the limit is {} bytes): a decompression bomb, or a PDF too large to read",
+                "its compressed streams decode to more than {size} bytes (the limit is {} bytes): a decompression bomb, or a PDF too large to read",
                 opts.pdf_max_inflated_bytes
             ),
         ));
@@ -165,46 +165,6 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into())
-}
-
-/// `Some(bytes inflated so far)` when the file's Flate streams inflate to more than
-/// `limit` bytes in total, `None` otherwise. Every `stream` keyword's data is fed to a zlib
-/// decoder that stops at the limit, so this takes time and memory bounded by the limit,
-/// whatever the file claims; data that is not zlib stops at its first bytes.
-fn inflates_beyond(bytes: &[u8], limit: u64) -> Option<u64> {
-    use std::io::Read;
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut at = 0;
-    while let Some(i) = bytes[at..].windows(6).position(|w| w == b"stream") {
-        let keyword = at + i;
-        at = keyword + 6;
-        // `endstream` ends a stream; the data starts after `stream` and an end of line.
-        if keyword >= 3 && &bytes[keyword - 3..keyword] == b"end" {
-            continue;
-        }
-        let mut start = at;
-        if bytes.get(start) == Some(&b'\r') {
-            start += 1;
-        }
-        if bytes.get(start) != Some(&b'\n') {
-            continue;
-        }
-        let mut z = flate2::read::ZlibDecoder::new(&bytes[start + 1..]);
-        loop {
-            match z.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    if total > limit {
-                        return Some(total);
-                    }
-                }
-            }
-        }
-        at = start + 1 + z.total_in() as usize;
-    }
-    None
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
