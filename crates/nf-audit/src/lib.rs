@@ -31,7 +31,9 @@
 //! [`AuditLog::append`] takes an exclusive lock on the log file (`File::lock`, an advisory
 //! `flock` on Unix, released when the file closes), reads the last line to get the next
 //! `seq` and `prev`, writes the new line with one `write_all`, `fsync`s, then rewrites the
-//! head. Two processes appending at once therefore serialize and keep one chain.
+//! head. Two processes appending at once therefore serialize and keep one chain. A head one
+//! entry behind (a crash between an entry and its head) is first brought up to date, so a
+//! second crash at the same point never leaves it two behind.
 //!
 //! A crash mid-write can leave a **torn tail**: bytes after the last `\n`. [`verify`]
 //! reports it ([`Problem::TornTail`]); the next append moves those bytes to

@@ -90,6 +90,9 @@ impl AuditLog {
                 (e.seq + 1, sha256_hex(line))
             }
         };
+        if tail.last.is_some() {
+            self.catch_up_head(seq - 1, &prev)?;
+        }
         if !tail.torn.is_empty() {
             let moved = self.dir.join(format!(
                 "torn-{seq}-{}.bin",
@@ -113,6 +116,27 @@ impl AuditLog {
         }
         let (entry, _) = self.write_entry(&mut f, seq, &prev, record)?;
         Ok(entry)
+    }
+
+    /// Brings the head up to the last entry `last_seq` (whose hash is `last_hash`) when it is
+    /// exactly one behind, as a crash between writing an entry and its head leaves it (or
+    /// missing after the first entry). Without this a second such crash would leave it two
+    /// behind, which `verify` rightly takes for entries added by something else. A head
+    /// further behind is left for `verify` to report.
+    fn catch_up_head(&self, last_seq: u64, last_hash: &str) -> Result<()> {
+        let path = self.dir.join(HEAD_FILE);
+        let behind = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str::<Head>(&text).is_ok_and(|h| h.seq + 1 == last_seq),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => last_seq == 1,
+            Err(e) => return Err(AuditError::io(&path, e)),
+        };
+        if behind {
+            self.write_head(&Head {
+                seq: last_seq,
+                sha256: last_hash.to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Writes one line and the head; returns the entry and its hash.

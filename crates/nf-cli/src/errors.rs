@@ -80,6 +80,11 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
             IngestError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ("not_found", Some("check the path".into()))
             }
+            // Writing the dataset (a full disk, an unwritable home).
+            IngestError::Io { .. } | IngestError::Format(FormatError::Io { .. }) => (
+                "io",
+                Some("check the path, its permissions and the free disk space".into()),
+            ),
             _ => ("ingest", None),
         };
     }

@@ -49,3 +49,136 @@ where
         FormatError::io(path, e)
     })
 }
+
+/// Puts the complete file or folder `staging` at `target` (beside it, on the same file
+/// system), replacing whatever `target` holds, so that a crash at any moment leaves either
+/// the old `target` or the new one. When `target` exists the two are exchanged in one step
+/// (Linux `renameat2` with `RENAME_EXCHANGE`) and the old one, now at `staging`, is removed;
+/// a crash before that removal leaves it under the staging name, which callers keep hidden.
+/// Where the exchange is not available (another OS, a file system without it) a file is
+/// renamed over the old one, which is atomic too, and a folder is moved aside first, which
+/// leaves a moment without `target`.
+pub fn replace(staging: &Path, target: &Path) -> std::io::Result<()> {
+    let Ok(old) = std::fs::symlink_metadata(target) else {
+        return std::fs::rename(staging, target);
+    };
+    match exchange(staging, target) {
+        Ok(()) => {}
+        Err(e) if exchange_unsupported(&e) => {
+            if old.is_dir() {
+                return replace_in_two_steps(staging, target);
+            }
+            std::fs::rename(staging, target)?;
+        }
+        Err(e) => return Err(e),
+    }
+    // The old artifact, now at `staging`: removing it is tidying, not part of the swap.
+    let _ = std::fs::remove_dir_all(staging).or_else(|_| std::fs::remove_file(staging));
+    Ok(())
+}
+
+/// Moves the folder `target` aside, renames `staging` to it, then deletes the old one.
+fn replace_in_two_steps(staging: &Path, target: &Path) -> std::io::Result<()> {
+    let mut aside = staging.as_os_str().to_os_string();
+    aside.push(".old");
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(target, &aside)?;
+    if let Err(e) = std::fs::rename(staging, target) {
+        let _ = std::fs::rename(&aside, target);
+        return Err(e);
+    }
+    let _ = std::fs::remove_dir_all(&aside);
+    Ok(())
+}
+
+/// Whether a failed exchange means only that this kernel or file system cannot do it.
+fn exchange_unsupported(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
+        || matches!(e.raw_os_error(), Some(code) if is_unsupported_errno(code))
+}
+
+#[cfg(target_os = "linux")]
+fn is_unsupported_errno(code: i32) -> bool {
+    code == libc::EINVAL || code == libc::ENOSYS || code == libc::EOPNOTSUPP
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_unsupported_errno(_code: i32) -> bool {
+    false
+}
+
+/// Swaps the directory entries `a` and `b` atomically.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // The raw system call rather than libc's wrapper, which older C libraries lack.
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call, which only
+    // reads them; the other arguments are plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(e.path()).unwrap_or_default())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn replace_swaps_folders_and_files_and_removes_the_old() {
+        let dir = nf_testkit::temp_dir("atomic-replace");
+        // A folder over a folder, then over nothing.
+        let (target, staging) = (dir.join("data"), dir.join(".data.staging"));
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("old.txt"), b"old").unwrap();
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("new.txt"), b"new").unwrap();
+        replace(&staging, &target).unwrap();
+        assert_eq!(
+            read_tree(&target),
+            [("new.txt".to_string(), b"new".to_vec())]
+        );
+        assert_eq!(read_tree(&dir), [("data".to_string(), Vec::new())]);
+        // A file over a file.
+        let (file, tmp) = (dir.join("m.gguf"), dir.join(".m.gguf.staging"));
+        std::fs::write(&file, b"old").unwrap();
+        std::fs::write(&tmp, b"new").unwrap();
+        replace(&tmp, &file).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
+        assert!(!tmp.exists());
+        // A missing staging path fails and leaves the target alone.
+        assert!(replace(&tmp, &file).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"new");
+    }
+}

@@ -39,10 +39,9 @@ fn info(m: &Manifest, dir: &Path, samples: Vec<String>) -> Event {
 
 fn list(home: &Path, out: &mut Output) -> Result<()> {
     let root = home.join("datasets");
-    let mut dirs: Vec<_> = std::fs::read_dir(&root)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    dirs.sort();
+    // Not hidden folders: an ingest's staging folder is one until it is renamed into place,
+    // and one stopped by a crash stays behind with a whole dataset in it.
+    let dirs = crate::cmd::lineage::subdirs(&root);
     let mut rows = Vec::new();
     for d in dirs.iter().filter(|d| Manifest::is_dataset(d)) {
         match Manifest::read(d) {

@@ -227,19 +227,10 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
         verify(format, quant, &src, &staging.path, home, out)?;
     }
 
-    if args.out.exists() {
-        // --force: the old export goes only once the new one is complete and checked.
-        let old = parent.join(format!(".{name}.nf-export-old-{}", std::process::id()));
-        std::fs::rename(&args.out, &old)
-            .with_context(|| format!("moving {} aside", args.out.display()))?;
-        std::fs::rename(&staging.path, &args.out)
-            .with_context(|| format!("renaming into {}", args.out.display()))?;
-        let _ = std::fs::remove_dir_all(&old);
-        let _ = std::fs::remove_file(&old);
-    } else {
-        std::fs::rename(&staging.path, &args.out)
-            .with_context(|| format!("renaming into {}", args.out.display()))?;
-    }
+    // With --force the old export goes only now, the new one complete and checked, and in
+    // one step with its arrival, so a crash leaves one or the other.
+    nf_formats::atomic::replace(&staging.path, &args.out)
+        .with_context(|| format!("renaming into {}", args.out.display()))?;
     staging.keep = true;
     let (files, bytes) = list_files(&args.out);
     let wall_s = t0.elapsed().as_secs_f64();

@@ -23,6 +23,7 @@
 //! the partial file and fails, so nothing unverified is installed. Only when every file is
 //! complete is `model.json` written and the staging folder renamed into place.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -222,22 +223,11 @@ fn show(a: &ModelsNameArgs, home: &Path, out: &mut Output) -> Result<()> {
     Ok(())
 }
 
-/// Replaces `final_dir` by the complete `staging` folder (the old one, if any, is moved
-/// aside first and removed after).
+/// Replaces `final_dir` by the complete `staging` folder in one step, so a crash leaves the
+/// old model or the new one (`nf_formats::atomic::replace`).
 fn install(staging: &Path, final_dir: &Path) -> Result<()> {
-    let old = final_dir.with_file_name(format!(
-        ".old-{}-{}",
-        final_dir.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    if final_dir.exists() {
-        std::fs::rename(final_dir, &old)
-            .with_context(|| format!("moving {} aside", final_dir.display()))?;
-    }
-    std::fs::rename(staging, final_dir)
-        .with_context(|| format!("renaming into {}", final_dir.display()))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    nf_formats::atomic::replace(staging, final_dir)
+        .with_context(|| format!("renaming into {}", final_dir.display()))
 }
 
 fn write_model_json(dir: &Path, m: &StoredModel) -> Result<()> {
@@ -834,6 +824,8 @@ fn pull(
         endpoint: Some(hub.endpoint.clone()),
         files: stored,
     };
+    let keep: BTreeSet<PathBuf> = m.files.iter().map(|f| PathBuf::from(&f.path)).collect();
+    remove_strays(&staging, Path::new(""), &keep)?;
     write_model_json(&staging, &m)?;
     install(&staging, &final_dir)?;
     rec.outputs
@@ -851,6 +843,31 @@ fn pull(
         );
     }
     out.text(&format!("{}\n", final_dir.display()))?;
+    Ok(())
+}
+
+/// Removes from a pull's staging folder every file that is not one of `keep` (paths relative
+/// to it), and folders left empty. The folder is kept between attempts so downloads resume,
+/// so it can hold what an interrupted attempt left (a temporary `model.json`, partial files
+/// of another `--include`), none of which belongs in the model about to be installed.
+fn remove_strays(dir: &Path, rel: &Path, keep: &BTreeSet<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let (path, rel) = (entry.path(), rel.join(entry.file_name()));
+        let removed = if entry.file_type()?.is_dir() {
+            remove_strays(&path, &rel, keep)?;
+            match std::fs::read_dir(&path)?.next() {
+                None => std::fs::remove_dir(&path),
+                Some(_) => Ok(()),
+            }
+        } else if keep.contains(&rel) {
+            Ok(())
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("removing {}", path.display()))?;
+    }
     Ok(())
 }
 

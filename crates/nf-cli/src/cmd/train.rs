@@ -841,13 +841,7 @@ fn run_inner(
     let start_step = trainer.step();
     let mut sample = |m: &TrainModel| sample_model_ctx.sample(m);
     let result = trainer.run(&stop, &mut |e| sink.emit(e), Some(&mut sample));
-    let (summary, ms, compute_s) = result.map_err(|e| {
-        user_error(
-            "train_failed",
-            e.to_string(),
-            "see the warnings above; lower --lr or check the data",
-        )
-    })?;
+    let (summary, ms, compute_s) = result.map_err(|e| train_failed(e, &run_dir))?;
     rec.event = Some(
         match summary.reason.name() {
             "completed" => "finish",
@@ -1480,4 +1474,35 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         },
         hashes: None,
     })
+}
+
+/// The error a failed training loop ends with. A file it could not write (a full disk while
+/// saving a checkpoint) says so, and that the run resumes from its last checkpoint; any
+/// other failure (divergence, bad data) points at the warnings printed before it.
+fn train_failed(e: nf_train::TrainError, run_dir: &Path) -> anyhow::Error {
+    use nf_train::{CheckpointError, TrainError};
+    let io = matches!(
+        e,
+        TrainError::Io { .. }
+            | TrainError::Checkpoint(
+                CheckpointError::Io { .. }
+                    | CheckpointError::Format(nf_formats::FormatError::Io { .. })
+            )
+    );
+    if io {
+        user_error(
+            "io",
+            e.to_string(),
+            format!(
+                "free disk space (or fix permissions) where the run writes, then `neuralforge train --resume {}` continues from its last checkpoint",
+                run_dir.display()
+            ),
+        )
+    } else {
+        user_error(
+            "train_failed",
+            e.to_string(),
+            "see the warnings above; lower --lr or check the data",
+        )
+    }
 }

@@ -228,24 +228,11 @@ pub(super) fn write_staged(
     })
 }
 
-/// Renames `staging` to `target`, moving an existing `target` aside first and deleting it
-/// once the new one is in place.
+/// Puts `staging` in the place of `target` in one step (`nf_formats::atomic::replace`), so a
+/// crash leaves the old dataset or the new one, never neither.
 fn swap_in(staging: &Path, target: &Path) -> Result<()> {
-    let old = staging.with_extension("old");
-    let _ = std::fs::remove_dir_all(&old);
-    let had_old = target.exists();
-    if had_old {
-        std::fs::rename(target, &old).map_err(|e| IngestError::io(target, e))?;
-    }
-    if let Err(e) = std::fs::rename(staging, target) {
-        if had_old {
-            let _ = std::fs::rename(&old, target);
-        }
+    nf_formats::atomic::replace(staging, target).map_err(|e| {
         let _ = std::fs::remove_dir_all(staging);
-        return Err(IngestError::io(target, e));
-    }
-    if had_old {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
+        IngestError::io(target, e)
+    })
 }
