@@ -214,6 +214,19 @@ pub struct ModelsPullArgs {
     /// Replace a stored model of this name.
     #[arg(long)]
     pub force: bool,
+    /// Give up on a file when no bytes arrive for this many seconds (the partial file is
+    /// kept; the same command resumes it).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS", value_parser = positive_secs)]
+    pub stall_timeout: f64,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

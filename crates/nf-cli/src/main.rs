@@ -7,6 +7,7 @@ mod cmd;
 mod errors;
 mod load;
 mod output;
+mod stall;
 
 use std::process::ExitCode;
 

@@ -434,3 +434,35 @@ fn import_show_and_remove() {
         ]
     );
 }
+
+#[test]
+fn a_stalled_download_gives_up_and_resumes() {
+    let assets = require_assets!();
+    let hub = FakeHub::start(stories_files(&assets));
+    let home = temp_dir("models-stall");
+    // The server sends half of the first file and then nothing, holding the connection.
+    hub.stall_next.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let o = pull(&home, &hub, &["--stall-timeout", "1"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("no data for 1 s"), "{err}");
+    assert!(err.contains("resumes"), "{err}");
+    // It gave up long before the server's minute of silence ended.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let partial = home.join("models/.pull-tiny/stories260K.bin.partial");
+    assert!(std::fs::metadata(&partial).unwrap().len() > 0);
+    // The same pull again resumes and installs verified files.
+    let o = pull(&home, &hub, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(home.join("models/tiny/stories260K.bin").is_file());
+    assert!(
+        hub.requests().iter().any(|r| r.contains("range=Some(")),
+        "{:?}",
+        hub.requests()
+    );
+    // A timeout that is not a positive number is refused by the parser.
+    let o = pull(&home, &hub, &["--stall-timeout", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("seconds"), "{}", stderr(&o));
+}

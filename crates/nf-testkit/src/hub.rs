@@ -33,6 +33,9 @@ pub struct FakeHub {
     pub cut_next: Arc<AtomicBool>,
     /// Advertise a wrong sha256 for LFS files.
     pub wrong_sha: Arc<AtomicBool>,
+    /// Stall the next full download of an LFS file after half its bytes: the connection
+    /// stays open and silent (for a minute).
+    pub stall_next: Arc<AtomicBool>,
     /// Every request line and its Range header.
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -55,23 +58,33 @@ impl FakeHub {
             url,
             cut_next: Arc::new(AtomicBool::new(false)),
             wrong_sha: Arc::new(AtomicBool::new(false)),
+            stall_next: Arc::new(AtomicBool::new(false)),
             log: Arc::new(Mutex::new(Vec::new())),
         };
-        let (cut, wrong, log) = (
+        let (cut, wrong, stall, log) = (
             Arc::clone(&hub.cut_next),
             Arc::clone(&hub.wrong_sha),
+            Arc::clone(&hub.stall_next),
             Arc::clone(&hub.log),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
-                let (files, cut, wrong, log) = (
+                let (files, cut, wrong, stall, log) = (
                     Arc::clone(&files),
                     Arc::clone(&cut),
                     Arc::clone(&wrong),
+                    Arc::clone(&stall),
                     Arc::clone(&log),
                 );
-                std::thread::spawn(move || serve(conn, &files, &cut, &wrong, &log));
+                std::thread::spawn(move || {
+                    let switches = Switches {
+                        cut: &cut,
+                        wrong: &wrong,
+                        stall: &stall,
+                    };
+                    serve(conn, &files, &switches, &log)
+                });
             }
         });
         hub
@@ -95,13 +108,20 @@ fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body:
     let _ = conn.write_all(body);
 }
 
+/// The hub's fault switches (see [`FakeHub`]).
+struct Switches<'a> {
+    cut: &'a AtomicBool,
+    wrong: &'a AtomicBool,
+    stall: &'a AtomicBool,
+}
+
 fn serve(
     mut conn: TcpStream,
     files: &[HubFile],
-    cut: &AtomicBool,
-    wrong: &AtomicBool,
+    switches: &Switches<'_>,
     log: &Mutex<Vec<String>>,
 ) {
+    let Switches { cut, wrong, stall } = *switches;
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut request = String::new();
     if reader.read_line(&mut request).is_err() {
@@ -196,6 +216,17 @@ fn serve(
                 ],
                 body,
             );
+        }
+        if stall.swap(false, Ordering::SeqCst) {
+            // Promise the whole file, send half, then say nothing while holding the line.
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&f.bytes[..f.bytes.len() / 2]);
+            let _ = conn.flush();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            return;
         }
         if cut.swap(false, Ordering::SeqCst) {
             // Promise the whole file, send half, hang up.

@@ -427,6 +427,8 @@ struct RemoteFile {
 
 struct Hub {
     agent: ureq::Agent,
+    /// The longest wait for the next bytes of a file before the pull gives up.
+    stall: Duration,
     endpoint: String,
     token: Option<String>,
 }
@@ -448,7 +450,7 @@ fn net_error(url: &str, e: ureq::Error) -> anyhow::Error {
 }
 
 impl Hub {
-    fn new(endpoint: &str) -> Hub {
+    fn new(endpoint: &str, stall: Duration) -> Hub {
         let config = ureq::Agent::config_builder()
             .max_redirects(0)
             .http_status_as_error(false)
@@ -458,6 +460,7 @@ impl Hub {
             .build();
         Hub {
             agent: config.into(),
+            stall,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
         }
@@ -684,7 +687,7 @@ fn pull(
         .endpoint
         .clone()
         .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
-    let hub = Hub::new(&endpoint);
+    let hub = Hub::new(&endpoint, Duration::from_secs_f64(a.stall_timeout));
     let e = &hub.endpoint;
     let info = hub.get_json(
         &format!("{e}/api/models/{repo}/revision/{}", a.revision),
@@ -908,7 +911,7 @@ fn download(
             headers.push(("If-Range", format!("\"{}\"", e.trim())));
         }
     }
-    let mut fetched = hub.get(&url, &headers)?;
+    let fetched = hub.get(&url, &headers)?;
     let resume = match fetched.status {
         206 => {
             // The part must start where the partial file ends, or appending it would splice
@@ -986,7 +989,9 @@ fn download(
         let _ = std::fs::write(&etag_file, e);
     }
     let mut done = if resume { have } else { 0 };
-    let mut reader = fetched.response.body_mut().as_reader();
+    let body = fetched.response.into_body().into_reader();
+    let mut reader = crate::stall::StallGuard::new(body, hub.stall)
+        .context("starting the download's reader thread")?;
     let mut buf = vec![0u8; 1 << 16];
     let mut last = Instant::now();
     let mut report = |done: u64, out: &mut Output, force: bool| {
