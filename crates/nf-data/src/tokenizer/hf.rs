@@ -70,7 +70,14 @@ impl Tokenizer {
         );
         let post_bos = post_processor_bos(obj.get("post_processor"));
 
-        let tok: tokenizers::Tokenizer = serde_json::from_value(json).map_err(|e| {
+        if let Some(reason) = unsafe_for_tokenizers(&json) {
+            return Err(corrupt(reason));
+        }
+        // Defence in depth: a panic in the crate on some other odd file is an error here.
+        let parsed =
+            std::panic::catch_unwind(|| serde_json::from_value::<tokenizers::Tokenizer>(json))
+                .map_err(|_| corrupt("the `tokenizers` crate failed on it (a panic)".into()))?;
+        let tok = parsed.map_err(|e| {
             corrupt(format!(
                 "not a tokenizer the `tokenizers` crate accepts: {e}"
             ))
@@ -351,4 +358,54 @@ fn read_optional_json(path: &PathBuf) -> Result<Option<Value>> {
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| TokenizerError::corrupt(path, name, format!("not JSON: {e}")))
+}
+
+/// Why `tokenizers` must not be handed this file, if it must not. Its BPE builder assumes
+/// that the right side of every merge starts with the model's `continuing_subword_prefix`:
+/// it subtracts the prefix length (panicking on a shorter token) and slices the bytes
+/// after it into a string without checking UTF-8 (undefined behaviour when the cut falls
+/// inside a character). Found by nf-fuzz.
+fn unsafe_for_tokenizers(json: &Value) -> Option<String> {
+    let model = &json["model"];
+    let prefix = model["continuing_subword_prefix"]
+        .as_str()
+        .filter(|p| !p.is_empty())?;
+    let merges = model["merges"].as_array()?;
+    let right = |m: &Value| -> Option<String> {
+        match m {
+            Value::String(s) => s.split_once(' ').map(|(_, r)| r.to_string()),
+            Value::Array(a) => a.get(1).and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        }
+    };
+    merges
+        .iter()
+        .filter_map(right)
+        .find(|r| !r.starts_with(prefix))
+        .map(|r| {
+            format!(
+                "the merge part `{r}` does not start with the continuing-subword prefix `{prefix}`"
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_without_the_subword_prefix_is_refused_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("nf-hf-prefix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        let json = serde_json::json!({
+            "model": {"type": "BPE", "continuing_subword_prefix": "##éé",
+                      "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]},
+            "added_tokens": [],
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let e = Tokenizer::from_hf_file(&path).unwrap_err().to_string();
+        assert!(e.contains("continuing-subword prefix"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
