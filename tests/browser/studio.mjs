@@ -115,7 +115,8 @@ const runStatus = () => page.getAttribute(tid('run-status'), 'data-status');
 
 async function api(p) {
   return page.evaluate(async (u) => {
-    const r = await fetch(u, { credentials: 'same-origin' });
+    // As the page's own calls do: the token it holds, as a header.
+    const r = await fetch(u, { headers: { Authorization: `Bearer ${window.NF.token}` } });
     return { status: r.status, body: await r.json().catch(() => null) };
   }, p);
 }
@@ -147,13 +148,16 @@ async function main() {
       const r = await page.goto(STUDIO_URL, { waitUntil: 'load' });
       if (!r || !r.ok()) fail(`GET ${STUDIO_URL} answered ${r ? r.status() : 'nothing'}`);
       await page.waitForSelector('#app[data-page="dashboard"]');
-      if (page.url().includes('token=')) log('  note: the token stayed in the address bar');
-      // An API call worked (the cookie carries the token).
+      if (page.url().includes('token=')) fail(`the token stayed in the address bar: ${page.url()}`);
+      // An API call worked (the page holds the token and sends it as a header).
       await until('the studio info (GET /api/info) in the header', () => document.getElementById('home-info').textContent.length > 0, null, SHORT);
       await page.waitForSelector(`${tid('runs-body')} tr`);
-      // And nothing works without it (asked from here, not the page: no cookie).
+      // No cookie carries it: browsers would send that to every port of this host.
+      const cookies = await context.cookies();
+      if (cookies.length) fail(`the studio set cookies: ${JSON.stringify(cookies)}`);
+      // And nothing works without it (asked from here, not the page).
       const noToken = (await fetch(new URL('/api/info', STUDIO_URL))).status;
-      if (noToken !== 401) fail(`GET /api/info without the cookie answered ${noToken}, not 401`);
+      if (noToken !== 401) fail(`GET /api/info without the token answered ${noToken}, not 401`);
       await shot('01-dashboard');
     });
 
@@ -309,7 +313,7 @@ async function main() {
       if (roles !== 'user,assistant,user,assistant') fail(`the conversation shows ${roles}`);
       // The messages went to the CLI on stdin: the audit log holds their hashes, and no
       // argument carries their text.
-      const entries = await page.evaluate(() => fetch('/api/audit?command=generate').then((r) => r.json()));
+      const entries = (await api('/api/audit?command=generate')).body;
       const leaked = entries.filter((e) => JSON.stringify(e.args).includes('little dog'));
       if (leaked.length) fail(`a chat message is in the audit log's arguments: ${JSON.stringify(leaked[0].args)}`);
       if (!entries.some((e) => e.inputs.some((i) => i.kind === 'prompt'))) fail('the chat turns are not in the audit log as prompt hashes');

@@ -97,17 +97,17 @@ impl Studio {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/info is not JSON: {e}"))
     }
 
-    /// Starts an event stream as the studio's own page does: the token in the port's
-    /// cookie, the page's Origin and `Sec-Fetch-Site: same-origin`. Nothing is read yet.
+    /// Starts an event stream as the studio's own page does: the token in the query (an
+    /// EventSource cannot send headers), the page's Origin and `Sec-Fetch-Site:
+    /// same-origin`. Nothing is read yet.
     fn open_stream(&self, path: &str) -> TcpStream {
-        let cookie = format!("nf_studio_{}={}", self.port, self.token);
         let host = self.host();
         let origin = format!("http://{host}");
+        let sep = if path.contains('?') { '&' } else { '?' };
         self.send(
-            path,
+            &format!("{path}{sep}token={}", self.token),
             &[
                 ("Host", &host),
-                ("Cookie", &cookie),
                 ("Origin", &origin),
                 ("Sec-Fetch-Site", "same-origin"),
                 ("Accept", "text/event-stream"),

@@ -5,6 +5,29 @@
 
 const NF = (window.NF = { pages: {}, cleanup: [] });
 
+// ---------------------------------------------------------------- token
+
+// The studio's token arrives once, in the address `neuralforge studio` printed (?token=…).
+// It is kept in localStorage, which belongs to this origin alone (port included), and
+// taken out of the address. It is never a cookie: browsers send a host's cookies to every
+// port of it, so another program on another localhost port would receive it.
+NF.token = (function takeToken() {
+  const q = new URLSearchParams(location.search);
+  const t = q.get('token');
+  if (t) {
+    try { localStorage.setItem('nf-studio-token', t); } catch (_) { /* private mode: this page only */ }
+    q.delete('token');
+    const rest = q.toString();
+    history.replaceState(null, '', location.pathname + (rest ? `?${rest}` : '') + location.hash);
+    return t;
+  }
+  try { return localStorage.getItem('nf-studio-token') || ''; } catch (_) { return ''; }
+})();
+
+// `url` with the token as a query parameter, for what cannot send headers (EventSource,
+// download links).
+NF.withToken = (url) => `${url}${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(NF.token)}`;
+
 // ---------------------------------------------------------------- DOM helpers
 
 // h('div', {class: 'x', testid: 'y', onclick: fn}, child, 'text', [more]) -> Element
@@ -159,7 +182,7 @@ NF.ApiError = ApiError;
 
 // api('GET', '/api/runs'), api('POST', '/api/train', {...}), api('PUT', url, fileBlob)
 NF.api = async function api(method, path, body) {
-  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+  const init = { method, headers: { Accept: 'application/json', Authorization: `Bearer ${NF.token}` } };
   if (body instanceof Blob) {
     init.body = body;
     init.headers['Content-Type'] = 'application/octet-stream';
@@ -221,7 +244,7 @@ NF.globalError = function globalError(err) {
 NF.sse = function sse(url, handlers, stopWhen) {
   let seen = 0;
   let closed = false;
-  const es = new EventSource(url, { withCredentials: true });
+  const es = new EventSource(NF.withToken(url));
   es.addEventListener('ndjson', (m) => {
     let ev;
     try { ev = JSON.parse(m.data); } catch (_) { return; }

@@ -1,8 +1,15 @@
 //! The guard in front of every route: Host and Origin checks, then the token.
 //!
 //! The order matters for what a caller learns: a request for another host (DNS rebinding)
-//! or from another site is refused with 403 before the token is even looked at, and a
-//! request without the token gets 401 on every route, pages and assets included.
+//! or from another site is refused with 403 before the token is even looked at, and an
+//! API request without the token gets 401.
+//!
+//! The token never travels in a cookie: browsers send a host's cookies to every port of
+//! it, so any program listening on another localhost port would receive it. The pages
+//! and their scripts hold no data and are served without the token; the page script keeps
+//! the token in `localStorage` (which is per origin, port included) and sends it as
+//! `Authorization: Bearer` on each API call, or as `?token=` where a browser cannot set
+//! headers (event streams, download links).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,9 +27,6 @@ pub struct Access {
     pub token: String,
     /// `host:port` spellings that name this server (lower case).
     pub hosts: Vec<String>,
-    /// The cookie that carries the token; its name has the port in it because browsers
-    /// share cookies across the ports of one host.
-    pub cookie: String,
     /// Bound to every interface (0.0.0.0 or ::): the server has no one name, so any IP
     /// literal with our port names it. Host names other than localhost still do not:
     /// DNS rebinding needs a name, never an address.
@@ -42,7 +46,6 @@ impl Access {
         Access {
             token,
             hosts,
-            cookie: format!("nf_studio_{port}"),
             any_ip: addr.ip().is_unspecified().then_some(port),
         }
     }
@@ -97,18 +100,6 @@ impl Access {
         {
             found.push(b.trim());
         }
-        for cookies in headers.get_all(header::COOKIE) {
-            let Ok(cookies) = cookies.to_str() else {
-                continue;
-            };
-            for pair in cookies.split(';') {
-                if let Some((name, value)) = pair.trim().split_once('=')
-                    && name == self.cookie
-                {
-                    found.push(value);
-                }
-            }
-        }
         if let Some(t) = query.and_then(query_token) {
             found.push(t);
         }
@@ -146,8 +137,8 @@ pub fn new_token() -> Result<String, getrandom::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The middleware: 403 for a foreign Host or Origin, 401 without the token; a page
-/// visited with `?token=` gets the cookie and a redirect to the same path without it.
+/// The middleware: 403 for a foreign Host or Origin; 401 for an API call without the
+/// token. Pages and assets need no token (they hold no data; see the module docs).
 pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: Next) -> Response {
     let access = &app.access;
     let headers = req.headers();
@@ -167,27 +158,16 @@ pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: N
         )
         .into_response();
     }
-    let query = req.uri().query();
-    let tokens = access.presented_token(headers, query);
-    if !tokens.iter().any(|t| same_secret(t, &access.token)) {
-        return unauthorized(req.uri().path().starts_with("/api/"));
-    }
-    let via_query = query
-        .and_then(query_token)
-        .is_some_and(|t| same_secret(t, &access.token));
-    if via_query && req.method() == axum::http::Method::GET {
-        // Move the token from the address bar into a cookie, so it is not left in the
-        // history or shown on screen.
-        let cookie = format!(
-            "{}={}; HttpOnly; SameSite=Strict; Path=/",
-            access.cookie, access.token
-        );
-        let location = req.uri().path().to_string();
-        let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            resp.headers_mut().insert(header::SET_COOKIE, v);
+    if req.uri().path().starts_with("/api/") {
+        let tokens = access.presented_token(headers, req.uri().query());
+        if !tokens.iter().any(|t| same_secret(t, &access.token)) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong studio token",
+                "open the address `neuralforge studio` printed (it ends in ?token=…), or send `Authorization: Bearer TOKEN`",
+            )
+            .into_response();
         }
-        return resp;
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
@@ -207,25 +187,6 @@ pub async fn guard(State(app): State<std::sync::Arc<App>>, req: Request, next: N
         ),
     );
     resp
-}
-
-fn unauthorized(api: bool) -> Response {
-    if api {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong studio token",
-            "send `Authorization: Bearer TOKEN` with the token `neuralforge studio` printed",
-        )
-        .into_response();
-    }
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        "<!doctype html><title>NeuralForge Studio</title><p>This studio needs its token. \
-         Open the address <code>neuralforge studio</code> printed in your terminal \
-         (it ends in <code>?token=…</code>).</p>",
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -9,10 +9,13 @@
 //!
 //! - The server binds 127.0.0.1 unless `--host` names another address (then it warns).
 //! - A random 256-bit token is made at each start and printed in the URL
-//!   (`http://127.0.0.1:PORT/?token=T`). Every route, pages and assets included, needs it:
-//!   a `?token=T` query on a page (answered with a `nf_studio_PORT` cookie, `HttpOnly`,
-//!   `SameSite=Strict`, and a redirect to the same path without the token), the cookie, or
-//!   `Authorization: Bearer T`. Without it: 401.
+//!   (`http://127.0.0.1:PORT/?token=T`). Every `/api/` route needs it, as
+//!   `Authorization: Bearer T` or a `?token=T` query (event streams and download links,
+//!   where a browser cannot set headers); without it: 401. The pages and their scripts hold
+//!   no data and are served without it. The page script moves the token from the address
+//!   bar into `localStorage` (per origin, so per port) and removes it from the address. No
+//!   cookie is ever set: browsers send a host's cookies to all its ports, so another
+//!   program on another localhost port would receive the token.
 //! - `Host` must name the bound address (or `localhost` / `127.0.0.1` / `[::1]` with the
 //!   bound port when bound to loopback; any IP literal with the port when bound to
 //!   0.0.0.0 or ::, never another name): otherwise 403, which stops DNS rebinding.

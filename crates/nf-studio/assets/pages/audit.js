@@ -48,8 +48,8 @@
           NF.section('Integrity', 'verify-card', h('p', { class: 'muted small' }, 'Checks the hash chain (and signatures) of every entry.'), h('div', { class: 'row' }, verifyBtn), verifyOut),
           NF.section('Export', 'export-card', h('p', { class: 'muted small' }, 'The whole log as a document.'),
             h('div', { class: 'row' },
-              h('a', { class: 'btn', href: '/api/audit/export?format=json', download: 'audit.json', testid: 'audit-export-json' }, 'Export JSON'),
-              h('a', { class: 'btn', href: '/api/audit/export?format=csv', download: 'audit.csv', testid: 'audit-export-csv' }, 'Export CSV')))),
+              h('a', { class: 'btn', href: NF.withToken('/api/audit/export?format=json'), download: 'audit.json', testid: 'audit-export-json' }, 'Export JSON'),
+              h('a', { class: 'btn', href: NF.withToken('/api/audit/export?format=csv'), download: 'audit.csv', testid: 'audit-export-csv' }, 'Export CSV')))),
         NF.section(null, 'audit-card', h('div', { class: 'row spread' }, h('h2', {}, 'Entries ', count)), filters,
           h('div', { class: 'table-wrap' }, h('table', { class: 'table', testid: 'audit-table' },
             h('thead', {}, h('tr', {}, ['seq', 'time', 'command', 'result', 'inputs', 'outputs', ''].map((t) => h('th', {}, t)))), tbody))));
