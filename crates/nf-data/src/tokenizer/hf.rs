@@ -360,12 +360,62 @@ fn read_optional_json(path: &PathBuf) -> Result<Option<Value>> {
         .map_err(|e| TokenizerError::corrupt(path, name, format!("not JSON: {e}")))
 }
 
+/// How much longer (in bytes) a normalizer, pre-tokenizer or decoder may make a text, at
+/// most. Real tokenizers stay below 20 (Llama's Prepend and Replace of `▁`: 16; byte-level
+/// BPE: 2); a hostile file chaining 30 ByteLevel stages doubled the text 30 times (found by
+/// nf-fuzz: a gigabyte for a short text).
+const MAX_EXPANSION: f64 = 256.0;
+
+/// An upper bound on how much `component` (a `tokenizer.json` normalizer, pre-tokenizer
+/// or decoder, possibly a `Sequence`) can lengthen a text, in bytes. Stages multiply.
+fn expansion_bound(component: &Value, depth: usize) -> f64 {
+    if depth > 8 {
+        return f64::INFINITY;
+    }
+    let text_len = |v: &Value| v.as_str().map_or(0, str::len) as f64;
+    match component["type"].as_str() {
+        None => 1.0,
+        Some("Sequence") => ["normalizers", "pretokenizers", "decoders"]
+            .iter()
+            .filter_map(|k| component[*k].as_array())
+            .flatten()
+            .map(|c| expansion_bound(c, depth + 1))
+            .product(),
+        // Each match (a pattern may match the empty string: between every two characters)
+        // becomes the content.
+        Some("Replace") => 1.0 + text_len(&component["content"]),
+        Some("Prepend") => 1.0 + text_len(&component["prepend"]),
+        Some("Metaspace") => 1.0 + text_len(&component["replacement"]),
+        // Every byte becomes a character of at most two bytes.
+        Some("ByteLevel") => 2.0,
+        // Unicode's longest decompositions are 18 characters.
+        Some("NFD" | "NFKD" | "NFKC") => 18.0,
+        Some("NFC") => 3.0,
+        // Spaces around CJK characters.
+        Some("BertNormalizer") => 3.0,
+        Some(
+            "Lowercase" | "Strip" | "StripAccents" | "Split" | "Whitespace" | "WhitespaceSplit"
+            | "Punctuation" | "Digits" | "BertPreTokenizer" | "ByteFallback" | "Fuse",
+        ) => 1.0,
+        // Anything else (SentencePiece's precompiled map, future types): a generous bound.
+        Some(_) => 8.0,
+    }
+}
+
 /// Why `tokenizers` must not be handed this file, if it must not. Its BPE builder assumes
 /// that the right side of every merge starts with the model's `continuing_subword_prefix`:
 /// it subtracts the prefix length (panicking on a shorter token) and slices the bytes
 /// after it into a string without checking UTF-8 (undefined behaviour when the cut falls
 /// inside a character). Found by nf-fuzz.
 fn unsafe_for_tokenizers(json: &Value) -> Option<String> {
+    for part in ["normalizer", "pre_tokenizer", "decoder"] {
+        let bound = expansion_bound(&json[part], 0);
+        if bound > MAX_EXPANSION {
+            return Some(format!(
+                "its {part} could make text up to {bound:.0} times longer (the limit is {MAX_EXPANSION:.0}): chained stages that each grow the text"
+            ));
+        }
+    }
     let model = &json["model"];
     let prefix = model["continuing_subword_prefix"]
         .as_str()
@@ -391,7 +441,26 @@ fn unsafe_for_tokenizers(json: &Value) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn stages_that_multiply_the_text_are_refused() {
+        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false});
+        let chain = json!({"type": "Sequence", "pretokenizers": vec![byte_level.clone(); 30]});
+        assert!(unsafe_for_tokenizers(&json!({"pre_tokenizer": chain})).is_some());
+        // The shapes of real tokenizers pass.
+        let llama = json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]});
+        assert!(
+            unsafe_for_tokenizers(&json!({"normalizer": llama, "pre_tokenizer": null})).is_none()
+        );
+        let qwen = json!({"normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "Sequence",
+            "pretokenizers": [{"type": "Split", "pattern": {"Regex": "x"}}, byte_level]}});
+        assert!(unsafe_for_tokenizers(&qwen).is_none());
+    }
 
     #[test]
     fn a_merge_without_the_subword_prefix_is_refused_not_a_panic() {
