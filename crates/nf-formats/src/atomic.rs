@@ -138,6 +138,46 @@ fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
+/// Removes what killed runs left beside `target`: entries of its folder named
+/// `.<target name>.<tag>-<pid>` whose process no longer exists (a staging copy, or the old
+/// artifact an exchange moved there before the kill). Entries of live processes, and any
+/// other name, are left alone. Returns how many were removed. Only on Linux, where
+/// `/proc/<pid>` says whether a process exists; elsewhere nothing is removed.
+pub fn remove_stale(target: &Path, tag: &str) -> usize {
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return 0;
+    };
+    let prefix = format!(".{}.{tag}-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    }) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !cfg!(target_os = "linux") || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = e.path();
+        let gone = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed += usize::from(gone.is_ok());
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +220,26 @@ mod tests {
         // A missing staging path fails and leaves the target alone.
         assert!(replace(&tmp, &file).is_err());
         assert_eq!(std::fs::read(&file).unwrap(), b"new");
+    }
+
+    #[test]
+    fn stale_leftovers_of_dead_processes_are_removed() {
+        let dir = nf_testkit::temp_dir("atomic-stale");
+        let target = dir.join("notes");
+        // No process has this id (Linux's pid_max is at most 2^22).
+        let dead = dir.join(".notes.staging-999999999");
+        let live = dir.join(format!(".notes.staging-{}", std::process::id()));
+        let other = dir.join(".other.staging-999999999");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("f"), b"x").unwrap();
+        }
+        std::fs::write(dir.join(".notes.staging-999999998"), b"a file").unwrap();
+        let removed = remove_stale(&target, "staging");
+        if cfg!(target_os = "linux") {
+            assert_eq!(removed, 2);
+            assert!(!dead.exists());
+        }
+        assert!(live.exists() && other.exists());
     }
 }

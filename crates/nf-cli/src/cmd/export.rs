@@ -201,6 +201,8 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
                 "pass a path such as exports/my-model.gguf",
             )
         })?;
+    // Leftovers of killed exports to this path go first: nothing else removes them.
+    nf_formats::atomic::remove_stale(&args.out, "nf-export");
     let mut staging = Staging {
         path: parent.join(format!(".{name}.nf-export-{}", std::process::id())),
         keep: false,

@@ -124,6 +124,8 @@ pub(super) fn write_staged(
     let name = target
         .file_name()
         .map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
+    // Leftovers of killed ingests of this dataset go first: nothing else removes them.
+    nf_formats::atomic::remove_stale(target, "staging");
     let staging = parent.join(format!(".{name}.staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| IngestError::io(&staging, e))?;
