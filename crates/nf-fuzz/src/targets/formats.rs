@@ -9,7 +9,7 @@ use nf_formats::safetensors::SafeTensors;
 use nf_model::Model;
 use nf_model::export::{export_hf, gguf::export_gguf};
 
-use super::{put, read, tagged, untag};
+use super::{FileHarness, put, read, tagged, untag};
 use crate::{Harness, Setup, Target, Verdict, refused};
 
 pub const GGUF: Target = Target {
@@ -90,11 +90,6 @@ fn forward(m: &Model) -> Verdict {
     }
 }
 
-struct GgufHarness {
-    seeds: Vec<Vec<u8>>,
-    file: PathBuf,
-}
-
 fn gguf_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
     let model = stories(s)?;
     let mut seeds = Vec::new();
@@ -103,30 +98,24 @@ fn gguf_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
         export_gguf(&model, &path, quant, Vec::new()).map_err(|e| e.to_string())?;
         seeds.push(read(&path)?);
     }
-    Ok(Box::new(GgufHarness {
+    Ok(Box::new(FileHarness {
         seeds,
+        dictionary: GGUF_TOKENS,
         file: s.work.join("input.gguf"),
+        parse: parse_gguf,
     }))
 }
 
-impl Harness for GgufHarness {
-    fn seeds(&self) -> &[Vec<u8>] {
-        &self.seeds
-    }
-    fn dictionary(&self) -> &[&'static [u8]] {
-        GGUF_TOKENS
-    }
-    fn run(&mut self, input: &[u8]) -> Verdict {
-        put(&self.file, input);
-        let Ok(g) = GgufFile::open(&self.file) else {
-            return Verdict::Refused;
-        };
-        let bytes: usize = g.tensors.iter().map(|t| g.tensor_data(t).len()).sum();
-        std::hint::black_box(bytes);
-        match Model::from_gguf(&g) {
-            Ok(m) => forward(&m),
-            Err(_) => Verdict::Refused,
-        }
+/// Open, touch every tensor's bytes, load the model, run it.
+fn parse_gguf(path: &Path) -> Verdict {
+    let Ok(g) = GgufFile::open(path) else {
+        return Verdict::Refused;
+    };
+    let bytes: usize = g.tensors.iter().map(|t| g.tensor_data(t).len()).sum();
+    std::hint::black_box(bytes);
+    match Model::from_gguf(&g) {
+        Ok(m) => forward(&m),
+        Err(_) => Verdict::Refused,
     }
 }
 
@@ -183,26 +172,13 @@ impl Harness for HfHarness {
     }
 }
 
-struct Llama2cHarness {
-    seeds: Vec<Vec<u8>>,
-    file: PathBuf,
-}
-
 fn llama2c_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
-    Ok(Box::new(Llama2cHarness {
+    Ok(Box::new(FileHarness {
         seeds: vec![read(&s.assets.join("llama2c/stories260K.bin"))?],
+        dictionary: &[],
         file: s.work.join("input.bin"),
+        parse: open_and_forward,
     }))
-}
-
-impl Harness for Llama2cHarness {
-    fn seeds(&self) -> &[Vec<u8>] {
-        &self.seeds
-    }
-    fn run(&mut self, input: &[u8]) -> Verdict {
-        put(&self.file, input);
-        open_and_forward(&self.file)
-    }
 }
 
 fn open_and_forward(path: &Path) -> Verdict {

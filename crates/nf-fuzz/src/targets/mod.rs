@@ -9,9 +9,9 @@ mod state;
 mod studio;
 mod tokenizers;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::{Target, Verdict};
+use crate::{Harness, Target, Verdict};
 
 /// Every target, in the order reports list them.
 pub const ALL: &[Target] = &[
@@ -70,5 +70,26 @@ fn untag(input: &[u8], n: usize) -> (usize, &[u8]) {
     match input.split_first() {
         Some((&t, rest)) => (t as usize % n, rest),
         None => (0, &[]),
+    }
+}
+
+/// A target whose input is one file: written to `file`, then handed to `parse`.
+struct FileHarness {
+    seeds: Vec<Vec<u8>>,
+    dictionary: &'static [&'static [u8]],
+    file: PathBuf,
+    parse: fn(&Path) -> Verdict,
+}
+
+impl Harness for FileHarness {
+    fn seeds(&self) -> &[Vec<u8>] {
+        &self.seeds
+    }
+    fn dictionary(&self) -> &[&'static [u8]] {
+        self.dictionary
+    }
+    fn run(&mut self, input: &[u8]) -> Verdict {
+        put(&self.file, input);
+        (self.parse)(&self.file)
     }
 }

@@ -4,14 +4,14 @@
 //! input in milliseconds and exercise the same code).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nf_data::Tokenizer;
 use nf_formats::gguf::{GgufFile, MetaArray, MetaValue};
 use nf_formats::gguf_write::GgufWriter;
 use serde_json::Value;
 
-use super::{put, read};
+use super::{FileHarness, put, read};
 use crate::{Harness, Setup, Target, Verdict};
 
 pub const TOKENIZER_JSON: Target = Target {
@@ -117,24 +117,10 @@ fn cut_vocabs(s: &Setup) -> Result<Vec<Vec<u8>>, String> {
     .collect()
 }
 
-struct VocabHarness {
-    seeds: Vec<Vec<u8>>,
-    file: PathBuf,
-}
-
 fn vocab_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
-    Ok(Box::new(VocabHarness {
+    Ok(Box::new(FileHarness {
         seeds: cut_vocabs(s)?,
-        file: s.work.join("input.gguf"),
-    }))
-}
-
-impl Harness for VocabHarness {
-    fn seeds(&self) -> &[Vec<u8>] {
-        &self.seeds
-    }
-    fn dictionary(&self) -> &[&'static [u8]] {
-        &[
+        dictionary: &[
             b"tokenizer.ggml.model",
             b"tokenizer.ggml.tokens",
             b"tokenizer.ggml.merges",
@@ -143,18 +129,13 @@ impl Harness for VocabHarness {
             b"gpt2",
             b"<0x0A>",
             b"\xe2\x96\x81",
-        ]
-    }
-    fn run(&mut self, input: &[u8]) -> Verdict {
-        put(&self.file, input);
-        let Ok(g) = GgufFile::open(&self.file) else {
-            return Verdict::Refused;
-        };
-        match Tokenizer::from_gguf(&g) {
-            Ok(t) => exercise(&t),
-            Err(_) => Verdict::Refused,
-        }
-    }
+        ],
+        file: s.work.join("input.gguf"),
+        parse: |path| match GgufFile::open(path).map(|g| Tokenizer::from_gguf(&g)) {
+            Ok(Ok(t)) => exercise(&t),
+            _ => Verdict::Refused,
+        },
+    }))
 }
 
 /// The shared llama3 tokenizer.json cut to its first [`KEEP`] tokens, with two of its
@@ -185,11 +166,6 @@ fn cut_tokenizer_json(path: &Path) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&j).map_err(|e| e.to_string())
 }
 
-struct JsonHarness {
-    seeds: Vec<Vec<u8>>,
-    file: PathBuf,
-}
-
 fn json_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
     let mut seeds = vec![cut_tokenizer_json(
         &s.assets.join("hf-tokenizers/llama3-tokenizer.json"),
@@ -205,74 +181,52 @@ fn json_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
         .find(|(name, _)| name == "tokenizer.json")
         .ok_or("the export wrote no tokenizer.json")?;
     seeds.push(json);
-    Ok(Box::new(JsonHarness {
+    Ok(Box::new(FileHarness {
         seeds,
+        dictionary: JSON_TOKENS,
         file: s.work.join("tokenizer.json"),
+        parse: |path| match Tokenizer::from_hf_file(path) {
+            Ok(t) => exercise(&t),
+            Err(_) => Verdict::Refused,
+        },
     }))
 }
 
-impl Harness for JsonHarness {
-    fn seeds(&self) -> &[Vec<u8>] {
-        &self.seeds
-    }
-    fn dictionary(&self) -> &[&'static [u8]] {
-        &[
-            b"{",
-            b"}",
-            b"[",
-            b"]",
-            b"\"",
-            b",",
-            b"\\u0000",
-            b"\\ud800",
-            b"null",
-            b"-1",
-            b"\"type\"",
-            b"\"BPE\"",
-            b"\"Unigram\"",
-            b"\"WordPiece\"",
-            b"\"Sequence\"",
-            b"\"Regex\"",
-            b"\"ByteLevel\"",
-            b"\"Metaspace\"",
-            b"\"ByteFallback\"",
-            b"\"merges\"",
-            b"\"vocab\"",
-            b"\"added_tokens\"",
-            b"\"special\"",
-            b"(?",
-        ]
-    }
-    fn run(&mut self, input: &[u8]) -> Verdict {
-        put(&self.file, input);
-        match Tokenizer::from_hf_file(&self.file) {
-            Ok(t) => exercise(&t),
-            Err(_) => Verdict::Refused,
-        }
-    }
-}
-
-struct Llama2cHarness {
-    seeds: Vec<Vec<u8>>,
-    file: PathBuf,
-}
+const JSON_TOKENS: &[&[u8]] = &[
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"\"",
+    b",",
+    b"\\u0000",
+    b"\\ud800",
+    b"null",
+    b"-1",
+    b"\"type\"",
+    b"\"BPE\"",
+    b"\"Unigram\"",
+    b"\"WordPiece\"",
+    b"\"Sequence\"",
+    b"\"Regex\"",
+    b"\"ByteLevel\"",
+    b"\"Metaspace\"",
+    b"\"ByteFallback\"",
+    b"\"merges\"",
+    b"\"vocab\"",
+    b"\"added_tokens\"",
+    b"\"special\"",
+    b"(?",
+];
 
 fn llama2c_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
-    Ok(Box::new(Llama2cHarness {
+    Ok(Box::new(FileHarness {
         seeds: vec![read(&s.assets.join("llama2c/tok512.bin"))?],
+        dictionary: &[],
         file: s.work.join("tokenizer.bin"),
-    }))
-}
-
-impl Harness for Llama2cHarness {
-    fn seeds(&self) -> &[Vec<u8>] {
-        &self.seeds
-    }
-    fn run(&mut self, input: &[u8]) -> Verdict {
-        put(&self.file, input);
-        match Tokenizer::from_llama2c(&self.file, Some(512)) {
+        parse: |path| match Tokenizer::from_llama2c(path, Some(512)) {
             Ok(t) => exercise(&t),
             Err(_) => Verdict::Refused,
-        }
-    }
+        },
+    }))
 }
