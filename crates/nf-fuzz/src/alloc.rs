@@ -52,9 +52,10 @@ pub fn measured() -> (usize, usize) {
 /// Whether the counting allocator is the one in use (a binary that forgot to install it
 /// would report zeros and prove nothing).
 pub fn is_installed() -> bool {
-    let before = LIVE.load(Relaxed);
+    // The largest request, not the live bytes: other threads may free memory meanwhile.
+    reset();
     let probe = std::hint::black_box(vec![0u8; 1 << 16]);
-    let seen = LIVE.load(Relaxed) >= before + probe.len();
+    let seen = LARGEST.load(Relaxed) >= probe.len();
     drop(probe);
     seen
 }
