@@ -403,10 +403,12 @@ fn expansion_bound(component: &Value, depth: usize) -> f64 {
 }
 
 /// Why `tokenizers` must not be handed this file, if it must not. Its BPE builder assumes
-/// that the right side of every merge starts with the model's `continuing_subword_prefix`:
-/// it subtracts the prefix length (panicking on a shorter token) and slices the bytes
-/// after it into a string without checking UTF-8 (undefined behaviour when the cut falls
-/// inside a character). Found by nf-fuzz.
+/// that the right side of every merge starts with the model's `continuing_subword_prefix`
+/// (it subtracts the prefix length, panicking on a shorter token, and slices the bytes
+/// after it into a string without checking UTF-8: undefined behaviour when the cut falls
+/// inside a character), and that no merge joins into something longer than the longest
+/// token (it copies the parts into a buffer of that length, panicking past it). Found by
+/// nf-fuzz.
 fn unsafe_for_tokenizers(json: &Value) -> Option<String> {
     for part in ["normalizer", "pre_tokenizer", "decoder"] {
         let bound = expansion_bound(&json[part], 0);
@@ -417,26 +419,36 @@ fn unsafe_for_tokenizers(json: &Value) -> Option<String> {
         }
     }
     let model = &json["model"];
-    let prefix = model["continuing_subword_prefix"]
-        .as_str()
-        .filter(|p| !p.is_empty())?;
-    let merges = model["merges"].as_array()?;
-    let right = |m: &Value| -> Option<String> {
+    let prefix = model["continuing_subword_prefix"].as_str().unwrap_or("");
+    let longest = model["vocab"]
+        .as_object()
+        .map(|v| v.keys().map(String::len).max().unwrap_or(0));
+    let parts = |m: &Value| -> Option<(String, String)> {
         match m {
-            Value::String(s) => s.split_once(' ').map(|(_, r)| r.to_string()),
-            Value::Array(a) => a.get(1).and_then(Value::as_str).map(str::to_string),
+            Value::String(s) => s
+                .split_once(' ')
+                .map(|(l, r)| (l.to_string(), r.to_string())),
+            Value::Array(a) => Some((
+                a.first()?.as_str()?.to_string(),
+                a.get(1)?.as_str()?.to_string(),
+            )),
             _ => None,
         }
     };
-    merges
-        .iter()
-        .filter_map(right)
-        .find(|r| !r.starts_with(prefix))
-        .map(|r| {
-            format!(
+    for (l, r) in model["merges"].as_array()?.iter().filter_map(parts) {
+        if !r.starts_with(prefix) {
+            return Some(format!(
                 "the merge part `{r}` does not start with the continuing-subword prefix `{prefix}`"
-            )
-        })
+            ));
+        }
+        // The builder copies both parts into a buffer as long as the longest token.
+        if longest.is_some_and(|n| l.len() + r.len() - prefix.len() > n) {
+            return Some(format!(
+                "the merge `{l} {r}` makes a token longer than any in the vocabulary"
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -460,6 +472,17 @@ mod tests {
         let qwen = json!({"normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "Sequence",
             "pretokenizers": [{"type": "Split", "pattern": {"Regex": "x"}}, byte_level]}});
         assert!(unsafe_for_tokenizers(&qwen).is_none());
+    }
+
+    #[test]
+    fn a_merge_longer_than_every_token_is_refused() {
+        let json = json!({"model": {"type": "BPE",
+            "vocab": {"ab": 0, "cd": 1, "x": 2}, "merges": ["ab cd"]}});
+        let why = unsafe_for_tokenizers(&json).unwrap();
+        assert!(why.contains("longer than any"), "{why}");
+        let fine = json!({"model": {"type": "BPE",
+            "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [["a", "b"]]}});
+        assert!(unsafe_for_tokenizers(&fine).is_none());
     }
 
     #[test]
