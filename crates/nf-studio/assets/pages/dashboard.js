@@ -251,11 +251,20 @@
       }
     }
 
-    NF.api('GET', `/api/runs/${encodeURIComponent(runId)}`).then(setSummary).catch((e) => NF.showError(errSlot, e));
+    // The runs list polls summaries too, and one may run ahead of this run's stream: its
+    // status can say finished before the stream has delivered the final events, which
+    // then show a poll late. The stream sends every status change after the events that
+    // led to it, so only the stream changes the status here; a list summary updates the
+    // rest while it agrees.
+    function listSummary(s) {
+      if (!st.summary || st.summary.status === s.status) setSummary(s);
+    }
+
+    NF.api('GET', `/api/runs/${encodeURIComponent(runId)}`).then(listSummary).catch((e) => NF.showError(errSlot, e));
     NF.sse(`/api/runs/${encodeURIComponent(runId)}/events`, { ndjson: onEvent, status: setSummary },
       () => st.summary && st.summary.status !== 'running');
     drawHead();
-    return { root, setSummary };
+    return { root, listSummary };
   }
 
   NF.pages['/'] = {
@@ -321,9 +330,9 @@
           const pick = runs.find((r) => r.status === 'running') || runs[0];
           select(pick.id);
         }
-        if (view && view.setSummary) {
+        if (view && view.listSummary) {
           const s = runs.find((r) => r.id === selected);
-          if (s) view.setSummary(s);
+          if (s) view.listSummary(s);
         }
       }
 
