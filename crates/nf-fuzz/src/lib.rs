@@ -11,7 +11,8 @@
 //!
 //! Two ways to run it:
 //! - `cargo test -p nf-fuzz --release` runs a bounded, seeded pass: 2,000 inputs per
-//!   target, the same inputs every time.
+//!   target, the same edits every time (the audit target's seeds hold a freshly made
+//!   device key and times, so its inputs vary with them).
 //! - `cargo run -p nf-fuzz --release -- --minutes N [--target NAME] [--seed S]` runs for
 //!   as long as asked, printing a line per target; a failing input is written to the
 //!   work folder to replay.

@@ -1,5 +1,5 @@
-//! The bounded fuzz pass of every parser: 2,000 seeded inputs per target (the same inputs
-//! on every run), each required to cause no panic in any thread, no abort, and at most
+//! The bounded fuzz pass of every parser: 2,000 seeded inputs per target (the same edits
+//! on every run; the audit seeds carry a fresh device key), each required to cause no panic in any thread, no abort, and at most
 //! [`PEAK_LIMIT`] of memory live at once. `cargo run -p nf-fuzz --release -- --minutes N`
 //! runs the same targets for longer.
 

@@ -9,7 +9,7 @@ use nf_formats::safetensors::SafeTensors;
 use nf_model::Model;
 use nf_model::export::{export_hf, gguf::export_gguf};
 
-use super::{FileHarness, put, read, tagged, untag};
+use super::{FileHarness, FileSet, read};
 use crate::{Harness, Setup, Target, Verdict, refused};
 
 pub const GGUF: Target = Target {
@@ -121,24 +121,22 @@ fn parse_gguf(path: &Path) -> Verdict {
 
 struct HfHarness {
     seeds: Vec<Vec<u8>>,
-    /// The seed files, `model.safetensors` and `config.json`.
-    files: [Vec<u8>; 2],
+    files: FileSet,
     dir: PathBuf,
 }
 
-const HF_FILES: [&str; 2] = ["model.safetensors", "config.json"];
+const HF_FILES: &[&str] = &["model.safetensors", "config.json"];
 
 fn hf_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
     let model = stories(s)?;
     let dir = s.work.join("seed-hf");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     export_hf(&model, &dir, &Default::default()).map_err(|e| e.to_string())?;
-    let files = [read(&dir.join(HF_FILES[0]))?, read(&dir.join(HF_FILES[1]))?];
-    let seeds = vec![tagged(0, &files[0]), tagged(1, &files[1])];
+    let files = FileSet::read(&dir, HF_FILES)?;
     let input = s.work.join("input");
     std::fs::create_dir_all(&input).map_err(|e| e.to_string())?;
     Ok(Box::new(HfHarness {
-        seeds,
+        seeds: files.seeds(),
         files,
         dir: input,
     }))
@@ -152,12 +150,7 @@ impl Harness for HfHarness {
         JSON_TOKENS
     }
     fn run(&mut self, input: &[u8]) -> Verdict {
-        let (pick, content) = untag(input, 2);
-        for (i, name) in HF_FILES.iter().enumerate() {
-            let bytes = if i == pick { content } else { &self.files[i] };
-            put(&self.dir.join(name), bytes);
-        }
-        if pick == 0 {
+        if self.files.write(input, &self.dir) == 0 {
             // The header and every tensor's conversion on their own, as `inspect` does.
             if let Ok(st) = SafeTensors::open(self.dir.join(HF_FILES[0])) {
                 for t in &st.tensors {

@@ -30,11 +30,6 @@ pub const ALL: &[Target] = &[
     studio::STUDIO,
 ];
 
-/// The target named `name`.
-pub fn find(name: &str) -> Option<&'static Target> {
-    ALL.iter().find(|t| t.name == name)
-}
-
 /// Writes `bytes` to `path`, replacing what was there. A failure here is the harness's,
 /// not the parser's, so it panics with the path.
 fn put(path: &Path, bytes: &[u8]) {
@@ -70,6 +65,49 @@ fn untag(input: &[u8], n: usize) -> (usize, &[u8]) {
     match input.split_first() {
         Some((&t, rest)) => (t as usize % n, rest),
         None => (0, &[]),
+    }
+}
+
+/// Files that a parser reads together (a checkpoint, an HF folder, an audit folder), fed
+/// one at a time: an input is a [`tagged`] file, and the others keep their seed content.
+struct FileSet {
+    names: &'static [&'static str],
+    files: Vec<Vec<u8>>,
+}
+
+impl FileSet {
+    /// The files `names` as they are in `dir`.
+    fn read(dir: &Path, names: &'static [&'static str]) -> Result<FileSet, String> {
+        let files = names
+            .iter()
+            .map(|n| read(&dir.join(n)))
+            .collect::<Result<_, _>>()?;
+        Ok(FileSet { names, files })
+    }
+
+    /// Each file whole, tagged with its index.
+    fn seeds(&self) -> Vec<Vec<u8>> {
+        (0..self.files.len())
+            .map(|i| tagged(i as u8, &self.files[i]))
+            .collect()
+    }
+
+    /// The file `input` picks, and every file's name and bytes with it in place.
+    fn contents<'a>(&'a self, input: &'a [u8]) -> (usize, Vec<(&'static str, &'a [u8])>) {
+        let (pick, content) = untag(input, self.files.len());
+        let files = (self.names.iter().zip(&self.files).enumerate())
+            .map(|(i, (&name, seed))| (name, if i == pick { content } else { &seed[..] }))
+            .collect();
+        (pick, files)
+    }
+
+    /// Writes the files for `input` into `dir`; returns the pick.
+    fn write(&self, input: &[u8], dir: &Path) -> usize {
+        let (pick, files) = self.contents(input);
+        for (name, bytes) in files {
+            put(&dir.join(name), bytes);
+        }
+        pick
     }
 }
 

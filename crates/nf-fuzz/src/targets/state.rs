@@ -12,7 +12,7 @@ use nf_train::checkpoint::{
 };
 use serde_json::json;
 
-use super::{put, read, tagged, untag, verdict};
+use super::{FileSet, put, verdict};
 use crate::{Harness, Setup, Target, Verdict};
 
 pub const CHECKPOINT: Target = Target {
@@ -28,7 +28,7 @@ pub const AUDIT: Target = Target {
 };
 
 /// The files of a checkpoint; the marker last.
-const CKPT_FILES: [&str; 4] = [
+const CKPT_FILES: &[&str] = &[
     "weights.safetensors",
     "optimizer.safetensors",
     "state.json",
@@ -37,7 +37,7 @@ const CKPT_FILES: [&str; 4] = [
 
 struct CheckpointHarness {
     seeds: Vec<Vec<u8>>,
-    files: Vec<Vec<u8>>,
+    files: FileSet,
     root: PathBuf,
     dir: PathBuf,
 }
@@ -59,20 +59,12 @@ fn checkpoint_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
     });
     let dir = save_checkpoint(&seed_root, 3, &weights, &weights, &weights, &state)
         .map_err(|e| e.to_string())?;
-    let files: Vec<Vec<u8>> = CKPT_FILES
-        .iter()
-        .map(|n| read(&dir.join(n)))
-        .collect::<Result<_, _>>()?;
-    let seeds = files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| tagged(i as u8, f))
-        .collect();
+    let files = FileSet::read(&dir, CKPT_FILES)?;
     let root = s.work.join("checkpoints");
     let dir = root.join("step-3");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(Box::new(CheckpointHarness {
-        seeds,
+        seeds: files.seeds(),
         files,
         root,
         dir,
@@ -101,25 +93,21 @@ impl Harness for CheckpointHarness {
         ]
     }
     fn run(&mut self, input: &[u8]) -> Verdict {
-        let (pick, content) = untag(input, CKPT_FILES.len());
+        let (pick, files) = self.files.contents(input);
+        let (marker_file, data_files) = files.split_last().expect("the marker is last");
         let mut marker = String::new();
-        for (i, name) in CKPT_FILES.iter().enumerate() {
-            let bytes = if i == pick {
-                content
-            } else {
-                &self.files[i][..]
-            };
-            if i + 1 < CKPT_FILES.len() {
-                put(&self.dir.join(name), bytes);
-                marker.push_str(&format!("{}  {name}\n", sha256_hex(bytes)));
-            } else if pick == i {
-                put(&self.dir.join(name), bytes);
-            } else {
-                // A marker matching the (possibly mutated) files, so the loader goes on to
-                // parse them instead of stopping at a hash mismatch.
-                put(&self.dir.join(name), marker.as_bytes());
-            }
+        for &(name, bytes) in data_files {
+            put(&self.dir.join(name), bytes);
+            marker.push_str(&format!("{}  {name}\n", sha256_hex(bytes)));
         }
+        // Unless the input is the marker itself, a marker matching the (possibly mutated)
+        // files, so the loader goes on to parse them instead of stopping at a hash mismatch.
+        let marker = if pick == data_files.len() {
+            marker_file.1
+        } else {
+            marker.as_bytes()
+        };
+        put(&self.dir.join(marker_file.0), marker);
         let loaded = load_checkpoint(&self.dir);
         std::hint::black_box(scan_checkpoints(&self.root).map(|s| s.skipped.len()).ok());
         verdict(&loaded)
@@ -127,11 +115,11 @@ impl Harness for CheckpointHarness {
 }
 
 /// The audit files a home holds; the keys live in the audit folder too.
-const AUDIT_FILES: [&str; 4] = [LOG_FILE, HEAD_FILE, KEY_FILE, PUBLIC_KEY_FILE];
+const AUDIT_FILES: &[&str] = &[LOG_FILE, HEAD_FILE, KEY_FILE, PUBLIC_KEY_FILE];
 
 struct AuditHarness {
     seeds: Vec<Vec<u8>>,
-    files: Vec<Vec<u8>>,
+    files: FileSet,
     home: PathBuf,
 }
 
@@ -157,19 +145,14 @@ fn audit_setup(s: &Setup) -> Result<Box<dyn Harness>, String> {
         });
         log.append(rec).map_err(|e| e.to_string())?;
     }
-    let dir = audit_dir(&seed_home);
-    let files: Vec<Vec<u8>> = AUDIT_FILES
-        .iter()
-        .map(|n| read(&dir.join(n)))
-        .collect::<Result<_, _>>()?;
-    let seeds = files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| tagged(i as u8, f))
-        .collect();
+    let files = FileSet::read(&audit_dir(&seed_home), AUDIT_FILES)?;
     let home = s.work.join("home");
     std::fs::create_dir_all(audit_dir(&home)).map_err(|e| e.to_string())?;
-    Ok(Box::new(AuditHarness { seeds, files, home }))
+    Ok(Box::new(AuditHarness {
+        seeds: files.seeds(),
+        files,
+        home,
+    }))
 }
 
 impl Harness for AuditHarness {
@@ -194,16 +177,7 @@ impl Harness for AuditHarness {
         ]
     }
     fn run(&mut self, input: &[u8]) -> Verdict {
-        let (pick, content) = untag(input, AUDIT_FILES.len());
-        let dir = audit_dir(&self.home);
-        for (i, name) in AUDIT_FILES.iter().enumerate() {
-            let bytes = if i == pick {
-                content
-            } else {
-                &self.files[i][..]
-            };
-            put(&dir.join(name), bytes);
-        }
+        self.files.write(input, &audit_dir(&self.home));
         let report = nf_audit::verify(&self.home);
         let mut out = Vec::new();
         std::hint::black_box(
