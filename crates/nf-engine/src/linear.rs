@@ -59,7 +59,7 @@ impl Weight {
     ) -> Result<Weight, QuantError> {
         // A type we cannot decode (F64, I32 in a hostile GGUF) is refused here, so the
         // rows are always decodable later (found by nf-fuzz: it panicked at first use).
-        if ty != GgmlType::F32 && !crate::quant::can_dequantize(ty) {
+        if !crate::quant::can_dequantize(ty) {
             return Err(QuantError::Unsupported {
                 ty,
                 op: "dequantization",

@@ -13,10 +13,7 @@ pub fn write_atomic<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = folder_of(path);
     let name = path.file_name().ok_or_else(|| {
         FormatError::io(
             path,
@@ -73,8 +70,23 @@ pub fn replace(staging: &Path, target: &Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     // The old artifact, now at `staging`: removing it is tidying, not part of the swap.
-    let _ = std::fs::remove_dir_all(staging).or_else(|_| std::fs::remove_file(staging));
+    let _ = remove_any(staging);
     Ok(())
+}
+
+/// The folder holding `path`; `.` for a bare name.
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Removes `path`, a folder (with its contents) or anything else.
+fn remove_any(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        _ => std::fs::remove_file(path),
+    }
 }
 
 /// Moves the folder `target` aside, renames `staging` to it, then deletes the old one.
@@ -144,15 +156,11 @@ fn exchange(_a: &Path, _b: &Path) -> std::io::Result<()> {
 /// other name, are left alone. Returns how many were removed. Only on Linux, where
 /// `/proc/<pid>` says whether a process exists; elsewhere nothing is removed.
 pub fn remove_stale(target: &Path, tag: &str) -> usize {
-    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+    let Some(name) = target.file_name() else {
         return 0;
     };
     let prefix = format!(".{}.{tag}-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    }) else {
+    let Ok(entries) = std::fs::read_dir(folder_of(target)) else {
         return 0;
     };
     let mut removed = 0;
@@ -168,12 +176,7 @@ pub fn remove_stale(target: &Path, tag: &str) -> usize {
         if !cfg!(target_os = "linux") || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let path = e.path();
-        let gone = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        removed += usize::from(gone.is_ok());
+        removed += usize::from(remove_any(&e.path()).is_ok());
     }
     removed
 }

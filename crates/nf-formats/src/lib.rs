@@ -20,3 +20,8 @@ pub use ggml::GgmlType;
 pub use gguf::{GgufFile, MetaValue, TensorInfo};
 pub use gguf_write::{GgufWriteError, GgufWriter};
 pub use quant::QuantError;
+
+/// The most layers a model file may claim. Layers are allocated one struct each before any
+/// tensor is read, so a header's count is capped on its own; the largest open models have
+/// about 130.
+pub const MAX_LAYERS: usize = 1024;

@@ -153,7 +153,7 @@ fn validate(path: &Path, p: &[i32], c: &Llama2cConfig) -> Result<()> {
         .enumerate()
         .all(|(i, &v)| if i == 5 { v != 0 } else { v > 0 })
         && p.iter().all(|&v| v.unsigned_abs() <= 1 << 24)
-        && c.n_layers <= 1024;
+        && c.n_layers <= crate::MAX_LAYERS;
     if !plausible {
         return Err(FormatError::WrongFormat {
             path: path.into(),

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use nf_engine::rope::{RopeScaling, RopeStyle};
-use nf_formats::GgufFile;
 use nf_formats::llama2c::Llama2cConfig;
+use nf_formats::{GgufFile, MAX_LAYERS};
 use serde_json::Value;
 
 use crate::error::{ModelError, Result};
@@ -79,9 +79,8 @@ impl Config {
             self.head_dim,
             self.vocab_size,
         ];
-        // Layers are allocated one struct each before any tensor is read, so their count
-        // is capped on its own: a header claiming 2^24 layers asked for 4 GB (found by
-        // nf-fuzz). The largest open models have about 130.
+        // A header claiming 2^24 layers asked for 4 GB before any tensor was read (found by
+        // nf-fuzz): the layer count has a cap of its own.
         if sizes.contains(&0) || sizes.iter().any(|&s| s > 1 << 24) || self.n_layers > MAX_LAYERS {
             return bad(format!(
                 "implausible dimensions {sizes:?} (dim, hidden, layers, heads, kv heads, head dim, vocab)"
@@ -357,9 +356,6 @@ impl Config {
         v
     }
 }
-
-/// The most layers a model may claim.
-pub const MAX_LAYERS: usize = 1024;
 
 #[cfg(test)]
 mod tests {

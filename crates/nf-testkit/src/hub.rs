@@ -108,6 +108,17 @@ fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body:
     let _ = conn.write_all(body);
 }
 
+/// Promises the whole of `bytes` (a 200 with its length) and sends the first half.
+fn send_half(conn: &mut TcpStream, bytes: &[u8], etag: &str) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+        bytes.len()
+    );
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(&bytes[..bytes.len() / 2]);
+    let _ = conn.flush();
+}
+
 /// The hub's fault switches (see [`FakeHub`]).
 struct Switches<'a> {
     cut: &'a AtomicBool,
@@ -218,24 +229,14 @@ fn serve(
             );
         }
         if stall.swap(false, Ordering::SeqCst) {
-            // Promise the whole file, send half, then say nothing while holding the line.
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
-            );
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&f.bytes[..f.bytes.len() / 2]);
-            let _ = conn.flush();
+            // Then say nothing while holding the line.
+            send_half(&mut conn, &f.bytes, &etag);
             std::thread::sleep(std::time::Duration::from_secs(60));
             return;
         }
         if cut.swap(false, Ordering::SeqCst) {
-            // Promise the whole file, send half, hang up.
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nETag: {etag}\r\nConnection: close\r\n\r\n"
-            );
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(&f.bytes[..f.bytes.len() / 2]);
-            let _ = conn.flush();
+            // Then hang up.
+            send_half(&mut conn, &f.bytes, &etag);
             let _ = conn.shutdown(std::net::Shutdown::Both);
             return;
         }

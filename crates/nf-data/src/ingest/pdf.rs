@@ -31,7 +31,7 @@ pub(super) fn read_pdf(doc: &mut Document, bytes: Vec<u8>, opts: &ReadOptions) -
             "it does not start with `%PDF-`",
         ));
     }
-    let encrypted = contains(&bytes, b"/Encrypt");
+    let encrypted = super::pdf_streams::find(&bytes, b"/Encrypt").is_some();
     if let Some(size) = super::pdf_streams::expands_beyond(&bytes, opts.pdf_max_inflated_bytes) {
         return Err(IngestError::refused(
             &path,
@@ -165,8 +165,4 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into())
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
