@@ -341,3 +341,26 @@ fn lora_products_narrow(b: Bencher, product: &str) {
         _ => wide_t_times_narrow(&mut out[..k * r], S::rows(&x, k), S::rows(&h, r), n, k, r),
     });
 }
+
+/// A frozen linear of SmolLM2 in a LoRA step, 256 tokens, bf16: the forward `x · Wᵀ` and the
+/// input gradient `dy · W`, with W held as f32 (read in place) or as Q4_1 blocks (decoded
+/// into the packed panel on every product). The gap is the cost of decoding and packing.
+#[divan::bench(args = [("q4_1", 576, 576), ("f32", 576, 576), ("q4_1", 1536, 576), ("f32", 1536, 576)])]
+fn frozen_linear_bf16(b: Bencher, (ty, m, k): (&str, usize, usize)) {
+    let n = 256;
+    let v = data(m * k, 2);
+    let w = if ty == "f32" {
+        Weight::from_f32(m, k, v)
+    } else {
+        let mut bytes = Vec::new();
+        quantize(GgmlType::Q4_1, &v, &mut bytes).unwrap();
+        Weight::from_quant(m, k, GgmlType::Q4_1, bytes).unwrap()
+    };
+    let (x, dy) = (data(n * k, 1), data(n * m, 3));
+    let (mut out, mut dx) = (vec![0.0; n * m], vec![0.0; n * k]);
+    b.counter(divan::counter::ItemsCount::new(4 * n * m * k))
+        .bench_local(|| {
+            nf_engine::gemm_bf16::linear_bf16(black_box(&mut out), &x, &w);
+            nf_engine::gemm_bf16::linear_backward_dx_bf16(black_box(&mut dx), &dy, &w);
+        });
+}

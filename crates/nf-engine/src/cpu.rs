@@ -299,6 +299,17 @@ pub fn set_threads(n: usize) {
         .build_global();
 }
 
+/// Runs `f` on one of the kernel pool's threads and returns its result.
+///
+/// A parallel loop started from a thread outside the pool hands its work over and then
+/// sleeps until the pool is done (two wake-ups per loop, a few microseconds each, and the
+/// caller's core idle meanwhile). A training step starts about 2,000 loops, so it runs as
+/// one job on the pool: its loops then start from a pool thread, which shares the work and
+/// keeps it, and the serial code between them runs on a core the pool already holds.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// Whether an element-wise pass over `elements` floats (a norm, RoPE) is worth splitting
 /// over threads: below 16k the hand-off costs more than it saves, so decode's single rows
 /// stay on the caller.

@@ -155,6 +155,16 @@ impl Model {
         tokens: &[u32],
         all_logits: bool,
     ) -> Result<Vec<f32>> {
+        // One job on the kernel pool, so its parallel loops start from a pool thread.
+        nf_engine::cpu::on_pool(|| self.forward_on_pool(cache, tokens, all_logits))
+    }
+
+    fn forward_on_pool(
+        &self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        all_logits: bool,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let w = &self.weights;
         let n = tokens.len();

@@ -178,6 +178,17 @@ impl ParamStore {
         m: &mut [f32],
         v: &mut [f32],
         step: u64,
+        h: impl Fn(&TensorInfo) -> AdamWParams + Send,
+    ) {
+        // One job on the kernel pool: each tensor's update is a parallel loop.
+        nf_engine::cpu::on_pool(|| self.adamw_step_on_pool(m, v, step, h));
+    }
+
+    fn adamw_step_on_pool(
+        &mut self,
+        m: &mut [f32],
+        v: &mut [f32],
+        step: u64,
         h: impl Fn(&TensorInfo) -> AdamWParams,
     ) {
         assert!(

@@ -80,6 +80,15 @@ impl StepTimes {
             other: self.other.take(),
         }
     }
+
+    /// Adds a snapshot taken elsewhere (on the pool thread that ran a step).
+    pub fn add(&self, t: ComponentTimes) {
+        self.matmul.set(self.matmul.get() + t.matmul);
+        self.attention.set(self.attention.get() + t.attention);
+        self.norms.set(self.norms.get() + t.norms);
+        self.loss.set(self.loss.get() + t.loss);
+        self.other.set(self.other.get() + t.other);
+    }
 }
 
 fn timed<T>(cell: &Cell<f64>, f: impl FnOnce() -> T) -> T {
@@ -876,6 +885,25 @@ impl TrainModel {
         grad_scale: f32,
         times: &StepTimes,
     ) -> Result<BatchLoss> {
+        // The step runs as one job on the kernel pool (see `on_pool`); its component times
+        // are kept on that thread and added to the caller's afterwards.
+        let (loss, spent) = nf_engine::cpu::on_pool(|| {
+            let local = StepTimes::default();
+            let loss = self.forward_backward_on_pool(inputs, targets, starts, grad_scale, &local);
+            (loss, local.take())
+        });
+        times.add(spent);
+        loss
+    }
+
+    fn forward_backward_on_pool(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        starts: &[u32],
+        grad_scale: f32,
+        times: &StepTimes,
+    ) -> Result<BatchLoss> {
         self.check_batch(inputs, targets, starts)?;
         self.forward(inputs, starts, times);
         let n_targets = targets.iter().filter(|&&t| t != IGNORE).count();
@@ -978,6 +1006,15 @@ impl TrainModel {
     /// [`TrainModel::eval_loss`] with packed examples (`starts` as in
     /// [`TrainModel::forward_backward_packed`]).
     pub fn eval_loss_packed(
+        &mut self,
+        inputs: &[u32],
+        targets: &[u32],
+        starts: &[u32],
+    ) -> Result<BatchLoss> {
+        nf_engine::cpu::on_pool(|| self.eval_loss_on_pool(inputs, targets, starts))
+    }
+
+    fn eval_loss_on_pool(
         &mut self,
         inputs: &[u32],
         targets: &[u32],
