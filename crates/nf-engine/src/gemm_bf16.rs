@@ -718,9 +718,23 @@ impl Block {
                 let a_panel = &a[i0 * self.kpt + k0..];
                 for j0 in (self.c0..self.c1).step_by(NR) {
                     let b_panel = &b[(j0 / NR) * self.kpt * NR + k0 * NR..][..kc * NR];
-                    kernel(isa, &mut tile, a_panel, self.kpt, b_panel, kc);
                     let (ni, nj) = (self.mr.min(self.r1 - i0), NR.min(self.c1 - j0));
                     let add = accumulate || k0 > 0;
+                    #[cfg(target_arch = "x86_64")]
+                    if isa == Isa::Avx512Bf16 && ni == MR && nj == NR {
+                        // A whole tile goes from the registers straight into the output,
+                        // without the round trip through `tile` (2% of a LoRA step).
+                        assert!(a_panel.len() >= (MR - 1) * self.kpt + kc);
+                        // SAFETY: the tier was verified; the panels' lengths are checked
+                        // (above and by the slicing of b_panel); rows i0..i0 + MR and columns
+                        // j0..j0 + NR lie inside this task's block of `out`.
+                        unsafe {
+                            let dst = out.at(i0 * self.cols + j0);
+                            kernel_avx512bf16(dst, self.cols, add, a_panel, self.kpt, b_panel, kc)
+                        };
+                        continue;
+                    }
+                    kernel(isa, &mut tile, a_panel, self.kpt, b_panel, kc);
                     for i in 0..ni {
                         // SAFETY: (i0 + i, j0..j0 + nj) lies inside this task's block.
                         let row = unsafe {
@@ -754,7 +768,9 @@ fn kernel(isa: Isa, tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usiz
         // the panel lengths were checked above.
         match isa {
             Isa::Amx => return unsafe { amx::kernel(tile, a, lda, b, kc) },
-            Isa::Avx512Bf16 => return unsafe { kernel_avx512bf16(tile, a, lda, b, kc) },
+            Isa::Avx512Bf16 => {
+                return unsafe { kernel_avx512bf16(tile.as_mut_ptr(), NR, false, a, lda, b, kc) };
+            }
             Isa::Avx512 => return unsafe { kernel_portable_avx512(tile, a, lda, b, kc) },
             Isa::Avx2 => return unsafe { kernel_portable_avx2(tile, a, lda, b, kc) },
             Isa::Baseline => {}
@@ -802,10 +818,24 @@ unsafe fn kernel_portable_avx2(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32
 }
 
 /// The AVX512_BF16 kernel: 12 rows × 32 columns of f32 sums in 24 registers; per depth pair,
-/// two 16-column loads of the rhs and one broadcast pair per row feed 24 `vdpbf16ps`.
+/// two 16-column loads of the rhs and one broadcast pair per row feed 24 `vdpbf16ps`. The
+/// sums are stored to `dst` (rows `ldd` apart), or added to it when `add`.
+///
+/// # Safety
+/// AVX512_BF16 is available; `dst` holds MR rows of NR floats, `ldd` apart; a holds MR rows
+/// of at least `kc` pairs, `lda` apart; b holds `kc × NR` pairs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn kernel_avx512bf16(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512bf16(
+    dst: *mut f32,
+    ldd: usize,
+    add: bool,
+    a: &[u32],
+    lda: usize,
+    b: &[u32],
+    kc: usize,
+) {
     use std::arch::x86_64::*;
     let (a, b) = (a.as_ptr(), b.as_ptr());
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -823,10 +853,16 @@ unsafe fn kernel_avx512bf16(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], 
         }
     }
     for (i, acc) in acc.iter().enumerate() {
-        // SAFETY: tile holds at least MR × NR floats (checked in `kernel`).
+        // SAFETY: the caller guarantees MR rows of NR floats at dst, ldd apart.
         unsafe {
-            _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR), acc[0]);
-            _mm512_storeu_ps(tile.as_mut_ptr().add(i * NR + 16), acc[1]);
+            let row = dst.add(i * ldd);
+            let (mut lo, mut hi) = (acc[0], acc[1]);
+            if add {
+                lo = _mm512_add_ps(lo, _mm512_loadu_ps(row));
+                hi = _mm512_add_ps(hi, _mm512_loadu_ps(row.add(16)));
+            }
+            _mm512_storeu_ps(row, lo);
+            _mm512_storeu_ps(row.add(16), hi);
         }
     }
 }
