@@ -29,7 +29,9 @@ use crate::linear::{Weight, WeightData};
 use crate::matmul::{Operand, threads_for};
 
 mod packed;
+mod panel;
 pub use packed::{BlockWriter, PACK_ROWS, PackedWeight};
+pub use panel::{Panel, PanelView, WINDOW_ALIGN};
 
 /// Rows per micro-tile of the AVX-512 and portable kernels.
 const MR: usize = 12;
@@ -86,6 +88,8 @@ pub enum Rhs<'a> {
     Packed(&'a PackedWeight),
     /// Its `Wᵀ`: depth = `cols`, cols = `rows`.
     PackedT(&'a PackedWeight),
+    /// A window of a matrix packed once for many products.
+    Panel(PanelView<'a>),
 }
 
 /// Micro-tile height and the depth-pair multiple the packed panels are padded to.
@@ -154,11 +158,15 @@ pub fn gemm_bf16_sum(
             Rhs::WeightT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
             Rhs::Packed(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
             Rhs::PackedT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
+            Rhs::Panel(p) => assert!(
+                depth <= p.depth && cols <= p.cols,
+                "gemm_bf16: the product runs past the panel"
+            ),
         }
     }
     let prepacked = terms
         .iter()
-        .any(|t| matches!(t.rhs, Rhs::Packed(_) | Rhs::PackedT(_)));
+        .any(|t| matches!(t.rhs, Rhs::Packed(_) | Rhs::PackedT(_) | Rhs::Panel(_)));
     assert!(
         !prepacked || terms.len() == 1,
         "gemm_bf16: a pre-packed rhs cannot share the depth with other terms"
@@ -194,14 +202,23 @@ pub fn gemm_bf16_sum(
     pack_lhs(isa, &mut a, terms, &offsets, rows, (kp, kpt), threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
     let mut b_buf = Vec::new();
-    let b: &[u32] = match terms[0].rhs {
-        Rhs::Packed(w) => w.panel_w(isa, kpt),
-        Rhs::PackedT(w) => w.panel_t(isa, kpt),
+    // The rhs panels, the pairs per column tile in them, and the first pair read.
+    let (b, b_kpt, b_k0): (&[u32], usize, usize) = match terms[0].rhs {
+        Rhs::Packed(w) => (w.panel_w(isa, kpt), kpt, 0),
+        Rhs::PackedT(w) => (w.panel_t(isa, kpt), kpt, 0),
+        Rhs::Panel(p) => {
+            // The padded depth read is zero in the lhs but must lie inside the panel.
+            assert!(
+                p.k0 + kpt <= p.kpt,
+                "gemm_bf16: the window's padding runs past the panel"
+            );
+            (p.data, p.kpt, p.k0)
+        }
         _ => {
             b_buf = PACK_B.take();
             grow(&mut b_buf, col_tiles * kpt * NR);
             pack_rhs(isa, &mut b_buf, terms, &offsets, cols, (kp, kpt), threads);
-            &b_buf
+            (&b_buf, kpt, 0)
         }
     };
 
@@ -218,6 +235,8 @@ pub fn gemm_bf16_sum(
             c1: (c0 + task_cols).min(cols),
             cols,
             kpt,
+            b_kpt,
+            b_k0,
             mr,
         };
         // SAFETY: tasks write disjoint rectangles of dst (rows r0..r1 × cols c0..c1), which
@@ -286,8 +305,19 @@ fn pack_lhs(
     // Blocks of 16 rows, so a transposed lhs is read 16 contiguous elements at a time.
     const BLOCK: usize = 16;
     let pack = |(bi, chunk): (usize, &mut [u32]), pairs: &mut Vec<u32>| {
+        let wide = isa >= Isa::Avx512;
         for (t, &off) in terms.iter().zip(offsets) {
-            pack_lhs_rows(isa, chunk, t.lhs, bi * BLOCK, t.depth, kpt, off, pairs);
+            pack_lhs_rows(
+                isa,
+                chunk,
+                t.lhs,
+                bi * BLOCK,
+                t.depth,
+                kpt,
+                off,
+                wide,
+                pairs,
+            );
         }
         if kp < kpt {
             chunk
@@ -315,11 +345,12 @@ multiversion!(pack_lhs_rows => pack_lhs_rows_generic(
     depth: usize,
     kpt: usize,
     off: usize,
+    wide: bool,
     pairs: &mut Vec<u32>,
 ));
 
 /// Rows `i0..i0 + dst.len() / kpt` of the lhs as bf16 pairs, into pairs `off..` of each
-/// packed row.
+/// packed row. `wide`: AVX-512 is there for the 16 × 16 transposes.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn pack_lhs_rows_generic(
@@ -329,14 +360,14 @@ fn pack_lhs_rows_generic(
     depth: usize,
     kpt: usize,
     off: usize,
+    wide: bool,
     pairs: &mut Vec<u32>,
 ) {
     let kp = depth.div_ceil(2);
     let nb = dst.len() / kpt;
-    let rows = dst.chunks_exact_mut(kpt).map(|row| &mut row[off..off + kp]);
     if cs == 1 {
         // Rows contiguous along the depth (activations, dy): convert each row.
-        for (ri, row) in rows.enumerate() {
+        for (ri, row) in term_pairs(dst, kpt, off, kp).enumerate() {
             let i = i0 + ri;
             pairs_from_row(row, &v[i * rs..i * rs + depth]);
         }
@@ -353,13 +384,35 @@ fn pack_lhs_rows_generic(
                 d.iter_mut().zip(r0).for_each(|(d, &x)| *d = pair(x, 0.0));
             }
         }
-        for (ri, row) in rows.enumerate() {
-            for (p, d) in row.iter_mut().enumerate() {
+        // Then each row takes its column of the pairs: 16 × 16 blocks in registers for a
+        // whole block of 16 rows, the plain loop for the rest.
+        let mut pf = 0;
+        #[cfg(target_arch = "x86_64")]
+        if wide && nb == 16 {
+            pf = kp / 16 * 16;
+            assert!(dst.len() >= 15 * kpt + off + pf && pairs.len() >= pf * 16);
+            for pb in (0..pf).step_by(16) {
+                // SAFETY: `wide` is only set at tiers with AVX-512F; the block reads pair
+                // rows pb..pb + 16 (16 each) and writes rows 0..16 of dst at off + pb..
+                // off + pb + 16, inside the lengths asserted above.
+                unsafe {
+                    transpose16_avx512(
+                        dst.as_mut_ptr().add(off + pb),
+                        kpt,
+                        pairs.as_ptr().add(pb * 16),
+                        16,
+                    )
+                };
+            }
+        }
+        let _ = wide;
+        for (ri, row) in term_pairs(dst, kpt, off, kp).enumerate() {
+            for (p, d) in row.iter_mut().enumerate().skip(pf) {
                 *d = pairs[p * nb + ri];
             }
         }
     } else {
-        for (ri, row) in rows.enumerate() {
+        for (ri, row) in term_pairs(dst, kpt, off, kp).enumerate() {
             let i = i0 + ri;
             for (p, d) in row.iter_mut().enumerate() {
                 let lo = v[i * rs + 2 * p * cs];
@@ -372,6 +425,18 @@ fn pack_lhs_rows_generic(
             }
         }
     }
+}
+
+/// Each packed row's pairs `off..off + kp` (one term's part of the depth).
+#[inline(always)]
+fn term_pairs(
+    dst: &mut [u32],
+    kpt: usize,
+    off: usize,
+    kp: usize,
+) -> impl Iterator<Item = &mut [u32]> {
+    dst.chunks_exact_mut(kpt)
+        .map(move |row| &mut row[off..off + kp])
 }
 
 /// dst[p] = the bf16 pair (row[2p], row[2p + 1]), the last one padded with zero.
@@ -497,7 +562,7 @@ fn pack_rhs_tile_generic(
             );
         }
         Rhs::Weight(_) => unreachable!("packed by pack_weight_rows"),
-        Rhs::Packed(_) | Rhs::PackedT(_) => unreachable!("already packed"),
+        Rhs::Packed(_) | Rhs::PackedT(_) | Rhs::Panel(_) => unreachable!("already packed"),
     }
 }
 
@@ -704,6 +769,9 @@ struct Block {
     /// dst's row stride.
     cols: usize,
     kpt: usize,
+    /// Pairs per column tile of the rhs panels, and the first pair the product reads.
+    b_kpt: usize,
+    b_k0: usize,
     mr: usize,
 }
 
@@ -717,7 +785,8 @@ impl Block {
             for i0 in (self.r0..self.r1).step_by(self.mr) {
                 let a_panel = &a[i0 * self.kpt + k0..];
                 for j0 in (self.c0..self.c1).step_by(NR) {
-                    let b_panel = &b[(j0 / NR) * self.kpt * NR + k0 * NR..][..kc * NR];
+                    let b_at = (j0 / NR) * self.b_kpt * NR + (self.b_k0 + k0) * NR;
+                    let b_panel = &b[b_at..][..kc * NR];
                     let (ni, nj) = (self.mr.min(self.r1 - i0), NR.min(self.c1 - j0));
                     let add = accumulate || k0 > 0;
                     #[cfg(target_arch = "x86_64")]

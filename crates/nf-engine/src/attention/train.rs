@@ -21,7 +21,7 @@ use super::AttnShape;
 use crate::Precision;
 use crate::cpu::multiversion;
 use crate::fastmath;
-use crate::gemm_bf16::{Rhs, gemm_bf16};
+use crate::gemm_bf16::{Panel, PanelView, Rhs, WINDOW_ALIGN, gemm_bf16};
 use crate::matmul::{Operand, gemm_strided};
 
 /// Query rows per block, at least. The backward's tasks each hold a partial dK and dV of
@@ -63,6 +63,7 @@ fn with_work<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// dst: `[rows, cols]`, contiguous (=|+=) `lhs · rhs` on this thread, in the step's
 /// precision: f32, or bf16 operands with f32 sums as every other product of a bf16 step.
+/// A bf16 product reads `panel`, the same rhs packed beforehand, where there is one.
 #[allow(clippy::too_many_arguments)]
 fn product(
     precision: Precision,
@@ -71,7 +72,7 @@ fn product(
     cols: usize,
     depth: usize,
     lhs: Operand,
-    rhs: Operand,
+    (rhs, panel): (Operand, Option<PanelView>),
     accumulate: bool,
 ) {
     let dst = &mut dst[..rows * cols];
@@ -79,10 +80,68 @@ fn product(
         Precision::F32 => gemm_strided((dst, cols), rows, cols, depth, lhs, rhs, accumulate, 1),
         Precision::Bf16 => {
             let isa = crate::cpu::isa();
-            let rhs = Rhs::Strided(rhs);
+            let rhs = panel.map_or(Rhs::Strided(rhs), Rhs::Panel);
             gemm_bf16(isa, dst, rows, cols, depth, lhs, rhs, accumulate, 1)
         }
     }
+}
+
+/// Keys or values of every kv head packed once per call for the bf16 products that read
+/// them, instead of once per (head, row block) product; empty in f32.
+#[derive(Default)]
+struct HeadPanels {
+    /// As a `[hd, T]` rhs (`Xᵀ`, the scores' `Kᵀ` and `dP`'s `Vᵀ`).
+    t: Vec<Panel>,
+    /// As a `[T, hd]` rhs (`X`, the output's `V` and `dQ`'s `K`).
+    n: Vec<Panel>,
+}
+
+impl HeadPanels {
+    /// x: `[T, n_kv_heads * hd]`. Packs the layouts asked for, in bf16 only.
+    fn new(precision: Precision, x: &[f32], s: AttnShape, t: bool, n: bool) -> HeadPanels {
+        if precision != Precision::Bf16 {
+            return HeadPanels::default();
+        }
+        let (hd, kv_row) = (s.head_dim, s.n_kv_heads * s.head_dim);
+        let t_len = x.len() / kv_row;
+        let isa = crate::cpu::isa();
+        let pack = |transposed: bool| -> Vec<Panel> {
+            (0..s.n_kv_heads)
+                .into_par_iter()
+                .map(|g| {
+                    let mut p = Panel::default();
+                    let x = &x[g * hd..];
+                    if transposed {
+                        p.pack(isa, (x, 1, kv_row), hd, t_len);
+                    } else {
+                        p.pack(isa, (x, kv_row, 1), t_len, hd);
+                    }
+                    p
+                })
+                .collect()
+        };
+        HeadPanels {
+            t: if t { pack(true) } else { Vec::new() },
+            n: if n { pack(false) } else { Vec::new() },
+        }
+    }
+
+    /// Kv head g's keys `k0..` as the `[hd, keys]` rhs, if packed.
+    fn t_from(&self, g: usize, k0: usize) -> Option<PanelView<'_>> {
+        self.t.get(g).map(|p| p.view(0, k0))
+    }
+
+    /// Kv head g's keys `k0..` as the `[keys, hd]` rhs, if packed.
+    fn n_from(&self, g: usize, k0: usize) -> Option<PanelView<'_>> {
+        self.n.get(g).map(|p| p.view(k0, 0))
+    }
+}
+
+/// The first key a block of rows from `r0` reads: its first row's, aligned down so that
+/// the keys are a window of the packed panels. The keys before the first one a row sees get
+/// probability 0 like any other masked key.
+fn block_first_key(starts: &[u32], r0: usize) -> usize {
+    first_key(starts, r0) / WINDOW_ALIGN * WINDOW_ALIGN
 }
 
 /// One query head's block: where its rows and keys lie in the row-major q, k, v buffers.
@@ -93,7 +152,9 @@ struct Block {
     rows: usize,
     /// First key any row of the block sees; keys run `k0..r0 + rows`.
     k0: usize,
-    /// Offsets of this query head in a q row and of its kv head in a k/v row.
+    /// The kv head, and the offsets of this query head in a q row and of its kv head in a
+    /// k/v row.
+    g: usize,
     q_off: usize,
     kv_off: usize,
     q_row: usize,
@@ -104,12 +165,14 @@ struct Block {
 impl Block {
     fn new(s: AttnShape, starts: &[u32], h: usize, r0: usize, rows: usize) -> Block {
         let hd = s.head_dim;
+        let g = h / (s.n_heads / s.n_kv_heads);
         Block {
             r0,
             rows,
-            k0: first_key(starts, r0),
+            k0: block_first_key(starts, r0),
+            g,
             q_off: h * hd,
-            kv_off: h / (s.n_heads / s.n_kv_heads) * hd,
+            kv_off: g * hd,
             q_row: s.n_heads * hd,
             kv_row: s.n_kv_heads * hd,
             hd,
@@ -136,9 +199,10 @@ impl Block {
         (&x[self.k0 * self.kv_row + self.kv_off..], 1, self.kv_row)
     }
 
-    /// `sc = Q_blk · K_blkᵀ`: `[rows, keys]`, unscaled.
-    fn scores(&self, precision: Precision, sc: &mut [f32], q: &[f32], k: &[f32]) {
-        let (q, kt) = (self.rows_of(q), self.keys_t_of(k));
+    /// `sc = Q_blk · K_blkᵀ`: `[rows, keys]`, unscaled. `kt`: the keys packed as `Kᵀ`.
+    fn scores(&self, precision: Precision, sc: &mut [f32], q: &[f32], k: &[f32], kt: &HeadPanels) {
+        let q = self.rows_of(q);
+        let kt = (self.keys_t_of(k), kt.t_from(self.g, self.k0));
         product(precision, sc, self.rows, self.keys(), self.hd, q, kt, false);
     }
 }
@@ -310,6 +374,10 @@ pub fn attention_forward_train(
     // Tasks own (head, row block) pieces of a head-major output, `[n_heads][T][hd]`, which
     // are contiguous; one pass afterwards interleaves the heads into `out`.
     let mut by_head = vec![0.0; out.len()];
+    let (k_panels, v_panels) = (
+        HeadPanels::new(precision, k, s, true, false),
+        HeadPanels::new(precision, v, s, false, true),
+    );
     by_head
         .par_chunks_mut(t_len * hd)
         .zip(lse.par_chunks_mut(t_len))
@@ -322,9 +390,10 @@ pub fn attention_forward_train(
                     let blk = Block::new(s, starts, h, b * rows, lse_b.len());
                     let kc = blk.keys();
                     with_work(blk.rows * kc, |p| {
-                        blk.scores(precision, p, q, k);
+                        blk.scores(precision, p, q, k, &k_panels);
                         softmax_rows(isa, p, lse_b, starts, blk.r0, blk.k0, scale);
-                        let (p, v) = ((&*p, kc, 1), blk.keys_of(v));
+                        let p = (&*p, kc, 1);
+                        let v = (blk.keys_of(v), v_panels.n_from(blk.g, blk.k0));
                         product(precision, o, blk.rows, hd, kc, p, v, false);
                     });
                 });
@@ -403,6 +472,7 @@ fn backward_block(
     r0: usize,
     s: AttnShape,
     precision: Precision,
+    (k_panels, v_panels): (&HeadPanels, &HeadPanels),
 ) {
     let hd = s.head_dim;
     let group = s.n_heads / s.n_kv_heads;
@@ -413,7 +483,7 @@ fn backward_block(
     let t1 = r0 + rows;
     dk_part[..t1 * hd].fill(0.0);
     dv_part[..t1 * hd].fill(0.0);
-    let k0 = first_key(starts, r0);
+    let k0 = block_first_key(starts, r0);
     let (dk_keys, dv_keys) = (
         &mut dk_part[k0 * hd..t1 * hd],
         &mut dv_part[k0 * hd..t1 * hd],
@@ -431,14 +501,16 @@ fn backward_block(
                 let at = (r0 + r) * blk.q_row + blk.q_off;
                 *d_r = crate::simd::dot(&dout[at..][..hd], &out[at..][..hd]);
             }
-            blk.scores(precision, p, q, k);
-            product(precision, ds, rows, kc, hd, do_blk, blk.keys_t_of(v), false);
+            blk.scores(precision, p, q, k, k_panels);
+            let vt = (blk.keys_t_of(v), v_panels.t_from(g, k0));
+            product(precision, ds, rows, kc, hd, do_blk, vt, false);
             let lse_b = &lse[h * t_len + r0..][..rows];
             score_grads(isa, p, ds, lse_b, d, starts, r0, k0, scale);
             let (p, ds) = (&*p, &*ds);
             // dQ_blk = dS · K; dK += dSᵀ · Q_blk; dV += Pᵀ · dO_blk (Pᵀ and dSᵀ read in place).
-            let k_blk = blk.keys_of(k);
+            let k_blk = (blk.keys_of(k), k_panels.n_from(g, k0));
             product(precision, dq_h, rows, hd, kc, (ds, kc, 1), k_blk, false);
+            let (q_blk, do_blk) = ((q_blk, None), (do_blk, None));
             product(precision, dk_keys, kc, hd, rows, (ds, 1, kc), q_blk, true);
             product(precision, dv_keys, kc, hd, rows, (p, 1, kc), do_blk, true);
         }
@@ -506,6 +578,10 @@ pub fn attention_backward(
         return;
     }
     let tasks = &mut scratch[..lay.len(s)];
+    let (k_panels, v_panels) = (
+        HeadPanels::new(precision, k, s, true, true),
+        HeadPanels::new(precision, v, s, true, false),
+    );
     tasks
         .par_chunks_mut(lay.task)
         .enumerate()
@@ -530,6 +606,7 @@ pub fn attention_backward(
                 r0,
                 s,
                 precision,
+                (&k_panels, &v_panels),
             );
         });
 
@@ -544,6 +621,7 @@ pub fn attention_backward(
         .enumerate()
         .for_each(|(b, ((dq_b, dk_b), dv_b))| {
             let (r0, rows) = (b * lay.rows, dk_b.len() / kv_row);
+            let (mut sk, mut sv) = (vec![0.0f32; hd], vec![0.0f32; hd]);
             for g in 0..n_kv_heads {
                 let dq_part = &part(g, b)[..group * rows * hd];
                 for (hg, dq_h) in dq_part.chunks_exact(rows * hd).enumerate() {
@@ -556,16 +634,16 @@ pub fn attention_backward(
                     let at = (r0 + r) * hd;
                     let dk_r = &mut dk_b[r * kv_row + g * hd..][..hd];
                     let dv_r = &mut dv_b[r * kv_row + g * hd..][..hd];
-                    for i in 0..hd {
-                        let (mut sk, mut sv) = (0.0f32, 0.0f32);
-                        for later in b..lay.blocks {
-                            let p = &part(g, later)[lay.dq..];
-                            sk += p[at + i];
-                            sv += p[lay.dkv + at + i];
-                        }
-                        dk_r[i] += sk;
-                        dv_r[i] += sv;
+                    // Whole rows at a time (vectorized), in block order from zero.
+                    sk.fill(0.0);
+                    sv.fill(0.0);
+                    for later in b..lay.blocks {
+                        let p = &part(g, later)[lay.dq..];
+                        add(&mut sk, &p[at..][..hd]);
+                        add(&mut sv, &p[lay.dkv + at..][..hd]);
                     }
+                    add(dk_r, &sk);
+                    add(dv_r, &sv);
                 }
             }
         });
