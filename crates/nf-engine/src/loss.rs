@@ -7,6 +7,8 @@
 
 use rayon::prelude::*;
 
+use crate::cpu::multiversion;
+
 /// A target that contributes neither loss nor gradient (padding, prompt tokens under a
 /// completion-only loss).
 pub const IGNORE: u32 = u32::MAX;
@@ -26,6 +28,7 @@ pub fn softmax_cross_entropy_backward(
     check_shapes(logits.len(), targets, vocab);
     // Rows are independent; each row's loss is collected in row order and summed on one
     // thread, so the total is the same however rayon schedules the rows.
+    let isa = crate::cpu::isa();
     let per_row: Vec<f64> = logits
         .par_chunks_mut(vocab)
         .zip(targets.par_iter())
@@ -34,22 +37,64 @@ pub fn softmax_cross_entropy_backward(
                 row.fill(0.0);
                 return 0.0;
             }
-            let target = target as usize;
-            let target_logit = row[target] as f64;
-            let max = row_max(row);
-            // Exponentials in f32 (they are the softmax numerators we keep), their sum in f64:
-            // a 50k-term f32 sum would lose several digits.
-            crate::fastmath::exp_shifted_in_place(row, max);
-            let sum: f64 = row.iter().map(|&v| v as f64).sum();
-            let inv = (scale as f64 / sum) as f32;
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
-            row[target] -= scale;
-            max as f64 + sum.ln() - target_logit
+            softmax_row(isa, row, target as usize, scale)
         })
         .collect();
     per_row.iter().sum()
+}
+
+/// Lanes of the row passes: whole registers at every tier, in a fixed order.
+const LANES: usize = 16;
+
+multiversion!(softmax_row => softmax_row_generic(row: &mut [f32], target: usize, scale: f32) -> f64);
+
+/// One row of [`softmax_cross_entropy_backward`]: the row becomes its gradient, the row's
+/// loss is returned. Three passes (max; exponentials and their sum; scaling), each over
+/// `LANES` lanes so it compiles to vector code.
+#[inline(always)]
+fn softmax_row_generic(row: &mut [f32], target: usize, scale: f32) -> f64 {
+    let target_logit = row[target] as f64;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    let tail_max = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let max = lanes.iter().copied().fold(tail_max, f32::max);
+    // Exponentials in f32 (they are the softmax numerators we keep), their sum in f64 lanes
+    // added as a fixed tree: a 50k-term f32 sum would lose several digits.
+    let mut sums = [0.0f64; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            c[l] = crate::fastmath::exp(c[l] - max);
+            sums[l] += c[l] as f64;
+        }
+    }
+    for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
+        *v = crate::fastmath::exp(*v - max);
+        sums[l] += *v as f64;
+    }
+    let mut w = LANES / 2;
+    while w > 0 {
+        for l in 0..w {
+            sums[l] += sums[l + w];
+        }
+        w /= 2;
+    }
+    let sum = sums[0];
+    let inv = (scale as f64 / sum) as f32;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+    row[target] -= scale;
+    max as f64 + sum.ln() - target_logit
 }
 
 /// Forward only (eval): the same sum, logits untouched.
