@@ -345,10 +345,28 @@ fn lora_products_narrow(b: Bencher, product: &str) {
 /// A frozen linear of SmolLM2 in a LoRA step, 256 tokens, bf16: the forward `x · Wᵀ` and the
 /// input gradient `dy · W`, with W held as f32 (read in place) or as Q4_1 blocks (decoded
 /// into the packed panel on every product). The gap is the cost of decoding and packing.
-#[divan::bench(args = [("q4_1", 576, 576), ("f32", 576, 576), ("q4_1", 1536, 576), ("f32", 1536, 576)])]
+#[divan::bench(args = [("q4_1", 576, 576), ("f32", 576, 576), ("packed", 576, 576), ("q4_1", 1536, 576), ("f32", 1536, 576), ("packed", 1536, 576)])]
 fn frozen_linear_bf16(b: Bencher, (ty, m, k): (&str, usize, usize)) {
     let n = 256;
     let v = data(m * k, 2);
+    if ty == "packed" {
+        // Both panels packed beforehand (as a trainable weight keeps them): the products alone.
+        use nf_engine::gemm_bf16::{PackedWeight, Rhs, gemm_bf16};
+        let mut pw = PackedWeight::new(m, k);
+        pw.pack(&v);
+        let (x, dy) = (data(n * k, 1), data(n * m, 3));
+        let (mut out, mut dx) = (vec![0.0; n * m], vec![0.0; n * k]);
+        let isa = nf_engine::cpu::isa();
+        let t = nf_engine::cpu::threads();
+        b.counter(divan::counter::ItemsCount::new(4 * n * m * k))
+            .bench_local(|| {
+                let out = black_box(&mut out);
+                gemm_bf16(isa, out, n, m, k, (&x, k, 1), Rhs::PackedT(&pw), false, t);
+                let dx = black_box(&mut dx);
+                gemm_bf16(isa, dx, n, k, m, (&dy, m, 1), Rhs::Packed(&pw), true, t);
+            });
+        return;
+    }
     let w = if ty == "f32" {
         Weight::from_f32(m, k, v)
     } else {

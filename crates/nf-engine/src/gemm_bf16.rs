@@ -28,6 +28,8 @@ use crate::cpu::{self, Isa, multiversion};
 use crate::linear::{Weight, WeightData};
 use crate::matmul::{Operand, threads_for};
 
+#[cfg(target_arch = "x86_64")]
+mod block_tile;
 mod packed;
 mod panel;
 pub use packed::{BlockWriter, PACK_ROWS, PackedWeight};
@@ -548,6 +550,12 @@ fn pack_rhs_tile_generic(
             transpose_columns(dst, depth, j0, nj, Columns::Slice(v, cs), wide, scratch);
         }
         Rhs::WeightT(w) => {
+            #[cfg(target_arch = "x86_64")]
+            if wide && block_tile::handles(w, nj) {
+                // SAFETY: `wide` is only set at tiers with AVX-512F and BW; `handles` checked
+                // the type and a whole tile; dst is this term's `cols / 2` pair rows.
+                return unsafe { block_tile::pack_tile_avx512(dst, w, ct) };
+            }
             transpose_columns(dst, depth, j0, nj, Columns::WeightRows(w), wide, scratch);
         }
         Rhs::Strided((v, rs, cs)) => {

@@ -488,3 +488,40 @@ fn pair_transposes_agree_with_the_plain_loop() {
         }
     }
 }
+
+/// The block decoder that packs Q4_0, Q4_1 and Q8_0 tiles of `Wᵀ` in registers writes the
+/// same bits as decoding to f32 and packing that, on every tier (the lower tiers take the
+/// general path), including values that round up, an infinite scale and a NaN one whose
+/// payload would carry into the sign if it were rounded like a number.
+#[test]
+fn block_tiles_have_the_bits_of_the_general_packer() {
+    let mut rng = Rng::new(29);
+    for isa in tiers() {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            // Two whole column tiles and a partial one (which takes the general path).
+            let (rows, cols) = (70, 96);
+            let mut w = random_weight(ty, rows, cols, &mut rng);
+            let WeightData::Quant { bytes, .. } = &mut w.data else {
+                unreachable!()
+            };
+            // Row 3's first block gets a NaN scale, row 17's second an infinite one.
+            let block = bytes.len() / (rows * cols / 32);
+            bytes[3 * block * cols / 32..][..2].copy_from_slice(&0x7fffu16.to_le_bytes());
+            bytes[(17 * cols / 32 + 1) * block..][..2].copy_from_slice(&0x7c00u16.to_le_bytes());
+            let f = w.to_f32();
+            let kp = cols / 2;
+            let panel = |rhs: Rhs| {
+                let term = Term {
+                    lhs: (&[], 0, 0),
+                    rhs,
+                    depth: cols,
+                };
+                let mut b = vec![0u32; rows.div_ceil(NR) * kp * NR];
+                pack_rhs(isa, &mut b, &[term], &[0], rows, (kp, kp), 2);
+                b
+            };
+            let (blocks, general) = (panel(Rhs::WeightT(&w)), panel(Rhs::Strided((&f, 1, cols))));
+            assert!(blocks == general, "{isa} {ty:?}: the block tiles differ");
+        }
+    }
+}
