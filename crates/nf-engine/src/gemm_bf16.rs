@@ -203,6 +203,48 @@ pub fn gemm_bf16_sum(
     grow(&mut a, row_tiles * mr * kpt);
     pack_lhs(isa, &mut a, terms, &offsets, rows, (kp, kpt), threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
+    let out = SendPtr(dst.as_mut_ptr());
+    let packs_by_tile = !prepacked && terms.iter().all(|t| tile_packs(isa, t.rhs));
+    if packs_by_tile && col_tiles >= 2 * threads {
+        // Each task packs one column tile of the rhs and multiplies every row by it right
+        // away: one parallel pass instead of a packing pass and a product pass, and the
+        // tile is still in cache when the kernel reads it.
+        let mut b = PACK_B.take();
+        grow(&mut b, col_tiles * kpt * NR);
+        let panel = SendPtr(b.as_mut_ptr());
+        let run = |scratch: &mut Scratch, ct: usize| {
+            // SAFETY: tile ct of the panel (kpt · NR pairs from ct · kpt · NR, inside b) is
+            // written and read by this task only.
+            let tile = unsafe { std::slice::from_raw_parts_mut(panel.at(ct * kpt * NR), kpt * NR) };
+            pack_column_tile(isa, tile, terms, &offsets, ct, (cols, kp), true, scratch);
+            let block = Block {
+                r0: 0,
+                r1: rows,
+                c0: ct * NR,
+                c1: ((ct + 1) * NR).min(cols),
+                cols,
+                kpt,
+                b_kpt: kpt,
+                b_k0: 0,
+                b_tile0: ct,
+                mr,
+            };
+            // SAFETY: tasks write disjoint column ranges of dst, which is rows × cols long
+            // (asserted above) and outlives this call.
+            unsafe { block.compute(isa, &a, tile, out, accumulate) };
+        };
+        if threads == 1 {
+            let mut scratch = Scratch::default();
+            (0..col_tiles).for_each(|ct| run(&mut scratch, ct));
+        } else {
+            (0..col_tiles)
+                .into_par_iter()
+                .for_each_init(Scratch::default, |scratch, ct| run(scratch, ct));
+        }
+        PACK_A.set(a);
+        PACK_B.set(b);
+        return;
+    }
     let mut b_buf = Vec::new();
     // The rhs panels, the pairs per column tile in them, and the first pair read.
     let (b, b_kpt, b_k0): (&[u32], usize, usize) = match terms[0].rhs {
@@ -227,7 +269,6 @@ pub fn gemm_bf16_sum(
     let task_rows = TASK_ROW_TILES * mr;
     let task_cols = TASK_COL_TILES * NR;
     let (tr, tc) = (rows.div_ceil(task_rows), cols.div_ceil(task_cols));
-    let out = SendPtr(dst.as_mut_ptr());
     let run = |t: usize| {
         let (r0, c0) = ((t / tc) * task_rows, (t % tc) * task_cols);
         let block = Block {
@@ -239,6 +280,7 @@ pub fn gemm_bf16_sum(
             kpt,
             b_kpt,
             b_k0,
+            b_tile0: 0,
             mr,
         };
         // SAFETY: tasks write disjoint rectangles of dst (rows r0..r1 × cols c0..c1), which
@@ -473,14 +515,7 @@ fn pack_rhs(
     }
     // Each task owns whole column tiles, so writes never overlap.
     let tile = |ct: usize, dst: &mut [u32], scratch: &mut Scratch| {
-        for (t, &off) in terms.iter().zip(offsets) {
-            if !matches!(t.rhs, Rhs::Weight(_)) {
-                let dst = &mut dst[off * NR..(off + t.depth.div_ceil(2)) * NR];
-                let wide = isa >= Isa::Avx512;
-                pack_rhs_tile(isa, dst, t.rhs, ct, t.depth, cols, wide, scratch);
-            }
-        }
-        dst[kp * NR..].fill(0);
+        pack_column_tile(isa, dst, terms, offsets, ct, (cols, kp), false, scratch);
     };
     if threads == 1 {
         let mut scratch = Scratch::default();
@@ -493,6 +528,64 @@ fn pack_rhs(
             .for_each_init(Scratch::default, |scratch, (ct, dst)| {
                 tile(ct, dst, scratch)
             });
+    }
+}
+
+/// Column tile `ct` (`[kpt][NR]`) of every term's rhs, except a [`Rhs::Weight`] when
+/// `weights` is false (the caller packs those by pair rows, [`pack_weight_rows`]); the pairs
+/// past `kp` are zero.
+#[allow(clippy::too_many_arguments)]
+fn pack_column_tile(
+    isa: Isa,
+    dst: &mut [u32],
+    terms: &[Term],
+    offsets: &[usize],
+    ct: usize,
+    (cols, kp): (usize, usize),
+    weights: bool,
+    scratch: &mut Scratch,
+) {
+    for (t, &off) in terms.iter().zip(offsets) {
+        let dst = &mut dst[off * NR..(off + t.depth.div_ceil(2)) * NR];
+        match t.rhs {
+            #[cfg(target_arch = "x86_64")]
+            Rhs::Weight(w) if weights => {
+                assert!(
+                    tile_packs(isa, t.rhs),
+                    "gemm_bf16: W cannot be packed by tiles"
+                );
+                // SAFETY: tile_packs checked the tier (AVX-512F and BW) and the type; dst
+                // is this term's pair rows of the tile.
+                unsafe { block_tile::pack_w_tile_avx512(dst, w, ct) };
+            }
+            Rhs::Weight(_) => assert!(!weights, "gemm_bf16: W cannot be packed by tiles"),
+            rhs => pack_rhs_tile(
+                isa,
+                dst,
+                rhs,
+                ct,
+                t.depth,
+                cols,
+                isa >= Isa::Avx512,
+                scratch,
+            ),
+        }
+    }
+    dst[kp * NR..].fill(0);
+}
+
+/// Whether a rhs can be packed one column tile at a time: all but `W` itself, which is
+/// decoded by rows unless its blocks are one tile wide and AVX-512 is there.
+fn tile_packs(isa: Isa, rhs: Rhs) -> bool {
+    match rhs {
+        #[cfg(target_arch = "x86_64")]
+        Rhs::Weight(w) => isa >= Isa::Avx512 && block_tile::handles_w(w),
+        #[cfg(not(target_arch = "x86_64"))]
+        Rhs::Weight(_) => {
+            let _ = isa;
+            false
+        }
+        _ => true,
     }
 }
 
@@ -777,9 +870,11 @@ struct Block {
     /// dst's row stride.
     cols: usize,
     kpt: usize,
-    /// Pairs per column tile of the rhs panels, and the first pair the product reads.
+    /// Pairs per column tile of the rhs panels, the first pair the product reads, and the
+    /// column tile the panels given to `compute` start at.
     b_kpt: usize,
     b_k0: usize,
+    b_tile0: usize,
     mr: usize,
 }
 
@@ -793,7 +888,7 @@ impl Block {
             for i0 in (self.r0..self.r1).step_by(self.mr) {
                 let a_panel = &a[i0 * self.kpt + k0..];
                 for j0 in (self.c0..self.c1).step_by(NR) {
-                    let b_at = (j0 / NR) * self.b_kpt * NR + (self.b_k0 + k0) * NR;
+                    let b_at = (j0 / NR - self.b_tile0) * self.b_kpt * NR + (self.b_k0 + k0) * NR;
                     let b_panel = &b[b_at..][..kc * NR];
                     let (ni, nj) = (self.mr.min(self.r1 - i0), NR.min(self.c1 - j0));
                     let add = accumulate || k0 > 0;

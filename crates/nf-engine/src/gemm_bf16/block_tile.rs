@@ -44,11 +44,7 @@ pub(super) unsafe fn pack_tile_avx512(dst: &mut [u32], w: &Weight, ct: usize) {
     let WeightData::Quant { ty, bytes } = &w.data else {
         unreachable!("checked by handles")
     };
-    let (block_bytes, kind) = match ty {
-        GgmlType::Q4_0 => (18, Kind::Q4_0),
-        GgmlType::Q4_1 => (20, Kind::Q4_1),
-        _ => (34, Kind::Q8_0),
-    };
+    let (block_bytes, kind) = kind_of(*ty);
     let blocks = w.cols / QK;
     let row_bytes = blocks * block_bytes;
     assert!(dst.len() >= blocks * 16 * NR && (ct + 1) * NR <= w.rows);
@@ -78,6 +74,66 @@ pub(super) unsafe fn pack_tile_avx512(dst: &mut [u32], w: &Weight, ct: usize) {
                 )
             };
         }
+    }
+}
+
+/// Whether [`pack_w_tile_avx512`] handles `w`: a type of 32-value blocks, so that a column
+/// tile of `W` is one block of each row.
+pub(super) fn handles_w(w: &Weight) -> bool {
+    handles(w, NR)
+}
+
+/// dst: `[kp][NR]`, column tile `ct` of `W` itself (depth = W's rows, the `dx = dy · W` of a
+/// frozen weight): pair row `p` holds `(W[2p][c], W[2p + 1][c])` for the tile's 32 columns,
+/// which are block `ct` of both rows. Pair rows `0..rows.div_ceil(2)` are written (an odd
+/// last row is paired with zero); padding rows past them are the caller's.
+///
+/// # Safety
+/// AVX-512F and AVX-512BW are available; [`handles_w`] said yes; dst holds
+/// `rows.div_ceil(2) · NR` pairs; the tile's columns exist in W.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn pack_w_tile_avx512(dst: &mut [u32], w: &Weight, ct: usize) {
+    use std::arch::x86_64::*;
+    let WeightData::Quant { ty, bytes } = &w.data else {
+        unreachable!("checked by handles_w")
+    };
+    let (block_bytes, kind) = kind_of(*ty);
+    let row_bytes = w.cols / QK * block_bytes;
+    let kp = w.rows.div_ceil(2);
+    assert!(dst.len() >= kp * NR && (ct + 1) * QK <= w.cols);
+    // Lane i of the first result takes value i/2 of row 2p (even i) or of row 2p + 1 (odd
+    // i): the bf16 pairs of columns 0..16; the second, columns 16..32.
+    let first: [i16; 32] = std::array::from_fn(|i| (i / 2 + 32 * (i % 2)) as i16);
+    let second: [i16; 32] = std::array::from_fn(|i| (16 + i / 2 + 32 * (i % 2)) as i16);
+    // SAFETY: the caller guarantees the features; each block read is one whole block of a
+    // row that exists, and each store writes pair row p (< kp) of dst.
+    unsafe {
+        let (first, second) = (
+            _mm512_loadu_si512(first.as_ptr().cast()),
+            _mm512_loadu_si512(second.as_ptr().cast()),
+        );
+        let block = |r: usize| &bytes[r * row_bytes + ct * block_bytes..][..block_bytes];
+        for p in 0..kp {
+            let a = decode_pairs(kind, block(2 * p));
+            let b = if 2 * p + 1 < w.rows {
+                decode_pairs(kind, block(2 * p + 1))
+            } else {
+                _mm512_setzero_si512()
+            };
+            let row = dst.as_mut_ptr().add(p * NR);
+            _mm512_storeu_si512(row.cast(), _mm512_permutex2var_epi16(a, first, b));
+            _mm512_storeu_si512(row.add(16).cast(), _mm512_permutex2var_epi16(a, second, b));
+        }
+    }
+}
+
+/// Bytes per block and the decoder of a type [`handles`] accepts.
+fn kind_of(ty: GgmlType) -> (usize, Kind) {
+    match ty {
+        GgmlType::Q4_0 => (18, Kind::Q4_0),
+        GgmlType::Q4_1 => (20, Kind::Q4_1),
+        _ => (34, Kind::Q8_0),
     }
 }
 

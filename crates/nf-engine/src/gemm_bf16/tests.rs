@@ -492,7 +492,8 @@ fn pair_transposes_agree_with_the_plain_loop() {
 /// The block decoder that packs Q4_0, Q4_1 and Q8_0 tiles of `Wᵀ` in registers writes the
 /// same bits as decoding to f32 and packing that, on every tier (the lower tiers take the
 /// general path), including values that round up, an infinite scale and a NaN one whose
-/// payload would carry into the sign if it were rounded like a number.
+/// payload would carry into the sign if it were rounded like a number. The same for the
+/// tiles of `W` itself, decoded one block of two rows at a time.
 #[test]
 fn block_tiles_have_the_bits_of_the_general_packer() {
     let mut rng = Rng::new(29);
@@ -522,6 +523,31 @@ fn block_tiles_have_the_bits_of_the_general_packer() {
             };
             let (blocks, general) = (panel(Rhs::WeightT(&w)), panel(Rhs::Strided((&f, 1, cols))));
             assert!(blocks == general, "{isa} {ty:?}: the block tiles differ");
+
+            // W itself (the input gradient's rhs), an odd row count, packed a column tile
+            // at a time where the tier allows it, against f32 rows paired two by two.
+            let w = w.split_rows(&[rows - 1, 1]).swap_remove(0);
+            let f = w.to_f32();
+            let kp = (rows - 1).div_ceil(2);
+            let mut general = vec![0u32; cols / NR * kp * NR];
+            let term = |rhs| Term {
+                lhs: (&[], 0, 0),
+                rhs,
+                depth: rows - 1,
+            };
+            let strided = [term(Rhs::Strided((&f, cols, 1)))];
+            pack_rhs(isa, &mut general, &strided, &[0], cols, (kp, kp), 1);
+            let weight = [term(Rhs::Weight(&w))];
+            let mut tiles = vec![0u32; general.len()];
+            if tile_packs(isa, weight[0].rhs) {
+                let mut scratch = Scratch::default();
+                for (ct, tile) in tiles.chunks_exact_mut(kp * NR).enumerate() {
+                    pack_column_tile(isa, tile, &weight, &[0], ct, (cols, kp), true, &mut scratch);
+                }
+            } else {
+                pack_rhs(isa, &mut tiles, &weight, &[0], cols, (kp, kp), 1);
+            }
+            assert!(tiles == general, "{isa} {ty:?}: the W tiles differ");
         }
     }
 }
