@@ -92,6 +92,9 @@ pub enum Rhs<'a> {
     PackedT(&'a PackedWeight),
     /// A window of a matrix packed once for many products.
     Panel(PanelView<'a>),
+    /// W's rows from the given one on (as many as the term's depth): a depth slice of
+    /// [`Rhs::Weight`], which deep products run in. Packed one column tile at a time only.
+    WeightRows(&'a Weight, usize),
 }
 
 /// Micro-tile height and the depth-pair multiple the packed panels are padded to.
@@ -157,6 +160,10 @@ pub fn gemm_bf16_sum(
         match t.rhs {
             Rhs::Strided(op) => check_operand(op, depth, cols),
             Rhs::Weight(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
+            Rhs::WeightRows(w, r0) => assert!(
+                r0 + depth <= w.rows && w.cols == cols,
+                "gemm_bf16: W's rows shape"
+            ),
             Rhs::WeightT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
             Rhs::Packed(w) => assert!(w.rows == depth && w.cols == cols, "gemm_bf16: W shape"),
             Rhs::PackedT(w) => assert!(w.cols == depth && w.rows == cols, "gemm_bf16: Wᵀ shape"),
@@ -189,6 +196,18 @@ pub fn gemm_bf16_sum(
     if kp == 0 {
         if !accumulate {
             dst.fill(0.0);
+        }
+        return;
+    }
+    if let Some(slices) = depth_slices(isa, terms, kp, cols, threads) {
+        // A deep product (the classifier's input gradient sums over a 49k vocabulary) runs
+        // as a sum of depth slices of KC pairs, each a product of its own: a slice's packed
+        // operands stay in cache while every column tile reads them, where the whole
+        // depth's would be re-read from memory for each tile, and the pack buffers stay
+        // small. The slices are the kernel's own depth blocks, added in the same order, so
+        // the result has the same bits.
+        for (i, slice) in slices.enumerate() {
+            gemm_bf16_sum(isa, dst, rows, cols, &[slice], accumulate || i > 0, threads);
         }
         return;
     }
@@ -296,6 +315,45 @@ pub fn gemm_bf16_sum(
     if !b_buf.is_empty() {
         PACK_B.set(b_buf);
     }
+}
+
+/// Products deeper than this many pairs run in slices of [`KC`] pairs.
+const DEEP: usize = 2 * KC;
+
+/// The depth slices of a deep single product whose rhs can be sliced and packed by column
+/// tiles (see [`gemm_bf16_sum`]), or None to run it whole.
+fn depth_slices<'a>(
+    isa: Isa,
+    terms: &[Term<'a>],
+    kp: usize,
+    cols: usize,
+    threads: usize,
+) -> Option<impl Iterator<Item = Term<'a>>> {
+    let &[t] = terms else {
+        return None;
+    };
+    let sliceable = matches!(
+        t.rhs,
+        Rhs::Strided(_) | Rhs::Weight(_) | Rhs::WeightRows(..)
+    );
+    if kp <= DEEP || !sliceable || !tile_packs(isa, t.rhs) || cols.div_ceil(NR) < 2 * threads {
+        return None;
+    }
+    Some((0..kp).step_by(KC).map(move |p0| {
+        let d0 = 2 * p0;
+        let (v, rs, cs) = t.lhs;
+        let rhs = match t.rhs {
+            Rhs::Strided((v, rs, cs)) => Rhs::Strided((&v[d0 * rs..], rs, cs)),
+            Rhs::Weight(w) => Rhs::WeightRows(w, d0),
+            Rhs::WeightRows(w, r0) => Rhs::WeightRows(w, r0 + d0),
+            _ => unreachable!("checked above"),
+        };
+        Term {
+            lhs: (&v[d0 * cs..], rs, cs),
+            rhs,
+            depth: (2 * KC).min(t.depth - d0),
+        }
+    }))
 }
 
 fn grow(v: &mut Vec<u32>, len: usize) {
@@ -509,8 +567,10 @@ fn pack_rhs(
     let col_tiles = cols.div_ceil(NR);
     let b = &mut b[..col_tiles * kpt * NR];
     for (t, &off) in terms.iter().zip(offsets) {
-        if let Rhs::Weight(w) = t.rhs {
-            pack_weight_rows(isa, b, w, kpt, off, threads);
+        match t.rhs {
+            Rhs::Weight(w) => pack_weight_rows(isa, b, w, kpt, off, threads),
+            Rhs::WeightRows(..) => unreachable!("W's rows are packed by column tiles only"),
+            _ => {}
         }
     }
     // Each task owns whole column tiles, so writes never overlap.
@@ -547,28 +607,27 @@ fn pack_column_tile(
 ) {
     for (t, &off) in terms.iter().zip(offsets) {
         let dst = &mut dst[off * NR..(off + t.depth.div_ceil(2)) * NR];
-        match t.rhs {
+        let rows_of_w = match t.rhs {
+            Rhs::Weight(w) => Some((w, 0)),
+            Rhs::WeightRows(w, r0) => Some((w, r0)),
+            _ => None,
+        };
+        match rows_of_w {
             #[cfg(target_arch = "x86_64")]
-            Rhs::Weight(w) if weights => {
+            Some((w, r0)) if weights => {
                 assert!(
                     tile_packs(isa, t.rhs),
                     "gemm_bf16: W cannot be packed by tiles"
                 );
                 // SAFETY: tile_packs checked the tier (AVX-512F and BW) and the type; dst
-                // is this term's pair rows of the tile.
-                unsafe { block_tile::pack_w_tile_avx512(dst, w, ct) };
+                // is this term's pair rows of the tile; the check at entry put its rows in W.
+                unsafe { block_tile::pack_w_tile_avx512(dst, w, ct, (r0, t.depth)) };
             }
-            Rhs::Weight(_) => assert!(!weights, "gemm_bf16: W cannot be packed by tiles"),
-            rhs => pack_rhs_tile(
-                isa,
-                dst,
-                rhs,
-                ct,
-                t.depth,
-                cols,
-                isa >= Isa::Avx512,
-                scratch,
-            ),
+            Some(_) => assert!(!weights, "gemm_bf16: W cannot be packed by tiles"),
+            None => {
+                let wide = isa >= Isa::Avx512;
+                pack_rhs_tile(isa, dst, t.rhs, ct, t.depth, cols, wide, scratch)
+            }
         }
     }
     dst[kp * NR..].fill(0);
@@ -579,9 +638,9 @@ fn pack_column_tile(
 fn tile_packs(isa: Isa, rhs: Rhs) -> bool {
     match rhs {
         #[cfg(target_arch = "x86_64")]
-        Rhs::Weight(w) => isa >= Isa::Avx512 && block_tile::handles_w(w),
+        Rhs::Weight(w) | Rhs::WeightRows(w, _) => isa >= Isa::Avx512 && block_tile::handles_w(w),
         #[cfg(not(target_arch = "x86_64"))]
-        Rhs::Weight(_) => {
+        Rhs::Weight(_) | Rhs::WeightRows(..) => {
             let _ = isa;
             false
         }
@@ -663,6 +722,7 @@ fn pack_rhs_tile_generic(
             );
         }
         Rhs::Weight(_) => unreachable!("packed by pack_weight_rows"),
+        Rhs::WeightRows(..) => unreachable!("packed by column tiles only"),
         Rhs::Packed(_) | Rhs::PackedT(_) | Rhs::Panel(_) => unreachable!("already packed"),
     }
 }

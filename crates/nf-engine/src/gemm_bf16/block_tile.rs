@@ -83,25 +83,31 @@ pub(super) fn handles_w(w: &Weight) -> bool {
     handles(w, NR)
 }
 
-/// dst: `[kp][NR]`, column tile `ct` of `W` itself (depth = W's rows, the `dx = dy · W` of a
-/// frozen weight): pair row `p` holds `(W[2p][c], W[2p + 1][c])` for the tile's 32 columns,
-/// which are block `ct` of both rows. Pair rows `0..rows.div_ceil(2)` are written (an odd
-/// last row is paired with zero); padding rows past them are the caller's.
+/// dst: `[kp][NR]`, column tile `ct` of W's rows `r0..r0 + depth` (the rhs of a frozen
+/// weight's input gradient `dx = dy · W`, or a depth slice of it): pair row `p` holds
+/// `(W[r0 + 2p][c], W[r0 + 2p + 1][c])` for the tile's 32 columns, which are block `ct` of
+/// both rows. Pair rows `0..depth.div_ceil(2)` are written (an odd last row is paired with
+/// zero); padding rows past them are the caller's.
 ///
 /// # Safety
 /// AVX-512F and AVX-512BW are available; [`handles_w`] said yes; dst holds
-/// `rows.div_ceil(2) · NR` pairs; the tile's columns exist in W.
+/// `depth.div_ceil(2) · NR` pairs; the rows and the tile's columns exist in W.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(super) unsafe fn pack_w_tile_avx512(dst: &mut [u32], w: &Weight, ct: usize) {
+pub(super) unsafe fn pack_w_tile_avx512(
+    dst: &mut [u32],
+    w: &Weight,
+    ct: usize,
+    (r0, depth): (usize, usize),
+) {
     use std::arch::x86_64::*;
     let WeightData::Quant { ty, bytes } = &w.data else {
         unreachable!("checked by handles_w")
     };
     let (block_bytes, kind) = kind_of(*ty);
     let row_bytes = w.cols / QK * block_bytes;
-    let kp = w.rows.div_ceil(2);
-    assert!(dst.len() >= kp * NR && (ct + 1) * QK <= w.cols);
+    let kp = depth.div_ceil(2);
+    assert!(dst.len() >= kp * NR && (ct + 1) * QK <= w.cols && r0 + depth <= w.rows);
     // Lane i of the first result takes value i/2 of row 2p (even i) or of row 2p + 1 (odd
     // i): the bf16 pairs of columns 0..16; the second, columns 16..32.
     let first: [i16; 32] = std::array::from_fn(|i| (i / 2 + 32 * (i % 2)) as i16);
@@ -113,10 +119,10 @@ pub(super) unsafe fn pack_w_tile_avx512(dst: &mut [u32], w: &Weight, ct: usize) 
             _mm512_loadu_si512(first.as_ptr().cast()),
             _mm512_loadu_si512(second.as_ptr().cast()),
         );
-        let block = |r: usize| &bytes[r * row_bytes + ct * block_bytes..][..block_bytes];
+        let block = |r: usize| &bytes[(r0 + r) * row_bytes + ct * block_bytes..][..block_bytes];
         for p in 0..kp {
             let a = decode_pairs(kind, block(2 * p));
-            let b = if 2 * p + 1 < w.rows {
+            let b = if 2 * p + 1 < depth {
                 decode_pairs(kind, block(2 * p + 1))
             } else {
                 _mm512_setzero_si512()

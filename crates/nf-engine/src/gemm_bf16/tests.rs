@@ -551,3 +551,40 @@ fn block_tiles_have_the_bits_of_the_general_packer() {
         }
     }
 }
+
+/// A deep product runs as depth slices (2 and 1 threads here); with 3 threads the same
+/// product is too narrow to slice and runs whole. Both give the same bits, for a strided rhs
+/// and for a quantized W, accumulating or not, and agree with the reference.
+#[test]
+fn deep_products_in_depth_slices_have_the_bits_of_whole_ones() {
+    let mut rng = Rng::new(31);
+    for isa in tiers() {
+        let (rows, cols, depth) = (20, 128, 2001);
+        let lhs = rng.vec(rows * depth);
+        let rhs = rng.vec(depth * cols);
+        let w = random_weight(GgmlType::Q8_0, depth, cols, &mut rng);
+        let wf = w.to_f32();
+        let start = rng.vec(rows * cols);
+        for (rhs, f) in [
+            (Rhs::Strided((&rhs, cols, 1)), &rhs),
+            (Rhs::Weight(&w), &wf),
+        ] {
+            for accumulate in [false, true] {
+                let run = |threads| {
+                    let mut out = start.clone();
+                    let lhs = (&lhs[..], depth, 1);
+                    gemm_bf16(
+                        isa, &mut out, rows, cols, depth, lhs, rhs, accumulate, threads,
+                    );
+                    out
+                };
+                let whole = run(3);
+                assert!(run(2) == whole && run(1) == whole, "{isa}: slices differ");
+                let mut slow = start.clone();
+                let (l, r) = ((&lhs[..], depth, 1), (&f[..], cols, 1));
+                gemm_bf16_naive(&mut slow, rows, cols, depth, l, r, accumulate);
+                assert_close(&whole, &slow, 2e-6 * (depth as f32).sqrt() + 1e-6);
+            }
+        }
+    }
+}
