@@ -151,12 +151,13 @@ enum Kind {
 }
 
 /// One block's 32 values as 16 bf16 pairs (value `2p` in the low half of lane `p`).
+/// Inlined into its callers, whose AVX-512 features it compiles with: a call would pass
+/// the vector through memory.
 ///
 /// # Safety
 /// AVX-512F and AVX-512BW are available; `b` is one whole block of `kind`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-#[inline]
+#[inline(always)]
 unsafe fn decode_pairs(kind: Kind, b: &[u8]) -> std::arch::x86_64::__m512i {
     use std::arch::x86_64::*;
     // SAFETY: each load reads inside the block (16 quant bytes at 2 or 4, or 32 at 2).
@@ -203,19 +204,21 @@ unsafe fn decode_pairs(kind: Kind, b: &[u8]) -> std::arch::x86_64::__m512i {
 /// in order.
 ///
 /// # Safety
-/// AVX-512F and AVX-512BW are available.
+/// AVX-512F and AVX-512BW are available (inlined as [`decode_pairs`] is).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-#[inline]
+#[inline(always)]
 unsafe fn bf16_halves(v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
-    let b = _mm512_castps_si512(v);
-    let odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-    let rounded = _mm512_srli_epi32(
-        _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))),
-        16,
-    );
-    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-    let quiet = _mm512_or_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40));
-    _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet))
+    // SAFETY: the caller guarantees AVX-512F and BW; these are register operations.
+    unsafe {
+        let b = _mm512_castps_si512(v);
+        let odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32(
+            _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))),
+            16,
+        );
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        let quiet = _mm512_or_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(0x40));
+        _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet))
+    }
 }
