@@ -112,6 +112,8 @@ thread_local! {
     /// buffer and allocates its own.
     static PACK_A: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
     static PACK_B: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    /// One column tile of the rhs, for products that pack a tile per task.
+    static PACK_TILE: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
 }
 
 /// dst: [rows, cols] row-major. `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`,
@@ -226,15 +228,13 @@ pub fn gemm_bf16_sum(
     let packs_by_tile = !prepacked && terms.iter().all(|t| tile_packs(isa, t.rhs));
     if packs_by_tile && col_tiles >= 2 * threads {
         // Each task packs one column tile of the rhs and multiplies every row by it right
-        // away: one parallel pass instead of a packing pass and a product pass, and the
-        // tile is still in cache when the kernel reads it.
-        let mut b = PACK_B.take();
-        grow(&mut b, col_tiles * kpt * NR);
-        let panel = SendPtr(b.as_mut_ptr());
+        // away: one parallel pass instead of a packing pass and a product pass, the tile is
+        // still in cache when the kernel reads it, and no thread holds the whole panel
+        // (57 MiB for the classifier of a 49k vocabulary).
         let run = |scratch: &mut Scratch, ct: usize| {
-            // SAFETY: tile ct of the panel (kpt · NR pairs from ct · kpt · NR, inside b) is
-            // written and read by this task only.
-            let tile = unsafe { std::slice::from_raw_parts_mut(panel.at(ct * kpt * NR), kpt * NR) };
+            let mut tile_buf = PACK_TILE.take();
+            grow(&mut tile_buf, kpt * NR);
+            let tile = &mut tile_buf[..kpt * NR];
             pack_column_tile(isa, tile, terms, &offsets, ct, (cols, kp), true, scratch);
             let block = Block {
                 r0: 0,
@@ -251,6 +251,7 @@ pub fn gemm_bf16_sum(
             // SAFETY: tasks write disjoint column ranges of dst, which is rows × cols long
             // (asserted above) and outlives this call.
             unsafe { block.compute(isa, &a, tile, out, accumulate) };
+            PACK_TILE.set(tile_buf);
         };
         if threads == 1 {
             let mut scratch = Scratch::default();
@@ -261,7 +262,6 @@ pub fn gemm_bf16_sum(
                 .for_each_init(Scratch::default, |scratch, ct| run(scratch, ct));
         }
         PACK_A.set(a);
-        PACK_B.set(b);
         return;
     }
     let mut b_buf = Vec::new();
