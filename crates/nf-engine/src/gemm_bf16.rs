@@ -201,7 +201,7 @@ pub fn gemm_bf16_sum(
         }
         return;
     }
-    if let Some(slices) = depth_slices(isa, terms, kp, cols, threads) {
+    if let Some(slices) = depth_slices(isa, terms, (rows, kp, cols), threads) {
         // A deep product (the classifier's input gradient sums over a 49k vocabulary) runs
         // as a sum of depth slices of KC pairs, each a product of its own: a slice's packed
         // operands stay in cache while every column tile reads them, where the whole
@@ -226,7 +226,10 @@ pub fn gemm_bf16_sum(
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
     let out = SendPtr(dst.as_mut_ptr());
     let packs_by_tile = !prepacked && terms.iter().all(|t| tile_packs(isa, t.rhs));
-    if packs_by_tile && col_tiles >= 2 * threads {
+    // Every column tile reads the whole packed lhs, so it must stay in cache: a weight
+    // gradient's lhs (tens of thousands of rows) would be re-read from memory per tile.
+    let lhs_fits = row_tiles * mr * kpt * 4 <= TILE_PASS_LHS_BYTES;
+    if packs_by_tile && lhs_fits && col_tiles >= 2 * threads {
         // Each task packs one column tile of the rhs and multiplies every row by it right
         // away: one parallel pass instead of a packing pass and a product pass, the tile is
         // still in cache when the kernel reads it, and no thread holds the whole panel
@@ -317,6 +320,10 @@ pub fn gemm_bf16_sum(
     }
 }
 
+/// The largest packed lhs a product packed by column tiles reads (half a Zen 4 core's L2):
+/// 256 tokens of depth up to 1,024, and every depth slice of a deep product.
+const TILE_PASS_LHS_BYTES: usize = 512 << 10;
+
 /// Products deeper than this many pairs run in slices of [`KC`] pairs.
 const DEEP: usize = 2 * KC;
 
@@ -325,8 +332,7 @@ const DEEP: usize = 2 * KC;
 fn depth_slices<'a>(
     isa: Isa,
     terms: &[Term<'a>],
-    kp: usize,
-    cols: usize,
+    (rows, kp, cols): (usize, usize, usize),
     threads: usize,
 ) -> Option<impl Iterator<Item = Term<'a>>> {
     let &[t] = terms else {
@@ -336,7 +342,12 @@ fn depth_slices<'a>(
         t.rhs,
         Rhs::Strided(_) | Rhs::Weight(_) | Rhs::WeightRows(..)
     );
-    if kp <= DEEP || !sliceable || !tile_packs(isa, t.rhs) || cols.div_ceil(NR) < 2 * threads {
+    // Each slice must take the column-tile pass (the only one that reads W's rows).
+    let slice_lhs = rows.next_multiple_of(geometry(isa).0) * KC * 4;
+    let tile_pass = tile_packs(isa, t.rhs)
+        && slice_lhs <= TILE_PASS_LHS_BYTES
+        && cols.div_ceil(NR) >= 2 * threads;
+    if kp <= DEEP || !sliceable || !tile_pass {
         return None;
     }
     Some((0..kp).step_by(KC).map(move |p0| {
