@@ -973,11 +973,13 @@ impl Block {
                         // j0..j0 + NR lie inside this task's block of `out`.
                         unsafe {
                             let dst = out.at(i0 * self.cols + j0);
-                            kernel_avx512bf16(dst, self.cols, add, a_panel, self.kpt, b_panel, kc)
+                            kernel_avx512bf16::<MR>(
+                                dst, self.cols, add, a_panel, self.kpt, b_panel, kc,
+                            )
                         };
                         continue;
                     }
-                    kernel(isa, &mut tile, a_panel, self.kpt, b_panel, kc);
+                    kernel(isa, &mut tile, ni, a_panel, self.kpt, b_panel, kc);
                     for i in 0..ni {
                         // SAFETY: (i0 + i, j0..j0 + nj) lies inside this task's block.
                         let row = unsafe {
@@ -1002,7 +1004,9 @@ impl Block {
 
 /// tile: [mr][NR] = a_panel (rows of stride `lda` pairs, `kc` pairs used) · b_panel [kc][NR].
 #[inline]
-fn kernel(isa: Isa, tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
+/// `rows` (at most the tile height) are the rows the caller keeps; a kernel may compute
+/// more, from the lhs panel's zero padding.
+fn kernel(isa: Isa, tile: &mut [f32], rows: usize, a: &[u32], lda: usize, b: &[u32], kc: usize) {
     let (mr, _) = geometry(isa);
     assert!(a.len() >= (mr - 1) * lda + kc && b.len() >= kc * NR && tile.len() >= mr * NR);
     #[cfg(target_arch = "x86_64")]
@@ -1012,7 +1016,16 @@ fn kernel(isa: Isa, tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usiz
         match isa {
             Isa::Amx => return unsafe { amx::kernel(tile, a, lda, b, kc) },
             Isa::Avx512Bf16 => {
-                return unsafe { kernel_avx512bf16(tile.as_mut_ptr(), NR, false, a, lda, b, kc) };
+                // The last row tile of 256 tokens has 4 rows: a 4-row kernel skips the 8
+                // padding rows (3% of every such product).
+                let t = tile.as_mut_ptr();
+                return unsafe {
+                    match rows {
+                        0..=4 => kernel_avx512bf16::<4>(t, NR, false, a, lda, b, kc),
+                        5..=8 => kernel_avx512bf16::<8>(t, NR, false, a, lda, b, kc),
+                        _ => kernel_avx512bf16::<MR>(t, NR, false, a, lda, b, kc),
+                    }
+                };
             }
             Isa::Avx512 => return unsafe { kernel_portable_avx512(tile, a, lda, b, kc) },
             Isa::Avx2 => return unsafe { kernel_portable_avx2(tile, a, lda, b, kc) },
@@ -1060,17 +1073,18 @@ unsafe fn kernel_portable_avx2(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32
     kernel_portable(tile, a, lda, b, kc)
 }
 
-/// The AVX512_BF16 kernel: 12 rows × 32 columns of f32 sums in 24 registers; per depth pair,
-/// two 16-column loads of the rhs and one broadcast pair per row feed 24 `vdpbf16ps`. The
-/// sums are stored to `dst` (rows `ldd` apart), or added to it when `add`.
+/// The AVX512_BF16 kernel: `M` (12, or 8 or 4 for a last row tile) rows × 32 columns of f32
+/// sums in `2M` registers; per depth pair, two 16-column loads of the rhs and one broadcast
+/// pair per row feed `2M` `vdpbf16ps`. The sums are stored to `dst` (rows `ldd` apart), or
+/// added to it when `add`.
 ///
 /// # Safety
-/// AVX512_BF16 is available; `dst` holds MR rows of NR floats, `ldd` apart; a holds MR rows
+/// AVX512_BF16 is available; `dst` holds M rows of NR floats, `ldd` apart; a holds M rows
 /// of at least `kc` pairs, `lda` apart; b holds `kc × NR` pairs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_avx512bf16(
+unsafe fn kernel_avx512bf16<const M: usize>(
     dst: *mut f32,
     ldd: usize,
     add: bool,
@@ -1081,7 +1095,7 @@ unsafe fn kernel_avx512bf16(
 ) {
     use std::arch::x86_64::*;
     let (a, b) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; M];
     for p in 0..kc {
         // SAFETY: `kernel` checked b holds kc × NR pairs and a holds rows of lda ≥ kc pairs.
         unsafe {
