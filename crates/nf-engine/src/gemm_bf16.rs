@@ -21,6 +21,7 @@
 //! is computed by one task with a fixed depth order, so results do not depend on scheduling.
 
 use std::cell::Cell;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -220,7 +221,7 @@ pub fn gemm_bf16_sum(
     let threads = threads.max(1);
 
     // The packers write every element, padding included, so the buffers are only grown.
-    let mut a = PACK_A.take();
+    let mut a = Buffers::A.take(threads);
     grow(&mut a, row_tiles * mr * kpt);
     pack_lhs(isa, &mut a, terms, &offsets, rows, (kp, kpt), threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
@@ -264,7 +265,7 @@ pub fn gemm_bf16_sum(
                 .into_par_iter()
                 .for_each_init(Scratch::default, |scratch, ct| run(scratch, ct));
         }
-        PACK_A.set(a);
+        Buffers::A.put(threads, a);
         return;
     }
     let mut b_buf = Vec::new();
@@ -281,7 +282,7 @@ pub fn gemm_bf16_sum(
             (p.data, p.kpt, p.k0)
         }
         _ => {
-            b_buf = PACK_B.take();
+            b_buf = Buffers::B.take(threads);
             grow(&mut b_buf, col_tiles * kpt * NR);
             pack_rhs(isa, &mut b_buf, terms, &offsets, cols, (kp, kpt), threads);
             (&b_buf, kpt, 0)
@@ -314,9 +315,9 @@ pub fn gemm_bf16_sum(
     } else {
         (0..tr * tc).into_par_iter().for_each(run);
     }
-    PACK_A.set(a);
+    Buffers::A.put(threads, a);
     if !b_buf.is_empty() {
-        PACK_B.set(b_buf);
+        Buffers::B.put(threads, b_buf);
     }
 }
 
@@ -365,6 +366,50 @@ fn depth_slices<'a>(
             depth: (2 * KC).min(t.depth - d0),
         }
     }))
+}
+
+/// The packed lhs (`A`) and rhs (`B`) panels of a product, kept between calls.
+#[derive(Clone, Copy)]
+enum Buffers {
+    A,
+    B,
+}
+
+/// The panels of multi-threaded products: one pair for the process. Those products come
+/// from the thread running a step, which may be either pool thread (`cpu::on_pool`); kept
+/// per thread, each would end up holding the largest panel (131 MiB for TinyLlama's
+/// classifier).
+static SHARED: [Mutex<Vec<u32>>; 2] = [Mutex::new(Vec::new()), Mutex::new(Vec::new())];
+
+impl Buffers {
+    /// Takes the buffer a product on `threads` threads uses: the shared one for a
+    /// multi-threaded product (an empty one if another holds it), else this thread's.
+    fn take(self, threads: usize) -> Vec<u32> {
+        if threads > 1 {
+            return SHARED[self as usize]
+                .try_lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default();
+        }
+        match self {
+            Buffers::A => PACK_A.take(),
+            Buffers::B => PACK_B.take(),
+        }
+    }
+
+    /// Gives back what [`Buffers::take`] gave.
+    fn put(self, threads: usize, v: Vec<u32>) {
+        if threads > 1 {
+            if let Ok(mut shared) = SHARED[self as usize].try_lock() {
+                *shared = v;
+            }
+            return;
+        }
+        match self {
+            Buffers::A => PACK_A.set(v),
+            Buffers::B => PACK_B.set(v),
+        }
+    }
 }
 
 fn grow(v: &mut Vec<u32>, len: usize) {
