@@ -1,3 +1,4 @@
+use super::pack::transpose_pairs;
 use super::*;
 use crate::ggml::GgmlType;
 use crate::linear::linear_naive;
