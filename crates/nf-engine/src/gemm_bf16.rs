@@ -235,11 +235,7 @@ pub fn gemm_bf16_sum(
     pack_lhs(isa, &mut a, terms, &offsets, rows, (kp, kpt), threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
     let out = SendPtr(dst.as_mut_ptr());
-    let packs_by_tile = !prepacked && terms.iter().all(|t| tile_packs(isa, t.rhs));
-    // Every column tile reads the whole packed lhs, so it must stay in cache: a weight
-    // gradient's lhs (tens of thousands of rows) would be re-read from memory per tile.
-    let lhs_fits = row_tiles * mr * kpt * 4 <= TILE_PASS_LHS_BYTES;
-    if packs_by_tile && lhs_fits && col_tiles >= 2 * threads {
+    if tile_pass(isa, terms, (rows, kpt, cols), threads) {
         // Each task packs one column tile of the rhs and multiplies every row by it right
         // away: one parallel pass instead of a packing pass and a product pass, the tile is
         // still in cache when the kernel reads it, and no thread holds the whole panel
@@ -334,6 +330,22 @@ pub fn gemm_bf16_sum(
 /// 256 tokens of depth up to 1,024, and every depth slice of a deep product.
 const TILE_PASS_LHS_BYTES: usize = 512 << 10;
 
+/// Whether a product of `kpt` padded depth pairs runs as the column-tile pass of
+/// [`gemm_bf16_sum`]: every rhs packs one column tile at a time, the packed lhs stays in
+/// cache (every tile reads all of it: a weight gradient's lhs of tens of thousands of rows
+/// would be re-read from memory per tile), and there are two tiles per thread or more.
+fn tile_pass(
+    isa: Isa,
+    terms: &[Term],
+    (rows, kpt, cols): (usize, usize, usize),
+    threads: usize,
+) -> bool {
+    let lhs_bytes = rows.next_multiple_of(geometry(isa).0) * kpt * 4;
+    terms.iter().all(|t| tile_packs(isa, t.rhs))
+        && lhs_bytes <= TILE_PASS_LHS_BYTES
+        && cols.div_ceil(NR) >= 2 * threads.max(1)
+}
+
 /// Products deeper than this many pairs run in slices of [`KC`] pairs.
 const DEEP: usize = 2 * KC;
 
@@ -353,11 +365,7 @@ fn depth_slices<'a>(
         Rhs::Strided(_) | Rhs::Weight(_) | Rhs::WeightRows(..)
     );
     // Each slice must take the column-tile pass (the only one that reads W's rows).
-    let slice_lhs = rows.next_multiple_of(geometry(isa).0) * KC * 4;
-    let tile_pass = tile_packs(isa, t.rhs)
-        && slice_lhs <= TILE_PASS_LHS_BYTES
-        && cols.div_ceil(NR) >= 2 * threads;
-    if kp <= DEEP || !sliceable || !tile_pass {
+    if kp <= DEEP || !sliceable || !tile_pass(isa, terms, (rows, KC, cols), threads) {
         return None;
     }
     Some((0..kp).step_by(KC).map(move |p0| {

@@ -54,19 +54,7 @@ multiversion!(softmax_row => softmax_row_generic(row: &mut [f32], target: usize,
 #[inline(always)]
 fn softmax_row_generic(row: &mut [f32], target: usize, scale: f32) -> f64 {
     let target_logit = row[target] as f64;
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for l in 0..LANES {
-            lanes[l] = lanes[l].max(c[l]);
-        }
-    }
-    let tail_max = chunks
-        .remainder()
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    let max = lanes.iter().copied().fold(tail_max, f32::max);
+    let max = row_max(row);
     // Exponentials in f32 (they are the softmax numerators we keep), their sum in f64 lanes
     // added as a fixed tree: a 50k-term f32 sum would lose several digits.
     let mut sums = [0.0f64; LANES];
@@ -141,9 +129,23 @@ pub fn softmax_cross_entropy_backward_naive(
     total
 }
 
-/// The largest logit of a row: subtracting it keeps every exponential in (0, 1].
+/// The largest logit of a row: subtracting it keeps every exponential in (0, 1]. Kept in
+/// `LANES` lanes so it vectorizes where it inlines (the maximum does not depend on order).
+#[inline(always)]
 fn row_max(row: &[f32]) -> f32 {
-    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            lanes[l] = lanes[l].max(c[l]);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    lanes.iter().copied().fold(tail, f32::max)
 }
 
 fn check_shapes(n_logits: usize, targets: &[u32], vocab: usize) {

@@ -254,8 +254,9 @@ pub(super) fn pack_column_tile(
     dst[kp * NR..].fill(0);
 }
 
-/// Whether a rhs can be packed one column tile at a time: all but `W` itself, which is
-/// decoded by rows unless its blocks are one tile wide and AVX-512 is there.
+/// Whether a rhs is packed one column tile at a time: not one packed beforehand, and not
+/// `W` itself, which is decoded by rows unless its blocks are one tile wide and AVX-512 is
+/// there.
 pub(super) fn tile_packs(isa: Isa, rhs: Rhs) -> bool {
     match rhs {
         #[cfg(target_arch = "x86_64")]
@@ -265,7 +266,9 @@ pub(super) fn tile_packs(isa: Isa, rhs: Rhs) -> bool {
             let _ = isa;
             false
         }
-        _ => true,
+        // Already packed whole.
+        Rhs::Packed(_) | Rhs::PackedT(_) | Rhs::Panel(_) => false,
+        Rhs::Strided(_) | Rhs::WeightT(_) => true,
     }
 }
 
