@@ -11,6 +11,9 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod probe;
+pub use probe::{bf16_dot_fast, rates as bf16_dot_rates};
+
 /// Instruction-set tiers, lowest first. Each tier includes everything below it, which is
 /// true of every CPU that has shipped: AVX-512 parts have AVX2 and FMA, AVX512_BF16 parts
 /// have AVX-512F/BW/VL, and AMX parts have AVX512_BF16.

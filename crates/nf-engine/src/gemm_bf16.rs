@@ -36,7 +36,8 @@ mod pack;
 mod packed;
 mod panel;
 
-use kernel::Block;
+pub use kernel::kernel_name;
+use kernel::{Block, widen_lhs, widens_lhs};
 #[cfg(target_arch = "x86_64")]
 use pack::transpose16_avx512;
 use pack::{
@@ -122,6 +123,7 @@ thread_local! {
     /// buffer and allocates its own.
     static PACK_A: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
     static PACK_B: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+    static PACK_WIDE: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
     /// One column tile of the rhs, for products that pack a tile per task.
     static PACK_TILE: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
 }
@@ -234,6 +236,28 @@ pub fn gemm_bf16_sum(
     grow(&mut a, row_tiles * mr * kpt);
     pack_lhs(isa, &mut a, terms, &offsets, rows, (kp, kpt), threads);
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
+    // The FMA kernel reads its lhs widened to f32; the pairs are widened once here, for
+    // every tile that reads them.
+    let mut wide = Vec::new();
+    let lda = if widens_lhs(isa) {
+        wide = Buffers::Wide.take(threads);
+        grow(&mut wide, row_tiles * mr * 2 * kpt);
+        let (dst, src) = (
+            &mut wide[..row_tiles * mr * 2 * kpt],
+            &a[..row_tiles * mr * kpt],
+        );
+        if threads == 1 {
+            widen_lhs(isa, dst, src);
+        } else {
+            dst.par_chunks_mut(16 * 2 * kpt)
+                .zip(src.par_chunks(16 * kpt))
+                .for_each(|(d, s)| widen_lhs(isa, d, s));
+        }
+        2 * kpt
+    } else {
+        kpt
+    };
+    let lhs: &[u32] = if wide.is_empty() { &a } else { &wide };
     let out = SendPtr(dst.as_mut_ptr());
     if tile_pass(isa, terms, (rows, kpt, cols), threads) {
         // Each task packs one column tile of the rhs and multiplies every row by it right
@@ -252,6 +276,7 @@ pub fn gemm_bf16_sum(
                 c1: ((ct + 1) * NR).min(cols),
                 cols,
                 kpt,
+                lda,
                 b_kpt: kpt,
                 b_k0: 0,
                 b_tile0: ct,
@@ -259,7 +284,7 @@ pub fn gemm_bf16_sum(
             };
             // SAFETY: tasks write disjoint column ranges of dst, which is rows × cols long
             // (asserted above) and outlives this call.
-            unsafe { block.compute(isa, &a, tile, out, accumulate) };
+            unsafe { block.compute(isa, lhs, tile, out, accumulate) };
             PACK_TILE.set(tile_buf);
         };
         if threads == 1 {
@@ -271,6 +296,9 @@ pub fn gemm_bf16_sum(
                 .for_each_init(Scratch::default, |scratch, ct| run(scratch, ct));
         }
         Buffers::A.put(threads, a);
+        if !wide.is_empty() {
+            Buffers::Wide.put(threads, wide);
+        }
         return;
     }
     let mut b_buf = Vec::new();
@@ -306,6 +334,7 @@ pub fn gemm_bf16_sum(
             c1: (c0 + task_cols).min(cols),
             cols,
             kpt,
+            lda,
             b_kpt,
             b_k0,
             b_tile0: 0,
@@ -313,7 +342,7 @@ pub fn gemm_bf16_sum(
         };
         // SAFETY: tasks write disjoint rectangles of dst (rows r0..r1 × cols c0..c1), which
         // is rows × cols long (asserted above) and outlives this call.
-        unsafe { block.compute(isa, &a, b, out, accumulate) };
+        unsafe { block.compute(isa, lhs, b, out, accumulate) };
     };
     if threads == 1 || tr * tc == 1 {
         (0..tr * tc).for_each(run);
@@ -321,6 +350,9 @@ pub fn gemm_bf16_sum(
         (0..tr * tc).into_par_iter().for_each(run);
     }
     Buffers::A.put(threads, a);
+    if !wide.is_empty() {
+        Buffers::Wide.put(threads, wide);
+    }
     if !b_buf.is_empty() {
         Buffers::B.put(threads, b_buf);
     }
@@ -390,13 +422,15 @@ fn depth_slices<'a>(
 enum Buffers {
     A,
     B,
+    /// The lhs widened for the FMA kernel.
+    Wide,
 }
 
 /// The panels of multi-threaded products: one pair for the process. Those products come
 /// from the thread running a step, which may be either pool thread (`cpu::on_pool`); kept
 /// per thread, each would end up holding the largest panel (131 MiB for TinyLlama's
 /// classifier).
-static SHARED: [Mutex<Vec<u32>>; 2] = [Mutex::new(Vec::new()), Mutex::new(Vec::new())];
+static SHARED: [Mutex<Vec<u32>>; 3] = [const { Mutex::new(Vec::new()) }; 3];
 
 impl Buffers {
     /// Takes the buffer a product on `threads` threads uses: the shared one for a
@@ -411,6 +445,7 @@ impl Buffers {
         match self {
             Buffers::A => PACK_A.take(),
             Buffers::B => PACK_B.take(),
+            Buffers::Wide => PACK_WIDE.take(),
         }
     }
 
@@ -425,6 +460,7 @@ impl Buffers {
         match self {
             Buffers::A => PACK_A.set(v),
             Buffers::B => PACK_B.set(v),
+            Buffers::Wide => PACK_WIDE.set(v),
         }
     }
 }

@@ -63,7 +63,11 @@
 //! sums in f32, while master weights, gradients and optimizer state stay f32; runs from
 //! before this field was added trained in f32 and omit it), `isa` (string: the
 //! instruction-set tier the kernels run on in this process, `"baseline"`, `"avx2"`,
-//! `"avx512"`, `"avx512bf16"` or `"amx"`; bf16 below `"avx512bf16"` is emulated).
+//! `"avx512"`, `"avx512bf16"` or `"amx"`; bf16 below `"avx512bf16"` is emulated), `kernel`
+//! (string, present for bf16 runs: the micro-kernel of the bf16 products, `"vdpbf16ps"`,
+//! `"avx512-fma"` (pairs widened to f32 and multiplied with FMA, on AVX-512 without
+//! AVX512_BF16 and on CPUs whose `vdpbf16ps` is the slower of the two), `"tdpbf16ps"` (AMX)
+//! or `"portable"`).
 //!
 //! ## `train.plan`
 //! What a run would take, from `train --dry-run` (which writes nothing and starts no run).
@@ -112,7 +116,8 @@
 //! the run on this machine: the f32 GEMM for `"f32"`, the bf16 GEMM for `"bf16"`),
 //! `peak_under_measured` (boolean: the run went faster than the measured peak, even after
 //! measuring it again on larger matrices, so the peak is too low; `utilization` is then
-//! clamped to 1 and reads "at least"), `precision`, `isa` (strings, as in `train.start`),
+//! clamped to 1 and reads "at least"), `precision`, `isa`, `kernel` (strings, as in
+//! `train.start`),
 //! `ms` (object: component → mean milliseconds per step), `output` (string: the final
 //! adapter or model folder). The run folder's `report.json` is this event.
 //!
@@ -319,6 +324,8 @@ pub enum Event {
         precision: String,
         #[serde(default)]
         isa: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        kernel: String,
     },
     #[serde(rename = "train.plan")]
     TrainPlan(Box<TrainPlan>),
@@ -372,6 +379,8 @@ pub enum Event {
         precision: String,
         #[serde(default)]
         isa: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        kernel: String,
         ms: std::collections::BTreeMap<String, f64>,
         output: String,
     },
@@ -721,10 +730,19 @@ mod tests {
     fn train_events_from_before_precision_still_parse() {
         let old = r#"{"v":1,"type":"train.start","ts":"x","run_dir":"r","method":"lora","trainable_params":1,"total_params":2,"steps":3,"start_step":0,"batch_size":1,"seq_len":8,"grad_accum":1,"tokens_per_step":8,"train_tokens":100,"val_tokens":10,"resumed":false}"#;
         let e = read_events(old.as_bytes()).next().unwrap().unwrap().event;
-        let Event::TrainStart { precision, isa, .. } = e else {
+        let Event::TrainStart {
+            precision,
+            isa,
+            kernel,
+            ..
+        } = e
+        else {
             panic!("{e:?}")
         };
-        assert_eq!((precision.as_str(), isa.as_str()), ("", ""));
+        assert_eq!(
+            (precision.as_str(), isa.as_str(), kernel.as_str()),
+            ("", "", "")
+        );
         let old = r#"{"v":1,"type":"train.done","ts":"x","reason":"completed","steps":1,"final_step":1,"final_loss":null,"val_loss":null,"wall_s":1.0,"ms_per_step":1.0,"tokens_per_s":1.0,"tflops":0.1,"utilization":0.5,"ms":{},"output":"o"}"#;
         let e = read_events(old.as_bytes()).next().unwrap().unwrap().event;
         let Event::TrainDone {

@@ -343,11 +343,15 @@ fn peak(a: &BenchPeakArgs, out: &mut Output) -> Result<()> {
             Some(precision),
         )?;
     }
-    if !isa.has_native_bf16() {
-        out.text(&format!(
-            "bf16 on {isa} is emulated (native bf16 needs avx512bf16 or amx)\n"
-        ))?;
-    }
+    out.text(&format!(
+        "bf16 kernel on {isa}: {}{}\n",
+        nf_engine::gemm_bf16::kernel_name(isa),
+        if isa.has_native_bf16() {
+            ""
+        } else {
+            " (emulated: native bf16 needs avx512bf16 or amx)"
+        }
+    ))?;
     Ok(())
 }
 
@@ -444,10 +448,11 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         (_, None) => ", base as loaded".into(),
     };
     out.text(&format!(
-        "train {} dim {} layers {} heads {}/{} hidden {} vocab {}, {} params, batch {} × {} tokens{base}, precision {precision} on {isa}, cpu: {}\n",
+        "train {} dim {} layers {} heads {}/{} hidden {} vocab {}, {} params, batch {} × {} tokens{base}, precision {precision} on {}, cpu: {}\n",
         if a.lora_rank > 0 { format!("lora r{}", a.lora_rank) } else { "full".into() },
         c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden_dim, c.vocab_size,
         c.n_params(), a.batch_size, a.seq_len,
+        crate::cmd::train::isa_and_kernel(isa.name(), &crate::cmd::train::kernel_of(precision, isa)),
         nf_engine::cpu::features().summary()
     ))?;
     let p = Some(precision);

@@ -190,13 +190,32 @@ pub(crate) fn store_frozen_as(tm: &mut TrainModel, ty: nf_formats::GgmlType) -> 
     })
 }
 
-/// The warning for bf16 on a CPU without native bf16 dot products, if it applies.
+/// The warning for bf16 where it is emulated without AVX-512, if it applies. AVX-512
+/// without AVX512_BF16 multiplies the bf16 pairs with FMA (the `avx512-fma` kernel), which
+/// measured faster than f32 (BENCHMARKS.md), so it gets no warning.
 pub(crate) fn precision_warning(precision: Precision, isa: Isa) -> Option<String> {
-    (precision == Precision::Bf16 && !isa.has_native_bf16()).then(|| {
+    (precision == Precision::Bf16 && isa < Isa::Avx512).then(|| {
         format!(
             "bf16 on {isa} is emulated (native bf16 needs avx512bf16 or amx), so it trains slower than f32; --precision f32 (or auto) is faster on this CPU"
         )
     })
+}
+
+/// The bf16 micro-kernel a run's products use (`kernel` in `train.start`), empty for f32.
+pub(crate) fn kernel_of(precision: Precision, isa: Isa) -> String {
+    match precision {
+        Precision::Bf16 => nf_engine::gemm_bf16::kernel_name(isa).into(),
+        Precision::F32 => String::new(),
+    }
+}
+
+/// `isa`, with the bf16 kernel after it when there is one: "avx512bf16 (avx512-fma kernel)".
+pub(crate) fn isa_and_kernel(isa: &str, kernel: &str) -> String {
+    if kernel.is_empty() {
+        isa.into()
+    } else {
+        format!("{isa} ({kernel} kernel)")
+    }
 }
 
 /// Writes every event to `events.ndjson` in the run folder and to the user's output.
@@ -244,9 +263,11 @@ impl Progress {
                 tokens_per_step,
                 precision,
                 isa,
+                kernel,
                 ..
             } => {
                 self.start_step = *start_step;
+                let isa = isa_and_kernel(isa, kernel);
                 let _ = writeln!(
                     err,
                     "training {method}: {} trainable of {} parameters, {train_tokens} train / {val_tokens} val tokens, {tokens_per_step} tokens/step, {precision} on {isa}{}\nrun: {run_dir}",
@@ -826,6 +847,7 @@ fn run_inner(
         resumed: resume,
         precision: precision.name().into(),
         isa: isa.name().into(),
+        kernel: kernel_of(precision, isa),
     });
     // SIGINT now stops after the current step with a checkpoint, like SIGTERM; a second
     // SIGINT kills the process as usual.
@@ -917,6 +939,7 @@ fn run_inner(
         peak_under_measured: util.is_some_and(|u| u.peak_under_measured),
         precision: precision.name().into(),
         isa: isa.name().into(),
+        kernel: kernel_of(precision, isa),
         ms: ms.clone(),
         output: output.display().to_string(),
     };
@@ -1178,12 +1201,14 @@ fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
         peak_under_measured,
         precision,
         isa,
+        kernel,
         output,
         ..
     } = r
     else {
         return;
     };
+    let isa = isa_and_kernel(isa, kernel);
     let mut err = std::io::stderr().lock();
     if std::io::stderr().is_terminal() {
         // Clear the live status line before the report.

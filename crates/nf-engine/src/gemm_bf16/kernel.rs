@@ -1,11 +1,107 @@
 //! The micro-kernels and the loop that runs them over one task's block of the output.
 //!
 //! `tile[mr][NR] = a_panel · b_panel` over a block of depth pairs: AVX512_BF16
-//! (`vdpbf16ps`, 12, 8 or 4 rows), AMX-BF16 (`tdpbf16ps`, 32 rows; never run on hardware
-//! yet), and a portable kernel per tier that sums in the same order.
+//! (`vdpbf16ps`, 12, 8 or 4 rows) where the CPU's bf16 dot products outpace its FMAs, an
+//! AVX-512 FMA kernel on the same bf16 panels elsewhere (AVX-512 without BF16, and Intel
+//! cores whose `vdpbf16ps` runs at half the FMA flop rate), AMX-BF16 (`tdpbf16ps`, 32 rows;
+//! never run on hardware yet), and a portable kernel per tier that sums in the same order
+//! as the FMA kernel.
 
 use super::{KC, MR, MR_AMX, NR, SendPtr, geometry};
-use crate::cpu::Isa;
+use crate::cpu::{self, Isa, multiversion};
+
+/// The AVX-512 kernels over bf16 pair panels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Avx512Kernel {
+    /// `vdpbf16ps`: two products per lane and instruction.
+    Dot,
+    /// Each pair widened to two f32 and multiplied with `vfmadd231ps`.
+    Fma,
+}
+
+impl Avx512Kernel {
+    /// The kernel a tier runs: the dot product only where it is the faster of the two
+    /// ([`cpu::bf16_dot_fast`]); `None` below AVX-512 and on AMX.
+    pub(super) fn of(isa: Isa) -> Option<Avx512Kernel> {
+        match isa {
+            Isa::Avx512Bf16 if cpu::bf16_dot_fast() => Some(Avx512Kernel::Dot),
+            Isa::Avx512Bf16 | Isa::Avx512 => Some(Avx512Kernel::Fma),
+            _ => None,
+        }
+    }
+
+    /// Runs this kernel on `M` rows (12, 8 or 4); the arguments are those of
+    /// [`kernel_avx512bf16`].
+    ///
+    /// # Safety
+    /// As for [`kernel_avx512bf16`], with the kernel's instructions available.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) unsafe fn run<const M: usize>(
+        self,
+        dst: *mut f32,
+        ldd: usize,
+        add: bool,
+        a: &[u32],
+        lda: usize,
+        b: &[u32],
+        kc: usize,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match self {
+                Avx512Kernel::Dot => kernel_avx512bf16::<M>(dst, ldd, add, a, lda, b, kc),
+                Avx512Kernel::Fma => kernel_avx512fma::<M>(dst, ldd, add, a, lda, b, kc),
+            }
+        }
+    }
+
+    /// The name reports and benchmarks give this kernel.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Avx512Kernel::Dot => "vdpbf16ps",
+            Avx512Kernel::Fma => "avx512-fma",
+        }
+    }
+}
+
+/// The micro-kernel bf16 products run on at tier `isa`, as reports name it.
+pub fn kernel_name(isa: Isa) -> &'static str {
+    match (isa, Avx512Kernel::of(isa)) {
+        (_, Some(k)) => k.name(),
+        (Isa::Amx, _) => "tdpbf16ps",
+        _ => "portable",
+    }
+}
+
+/// The packed lhs elements a kernel reads for `rows` rows `lda` apart and `kc` pairs: the
+/// FMA kernel's widened rows hold two f32 per pair.
+pub(super) fn lhs_len(k: Avx512Kernel, rows: usize, lda: usize, kc: usize) -> usize {
+    match k {
+        Avx512Kernel::Dot => (rows - 1) * lda + kc,
+        Avx512Kernel::Fma => (rows - 1) * lda + 2 * kc,
+    }
+}
+
+/// Whether products at this tier widen their packed lhs for the FMA kernel.
+pub(super) fn widens_lhs(isa: Isa) -> bool {
+    Avx512Kernel::of(isa) == Some(Avx512Kernel::Fma)
+}
+
+multiversion!(pub(super) widen_lhs => widen_lhs_generic(dst: &mut [u32], a: &[u32]));
+
+/// dst: `2 × a.len()` f32 bits, a: bf16 pairs. Each pair becomes its two halves widened to
+/// f32, in depth order: the FMA kernel broadcasts both as f32 straight from memory, where
+/// splitting a broadcast pair in registers would take two more operations per row and pair
+/// on the ports the FMAs need.
+#[inline(always)]
+fn widen_lhs_generic(dst: &mut [u32], a: &[u32]) {
+    for (d, &v) in dst.chunks_exact_mut(2).zip(a) {
+        d[0] = v << 16;
+        d[1] = v & 0xffff_0000;
+    }
+}
 
 /// One task's rectangle of the output.
 pub(super) struct Block {
@@ -16,6 +112,9 @@ pub(super) struct Block {
     /// dst's row stride.
     pub(super) cols: usize,
     pub(super) kpt: usize,
+    /// The packed lhs's row stride: `kpt` pairs, or `2 × kpt` f32 for the FMA kernel's
+    /// widened rows ([`widen_lhs`]).
+    pub(super) lda: usize,
     /// Pairs per column tile of the rhs panels, the first pair the product reads, and the
     /// column tile the panels given to `compute` start at.
     pub(super) b_kpt: usize,
@@ -36,32 +135,35 @@ impl Block {
         accumulate: bool,
     ) {
         let mut tile = [0.0f32; MR_AMX * NR];
+        let avx512 = Avx512Kernel::of(isa);
         for k0 in (0..self.kpt).step_by(KC) {
             let kc = KC.min(self.kpt - k0);
             for i0 in (self.r0..self.r1).step_by(self.mr) {
-                let a_panel = &a[i0 * self.kpt + k0..];
+                // A widened row holds two elements per pair.
+                let a_panel = &a[i0 * self.lda + k0 * (self.lda / self.kpt)..];
                 for j0 in (self.c0..self.c1).step_by(NR) {
                     let b_at = (j0 / NR - self.b_tile0) * self.b_kpt * NR + (self.b_k0 + k0) * NR;
                     let b_panel = &b[b_at..][..kc * NR];
                     let (ni, nj) = (self.mr.min(self.r1 - i0), NR.min(self.c1 - j0));
                     let add = accumulate || k0 > 0;
                     #[cfg(target_arch = "x86_64")]
-                    if isa == Isa::Avx512Bf16 && ni == MR && nj == NR {
+                    if let Some(k) = avx512
+                        && ni == MR
+                        && nj == NR
+                    {
                         // A whole tile goes from the registers straight into the output,
                         // without the round trip through `tile` (2% of a LoRA step).
-                        assert!(a_panel.len() >= (MR - 1) * self.kpt + kc);
+                        assert!(a_panel.len() >= lhs_len(k, MR, self.lda, kc));
                         // SAFETY: the tier was verified; the panels' lengths are checked
                         // (above and by the slicing of b_panel); rows i0..i0 + MR and columns
                         // j0..j0 + NR lie inside this task's block of `out`.
                         unsafe {
                             let dst = out.at(i0 * self.cols + j0);
-                            kernel_avx512bf16::<MR>(
-                                dst, self.cols, add, a_panel, self.kpt, b_panel, kc,
-                            )
+                            k.run::<MR>(dst, self.cols, add, a_panel, self.lda, b_panel, kc)
                         };
                         continue;
                     }
-                    kernel(isa, &mut tile, ni, a_panel, self.kpt, b_panel, kc);
+                    kernel(isa, &mut tile, ni, a_panel, self.lda, b_panel, kc);
                     for i in 0..ni {
                         // SAFETY: (i0 + i, j0..j0 + nj) lies inside this task's block.
                         let row = unsafe {
@@ -98,26 +200,30 @@ pub(super) fn kernel(
     kc: usize,
 ) {
     let (mr, _) = geometry(isa);
-    assert!(a.len() >= (mr - 1) * lda + kc && b.len() >= kc * NR && tile.len() >= mr * NR);
+    let a_len = match Avx512Kernel::of(isa) {
+        Some(k) => lhs_len(k, mr, lda, kc),
+        None => (mr - 1) * lda + kc,
+    };
+    assert!(a.len() >= a_len && b.len() >= kc * NR && tile.len() >= mr * NR);
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: each arm runs only at a tier `cpu` verified this CPU (and OS) supports;
         // the panel lengths were checked above.
         match isa {
             Isa::Amx => return unsafe { amx::kernel(tile, a, lda, b, kc) },
-            Isa::Avx512Bf16 => {
+            Isa::Avx512Bf16 | Isa::Avx512 => {
+                let k = Avx512Kernel::of(isa).expect("an AVX-512 tier has a kernel");
                 // The last row tile of 256 tokens has 4 rows: a 4-row kernel skips the 8
                 // padding rows (3% of every such product).
                 let t = tile.as_mut_ptr();
                 return unsafe {
                     match rows {
-                        0..=4 => kernel_avx512bf16::<4>(t, NR, false, a, lda, b, kc),
-                        5..=8 => kernel_avx512bf16::<8>(t, NR, false, a, lda, b, kc),
-                        _ => kernel_avx512bf16::<MR>(t, NR, false, a, lda, b, kc),
+                        0..=4 => k.run::<4>(t, NR, false, a, lda, b, kc),
+                        5..=8 => k.run::<8>(t, NR, false, a, lda, b, kc),
+                        _ => k.run::<MR>(t, NR, false, a, lda, b, kc),
                     }
                 };
             }
-            Isa::Avx512 => return unsafe { kernel_portable_avx512(tile, a, lda, b, kc) },
             Isa::Avx2 => return unsafe { kernel_portable_avx2(tile, a, lda, b, kc) },
             Isa::Baseline => {}
         }
@@ -149,12 +255,6 @@ fn kernel_portable(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize
     for (i, acc) in acc.iter().enumerate() {
         tile[i * NR..i * NR + NR].copy_from_slice(acc);
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-unsafe fn kernel_portable_avx512(tile: &mut [f32], a: &[u32], lda: usize, b: &[u32], kc: usize) {
-    kernel_portable(tile, a, lda, b, kc)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -199,17 +299,94 @@ unsafe fn kernel_avx512bf16<const M: usize>(
             }
         }
     }
+    // SAFETY: forwarded from the caller.
+    unsafe { store_tile(dst, ldd, add, &acc) }
+}
+
+/// The AVX-512 FMA kernel: the arithmetic of [`kernel_portable`] (each pair's even product,
+/// then its odd one, fused into the sum) at the FMA's full rate. Per depth pair the two rhs
+/// registers are split into their even and odd bf16 halves widened to f32 (four integer
+/// operations), and each row's halves are broadcast from its widened lhs row
+/// ([`widen_lhs`]).
+///
+/// # Safety
+/// AVX-512F is available; `dst` holds M rows of NR floats, `ldd` apart; a holds M widened
+/// rows `lda` apart, of at least `2 × kc` f32 each; b holds `kc × NR` pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_avx512fma<const M: usize>(
+    dst: *mut f32,
+    ldd: usize,
+    add: bool,
+    a: &[u32],
+    lda: usize,
+    b: &[u32],
+    kc: usize,
+) {
+    use std::arch::x86_64::*;
+    let (a, b) = (a.as_ptr().cast::<f32>(), b.as_ptr());
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let mut acc = [[_mm512_setzero_ps(); 2]; M];
+    for p in 0..kc {
+        // SAFETY: b holds kc × NR pairs and each widened row kc halves of each kind (the
+        // caller's guarantee), and p < kc.
+        unsafe {
+            let at = b.add(p * NR);
+            let (b0, b1) = (
+                _mm512_loadu_si512(at.cast()),
+                _mm512_loadu_si512(at.add(16).cast()),
+            );
+            let (l0, h0) = (
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(b0)),
+                _mm512_castsi512_ps(_mm512_and_si512(b0, high)),
+            );
+            let (l1, h1) = (
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(b1)),
+                _mm512_castsi512_ps(_mm512_and_si512(b1, high)),
+            );
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let row = a.add(i * lda + 2 * p);
+                let (al, ah) = (_mm512_set1_ps(*row), _mm512_set1_ps(*row.add(1)));
+                // Both registers' even products, then both odd ones: a sum's two FMAs are
+                // not back to back (the same order per sum, so the same bits).
+                acc[0] = _mm512_fmadd_ps(al, l0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(al, l1, acc[1]);
+                acc[0] = _mm512_fmadd_ps(ah, h0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(ah, h1, acc[1]);
+            }
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { store_tile(dst, ldd, add, &acc) }
+}
+
+/// Stores a kernel's `M` rows of sums (two registers each) to `dst`, rows `ldd` apart, or
+/// adds them to what is there when `add`.
+///
+/// # Safety
+/// AVX-512F is available; `dst` holds M rows of NR floats, `ldd` apart.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn store_tile<const M: usize>(
+    dst: *mut f32,
+    ldd: usize,
+    add: bool,
+    acc: &[[std::arch::x86_64::__m512; 2]; M],
+) {
+    use std::arch::x86_64::*;
     for (i, acc) in acc.iter().enumerate() {
-        // SAFETY: the caller guarantees MR rows of NR floats at dst, ldd apart.
+        // SAFETY: the caller guarantees M rows of NR floats at dst, ldd apart.
         unsafe {
             let row = dst.add(i * ldd);
-            let (mut lo, mut hi) = (acc[0], acc[1]);
+            let (mut l, mut h) = (acc[0], acc[1]);
             if add {
-                lo = _mm512_add_ps(lo, _mm512_loadu_ps(row));
-                hi = _mm512_add_ps(hi, _mm512_loadu_ps(row.add(16)));
+                l = _mm512_add_ps(l, _mm512_loadu_ps(row));
+                h = _mm512_add_ps(h, _mm512_loadu_ps(row.add(16)));
             }
-            _mm512_storeu_ps(row, lo);
-            _mm512_storeu_ps(row.add(16), hi);
+            _mm512_storeu_ps(row, l);
+            _mm512_storeu_ps(row.add(16), h);
         }
     }
 }

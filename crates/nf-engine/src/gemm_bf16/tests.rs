@@ -589,3 +589,71 @@ fn deep_products_in_depth_slices_have_the_bits_of_whole_ones() {
         }
     }
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn each_avx512_kernel_matches_the_portable_one() {
+    use kernel::Avx512Kernel;
+    let f = cpu::features();
+    if !f.avx512 {
+        eprintln!("note: skipping the AVX-512 kernels: this CPU lacks AVX-512");
+        return;
+    }
+    let mut kernels = vec![Avx512Kernel::Fma];
+    if f.avx512bf16 {
+        kernels.push(Avx512Kernel::Dot);
+    } else {
+        eprintln!("note: skipping the vdpbf16ps kernel: this CPU lacks AVX512_BF16");
+    }
+    let mut rng = Rng::new(77);
+    // Depths below, at and past one widened chunk (64 pairs), with a ragged tail.
+    for kc in [1, 15, 16, 64, 100, KC] {
+        let lda = kc + 3;
+        let a: Vec<u32> = (0..MR * lda)
+            .map(|_| pair(rng.next_f32() * 2.0, rng.next_f32() * 2.0))
+            .collect();
+        let b: Vec<u32> = (0..kc * NR)
+            .map(|_| pair(rng.next_f32() * 2.0, rng.next_f32() * 2.0))
+            .collect();
+        let mut want = vec![0.0f32; MR * NR];
+        kernel::kernel(Isa::Baseline, &mut want, MR, &a, lda, &b, kc);
+        for &k in &kernels {
+            for add in [false, true] {
+                let ldd = NR + 5;
+                let start = rng.vec(MR * ldd);
+                let mut got = start.clone();
+                // The FMA kernel reads the lhs widened, as products hand it over.
+                let mut wide = vec![0u32; 2 * a.len()];
+                kernel::widen_lhs(Isa::Avx512, &mut wide, &a);
+                let (a, lda) = match k {
+                    Avx512Kernel::Dot => (&a, lda),
+                    Avx512Kernel::Fma => (&wide, 2 * lda),
+                };
+                assert!(a.len() >= kernel::lhs_len(k, MR, lda, kc));
+                // SAFETY: the kernel's instructions were checked above; got holds MR rows of
+                // ldd ≥ NR floats, a MR rows of at least lhs_len, b kc × NR pairs.
+                unsafe { k.run::<MR>(got.as_mut_ptr(), ldd, add, a, lda, &b, kc) };
+                for i in 0..MR {
+                    for j in 0..NR {
+                        let base = if add { start[i * ldd + j] } else { 0.0 };
+                        let (g, w) = (got[i * ldd + j], base + want[i * NR + j]);
+                        match k {
+                            // The FMA kernel sums in the portable kernel's order: same bits.
+                            Avx512Kernel::Fma => assert_eq!(g.to_bits(), w.to_bits()),
+                            Avx512Kernel::Dot => assert!(
+                                (g - w).abs() <= 1e-5 * (1.0 + w.abs()) * (kc as f32).sqrt(),
+                                "{} kc {kc} ({i}, {j}): {g} vs {w}",
+                                k.name()
+                            ),
+                        }
+                    }
+                    // Columns past NR stay as they were.
+                    assert_eq!(
+                        got[i * ldd + NR..i * ldd + ldd],
+                        start[i * ldd + NR..i * ldd + ldd]
+                    );
+                }
+            }
+        }
+    }
+}
