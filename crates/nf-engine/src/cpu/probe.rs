@@ -89,6 +89,11 @@ mod tests {
             eprintln!("skipped: no AVX512_BF16 on this CPU");
             return;
         }
+        eprintln!(
+            "vdpbf16ps {:.0} GFLOP/s, vfmadd231ps {:.0} GFLOP/s",
+            dot / 1e9,
+            fma / 1e9
+        );
         // Any real CPU does between 1 and 10,000 GFLOP/s per core on each.
         for r in [dot, fma] {
             assert!((1e9..1e13).contains(&r), "rate {r}");

@@ -364,11 +364,13 @@ unsafe fn kernel_avx512fma<const M: usize>(
 /// Stores a kernel's `M` rows of sums (two registers each) to `dst`, rows `ldd` apart, or
 /// adds them to what is there when `add`.
 ///
+/// Always inlined into the kernels (which enable AVX-512F): a call would pass the 24
+/// accumulators through memory.
+///
 /// # Safety
 /// AVX-512F is available; `dst` holds M rows of NR floats, `ldd` apart.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
+#[inline(always)]
 unsafe fn store_tile<const M: usize>(
     dst: *mut f32,
     ldd: usize,
