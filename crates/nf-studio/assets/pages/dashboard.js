@@ -178,7 +178,7 @@
           stat('remaining', remaining === null ? '—' : fmt.duration(remaining), 'stat-eta')),
         NF.kv([
           ['method', start.method || s.method || '—'],
-          ['precision', (start.precision || s.precision) ? `${start.precision || s.precision}${start.isa ? ` on ${start.isa}` : ''}` : '—'],
+          ['precision', (start.precision || s.precision) ? `${start.precision || s.precision}${start.isa ? ` on ${start.isa}` : ''}${start.kernel ? ` (${start.kernel} kernel)` : ''}` : '—'],
           ['model', s.model || '—'],
           ['trainable', start.trainable_params ? `${fmt.si(start.trainable_params)} of ${fmt.si(start.total_params)} params` : '—'],
           ['tokens/step', start.tokens_per_step ? fmt.count(start.tokens_per_step) : '—'],
