@@ -253,8 +253,8 @@ impl Trainer {
         Ok(Trainer {
             model,
             opts,
-            m: vec![0.0; n],
-            v: vec![0.0; n],
+            m: nf_engine::optim::zeroed_moments(n),
+            v: nf_engine::optim::zeroed_moments(n),
             train: batcher,
             val,
             inputs: vec![0; b * t],

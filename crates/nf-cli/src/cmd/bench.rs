@@ -418,7 +418,9 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     let targets: Vec<u32> = (0..n)
         .map(|i| ((i + 1) * 7919 % c.vocab_size) as u32)
         .collect();
-    let (mut m, mut v) = (vec![0.0; tm.params.len()], vec![0.0; tm.params.len()]);
+    let n_params = tm.params.len();
+    let zeroed = nf_engine::optim::zeroed_moments;
+    let (mut m, mut v) = (zeroed(n_params), zeroed(n_params));
     let times = StepTimes::default();
     let mut step = |tm: &mut TrainModel, k: u64| -> Result<f64> {
         let t = Instant::now();
