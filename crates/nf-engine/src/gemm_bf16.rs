@@ -238,8 +238,9 @@ pub fn gemm_bf16_sum(
     a[rows * kpt..row_tiles * mr * kpt].fill(0);
     // The FMA kernel reads its lhs widened to f32; the pairs are widened once here, for
     // every tile that reads them.
+    let widen = widens_lhs(isa);
     let mut wide = Vec::new();
-    let lda = if widens_lhs(isa) {
+    let lda = if widen {
         wide = Buffers::Wide.take(threads);
         grow(&mut wide, row_tiles * mr * 2 * kpt);
         let (dst, src) = (
@@ -257,7 +258,7 @@ pub fn gemm_bf16_sum(
     } else {
         kpt
     };
-    let lhs: &[u32] = if wide.is_empty() { &a } else { &wide };
+    let lhs: &[u32] = if widen { &wide } else { &a };
     let out = SendPtr(dst.as_mut_ptr());
     if tile_pass(isa, terms, (rows, kpt, cols), threads) {
         // Each task packs one column tile of the rhs and multiplies every row by it right
@@ -296,7 +297,7 @@ pub fn gemm_bf16_sum(
                 .for_each_init(Scratch::default, |scratch, ct| run(scratch, ct));
         }
         Buffers::A.put(threads, a);
-        if !wide.is_empty() {
+        if widen {
             Buffers::Wide.put(threads, wide);
         }
         return;
@@ -350,7 +351,7 @@ pub fn gemm_bf16_sum(
         (0..tr * tc).into_par_iter().for_each(run);
     }
     Buffers::A.put(threads, a);
-    if !wide.is_empty() {
+    if widen {
         Buffers::Wide.put(threads, wide);
     }
     if !b_buf.is_empty() {

@@ -75,13 +75,11 @@ pub fn kernel_name(isa: Isa) -> &'static str {
     }
 }
 
-/// The packed lhs elements a kernel reads for `rows` rows `lda` apart and `kc` pairs: the
-/// FMA kernel's widened rows hold two f32 per pair.
-pub(super) fn lhs_len(k: Avx512Kernel, rows: usize, lda: usize, kc: usize) -> usize {
-    match k {
-        Avx512Kernel::Dot => (rows - 1) * lda + kc,
-        Avx512Kernel::Fma => (rows - 1) * lda + 2 * kc,
-    }
+/// The packed lhs elements kernel `k` (`None`: a portable or AMX one) reads for `rows` rows
+/// `lda` apart and `kc` pairs: the FMA kernel's widened rows hold two f32 per pair.
+pub(super) fn lhs_len(k: Option<Avx512Kernel>, rows: usize, lda: usize, kc: usize) -> usize {
+    let per_pair = if k == Some(Avx512Kernel::Fma) { 2 } else { 1 };
+    (rows - 1) * lda + per_pair * kc
 }
 
 /// Whether products at this tier widen their packed lhs for the FMA kernel.
@@ -153,7 +151,7 @@ impl Block {
                     {
                         // A whole tile goes from the registers straight into the output,
                         // without the round trip through `tile` (2% of a LoRA step).
-                        assert!(a_panel.len() >= lhs_len(k, MR, self.lda, kc));
+                        assert!(a_panel.len() >= lhs_len(avx512, MR, self.lda, kc));
                         // SAFETY: the tier was verified; the panels' lengths are checked
                         // (above and by the slicing of b_panel); rows i0..i0 + MR and columns
                         // j0..j0 + NR lie inside this task's block of `out`.
@@ -200,11 +198,8 @@ pub(super) fn kernel(
     kc: usize,
 ) {
     let (mr, _) = geometry(isa);
-    let a_len = match Avx512Kernel::of(isa) {
-        Some(k) => lhs_len(k, mr, lda, kc),
-        None => (mr - 1) * lda + kc,
-    };
-    assert!(a.len() >= a_len && b.len() >= kc * NR && tile.len() >= mr * NR);
+    let avx512 = Avx512Kernel::of(isa);
+    assert!(a.len() >= lhs_len(avx512, mr, lda, kc) && b.len() >= kc * NR && tile.len() >= mr * NR);
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: each arm runs only at a tier `cpu` verified this CPU (and OS) supports;
@@ -212,7 +207,7 @@ pub(super) fn kernel(
         match isa {
             Isa::Amx => return unsafe { amx::kernel(tile, a, lda, b, kc) },
             Isa::Avx512Bf16 | Isa::Avx512 => {
-                let k = Avx512Kernel::of(isa).expect("an AVX-512 tier has a kernel");
+                let k = avx512.expect("an AVX-512 tier has a kernel");
                 // The last row tile of 256 tokens has 4 rows: a 4-row kernel skips the 8
                 // padding rows (3% of every such product).
                 let t = tile.as_mut_ptr();

@@ -629,7 +629,7 @@ fn each_avx512_kernel_matches_the_portable_one() {
                     Avx512Kernel::Dot => (&a, lda),
                     Avx512Kernel::Fma => (&wide, 2 * lda),
                 };
-                assert!(a.len() >= kernel::lhs_len(k, MR, lda, kc));
+                assert!(a.len() >= kernel::lhs_len(Some(k), MR, lda, kc));
                 // SAFETY: the kernel's instructions were checked above; got holds MR rows of
                 // ldd ≥ NR floats, a MR rows of at least lhs_len, b kc × NR pairs.
                 unsafe { k.run::<MR>(got.as_mut_ptr(), ldd, add, a, lda, &b, kc) };
