@@ -1,11 +1,11 @@
 //! User-facing failures: one `error:` line, an optional `hint:` line, a stable code for the
 //! NDJSON `error` event, and the exit code.
 
-use nf_data::TokenizerError;
-use nf_data::ingest::IngestError;
 use nf_formats::FormatError;
+use nf_ingest::IngestError;
 use nf_model::ModelError;
 use nf_protocol::Event;
+use nf_tokenizer::TokenizerError;
 
 /// An error raised by the CLI itself with a hint for the user.
 #[derive(Debug)]

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use nf_data::Tokenizer;
 use nf_formats::GgufFile;
 use nf_model::{Model, ModelFormat};
+use nf_tokenizer::Tokenizer;
 
 use crate::cli::ModelArgs;
 use crate::errors::user_error;

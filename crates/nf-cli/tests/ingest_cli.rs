@@ -276,9 +276,9 @@ fn chat_dataset_trains_with_its_loss_mask() {
     // The mask is part of the data identity a resume checks.
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(home.join("run/run.json")).unwrap()).unwrap();
-    let shard = nf_data::dataset::TokenShard::open(ds.join("train.bin")).unwrap();
+    let shard = nf_data::TokenShard::open(ds.join("train.bin")).unwrap();
     assert_ne!(
         run["hashes"]["data"].as_str().unwrap(),
-        nf_data::dataset::tokens_hash(&shard.to_vec())
+        nf_data::tokens_hash(&shard.to_vec())
     );
 }

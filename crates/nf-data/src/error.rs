@@ -1,11 +1,14 @@
-//! The error type of this crate. Errors about a file carry its path, so a user reading
-//! `error: ...` knows which file to look at.
+//! The error type of the dataset module. Every error about a file carries its path.
 
 use std::path::PathBuf;
 
-/// An error loading a tokenizer, encoding text, or rendering a chat template.
+use nf_formats::FormatError;
+
+use nf_tokenizer::TokenizerError;
+
+/// An error reading, writing or batching training data.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenizerError {
+pub enum DatasetError {
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
@@ -13,56 +16,72 @@ pub enum TokenizerError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not in the format we expected, or its contents are inconsistent
-    /// (truncated, negative lengths, wrong JSON shape).
-    #[error("{path}: corrupt {format} file: {reason}")]
-    Corrupt {
+    /// Memory-mapping or atomically writing a file failed (the error names the file).
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The file is not a token shard at all (wrong magic number, too short for a header).
+    #[error("{path}: not a token shard (.bin): {reason}")]
+    NotAShard { path: PathBuf, reason: String },
+    /// The file is a token shard but its contents are inconsistent (truncated, trailing
+    /// bytes, unknown version or id width).
+    #[error("{path}: corrupt token shard: {reason}")]
+    CorruptShard { path: PathBuf, reason: String },
+    /// A token id is outside the vocabulary: the shard was made with another tokenizer,
+    /// or the ids passed to the writer do not belong to the vocabulary given.
+    #[error(
+        "{path}: token id {id} at position {position} is outside the vocabulary of \
+         {vocab_size} tokens (was this data made with another tokenizer?)"
+    )]
+    IdOutOfVocab {
         path: PathBuf,
-        format: &'static str,
-        reason: String,
+        id: u32,
+        position: usize,
+        vocab_size: usize,
     },
-    /// A key the tokenizer needs is absent from the model file (e.g. a GGUF with no
-    /// `tokenizer.ggml.tokens`).
-    #[error("{path}: no tokenizer in this file: `{key}` is missing")]
-    MissingMetadata { path: PathBuf, key: String },
-    /// The file is well formed but asks for something we do not implement (an unknown
-    /// `tokenizer.ggml.model` or pre-tokenizer).
-    #[error("{path}: unsupported tokenizer: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
-    /// The Hugging Face `tokenizers` library rejected a tokenizer or an input.
-    #[error("{context}: {message}")]
-    Library { context: String, message: String },
-    /// A chat template failed to compile or to render (this includes the template's own
-    /// `raise_exception(...)` calls).
-    #[error("chat template: {0:#}")]
-    Template(#[from] minijinja::Error),
-    /// The tokenizer (or its chat template) cannot be written in the requested format.
-    #[error("cannot write the tokenizer as {target}: {reason}")]
-    NotExportable {
-        target: &'static str,
-        reason: String,
+    /// A source file holds no text (or a shard holds no tokens).
+    #[error("{path}: empty file: no training tokens in it")]
+    EmptySource { path: PathBuf },
+    /// A source file looks binary (NUL bytes, mostly invalid UTF-8): a PDF or a document
+    /// that needs extracting first.
+    #[error("{path}: not a text file: {reason}")]
+    NotText { path: PathBuf, reason: String },
+    /// A source path is a folder; the caller decides which files in it to use.
+    #[error("{path}: is a directory; pass the files in it")]
+    IsDirectory { path: PathBuf },
+    /// The tokenizer failed on the text of `path`.
+    #[error("{path}: tokenizing: {source}")]
+    Tokenize {
+        path: PathBuf,
+        #[source]
+        source: TokenizerError,
     },
+    /// There are fewer tokens than one training window needs.
+    #[error(
+        "the data has {tokens} tokens, but one window of seq_len {seq_len} needs {needed} \
+         (seq_len + 1)"
+    )]
+    TooFewTokens {
+        tokens: usize,
+        seq_len: usize,
+        needed: usize,
+    },
+    /// A batch size or sequence length of zero, or similar.
+    #[error("invalid batching configuration: {0}")]
+    InvalidConfig(String),
+    /// A saved [`BatcherState`](super::BatcherState) does not fit this batcher (another
+    /// dataset, batch size or sequence length).
+    #[error("cannot restore the data position: {0}")]
+    StateMismatch(String),
 }
 
-impl TokenizerError {
+impl DatasetError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TokenizerError::Io {
+        DatasetError::Io {
             path: path.into(),
             source,
         }
     }
-
-    pub(crate) fn corrupt(
-        path: impl Into<PathBuf>,
-        format: &'static str,
-        reason: impl Into<String>,
-    ) -> Self {
-        TokenizerError::Corrupt {
-            path: path.into(),
-            format,
-            reason: reason.into(),
-        }
-    }
 }
 
-pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
+/// The result type of the dataset module.
+pub type Result<T, E = DatasetError> = std::result::Result<T, E>;

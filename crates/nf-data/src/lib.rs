@@ -1,20 +1,43 @@
-//! Tokenizers and chat templates.
+//! Training data: token shards on disk, the token stream built from shards and text files,
+//! the train/validation split, batching with an exactly resumable position, and a content
+//! hash of the tokens for checkpoints.
 //!
-//! [`Tokenizer`] loads a GGUF vocabulary ([`Tokenizer::from_gguf`]), a Hugging Face
-//! `tokenizer.json` ([`Tokenizer::from_hf_dir`], [`Tokenizer::from_hf_file`]) or a llama2.c
-//! `tokenizer.bin` ([`Tokenizer::from_llama2c`]) and encodes and decodes text with the ids
-//! the model was trained on. [`render_chat`] turns a conversation into the prompt text a
-//! chat model expects, using the Jinja template shipped with the model. [`dataset`] holds
-//! the training data side: token shards, the token stream, batching and splits.
-//! [`ingest`] turns documents (PDF, DOCX, HTML, Markdown, text, JSONL) into datasets.
+//! The usual path from files to batches:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use nf_tokenizer::Tokenizer;
+//! use nf_data::{Batcher, Sampling, TokenStream, split_train_val, tokens_hash};
+//!
+//! let tok = Tokenizer::from_hf_dir("models/smollm2")?;
+//! let stream = TokenStream::from_paths(&["notes.md", "datasets/docs/train.bin"], &tok)?;
+//! for w in stream.warnings() {
+//!     eprintln!("warning: {w}");
+//! }
+//! let (train, val) = split_train_val(stream.into_tokens(), 0.1);
+//! let data_hash = tokens_hash(&train);
+//! let mut batches = Batcher::new(train, 8, 256, Sampling::Random, 1337)?;
+//! let (mut x, mut y) = (vec![0; 8 * 256], vec![0; 8 * 256]);
+//! batches.next_batch(&mut x, &mut y);
+//! # let _ = (val, data_hash);
+//! # Ok(()) }
+//! ```
 
-pub mod chat;
-pub mod dataset;
-pub mod error;
-pub mod ingest;
-pub mod ollama;
-pub mod tokenizer;
+mod batcher;
+mod error;
+mod hash;
+mod rng;
+pub mod shard;
+mod split;
+mod stream;
+pub use stream::invalid_utf8;
 
-pub use chat::{ChatMessage, builtin_template, render_chat};
-pub use error::{Result, TokenizerError};
-pub use tokenizer::Tokenizer;
+pub use batcher::{Batcher, BatcherState, MASKED_TARGET, Sampling};
+pub use error::{DatasetError, Result};
+pub use hash::tokens_hash;
+pub use rng::Rng;
+pub use shard::{TokenShard, write_shard};
+pub use split::split_train_val;
+pub use stream::{
+    SourceInfo, SourceKind, TEXT_CHUNK_BYTES, TokenStream, document_separator, encode_document,
+};

@@ -140,7 +140,7 @@ fn count_panics() {
                 return previous(info);
             }
             let thread = std::thread::current();
-            if thread.name() == Some(nf_data::ingest::PDF_THREAD_NAME) {
+            if thread.name() == Some(nf_ingest::PDF_THREAD_NAME) {
                 CONTAINED.fetch_add(1, Relaxed);
                 return;
             }

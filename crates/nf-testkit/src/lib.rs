@@ -9,6 +9,9 @@ use std::path::PathBuf;
 pub mod hub;
 
 /// The shared assets folder, or `None` (after saying so on stderr) when it is absent.
+///
+/// With `NF_REQUIRE_ASSETS` set (CI sets it when the assets are there), a missing folder
+/// fails the test instead: a real-model test that skipped would otherwise count as passed.
 pub fn assets() -> Option<PathBuf> {
     let dir = match std::env::var_os("NF_ASSETS") {
         Some(d) => PathBuf::from(d),
@@ -16,6 +19,11 @@ pub fn assets() -> Option<PathBuf> {
     };
     if dir.join("README.md").is_file() {
         Some(dir)
+    } else if std::env::var_os("NF_REQUIRE_ASSETS").is_some() {
+        panic!(
+            "shared assets not found at {} and NF_REQUIRE_ASSETS is set (set NF_ASSETS)",
+            dir.display()
+        );
     } else {
         eprintln!(
             "skipping: shared assets not found at {} (set NF_ASSETS)",

@@ -33,7 +33,7 @@ pub enum TrainError {
     Diverged { steps: u32 },
     /// Loading or batching the training data failed.
     #[error(transparent)]
-    Data(#[from] nf_data::dataset::DatasetError),
+    Data(#[from] nf_data::DatasetError),
     /// The model rejected a batch (a token outside its vocabulary, a wrong shape).
     #[error(transparent)]
     Model(#[from] nf_model::ModelError),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use nf_data::dataset::{Batcher, BatcherState, Sampling};
+use nf_data::{Batcher, BatcherState, Sampling};
 use nf_engine::optim::{AdamWParams, adamw_step, grad_norm_sq};
 use nf_model::train::{BatchLoss, ComponentTimes, ParamStore, StepTimes, TrainModel};
 use nf_protocol::Event;

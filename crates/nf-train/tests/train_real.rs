@@ -5,12 +5,12 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use nf_data::Tokenizer;
-use nf_data::dataset::{Sampling, TokenStream, split_train_val};
+use nf_data::{Sampling, TokenStream, split_train_val};
 use nf_model::Model;
 use nf_model::train::{BatchShape, LoraConfig, Method, Target, TrainModel};
 use nf_protocol::Event;
 use nf_testkit::{require_assets, temp_dir};
+use nf_tokenizer::Tokenizer;
 use nf_train::schedule::Schedule;
 use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
 
@@ -222,7 +222,7 @@ fn early_stopping_ends_the_run_when_validation_stops_improving() {
 
 #[test]
 fn masked_tokens_teach_nothing() {
-    assert_eq!(nf_data::dataset::MASKED_TARGET, nf_engine::loss::IGNORE);
+    assert_eq!(nf_data::MASKED_TARGET, nf_engine::loss::IGNORE);
     let assets = require_assets!();
     let (model, tok) = stories(&assets);
     let train = corpus_tokens(&assets, &tok, "tinystories_valid_sample_30k.txt");

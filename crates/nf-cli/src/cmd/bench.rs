@@ -165,7 +165,7 @@ fn tokenizer(a: &BenchTokenizerArgs, out: &mut Output) -> Result<()> {
 /// Encodes the text as ingestion does: cut into pieces of about 64 KB on paragraph
 /// boundaries, the pieces spread over the compute threads.
 fn tokenizer_throughput(
-    tok: &nf_data::Tokenizer,
+    tok: &nf_tokenizer::Tokenizer,
     text: &str,
     reps: usize,
     out: &mut Output,
@@ -174,7 +174,7 @@ fn tokenizer_throughput(
     let threads = nf_engine::cpu::threads();
     // The same ordered parallel map ingestion encodes its windows with.
     let encode_all = || -> Result<usize> {
-        let counts = nf_data::ingest::parallel::map(
+        let counts = nf_ingest::parallel::map(
             &pieces,
             threads,
             |p| tok.encode(p, false, false).map(|ids| ids.len()),
@@ -220,7 +220,7 @@ fn paragraph_pieces(text: &str, target: usize) -> Vec<&str> {
 /// One thread, inputs of 1 kB, 10 kB, ... `max_mb` MB (decimal units) made by repeating the text: if the
 /// encoder is linear, every size reports the same MB/s.
 fn tokenizer_scaling(
-    tok: &nf_data::Tokenizer,
+    tok: &nf_tokenizer::Tokenizer,
     text: &str,
     max_mb: usize,
     out: &mut Output,
@@ -272,7 +272,7 @@ fn tokenizer_scaling(
 
 /// Extraction only (the reader, without cleaning or tokenizing), per file.
 fn ingest(a: &BenchIngestArgs, out: &mut Output) -> Result<()> {
-    let opts = nf_data::ingest::ReadOptions::default();
+    let opts = nf_ingest::ReadOptions::default();
     for f in &a.files {
         let mut secs = Vec::new();
         let mut doc = None;
@@ -283,7 +283,7 @@ fn ingest(a: &BenchIngestArgs, out: &mut Output) -> Result<()> {
         for _ in 0..a.reps.max(1) {
             let t = Instant::now();
             // A file ingest would skip (empty, unreadable) is reported and the rest go on.
-            match nf_data::ingest::read_document(f, &opts) {
+            match nf_ingest::read_document(f, &opts) {
                 Ok(d) => doc = Some(d),
                 Err(e) => {
                     out.text(&format!("{name}: not measured: {e}\n"))?;

@@ -9,15 +9,16 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Result;
-use nf_data::ChatMessage;
 use nf_model::Sampler;
 use nf_model::generate::generate;
+use nf_tokenizer::ChatMessage;
 
 use crate::cli::ChatArgs;
-use crate::cmd::generate::{TextStream, announce, chat_template, encode_chat, sampler_config};
+use crate::cmd::generate::{announce, chat_template, sampler_config};
 use crate::errors::user_error;
 use crate::load::load;
 use crate::output::Output;
+use nf_tokenizer::{TextStream, encode_chat};
 
 /// Audited: a `start` entry with the model's files, a `turn` entry per message (its
 /// sha256; the text only with `--audit-prompts`), and an `end` entry with the turn count.

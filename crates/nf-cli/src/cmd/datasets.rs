@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use nf_data::dataset::TokenShard;
-use nf_data::ingest::Manifest;
-use nf_data::ingest::manifest::read_documents;
+use nf_data::TokenShard;
+use nf_ingest::Manifest;
+use nf_ingest::manifest::read_documents;
 use nf_protocol::Event;
 
 use crate::cli::{DatasetShowArgs, DatasetsCommand};

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use nf_data::dataset::TokenStream;
+use nf_data::TokenStream;
 use nf_protocol::Event;
 
 use crate::cli::EvalArgs;

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use nf_data::Tokenizer;
 use nf_formats::{GgmlType, GgufFile, MetaValue};
 use nf_model::Model;
 use nf_model::export::parity::{Parity, compare, file_tolerance, tolerance};
 use nf_model::train::adapter::Adapter;
 use nf_protocol::Event;
+use nf_tokenizer::Tokenizer;
 
 use crate::cli::{ExportArgs, ModelArgs};
 use crate::errors::user_error;
@@ -530,7 +530,7 @@ fn modelfile(src: &Source, template: Option<&str>, notes: &mut Vec<String>) -> R
                 .iter()
                 .filter_map(|&i| tok.id_to_token(i).map(str::to_string))
                 .collect();
-            let chat = nf_data::ollama::ollama_chat(
+            let chat = nf_tokenizer::ollama::ollama_chat(
                 t,
                 &text(tok.bos_id()),
                 &text(tok.eos_id()),

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
-use nf_data::{ChatMessage, Tokenizer, render_chat};
 use nf_model::generate::{Generation, generate};
 use nf_model::{Sampler, SamplerConfig};
 use nf_protocol::Event;
+use nf_tokenizer::{
+    BUILTIN_TEMPLATES, ChatMessage, TextStream, Tokenizer, builtin_template, encode_chat,
+};
 
 use crate::cli::{GenerateArgs, SamplingArgs};
 use crate::errors::user_error;
@@ -187,43 +189,20 @@ pub fn announce(l: &Loaded, out: &mut Output) -> Result<()> {
     Ok(())
 }
 
-/// Templates built into the binary, for models without one and to reproduce other tools'
-/// formatting. `chatml` is llama.cpp's built-in ChatML formatting: unlike some models' own
-/// ChatML templates (SmolLM2's), it adds no default system message.
-const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
-    (
-        "chatml",
-        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}\
-         {% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
-    ),
-    (
-        "llama3",
-        "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content'] | trim + '<|eot_id|>' }}{% endfor %}\
-         {% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
-    ),
-    (
-        "llama2",
-        "{% for m in messages %}{% if m['role'] == 'system' %}{{ '[INST] <<SYS>>\n' + m['content'] + '\n<</SYS>>\n\n' }}\
-         {% elif m['role'] == 'user' %}{% if loop.index0 == 0 or messages[loop.index0 - 1]['role'] != 'system' %}{{ bos_token + '[INST] ' }}{% endif %}\
-         {{ m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}",
-    ),
-];
-
 /// The template `--chat-template` names (built-in or file), else the model's own.
 pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
     match choice {
         Some(name) => {
-            if let Some((_, t)) = BUILTIN_TEMPLATES.iter().find(|(n, _)| *n == name) {
+            if let Some(t) = builtin_template(name) {
                 return Ok(t.to_string());
             }
             std::fs::read_to_string(name).map_err(|e| {
-                let names: Vec<&str> = BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect();
                 user_error(
                     "bad_input",
                     format!("chat template `{name}`: {e}"),
                     format!(
                         "use a built-in name ({}) or a Jinja template file",
-                        names.join(", ")
+                        BUILTIN_TEMPLATES.join(", ")
                     ),
                 )
             })
@@ -235,70 +214,6 @@ pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
                 "pass --chat-template chatml|llama2|llama3|FILE, or use generate without --chat",
             )
         }),
-    }
-}
-
-/// Renders `messages` with `template` and encodes the result, adding BOS only when the model
-/// wants one and the template did not already write it.
-pub fn encode_chat(tok: &Tokenizer, template: &str, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-    let piece = |id: Option<u32>| {
-        id.and_then(|i| tok.id_to_token(i))
-            .unwrap_or("")
-            .to_string()
-    };
-    let (bos, eos) = (piece(tok.bos_id()), piece(tok.eos_id()));
-    let text = render_chat(template, messages, true, &bos, &eos)?;
-    let add_bos = tok.add_bos_default() && (bos.is_empty() || !text.starts_with(&bos));
-    Ok(tok.encode(&text, add_bos, true)?)
-}
-
-/// Turns a growing list of ids into text deltas. Decoding is done on a short window that
-/// starts inside the prompt, so tokenizer rules about the first piece (SentencePiece drops
-/// its leading space) apply exactly as they would to the whole text, and a character split
-/// across tokens is held back until it is complete.
-pub struct TextStream<'a> {
-    tok: &'a Tokenizer,
-    ids: Vec<u32>,
-    base: usize,
-    emitted: usize,
-}
-
-impl<'a> TextStream<'a> {
-    pub fn new(tok: &'a Tokenizer, prompt: &[u32]) -> TextStream<'a> {
-        let ids = prompt[prompt.len().saturating_sub(4)..].to_vec();
-        let base = tok.decode(&ids).len();
-        TextStream {
-            tok,
-            ids,
-            base,
-            emitted: 0,
-        }
-    }
-
-    /// The text `id` adds (possibly empty while a multi-byte character is incomplete).
-    pub fn push(&mut self, id: u32) -> String {
-        self.ids.push(id);
-        let text = self.tok.decode(&self.ids);
-        if text.ends_with('\u{FFFD}') {
-            return String::new();
-        }
-        self.take(&text)
-    }
-
-    /// Whatever is still held back.
-    pub fn finish(&mut self) -> String {
-        let text = self.tok.decode(&self.ids);
-        self.take(&text)
-    }
-
-    fn take(&mut self, text: &str) -> String {
-        let start = (self.base + self.emitted).min(text.len());
-        if !text.is_char_boundary(start) {
-            return String::new();
-        }
-        let delta = text[start..].to_string();
-        self.emitted += delta.len();
-        delta
     }
 }
 

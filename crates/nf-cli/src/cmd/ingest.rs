@@ -1,4 +1,4 @@
-//! `neuralforge ingest`: documents in, a dataset folder out (see `nf_data::ingest`).
+//! `neuralforge ingest`: documents in, a dataset folder out (see `nf_ingest`).
 //!
 //! Text mode: a progress line on a terminal, one line per file on stderr otherwise, and a
 //! summary with every failed file on stderr; the dataset folder on stdout. `--json`:
@@ -9,8 +9,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use nf_data::ingest::manifest::SourceEntry;
-use nf_data::ingest::{
+use nf_ingest::manifest::SourceEntry;
+use nf_ingest::{
     BuildOptions, IngestError, IngestEvent, JsonlShape, Manifest, PDF_THREAD_NAME, ReadOptions,
     build_dataset, collect_sources,
 };
@@ -141,7 +141,7 @@ fn run_inner(
         .flatten();
     let (files, skipped) = collect_sources(&args.paths);
     if files.is_empty() {
-        let exts: Vec<String> = nf_data::ingest::EXTENSIONS
+        let exts: Vec<String> = nf_ingest::EXTENSIONS
             .iter()
             .map(|(e, _)| format!(".{e}"))
             .collect();

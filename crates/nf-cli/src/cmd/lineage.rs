@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use nf_audit::Entry;
-use nf_data::ingest::Manifest;
+use nf_ingest::Manifest;
 use nf_protocol::Event;
 use serde_json::{Value, json};
 

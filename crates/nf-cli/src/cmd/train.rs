@@ -28,7 +28,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use nf_data::dataset::{Sampling, TokenStream, split_train_val, tokens_hash};
+use nf_data::{Sampling, TokenStream, split_train_val, tokens_hash};
 use nf_model::train::{BatchShape, LoraConfig, Method, TrainModel, parse_targets};
 use nf_model::{Model, Sampler, SamplerConfig};
 use nf_protocol::{Event, EventWriter};
@@ -1055,7 +1055,7 @@ fn loss_mask(stream: &TokenStream) -> Result<Option<Vec<u8>>> {
     for (src, mask) in stream.sources().iter().zip(masks) {
         match mask {
             Some(path) => {
-                let m = nf_data::dataset::TokenShard::open(&path)?.to_vec();
+                let m = nf_data::TokenShard::open(&path)?.to_vec();
                 if m.len() != src.tokens {
                     return Err(user_error(
                         "corrupt",
@@ -1109,7 +1109,7 @@ fn example_starts(stream: &TokenStream) -> Result<Vec<u64>> {
     let mut base = 0u64;
     for src in stream.sources() {
         if let Some(path) = sibling_shard(&src.path, "starts") {
-            let starts = nf_data::dataset::TokenShard::open(&path)?.to_vec();
+            let starts = nf_data::TokenShard::open(&path)?.to_vec();
             let ok = starts.first() == Some(&0)
                 && starts.windows(2).all(|w| w[0] < w[1])
                 && starts.last().is_some_and(|&s| (s as usize) < src.tokens);
@@ -1146,7 +1146,7 @@ fn split_starts(mut starts: Vec<u64>, at: u64) -> (Vec<u64>, Vec<u64>) {
 }
 
 struct SampleCtx {
-    tokenizer: nf_data::Tokenizer,
+    tokenizer: nf_tokenizer::Tokenizer,
     prompt: String,
 }
 

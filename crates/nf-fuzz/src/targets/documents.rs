@@ -5,7 +5,7 @@ use std::io::{Cursor, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nf_data::ingest::{ReadOptions, read_document};
+use nf_ingest::{ReadOptions, read_document};
 
 use super::{put, read, tagged, untag};
 use crate::{Harness, Setup, Target, Verdict, refused};

@@ -6,9 +6,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use nf_data::Tokenizer;
 use nf_formats::gguf::{GgufFile, MetaArray, MetaValue};
 use nf_formats::gguf_write::GgufWriter;
+use nf_tokenizer::Tokenizer;
 use serde_json::Value;
 
 use super::{FileHarness, put, read};

@@ -14,8 +14,8 @@
 //! split exactly at the span boundaries; at those boundaries sit special tokens in every
 //! common template, where tokenizers split anyway.
 
-use crate::dataset::document_separator;
-use crate::{ChatMessage, Result, Tokenizer, render_chat};
+use nf_data::document_separator;
+use nf_tokenizer::{ChatMessage, Result, Tokenizer, render_chat};
 
 use super::Example;
 
@@ -86,7 +86,7 @@ impl<'a> Renderer<'a> {
                 e.push(self.tok.eos_id().as_slice(), true);
                 Ok((e, None))
             }
-            (Example::Chat { .. }, None) => Err(crate::TokenizerError::Library {
+            (Example::Chat { .. }, None) => Err(nf_tokenizer::TokenizerError::Library {
                 context: "chat example".into(),
                 message: "the model has no chat template (pass one with --chat-template)".into(),
             }),

@@ -1,8 +1,8 @@
 //! Chat templates written inline (Llama 3, Llama 3.1, ChatML) rendered and encoded with
 //! real tokenizers.
 
-use nf_data::{ChatMessage, Tokenizer, TokenizerError, builtin_template, render_chat};
 use nf_formats::GgufFile;
+use nf_tokenizer::{ChatMessage, Tokenizer, TokenizerError, builtin_template, render_chat};
 
 /// Meta-Llama-3-8B-Instruct's template.
 const LLAMA3: &str = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";

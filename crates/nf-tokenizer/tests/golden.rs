@@ -1,8 +1,8 @@
 //! Golden outputs of reference implementations (`shared/assets/golden`): llama2.c's
 //! `run.c` with stories260K + tok512, and SmolLM2-135M-Instruct's chat prompt.
 
-use nf_data::{ChatMessage, Tokenizer, render_chat};
 use nf_formats::GgufFile;
+use nf_tokenizer::{ChatMessage, Tokenizer, render_chat};
 
 /// The list after `key` in a golden file, e.g. `ids [1, 2, 3]`.
 fn ids_after(text: &str, key: &str) -> Vec<u32> {
@@ -123,4 +123,33 @@ fn smollm2_chat_prompt_matches_golden() {
         tok.token_bytes(2).is_empty(),
         "control tokens stream no bytes"
     );
+}
+
+/// Streaming detokenization gives, delta by delta, exactly the text decoding all ids at once
+/// gives, for a byte-level BPE vocabulary (SmolLM2) where emoji and CJK characters span
+/// several tokens, and for SentencePiece (tok512) whose first piece drops its space. No
+/// delta ever ends inside a character.
+#[test]
+fn text_stream_deltas_add_up_to_the_decoded_text() {
+    let assets = nf_testkit::require_assets!();
+    let gguf = GgufFile::open(assets.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let smol = Tokenizer::from_gguf(&gguf).unwrap();
+    let tok512 = Tokenizer::from_llama2c(assets.join("llama2c/tok512.bin"), Some(512)).unwrap();
+    for tok in [&smol, &tok512] {
+        let prompt = tok.encode("Say hello", true, false).unwrap();
+        let answer = tok
+            .encode(" hello 👋 — 你好, déjà vu", false, false)
+            .unwrap();
+        let mut stream = nf_tokenizer::TextStream::new(tok, &prompt);
+        let mut text = String::new();
+        for &id in &answer {
+            let delta = stream.push(id);
+            assert!(!delta.contains('\u{FFFD}'), "{delta:?}");
+            text.push_str(&delta);
+        }
+        text.push_str(&stream.finish());
+        let all: Vec<u32> = prompt.iter().chain(&answer).copied().collect();
+        let whole = tok.decode(&all);
+        assert_eq!(format!("{}{text}", tok.decode(&prompt)), whole);
+    }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::error::{IngestError, Result};
 use super::text::decode_text;
 use super::{Document, Example, Record, Unit};
-use crate::ChatMessage;
+use nf_tokenizer::ChatMessage;
 
 /// The shape of the records in a JSONL file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use nf_data::Tokenizer;
 use nf_formats::{GgufFile, GgufWriter};
 use nf_testkit::{require_assets, temp_dir};
+use nf_tokenizer::Tokenizer;
 
 /// The corpus sample, one piece per paragraph plus some text with digits, accents, tabs
 /// and special-token look-alikes.

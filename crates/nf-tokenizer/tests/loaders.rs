@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use nf_data::{Tokenizer, TokenizerError};
 use nf_formats::GgufFile;
 use nf_testkit::temp_dir;
+use nf_tokenizer::{Tokenizer, TokenizerError};
 
 /// A tiny WordLevel tokenizer.json: `<s>`/`</s>` special, `<tool>` a plain added token.
 const TOKENIZER_JSON: &str = r#"{

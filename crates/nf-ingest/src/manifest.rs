@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `manifest.json` | [`Manifest`]: every source with size, sha256, reader, pages/paragraphs, characters, tokens, status; the tokenizer; the settings; the split; counts. Written last: a folder without it is not a dataset. |
 //! | `documents.jsonl` | one [`DocumentLine`] per training window or example: its text (or messages), the source's path and sha256, the split, and where each paragraph came from. |
-//! | `train.bin`, `val.bin` | token shards ([`crate::dataset::shard`]): each window or example in source order, each text window after the document separator (BOS, else EOS). |
+//! | `train.bin`, `val.bin` | token shards ([`nf_data::shard`]): each window or example in source order, each text window after the document separator (BOS, else EOS). |
 //! | `train.mask`, `val.mask` | present when the dataset holds chat or completion examples (and masking was not turned off): a shard of the same length as its `.bin` whose ids are 0 or 1, 1 where the token is a training target (assistant turns; everything in text windows but the separator). |
 //! | `train.starts`, `val.starts` | a shard whose ids are the offsets in its `.bin` where each window or example begins, ascending, the first 0. |
 //!
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{IngestError, Result};
 use super::jsonl::JsonlShape;
-use crate::ChatMessage;
+use nf_tokenizer::ChatMessage;
 
 /// `manifest.json` identifies itself with this.
 pub const MANIFEST_FORMAT: &str = "neuralforge-dataset";
@@ -46,7 +46,7 @@ pub struct Manifest {
 /// Which tokenizer made the ids: a dataset is only valid with that tokenizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenizerInfo {
-    /// [`crate::Tokenizer::kind`].
+    /// [`nf_tokenizer::Tokenizer::kind`].
     pub kind: String,
     pub vocab_size: usize,
     pub bos_id: Option<u32>,

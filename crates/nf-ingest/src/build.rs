@@ -16,7 +16,7 @@ use super::error::{IngestError, Result};
 use super::examples::{Encoded, Renderer};
 use super::manifest::{DocumentLine, Location, Manifest, SourceEntry};
 use super::{Document, Example, ReadOptions, Unit, parallel, read_document, reader_for, write};
-use crate::Tokenizer;
+use nf_tokenizer::Tokenizer;
 
 /// Paragraphs shorter than this are not de-duplicated: short lines ("Yes", "Total",
 /// "Introduction") repeat legitimately.
@@ -208,7 +208,7 @@ fn deduplicate(docs: Vec<Result<Document>>) -> (Vec<std::result::Result<Document
     let mut files: HashMap<String, PathBuf> = HashMap::new();
     let mut seen: std::collections::HashSet<[u8; 16]> = Default::default();
     let mut key = |s: &str| -> bool {
-        let h = super::sha256_hex(s.as_bytes());
+        let h = crate::sha256_hex(s.as_bytes());
         let mut k = [0u8; 16];
         k.copy_from_slice(&h.as_bytes()[..16]);
         seen.insert(k)
@@ -332,7 +332,7 @@ fn pieces(
     r: &Renderer,
     opts: &BuildOptions,
     warnings: &mut Vec<String>,
-) -> crate::Result<Vec<Piece>> {
+) -> nf_tokenizer::Result<Vec<Piece>> {
     let line = |index: usize, tokens: usize| DocumentLine {
         source: doc.source.display().to_string(),
         sha256: doc.sha256.clone(),
@@ -414,7 +414,11 @@ fn pieces(
 /// The units with their token counts, units over `budget` tokens split into pieces that
 /// fit (same provenance). Blank lines inside a unit become single newlines, so a window's
 /// text splits back into its units at blank lines.
-fn fit_units(units: &[Unit], tok: &Tokenizer, budget: usize) -> crate::Result<Vec<(Unit, usize)>> {
+fn fit_units(
+    units: &[Unit],
+    tok: &Tokenizer,
+    budget: usize,
+) -> nf_tokenizer::Result<Vec<(Unit, usize)>> {
     let mut out = Vec::with_capacity(units.len());
     for u in units {
         let mut u = u.clone();

@@ -10,8 +10,8 @@ use super::examples::Encoded;
 use super::manifest::{
     Counts, Files, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, Settings, SplitInfo, TokenizerInfo,
 };
-use crate::Tokenizer;
-use crate::dataset::write_shard;
+use nf_data::write_shard;
+use nf_tokenizer::Tokenizer;
 
 /// Which pieces go to validation: whole documents (JSONL examples one by one) in an
 /// order fixed by the seed and their content, until `val_fraction` of the tokens is held
@@ -26,11 +26,11 @@ pub(super) fn split_documents(done: &mut [Done], val_fraction: f32, seed: u64) -
         let sha = d.entry.sha256.clone().unwrap_or_default();
         if d.split_each {
             for (k, p) in d.pieces.iter().enumerate() {
-                let key = super::sha256_hex(format!("{seed}:{sha}:{k}").as_bytes());
+                let key = crate::sha256_hex(format!("{seed}:{sha}:{k}").as_bytes());
                 units.push((i, Some(k), p.enc.ids.len(), key));
             }
         } else {
-            let key = super::sha256_hex(format!("{seed}:{sha}").as_bytes());
+            let key = crate::sha256_hex(format!("{seed}:{sha}").as_bytes());
             units.push((i, None, d.pieces.iter().map(|p| p.enc.ids.len()).sum(), key));
         }
     }

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::TokenizerError;
-use crate::dataset::DatasetError;
+use nf_data::DatasetError;
+use nf_tokenizer::TokenizerError;
 
 /// An error reading one source document, or building or opening a dataset.
 #[derive(Debug, thiserror::Error)]

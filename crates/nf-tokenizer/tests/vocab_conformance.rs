@@ -5,8 +5,8 @@
 mod common;
 
 use common::{check_cases, read_cases, vocab_files};
-use nf_data::Tokenizer;
 use nf_formats::GgufFile;
+use nf_tokenizer::Tokenizer;
 
 fn load_gguf(path: &std::path::Path) -> Tokenizer {
     let gguf = GgufFile::open(path).expect("open gguf");

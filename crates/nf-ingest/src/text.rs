@@ -62,7 +62,7 @@ pub(super) fn decode_text(path: &Path, bytes: &[u8], warnings: &mut Vec<String>)
     if let Ok(s) = std::str::from_utf8(bytes) {
         return Ok(s.to_string());
     }
-    let (invalid, first_bad) = crate::dataset::invalid_utf8(bytes);
+    let (invalid, first_bad) = nf_data::invalid_utf8(bytes);
     if invalid as f64 > bytes.len() as f64 * MAX_INVALID_UTF8_FRACTION {
         warnings.push(format!(
             "{}: not UTF-8 ({invalid} invalid bytes, the first at byte {first_bad}); \

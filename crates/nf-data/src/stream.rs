@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{DatasetError, Result};
 use super::shard::TokenShard;
-use crate::{Tokenizer, TokenizerError};
+use nf_tokenizer::{Tokenizer, TokenizerError};
 
 /// Text is tokenized in chunks of about this many bytes, cut after a blank line, so one
 /// tokenizer call never holds a whole large file's intermediate state.
@@ -271,7 +271,7 @@ impl TokenStream {
 
 /// How many bytes of `bytes` are not valid UTF-8, and the offset of the first (0 when
 /// none): what the text decoders of the token stream and of ingestion report.
-pub(crate) fn invalid_utf8(bytes: &[u8]) -> (usize, usize) {
+pub fn invalid_utf8(bytes: &[u8]) -> (usize, usize) {
     let (mut invalid, mut first_bad, mut offset) = (0usize, None, 0usize);
     for chunk in bytes.utf8_chunks() {
         offset += chunk.valid().len();
@@ -287,7 +287,7 @@ pub(crate) fn invalid_utf8(bytes: &[u8]) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::write_shard;
+    use crate::write_shard;
 
     /// A tiny llama2.c tokenizer: <unk>, <s>, </s>, the 256 byte tokens, and a few pieces.
     fn tokenizer(dir: &Path) -> Tokenizer {

@@ -5,16 +5,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nf_data::Tokenizer;
-use nf_data::dataset::TokenShard;
-use nf_data::ingest::manifest::{DocumentLine, read_documents};
-use nf_data::ingest::{
+use nf_data::TokenShard;
+use nf_ingest::manifest::{DocumentLine, read_documents};
+use nf_ingest::{
     BuildOptions, Document, IngestError, Manifest, ReadOptions, build_dataset, collect_sources,
     read_document,
 };
 use nf_testkit::{require_assets, temp_dir};
+use nf_tokenizer::Tokenizer;
 
-fn read(path: &Path) -> nf_data::ingest::Result<Document> {
+fn read(path: &Path) -> nf_ingest::Result<Document> {
     read_document(path, &ReadOptions::default())
 }
 
@@ -55,7 +55,7 @@ fn build(
     files: &[PathBuf],
     tok: &Tokenizer,
     opts: &BuildOptions,
-) -> nf_data::ingest::Result<nf_data::ingest::BuildOutcome> {
+) -> nf_ingest::Result<nf_ingest::BuildOutcome> {
     build_dataset(files, tok, opts, &mut |_| {})
 }
 
@@ -522,7 +522,7 @@ fn completions_without_a_template_mask_the_prompt() {
 /// The location of the paragraph holding `phrase` in documents.jsonl: the window whose
 /// text holds it, and the entry of `units` for the paragraph (windows join their units
 /// with blank lines).
-fn locate(lines: &[DocumentLine], file: &str, phrase: &str) -> nf_data::ingest::manifest::Location {
+fn locate(lines: &[DocumentLine], file: &str, phrase: &str) -> nf_ingest::manifest::Location {
     for l in lines.iter().filter(|l| l.source.ends_with(file)) {
         let Some(text) = &l.text else { continue };
         if let Some(k) = text.split("\n\n").position(|p| p.contains(phrase)) {

@@ -23,6 +23,8 @@ mod hf;
 mod llama2c;
 mod special;
 mod spm;
+mod stream;
+pub use stream::TextStream;
 mod vocab;
 
 use special::{Piece, SpecialSplitter};

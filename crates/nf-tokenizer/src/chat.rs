@@ -13,6 +13,7 @@ use std::sync::Arc;
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
 
+use crate::Tokenizer;
 use crate::error::Result;
 
 /// One message of a conversation.
@@ -70,6 +71,9 @@ const LLAMA3: &str = "{% for message in messages %}{% set content = '<|start_hea
 /// Llama-2-chat's template (`[INST]`, `<<SYS>>`).
 const LLAMA2: &str = "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
 
+/// The names [`builtin_template`] knows, for hints.
+pub const BUILTIN_TEMPLATES: [&str; 3] = ["chatml", "llama2", "llama3"];
+
 /// A built-in template by name (`chatml`, `llama2`, `llama3`), for models that ship none
 /// or to reproduce llama.cpp's built-in formatting (its ChatML adds no system turn).
 pub fn builtin_template(name: &str) -> Option<&'static str> {
@@ -79,6 +83,21 @@ pub fn builtin_template(name: &str) -> Option<&'static str> {
         "llama3" => Some(LLAMA3),
         _ => None,
     }
+}
+
+/// Renders `messages` with `template` (opening the assistant's turn) and encodes the
+/// result with special tokens parsed, adding BOS only when the model wants one and the
+/// template did not already write it.
+pub fn encode_chat(tok: &Tokenizer, template: &str, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+    let piece = |id: Option<u32>| {
+        id.and_then(|i| tok.id_to_token(i))
+            .unwrap_or("")
+            .to_string()
+    };
+    let (bos, eos) = (piece(tok.bos_id()), piece(tok.eos_id()));
+    let text = render_chat(template, messages, true, &bos, &eos)?;
+    let add_bos = tok.add_bos_default() && (bos.is_empty() || !text.starts_with(&bos));
+    tok.encode(&text, add_bos, true)
 }
 
 fn environment() -> Environment<'static> {

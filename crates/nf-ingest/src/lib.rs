@@ -46,7 +46,7 @@ pub use jsonl::JsonlShape;
 pub use manifest::Manifest;
 pub use pdf::PDF_THREAD_NAME;
 
-use crate::ChatMessage;
+use nf_tokenizer::ChatMessage;
 
 /// One piece of a document's text with its provenance. Page and paragraph numbers are
 /// 1-based: `page` for PDFs, `paragraph` for the paragraph within the page (PDF), within

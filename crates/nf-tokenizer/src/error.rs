@@ -1,0 +1,68 @@
+//! The error type of this crate. Errors about a file carry its path, so a user reading
+//! `error: ...` knows which file to look at.
+
+use std::path::PathBuf;
+
+/// An error loading a tokenizer, encoding text, or rendering a chat template.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// The operating system refused an operation on `path`.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not in the format we expected, or its contents are inconsistent
+    /// (truncated, negative lengths, wrong JSON shape).
+    #[error("{path}: corrupt {format} file: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
+    /// A key the tokenizer needs is absent from the model file (e.g. a GGUF with no
+    /// `tokenizer.ggml.tokens`).
+    #[error("{path}: no tokenizer in this file: `{key}` is missing")]
+    MissingMetadata { path: PathBuf, key: String },
+    /// The file is well formed but asks for something we do not implement (an unknown
+    /// `tokenizer.ggml.model` or pre-tokenizer).
+    #[error("{path}: unsupported tokenizer: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    /// The Hugging Face `tokenizers` library rejected a tokenizer or an input.
+    #[error("{context}: {message}")]
+    Library { context: String, message: String },
+    /// A chat template failed to compile or to render (this includes the template's own
+    /// `raise_exception(...)` calls).
+    #[error("chat template: {0:#}")]
+    Template(#[from] minijinja::Error),
+    /// The tokenizer (or its chat template) cannot be written in the requested format.
+    #[error("cannot write the tokenizer as {target}: {reason}")]
+    NotExportable {
+        target: &'static str,
+        reason: String,
+    },
+}
+
+impl TokenizerError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        TokenizerError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        format: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        TokenizerError::Corrupt {
+            path: path.into(),
+            format,
+            reason: reason.into(),
+        }
+    }
+}
+
+pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
