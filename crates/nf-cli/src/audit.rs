@@ -25,6 +25,7 @@ use nf_audit::{Artifact, AuditError, Outcome, Record};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::UserError;
+use nf_protocol::ErrorCode;
 
 /// Flags whose value is a prompt or system message: stored as `sha256:<hex>` unless the
 /// command line says `--audit-prompts`.
@@ -120,12 +121,7 @@ pub fn audit_error(e: AuditError) -> anyhow::Error {
             "NeuralForge does not work unrecorded: make <home>/audit writable (permissions, disk space), then run again"
         }
     };
-    UserError {
-        code: "audit",
-        message: format!("audit log: {e}"),
-        hint: Some(hint.into()),
-    }
-    .into()
+    UserError::new(ErrorCode::Audit, format!("audit log: {e}"), hint).into()
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -4,65 +4,47 @@
 use nf_formats::FormatError;
 use nf_ingest::IngestError;
 use nf_model::ModelError;
-use nf_protocol::Event;
+use nf_protocol::{ErrorCode, Event};
 use nf_tokenizer::TokenizerError;
 
 /// An error raised by the CLI itself with a hint for the user.
-#[derive(Debug)]
-pub struct UserError {
-    pub code: &'static str,
-    pub message: String,
-    pub hint: Option<String>,
-}
+pub use nf_protocol::Failure as UserError;
 
-impl std::fmt::Display for UserError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for UserError {}
-
-/// Builds an error with a hint: `return Err(user_error("bad_input", "...", "..."))`.
+/// Builds an error with a hint: `return Err(user_error(ErrorCode::BadInput, "...", "..."))`.
 pub fn user_error(
-    code: &'static str,
+    code: ErrorCode,
     message: impl Into<String>,
     hint: impl Into<String>,
 ) -> anyhow::Error {
-    UserError {
-        code,
-        message: message.into(),
-        hint: Some(hint.into()),
-    }
-    .into()
+    UserError::new(code, message, hint).into()
 }
 
 /// Code and hint for any error the libraries return.
-pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
+pub fn describe(err: &anyhow::Error) -> (ErrorCode, Option<String>) {
     if let Some(u) = err.downcast_ref::<UserError>() {
         return (u.code, u.hint.clone());
     }
-    let format_hint = |e: &FormatError| -> (&'static str, Option<String>) {
+    let format_hint = |e: &FormatError| -> (ErrorCode, Option<String>) {
         match e {
             FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                ("not_found", Some("check the path; models are folders (config.json + safetensors), .gguf files or llama2.c .bin files".into()))
+                (ErrorCode::NotFound, Some("check the path; models are folders (config.json + safetensors), .gguf files or llama2.c .bin files".into()))
             }
-            FormatError::Io { .. } => ("io", Some("check the path, its permissions and the free disk space".into())),
-            FormatError::WrongFormat { .. } => ("bad_input", Some("pass a model folder (Hugging Face layout), a .gguf file, or a llama2.c .bin".into())),
-            FormatError::Corrupt { .. } => ("corrupt", Some("the file is damaged or incomplete; download or export it again".into())),
-            FormatError::Unsupported { .. } => ("unsupported", Some("convert the model with a current llama.cpp or transformers".into())),
-            FormatError::MissingTensor { .. } => ("corrupt", Some("the file lacks weights this architecture needs; is it a complete Llama-family model?".into())),
+            FormatError::Io { .. } => (ErrorCode::Io, Some("check the path, its permissions and the free disk space".into())),
+            FormatError::WrongFormat { .. } => (ErrorCode::BadInput, Some("pass a model folder (Hugging Face layout), a .gguf file, or a llama2.c .bin".into())),
+            FormatError::Corrupt { .. } => (ErrorCode::Corrupt, Some("the file is damaged or incomplete; download or export it again".into())),
+            FormatError::Unsupported { .. } => (ErrorCode::Unsupported, Some("convert the model with a current llama.cpp or transformers".into())),
+            FormatError::MissingTensor { .. } => (ErrorCode::Corrupt, Some("the file lacks weights this architecture needs; is it a complete Llama-family model?".into())),
         }
     };
     if let Some(e) = err.downcast_ref::<ModelError>() {
         return match e {
             ModelError::Format(f) => format_hint(f),
-            ModelError::UnsupportedArch { .. } => ("unsupported", Some("supported: llama, mistral, qwen2, qwen3, phi3 (Llama, TinyLlama, SmolLM, Mistral, Qwen2/3, Phi-3)".into())),
-            ModelError::Shape { .. } | ModelError::Config { .. } => ("corrupt", Some("the weights do not match the model's configuration".into())),
-            ModelError::BadToken { .. } => ("mismatch", Some("the tokenizer does not belong to this model; pass the matching --tokenizer".into())),
-            ModelError::ContextFull { .. } => ("context_full", Some("shorten the prompt or lower --max-tokens".into())),
-            ModelError::Export(_) => ("export", Some("pick another --format or --quant".into())),
-            ModelError::UnknownModelPath { .. } => ("bad_input", Some("pass a model folder, a .gguf file, or a llama2.c .bin".into())),
+            ModelError::UnsupportedArch { .. } => (ErrorCode::Unsupported, Some("supported: llama, mistral, qwen2, qwen3, phi3 (Llama, TinyLlama, SmolLM, Mistral, Qwen2/3, Phi-3)".into())),
+            ModelError::Shape { .. } | ModelError::Config { .. } => (ErrorCode::Corrupt, Some("the weights do not match the model's configuration".into())),
+            ModelError::BadToken { .. } => (ErrorCode::Mismatch, Some("the tokenizer does not belong to this model; pass the matching --tokenizer".into())),
+            ModelError::ContextFull { .. } => (ErrorCode::ContextFull, Some("shorten the prompt or lower --max-tokens".into())),
+            ModelError::Export(_) => (ErrorCode::Export, Some("pick another --format or --quant".into())),
+            ModelError::UnknownModelPath { .. } => (ErrorCode::BadInput, Some("pass a model folder, a .gguf file, or a llama2.c .bin".into())),
         };
     }
     if let Some(e) = err.downcast_ref::<FormatError>() {
@@ -71,26 +53,26 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
     if let Some(e) = err.downcast_ref::<IngestError>() {
         return match e {
             IngestError::NotADataset { .. } => (
-                "corrupt",
+                ErrorCode::Corrupt,
                 Some(
                     "the dataset folder is damaged; run `neuralforge ingest` again with --force"
                         .into(),
                 ),
             ),
             IngestError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                ("not_found", Some("check the path".into()))
+                (ErrorCode::NotFound, Some("check the path".into()))
             }
             // Writing the dataset (a full disk, an unwritable home).
             IngestError::Io { .. } | IngestError::Format(FormatError::Io { .. }) => (
-                "io",
+                ErrorCode::Io,
                 Some("check the path, its permissions and the free disk space".into()),
             ),
-            _ => ("ingest", None),
+            _ => (ErrorCode::Ingest, None),
         };
     }
     if let Some(TokenizerError::NotExportable { .. }) = err.downcast_ref::<TokenizerError>() {
         return (
-            "unsupported",
+            ErrorCode::Unsupported,
             Some(
                 "export with another --format (hf carries any tokenizer), or pass --chat-template"
                     .into(),
@@ -99,20 +81,20 @@ pub fn describe(err: &anyhow::Error) -> (&'static str, Option<String>) {
     }
     if err.downcast_ref::<TokenizerError>().is_some() {
         return (
-            "tokenizer",
+            ErrorCode::Tokenizer,
             Some("check the tokenizer file; llama2.c models need --tokenizer tokenizer.bin".into()),
         );
     }
     if let Some(e) = err.downcast_ref::<std::io::Error>() {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return ("broken_pipe", None);
+            return (ErrorCode::BrokenPipe, None);
         }
         return (
-            "io",
+            ErrorCode::Io,
             Some("check the path, its permissions and the free disk space".into()),
         );
     }
-    ("error", None)
+    (ErrorCode::Other, None)
 }
 
 /// The error and its causes on one line (`a: b: c`), without repeating a cause that the
@@ -135,7 +117,7 @@ pub fn one_line(err: &anyhow::Error) -> String {
 pub fn error_event(err: &anyhow::Error) -> Event {
     let (code, hint) = describe(err);
     Event::Error {
-        code: code.into(),
+        code,
         message: one_line(err),
         hint,
     }

@@ -1,5 +1,6 @@
 //! Finding and opening a model and its tokenizer from the `--model` / `--tokenizer` flags.
 
+use nf_protocol::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -78,7 +79,7 @@ pub fn resolve_model_path(model: &Path, home: &Path) -> Result<PathBuf> {
         }
     }
     Err(user_error(
-        "not_found",
+        ErrorCode::NotFound,
         format!("model not found: {}", model.display()),
         "pass a model folder (config.json + *.safetensors), a .gguf file, a llama2.c .bin, or a name under <home>/models/",
     ))
@@ -145,7 +146,7 @@ pub fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
     )
     .map_err(|e| {
         user_error(
-            "corrupt",
+            ErrorCode::Corrupt,
             format!("{}: {e}", run_json.display()),
             "the run folder is damaged",
         )
@@ -158,7 +159,7 @@ pub fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
         let model = path.join("model");
         if !model.join("config.json").is_file() {
             return Err(user_error(
-                "not_found",
+                ErrorCode::NotFound,
                 format!("{} has no final model yet", path.display()),
                 format!(
                     "finish the run with `neuralforge train --resume {}`",
@@ -174,7 +175,7 @@ pub fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
     }
     let base = v["model"].as_str().map(PathBuf::from).ok_or_else(|| {
         user_error(
-            "corrupt",
+            ErrorCode::Corrupt,
             format!("{} names no base model", run_json.display()),
             "the run folder is damaged",
         )
@@ -202,7 +203,7 @@ pub fn adapter_dir(dir: &Path) -> Result<PathBuf> {
         "pass a run folder made by `neuralforge train` with LoRA, or a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)".into()
     };
     Err(user_error(
-        "not_found",
+        ErrorCode::NotFound,
         format!("no LoRA adapter in {}", dir.display()),
         hint,
     ))
@@ -249,7 +250,7 @@ pub fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
         }
         (None, None) => {
             return Err(user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 format!(
                     "{} is a llama2.c checkpoint, which carries no tokenizer",
                     path.display()
@@ -292,7 +293,7 @@ fn check_match(model: &Model, tok: &Tokenizer) -> Result<()> {
     let (tv, mv) = (tok.vocab_size(), model.config.vocab_size);
     if tv > mv {
         return Err(user_error(
-            "mismatch",
+            ErrorCode::Mismatch,
             format!(
                 "tokenizer has {tv} tokens but the model's vocabulary has {mv}: they do not belong together"
             ),

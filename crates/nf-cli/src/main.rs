@@ -12,7 +12,7 @@ mod stall;
 use std::process::ExitCode;
 
 use clap::Parser;
-use nf_protocol::Event;
+use nf_protocol::{ErrorCode, Event};
 
 use crate::cli::{Cli, Command};
 use crate::output::Output;
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
                 hint,
             } = &event
             {
-                if code == "broken_pipe" {
+                if *code == ErrorCode::BrokenPipe {
                     return ExitCode::SUCCESS; // the reader went away (`| head`): not a failure
                 }
                 eprintln!("error: {message}");
@@ -73,7 +73,7 @@ fn check_isa_override() -> anyhow::Result<()> {
         Err(bad) => {
             let names: Vec<&str> = nf_engine::cpu::Isa::ALL.iter().map(|i| i.name()).collect();
             Err(errors::user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 format!("NF_ISA=`{bad}` is not an instruction-set tier"),
                 format!(
                     "set NF_ISA to one of {} (it caps the detected tier), or unset it",

@@ -230,7 +230,7 @@
 //!
 //! ## `error`
 //! The command failed; it is the last event of the stream and the exit code is non-zero.
-//! Fields: `code` (string, stable, e.g. `"bad_input"`, `"not_found"`, `"io"`), `message`
+//! Fields: `code` (string, stable: one of [`ErrorCode`]'s names, e.g. `"bad_input"`, `"not_found"`, `"io"`), `message`
 //! (string, one line), `hint` (string or null: what to do about it). A training run that
 //! fails once its run folder exists also appends this event to the folder's
 //! `events.ndjson`, so a reader of that file learns why the run ended.
@@ -247,6 +247,9 @@ use std::io::{self, BufRead, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+mod error;
+pub use error::{ErrorCode, Failure};
 
 /// The protocol version this crate writes.
 pub const VERSION: u32 = 1;
@@ -514,7 +517,7 @@ pub enum Event {
     },
     #[serde(rename = "error")]
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
         hint: Option<String>,
     },
@@ -700,7 +703,7 @@ mod tests {
                 text: "Hi".into(),
             },
             Event::Error {
-                code: "bad_input".into(),
+                code: ErrorCode::BadInput,
                 message: "no such file".into(),
                 hint: Some("check the path".into()),
             },

@@ -1,5 +1,6 @@
 //! `neuralforge audit show | verify | export | keygen`.
 
+use nf_protocol::ErrorCode;
 use std::path::Path;
 
 use anyhow::Result;
@@ -27,7 +28,7 @@ fn time_arg(t: &Option<String>) -> Result<Option<String>> {
         .transpose()
         .map_err(|e| {
             user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 e.to_string(),
                 "e.g. --since 2026-12-01, --since 2026-12-01T09:00:00Z or --since 24h",
             )
@@ -109,7 +110,7 @@ fn parse_anchor(s: &str) -> Result<(u64, String)> {
     });
     parsed.ok_or_else(|| {
         user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!("--expect-head {s:?} is not SEQ:SHA256"),
             "pass the line `neuralforge audit anchor` printed, e.g. 42:9f86d0…(64 hex digits)",
         )
@@ -120,14 +121,14 @@ fn anchor(home: &Path, out: &mut Output) -> Result<()> {
     let r = nf_audit::verify(home).map_err(audit_error)?;
     if let Some(p) = &r.problem {
         return Err(user_error(
-            "audit_broken",
+            ErrorCode::AuditBroken,
             p.to_string(),
             "anchor only an intact log: run `neuralforge audit verify` first",
         ));
     }
     let Some(hash) = &r.last_hash else {
         return Err(user_error(
-            "not_found",
+            ErrorCode::NotFound,
             "the audit log has no entries yet".to_string(),
             "anchor after the first recorded command",
         ));
@@ -198,7 +199,7 @@ fn verify(a: &AuditVerifyArgs, home: &Path, out: &mut Output) -> Result<()> {
                     nf_audit::audit_dir(home).display()
                 ),
             };
-            Err(user_error("audit_broken", p.to_string(), hint))
+            Err(user_error(ErrorCode::AuditBroken, p.to_string(), hint))
         }
     }
 }
@@ -207,13 +208,13 @@ fn export(a: &AuditExportArgs, home: &Path, out: &mut Output) -> Result<()> {
     let format: ExportFormat = a
         .format
         .parse()
-        .map_err(|e: String| user_error("bad_input", e, "--format is json or csv"))?;
+        .map_err(|e: String| user_error(ErrorCode::BadInput, e, "--format is json or csv"))?;
     let (since, until) = (time_arg(&a.since)?, time_arg(&a.until)?);
     match &a.out {
         None => {
             if out.is_json() {
                 return Err(user_error(
-                    "bad_input",
+                    ErrorCode::BadInput,
                     "audit export writes the export itself to stdout, which --json reserves for events",
                     "pass --out FILE with --json",
                 ));
@@ -255,7 +256,7 @@ fn keygen(home: &Path, out: &mut Output) -> Result<()> {
     crate::audit::preflight(home)?;
     let key = DeviceKey::generate(home).map_err(|e| match e {
         nf_audit::AuditError::KeyExists { path } => user_error(
-            "exists",
+            ErrorCode::Exists,
             format!("a device key already exists at {}", path.display()),
             "entries signed with it would no longer verify with a new one; keep it",
         ),

@@ -1,6 +1,7 @@
 //! `neuralforge bench`: the numbers BENCHMARKS.md reports, measured the way llama.cpp's
 //! `llama-bench` measures them so the two can be compared run for run.
 
+use nf_protocol::ErrorCode;
 use std::path::Path;
 use std::time::Instant;
 
@@ -81,7 +82,7 @@ fn bench_event(
 fn model(a: &BenchModelArgs, home: &Path, out: &mut Output) -> Result<()> {
     if a.reps == 0 || a.prompt_tokens + a.gen_tokens == 0 {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "nothing to measure",
             "use --reps ≥ 1 and a non-zero --prompt-tokens or --gen-tokens",
         ));
@@ -90,7 +91,7 @@ fn model(a: &BenchModelArgs, home: &Path, out: &mut Output) -> Result<()> {
     let m = &l.model;
     if a.prompt_tokens.max(a.gen_tokens + 1) > m.config.max_seq_len {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!("the model's context holds {} tokens", m.config.max_seq_len),
             "lower --prompt-tokens / --gen-tokens",
         ));
@@ -145,7 +146,7 @@ fn tokenizer(a: &BenchTokenizerArgs, out: &mut Output) -> Result<()> {
     }
     if text.trim().is_empty() {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "the files hold no text to encode",
             "pass text files such as ../shared/assets/corpus/*.txt",
         ));
@@ -364,7 +365,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     let base_ty = crate::cmd::train::base_dtype(&a.base_dtype)?;
     if base_ty.is_some() && a.lora_rank == 0 {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "--base-dtype applies to LoRA: full fine-tuning trains every weight in f32",
             "add --lora-rank R, or drop --base-dtype",
         ));
@@ -385,7 +386,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     };
     if a.seq_len > model.config.max_seq_len || a.batch_size == 0 || a.seq_len == 0 {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!("--seq-len must be 1..={}", model.config.max_seq_len),
             "lower --seq-len",
         ));
@@ -522,7 +523,7 @@ fn random_model(a: &BenchTrainArgs, ty: Option<nf_formats::GgmlType>) -> Result<
     let kv = a.kv_heads.unwrap_or(a.heads);
     if a.heads == 0 || !a.dim.is_multiple_of(a.heads) || kv == 0 || !a.heads.is_multiple_of(kv) {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "--dim must divide into --heads, and --heads into --kv-heads",
             "e.g. --dim 768 --heads 12 --kv-heads 4",
         ));
@@ -565,7 +566,7 @@ fn random_model(a: &BenchTrainArgs, ty: Option<nf_formats::GgmlType>) -> Result<
         };
         let unfit = |e: nf_engine::quant::QuantError| {
             user_error(
-                "unsupported",
+                ErrorCode::Unsupported,
                 format!("cannot make a {rows} × {cols} matrix in {}: {e}", ty.name()),
                 "pick dimensions that are multiples of 32, or another --base-dtype",
             )

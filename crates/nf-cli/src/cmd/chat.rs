@@ -5,6 +5,7 @@
 //! model was trained on) and then reuses the KV cache for the longest common prefix of
 //! tokens, so only the new part is processed.
 
+use nf_protocol::ErrorCode;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
@@ -108,7 +109,7 @@ fn run_inner(
         }
         if ids.len() > budget {
             return Err(user_error(
-                "context_full",
+                ErrorCode::ContextFull,
                 "the message does not fit in the model's context",
                 "send a shorter message",
             ));

@@ -1,5 +1,6 @@
 //! `neuralforge datasets list|show`: what `ingest` made.
 
+use nf_protocol::ErrorCode;
 use std::path::Path;
 
 use anyhow::Result;
@@ -79,7 +80,7 @@ fn list(home: &Path, out: &mut Output) -> Result<()> {
 fn show(a: &DatasetShowArgs, home: &Path, out: &mut Output) -> Result<()> {
     let dir = resolve_dataset(&a.name, home).ok_or_else(|| {
         user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("no dataset `{}`", a.name.display()),
             "see `neuralforge datasets list`, or pass a dataset folder",
         )

@@ -5,6 +5,7 @@
 //! forward pass from an empty cache, scoring every token after the first from the ones
 //! before it in the window. A dataset (folder or name) is scored on its `val.bin`.
 
+use nf_protocol::ErrorCode;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -54,7 +55,7 @@ fn run_inner(args: &EvalArgs, data: &[PathBuf], home: &Path, out: &mut Output) -
     let windows = (tokens.len().saturating_sub(1) / seq).min(args.max_windows);
     if windows == 0 {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!(
                 "the data has {} tokens, fewer than one window of {}",
                 tokens.len(),

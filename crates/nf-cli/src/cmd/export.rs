@@ -7,6 +7,7 @@
 //! step removes the staging path, so a failed export leaves nothing behind and never
 //! touches an existing export (which `--force` replaces only with a complete, checked one).
 
+use nf_protocol::ErrorCode;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ impl Format {
             "ollama" => Format::Ollama,
             other => {
                 return Err(user_error(
-                    "bad_input",
+                    ErrorCode::BadInput,
                     format!("unknown --format `{other}`"),
                     "use hf, peft, gguf, gguf-lora or ollama",
                 ));
@@ -92,7 +93,7 @@ fn parse_quant(s: &str) -> Result<GgmlType> {
         "q4_1" => GgmlType::Q4_1,
         other => {
             return Err(user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 format!("unknown --quant `{other}`"),
                 "use f32, f16, bf16, q8_0, q4_0 or q4_1",
             ));
@@ -162,7 +163,7 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
         (Some(q), _) if q == "f32" => GgmlType::F32,
         (Some(q), f) => {
             return Err(user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 format!("--quant {q} does not apply to --format {}", f.name()),
                 "hf, peft and gguf-lora exports are f32; quantize with --format gguf or ollama",
             ));
@@ -170,7 +171,7 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
     };
     if args.out.exists() && !args.force {
         return Err(user_error(
-            "exists",
+            ErrorCode::Exists,
             format!("{} already exists", args.out.display()),
             "pick another --out, or pass --force to replace it once the new export is complete",
         ));
@@ -196,7 +197,7 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .ok_or_else(|| {
             user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 format!("--out {} names no file or folder", args.out.display()),
                 "pass a path such as exports/my-model.gguf",
             )
@@ -275,7 +276,7 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
 fn open_source(args: &ExportArgs, home: &Path, format: Format) -> Result<Source> {
     let path = crate::load::resolve_model_path(&args.source, home).map_err(|_| {
         user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("no run or model at {}", args.source.display()),
             "pass a run folder made by `neuralforge train`, or a model (folder, .gguf, llama2.c .bin)",
         )
@@ -299,7 +300,7 @@ fn open_source(args: &ExportArgs, home: &Path, format: Format) -> Result<Source>
         )?)
         .map_err(|e| {
             user_error(
-                "corrupt",
+                ErrorCode::Corrupt,
                 format!("run.json: {e}"),
                 "the run folder is damaged",
             )
@@ -337,7 +338,7 @@ fn open_source(args: &ExportArgs, home: &Path, format: Format) -> Result<Source>
             "this model has no LoRA adapter"
         };
         return Err(user_error(
-            "unsupported",
+            ErrorCode::Unsupported,
             format!(
                 "--format {} exports a LoRA adapter alone: {why}",
                 format.name()
@@ -384,7 +385,7 @@ fn check_finished(run: &Path) -> Result<()> {
     let report = run.join("report.json");
     let Ok(text) = std::fs::read_to_string(&report) else {
         return Err(user_error(
-            "unfinished",
+            ErrorCode::Unfinished,
             format!(
                 "the run {} has not finished (no report.json)",
                 run.display()
@@ -395,7 +396,7 @@ fn check_finished(run: &Path) -> Result<()> {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     if v["reason"] == "interrupted" {
         return Err(user_error(
-            "unfinished",
+            ErrorCode::Unfinished,
             format!(
                 "the run {} was interrupted at step {}",
                 run.display(),
@@ -487,7 +488,7 @@ fn write_gguf(
 ) -> Result<Vec<String>> {
     let mut extra = src.tokenizer.gguf_metadata(template).map_err(|e| {
         user_error(
-            "unsupported",
+            ErrorCode::Unsupported,
             e.to_string(),
             "export with --format hf instead, whose tokenizer.json carries any tokenizer",
         )
@@ -516,7 +517,7 @@ fn modelfile(src: &Source, template: Option<&str>, notes: &mut Vec<String>) -> R
     let triple = |s: &str| -> Result<String> {
         if s.contains("\"\"\"") {
             return Err(user_error(
-                "unsupported",
+                ErrorCode::Unsupported,
                 "the chat template contains `\"\"\"`, which a Modelfile cannot quote",
                 "export with --format gguf and write the Modelfile by hand",
             ));
@@ -539,7 +540,7 @@ fn modelfile(src: &Source, template: Option<&str>, notes: &mut Vec<String>) -> R
             )
                 .map_err(|e| {
                     user_error(
-                        "unsupported",
+                        ErrorCode::Unsupported,
                         e.to_string(),
                         "pass --chat-template chatml|llama3|FILE with a template of one turn per role, or use --format gguf",
                     )
@@ -693,14 +694,14 @@ fn verify(
         "nothing was written; this is a bug worth reporting (--no-verify keeps the export anyway)";
     if let Some(v) = violation {
         return Err(user_error(
-            "parity",
+            ErrorCode::Parity,
             format!("the export does not match the fine-tuned model: {v}"),
             hint,
         ));
     }
     if !tokenizer_identical {
         return Err(user_error(
-            "parity",
+            ErrorCode::Parity,
             "the exported tokenizer encodes text differently from the one the model was trained with",
             hint,
         ));

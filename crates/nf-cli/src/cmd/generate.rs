@@ -1,5 +1,6 @@
 //! `neuralforge generate`: one prompt in, its continuation out.
 
+use nf_protocol::ErrorCode;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,14 +31,14 @@ impl Input {
             let text = read_text(path)?;
             let messages: Vec<ChatMessage> = serde_json::from_str(&text).map_err(|e| {
                 user_error(
-                    "bad_input",
+                    ErrorCode::BadInput,
                     format!("{}: not a conversation: {e}", path.display()),
                     r#"write a JSON array such as [{"role":"user","content":"Hello"}]"#,
                 )
             })?;
             if messages.last().is_none_or(|m| m.role != "user") {
                 return Err(user_error(
-                    "bad_input",
+                    ErrorCode::BadInput,
                     format!(
                         "{}: the conversation must end with a user message",
                         path.display()
@@ -96,7 +97,7 @@ fn read_text(path: &Path) -> Result<String> {
     };
     read.map_err(|e| {
         user_error(
-            "io",
+            ErrorCode::Io,
             format!("{}: {e}", path.display()),
             "check the path (and that it is UTF-8 text)",
         )
@@ -198,7 +199,7 @@ pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
             }
             std::fs::read_to_string(name).map_err(|e| {
                 user_error(
-                    "bad_input",
+                    ErrorCode::BadInput,
                     format!("chat template `{name}`: {e}"),
                     format!(
                         "use a built-in name ({}) or a Jinja template file",
@@ -209,7 +210,7 @@ pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
         }
         None => tok.chat_template().map(str::to_string).ok_or_else(|| {
             user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 "this model has no chat template",
                 "pass --chat-template chatml|llama2|llama3|FILE, or use generate without --chat",
             )
@@ -227,7 +228,7 @@ pub fn run_generation(
     let ctx = l.model.config.max_seq_len;
     if prompt_ids.len() >= ctx {
         return Err(user_error(
-            "context_full",
+            ErrorCode::ContextFull,
             format!(
                 "the prompt is {} tokens; the model's context holds {ctx}",
                 prompt_ids.len()

@@ -5,6 +5,7 @@
 //! `progress`, `ingest.file` (one per source) and `ingest.done` events. The exit code is
 //! 1 when any file failed, even though the others were ingested.
 
+use nf_protocol::ErrorCode;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -42,7 +43,7 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!("`{name}` is not a dataset name"),
             "use a plain name such as `handbook` (letters, digits, - and _), or --out DIR",
         ))
@@ -76,14 +77,14 @@ fn run_inner(
     };
     if !(0.0..1.0).contains(&args.val_fraction) {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "--val-fraction must be in [0, 1)",
             "e.g. --val-fraction 0.1",
         ));
     }
     if args.seq_len < 16 {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "--seq-len must be at least 16",
             "use the --seq-len you will train with, e.g. 256",
         ));
@@ -92,7 +93,7 @@ fn run_inner(
         "auto" => None,
         f => Some(f.parse::<JsonlShape>().map_err(|e| {
             user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 e,
                 "--format is auto, text, completions or chat",
             )
@@ -100,7 +101,7 @@ fn run_inner(
     };
     if Manifest::is_dataset(&dir) && !args.force {
         return Err(user_error(
-            "exists",
+            ErrorCode::Exists,
             format!("a dataset already exists at {}", dir.display()),
             "pass --force to replace it, or choose another --name",
         ));
@@ -120,7 +121,7 @@ fn run_inner(
         }
         None => {
             return Err(user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 format!("{} carries no tokenizer", model_path.display()),
                 "pass --tokenizer PATH (for llama2.c checkpoints: the tokenizer.bin that goes with it)",
             ));
@@ -146,7 +147,7 @@ fn run_inner(
             .map(|(e, _)| format!(".{e}"))
             .collect();
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!(
                 "no documents to ingest ({} entries skipped for their type, or as links or special files)",
                 skipped.len()
@@ -221,7 +222,7 @@ fn run_inner(
     }
     let outcome = result.map_err(|e| match e {
         IngestError::Exists { path } => user_error(
-            "exists",
+            ErrorCode::Exists,
             format!("a dataset already exists at {}", path.display()),
             "pass --force to replace it, or choose another --name",
         ),
@@ -230,7 +231,7 @@ fn run_inner(
                 eprintln!("  failed: {p}: {}", strip_path(m, p));
             }
             user_error(
-                "no_data",
+                ErrorCode::NoData,
                 format!("nothing was ingested: {why}"),
                 "see the failures above; ingest reads .pdf .docx .html .md .txt .jsonl",
             )
@@ -317,7 +318,7 @@ fn run_inner(
             "fix or remove the failed files and run again with --force"
         };
         return Err(user_error(
-            "partial",
+            ErrorCode::Partial,
             format!("{} of {} files could not be ingested", c.errors, c.sources),
             hint,
         ));

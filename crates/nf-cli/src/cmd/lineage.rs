@@ -13,6 +13,7 @@
 //! runs, adapters and exports made from the document are found wherever they were written;
 //! datasets and runs in the home are also scanned directly.
 
+use nf_protocol::ErrorCode;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -71,7 +72,7 @@ fn backwards(art: &Path, home: &Path, log: &[Entry], out: &mut Output) -> Result
         abs(&d)
     } else {
         return Err(user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("{} does not exist", art.display()),
             "pass a run folder, an adapter, a checkpoint, an exported file or a dataset",
         ));
@@ -113,7 +114,7 @@ fn backwards(art: &Path, home: &Path, log: &[Entry], out: &mut Output) -> Result
         });
         let Some(e) = writer else {
             return Err(user_error(
-                "not_found",
+                ErrorCode::NotFound,
                 format!(
                     "no lineage for {}: it is not in a run or a dataset, and no audit entry wrote it",
                     path.display()
@@ -160,7 +161,7 @@ fn run_lineage(l: &mut Lineage, run: &Path, log: &[Entry]) -> Result<()> {
     let text = std::fs::read_to_string(run.join("run.json"))?;
     let cfg: Value = serde_json::from_str(&text).map_err(|e| {
         user_error(
-            "corrupt",
+            ErrorCode::Corrupt,
             format!("{}: {e}", run.join("run.json").display()),
             "the run folder is damaged",
         )
@@ -241,7 +242,7 @@ fn dataset(l: &mut Lineage, name: &str, dir: &Path, recorded: &str, log: &[Entry
 fn forwards(doc: &Path, home: &Path, log: &[Entry], out: &mut Output) -> Result<()> {
     if !doc.is_file() {
         return Err(user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("{} is not a file", doc.display()),
             "pass the document (PDF, DOCX, text, ...) to look for",
         ));

@@ -23,6 +23,7 @@
 //! the partial file and fails, so nothing unverified is installed. Only when every file is
 //! complete is `model.json` written and the staging folder renamed into place.
 
+use nf_protocol::ErrorCode;
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -89,7 +90,7 @@ pub fn run(cmd: &ModelsCommand, home: &Path, offline: bool, out: &mut Output) ->
 
 pub fn offline_error() -> anyhow::Error {
     user_error(
-        "offline",
+        ErrorCode::Offline,
         "offline mode: `models pull` would connect to the network",
         "unset NEURALFORGE_OFFLINE / drop --offline to download, or `neuralforge models import PATH` a local copy",
     )
@@ -108,7 +109,7 @@ fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!("`{name}` is not a model name"),
             "use a plain name such as `smollm2-135m` (letters, digits, - _ .), or --name",
         ))
@@ -119,14 +120,14 @@ fn read_stored(dir: &Path) -> Result<StoredModel> {
     let path = dir.join(MODEL_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("{}: {e}", path.display()),
             "`neuralforge models list` shows the stored models",
         )
     })?;
     serde_json::from_str(&text).map_err(|e| {
         user_error(
-            "corrupt",
+            ErrorCode::Corrupt,
             format!("{}: {e}", path.display()),
             "import or pull the model again with --force",
         )
@@ -245,7 +246,7 @@ fn import(
     let src = &a.path;
     if !src.exists() {
         return Err(user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("{} does not exist", src.display()),
             "pass a model folder (config.json + *.safetensors), a .gguf or a llama2.c .bin",
         ));
@@ -262,7 +263,7 @@ fn import(
     let final_dir = models_dir(home).join(&name);
     if final_dir.exists() && !a.force {
         return Err(user_error(
-            "exists",
+            ErrorCode::Exists,
             format!("a model named {name} is already stored"),
             "pass --force to replace it, or choose another --name",
         ));
@@ -310,7 +311,7 @@ fn import(
                     let tk = crate::load::load_tokenizer(&t, None)?;
                     if tk.vocab_size() > model.config.vocab_size {
                         return Err(user_error(
-                            "mismatch",
+                            ErrorCode::Mismatch,
                             format!(
                                 "{} has {} tokens but the model's vocabulary has {}",
                                 t.display(),
@@ -324,7 +325,7 @@ fn import(
                 }
                 None => {
                     return Err(user_error(
-                        "bad_input",
+                        ErrorCode::BadInput,
                         format!(
                             "{} is a llama2.c checkpoint, which carries no tokenizer",
                             src.display()
@@ -394,7 +395,7 @@ fn rm(a: &ModelsNameArgs, home: &Path, out: &mut Output, rec: &mut nf_audit::Rec
     let dir = models_dir(home).join(&a.name);
     if !dir.is_dir() {
         return Err(user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("no stored model named {}", a.name),
             "`neuralforge models list` shows the stored models",
         ));
@@ -443,7 +444,7 @@ struct Fetched {
 
 fn net_error(url: &str, e: ureq::Error) -> anyhow::Error {
     user_error(
-        "network",
+        ErrorCode::Network,
         format!("{url}: {e}"),
         "check the connection and --endpoint / HF_ENDPOINT; an interrupted download resumes when you run the same pull again",
     )
@@ -502,7 +503,7 @@ impl Hub {
             if (300..400).contains(&status) {
                 let Some(loc) = header("location") else {
                     return Err(user_error(
-                        "network",
+                        ErrorCode::Network,
                         format!("{url}: redirect without a Location"),
                         "the server is not a Hugging Face hub",
                     ));
@@ -517,7 +518,7 @@ impl Hub {
             });
         }
         Err(user_error(
-            "network",
+            ErrorCode::Network,
             format!("{url}: too many redirects"),
             "check --endpoint",
         ))
@@ -529,21 +530,21 @@ impl Hub {
             200 => {}
             401 | 403 => {
                 return Err(user_error(
-                    "forbidden",
+                    ErrorCode::Forbidden,
                     format!("{what}: the hub refused access ({})", f.status),
                     "the repository may be gated or private: accept its terms on the hub and set HF_TOKEN",
                 ));
             }
             404 => {
                 return Err(user_error(
-                    "not_found",
+                    ErrorCode::NotFound,
                     format!("{what}: not found on {}", self.endpoint),
                     "check the repository name and --revision (e.g. HuggingFaceTB/SmolLM2-135M-Instruct)",
                 ));
             }
             s => {
                 return Err(user_error(
-                    "network",
+                    ErrorCode::Network,
                     format!("{what}: the hub answered HTTP {s}"),
                     "try again later, or use another --endpoint",
                 ));
@@ -556,7 +557,7 @@ impl Hub {
             .map_err(|e| net_error(url, e))?;
         serde_json::from_str(&text).map_err(|e| {
             user_error(
-                "network",
+                ErrorCode::Network,
                 format!("{what}: not the hub's JSON: {e}"),
                 "check --endpoint: it must serve the Hugging Face hub API",
             )
@@ -571,7 +572,7 @@ fn redirect_target(url: &str, loc: &str) -> Result<String> {
     let lower = loc.to_ascii_lowercase();
     if url.starts_with("https://") && lower.starts_with("http://") {
         return Err(user_error(
-            "network",
+            ErrorCode::Network,
             format!("{url}: refusing a redirect from https to plain http ({loc})"),
             "the download would no longer be encrypted; check --endpoint or the network",
         ));
@@ -665,7 +666,7 @@ fn pull(
     let repo = a.repo.trim_matches('/');
     if repo.is_empty() || repo.split('/').count() > 2 || repo.contains("..") {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!("`{}` is not a repository name", a.repo),
             "use OWNER/NAME, e.g. HuggingFaceTB/SmolLM2-135M-Instruct",
         ));
@@ -678,7 +679,7 @@ fn pull(
     let final_dir = models_dir(home).join(&name);
     if final_dir.exists() && !a.force {
         return Err(user_error(
-            "exists",
+            ErrorCode::Exists,
             format!("a model named {name} is already stored"),
             "pass --force to replace it, or choose another --name",
         ));
@@ -733,7 +734,7 @@ fn pull(
     };
     if let Some(bad) = all.iter().find(|f| escapes_folder(&f.path)) {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!(
                 "{repo}@{commit}: the hub lists the path {:?}, which would land outside the model's folder",
                 bad.path
@@ -751,7 +752,7 @@ fn pull(
     if files.is_empty() {
         let names: Vec<&str> = all.iter().map(|f| f.path.as_str()).take(12).collect();
         return Err(user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("{repo}@{commit}: no files match {}", patterns.join(" ")),
             format!(
                 "pick files with --include PATTERN; the repository has: {}",
@@ -770,7 +771,7 @@ fn pull(
     if let Err(e) = lock.try_lock() {
         return Err(match e {
             std::fs::TryLockError::WouldBlock => user_error(
-                "busy",
+                ErrorCode::Busy,
                 format!("another `models pull` of {name} is running"),
                 "wait for it to finish; it installs the same files",
             ),
@@ -925,7 +926,7 @@ fn download(
             if content_range_start(range.as_deref()) != Some(have) {
                 if have == 0 {
                     return Err(user_error(
-                        "network",
+                        ErrorCode::Network,
                         format!(
                             "{url}: a partial answer ({}) to a whole-file request",
                             range.as_deref().unwrap_or("no Content-Range")
@@ -946,14 +947,14 @@ fn download(
         }
         404 => {
             return Err(user_error(
-                "not_found",
+                ErrorCode::NotFound,
                 format!("{}: not found (HTTP 404)", f.path),
                 "the file list and the files disagree; try another --revision",
             ));
         }
         s => {
             return Err(user_error(
-                "network",
+                ErrorCode::Network,
                 format!("{url}: HTTP {s}"),
                 "try again later; the download resumes where it stopped",
             ));
@@ -1027,7 +1028,7 @@ fn download(
                     eprintln!();
                 }
                 return Err(user_error(
-                    "network",
+                    ErrorCode::Network,
                     format!(
                         "{}: the download broke off after {} ({e})",
                         f.path,
@@ -1050,7 +1051,7 @@ fn download(
     }
     if let Some(t) = total.filter(|t| *t != done) {
         return Err(user_error(
-            "network",
+            ErrorCode::Network,
             format!("{}: got {done} of {t} bytes", f.path),
             "run the same command again: it resumes from the partial file",
         ));
@@ -1062,7 +1063,7 @@ fn download(
         let _ = std::fs::remove_file(&partial);
         let _ = std::fs::remove_file(&etag_file);
         return Err(user_error(
-            "checksum",
+            ErrorCode::Checksum,
             format!(
                 "{}: sha256 {sha} does not match the hub's {want}; the file was not installed",
                 f.path

@@ -2,6 +2,7 @@
 //! every piece of work by spawning this same binary, so a training run it starts goes on
 //! when the studio stops.
 
+use nf_protocol::ErrorCode;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -48,7 +49,7 @@ pub fn run(args: &StudioArgs, home: &Path, out: &mut Output) -> Result<()> {
     });
     result.map_err(|e| match e {
         nf_studio::Error::Bind { .. } => user_error(
-            "io",
+            ErrorCode::Io,
             e.to_string(),
             "another program uses that port: pass --port 0 for a free one, or another --port",
         ),

@@ -1,5 +1,6 @@
 //! `neuralforge tokenize`: text on stdin, token ids on stdout.
 
+use nf_protocol::ErrorCode;
 use std::io::Read;
 use std::path::Path;
 
@@ -18,7 +19,7 @@ pub fn run(args: &TokenizeArgs, home: &Path, out: &mut Output) -> Result<()> {
         None if model_path.is_dir() || is_gguf(&model_path) => load_tokenizer(&model_path, None)?,
         None => {
             return Err(user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 format!("{} carries no tokenizer", model_path.display()),
                 "pass --tokenizer PATH (for llama2.c checkpoints: the tokenizer.bin that goes with it)",
             ));
@@ -28,7 +29,7 @@ pub fn run(args: &TokenizeArgs, home: &Path, out: &mut Output) -> Result<()> {
     std::io::stdin().read_to_end(&mut bytes)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!(
                 "stdin is not valid UTF-8 (byte {})",
                 e.utf8_error().valid_up_to()

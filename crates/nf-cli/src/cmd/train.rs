@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use nf_data::{Sampling, TokenStream, split_train_val, tokens_hash};
 use nf_model::train::{BatchShape, LoraConfig, Method, TrainModel, parse_targets};
 use nf_model::{Model, Sampler, SamplerConfig};
-use nf_protocol::{Event, EventWriter};
+use nf_protocol::{ErrorCode, Event, EventWriter};
 use nf_train::schedule::Schedule;
 use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
 use serde::{Deserialize, Serialize};
@@ -98,7 +98,7 @@ impl RunConfig {
         }
         let targets = parse_targets(&self.lora_targets).map_err(|e| {
             user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 e,
                 "--lora-targets takes a list such as q,k,v,o,gate,up,down or `all`",
             )
@@ -115,7 +115,7 @@ impl RunConfig {
     fn precision(&self) -> Result<Precision> {
         Precision::parse(&self.precision).ok_or_else(|| {
             user_error(
-                "corrupt",
+                ErrorCode::Corrupt,
                 format!(
                     "run.json: unknown precision `{}` (f32 or bf16)",
                     self.precision
@@ -171,7 +171,7 @@ pub(crate) fn base_dtype(name: &str) -> Result<Option<nf_formats::GgmlType>> {
         "q4_0" => Ok(Some(GgmlType::Q4_0)),
         "q4_1" => Ok(Some(GgmlType::Q4_1)),
         other => Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!("unknown --base-dtype `{other}`"),
             "use as-loaded (= f32), bf16, f16, q8_0, q4_0 or q4_1",
         )),
@@ -183,7 +183,7 @@ pub(crate) fn base_dtype(name: &str) -> Result<Option<nf_formats::GgmlType>> {
 pub(crate) fn store_frozen_as(tm: &mut TrainModel, ty: nf_formats::GgmlType) -> Result<()> {
     tm.store_frozen_as(ty).map_err(|e| {
         user_error(
-            "unsupported",
+            ErrorCode::Unsupported,
             format!("cannot hold the base as {}: {e}", ty.name()),
             "pick another --base-dtype (bf16, f16 and q8_0 fit more shapes), or as-loaded",
         )
@@ -405,7 +405,7 @@ impl RunLock {
                     p => p.to_string(),
                 };
                 return Err(user_error(
-                    "running",
+                    ErrorCode::Running,
                     format!(
                         "{} is being trained by another process (pid {pid})",
                         dir.display()
@@ -451,7 +451,7 @@ fn open_events(run_dir: &Path) -> Result<EventWriter<File>> {
 fn refuse_existing_run(dir: &Path) -> Result<()> {
     if dir.join("run.json").exists() {
         return Err(user_error(
-            "exists",
+            ErrorCode::Exists,
             format!("{} already holds a run", dir.display()),
             format!(
                 "continue it with --resume {}, or pick another --out",
@@ -486,7 +486,7 @@ fn check_resume_precision(args: &TrainArgs, cfg: &RunConfig) -> Result<()> {
     match args.precision {
         Some(p) if p != PrecisionArg::Auto && p.resolve(nf_engine::cpu::isa()) != run => {
             Err(user_error(
-                "mismatch",
+                ErrorCode::Mismatch,
                 format!(
                     "the run trains in {run}; resuming it in {} would change its results",
                     p.resolve(nf_engine::cpu::isa())
@@ -618,7 +618,7 @@ fn prepare(
     let need = seq_len + 1;
     if train.len() < need {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             format!(
                 "the training data has {} tokens, fewer than one window of {need}",
                 train.len()
@@ -751,12 +751,12 @@ fn run_inner(
     } else if resume {
         let (step, w) = trainer.resume().map_err(|e| match e {
             nf_train::error::TrainError::Mismatch { .. } => user_error(
-                "mismatch",
+                ErrorCode::Mismatch,
                 e.to_string(),
                 "resume with the same model, data and settings, or start a new run",
             ),
             e => user_error(
-                "bad_checkpoint",
+                ErrorCode::BadCheckpoint,
                 e.to_string(),
                 "start a new run, or restore the checkpoint folder",
             ),
@@ -971,7 +971,7 @@ fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     }
     let measured = trainer.measure_step().map_err(|e| {
         user_error(
-            "train_failed",
+            ErrorCode::TrainFailed,
             e.to_string(),
             "check the data and settings; a real run would fail the same way",
         )
@@ -1058,7 +1058,7 @@ fn loss_mask(stream: &TokenStream) -> Result<Option<Vec<u8>>> {
                 let m = nf_data::TokenShard::open(&path)?.to_vec();
                 if m.len() != src.tokens {
                     return Err(user_error(
-                        "corrupt",
+                        ErrorCode::Corrupt,
                         format!(
                             "{}: {} mask entries for {} tokens in {}",
                             path.display(),
@@ -1115,7 +1115,7 @@ fn example_starts(stream: &TokenStream) -> Result<Vec<u64>> {
                 && starts.last().is_some_and(|&s| (s as usize) < src.tokens);
             if !ok {
                 return Err(user_error(
-                    "corrupt",
+                    ErrorCode::Corrupt,
                     format!(
                         "{}: example starts are not ascending offsets below the {} tokens of {}",
                         path.display(),
@@ -1358,14 +1358,14 @@ fn read_run_config(dir: &Path) -> Result<RunConfig> {
     let path = dir.join("run.json");
     let text = std::fs::read_to_string(&path).map_err(|e| {
         user_error(
-            "not_found",
+            ErrorCode::NotFound,
             format!("{}: {e}", path.display()),
             "--resume takes a run folder made by `neuralforge train` (it holds run.json)",
         )
     })?;
     serde_json::from_str(&text).map_err(|e| {
         user_error(
-            "corrupt",
+            ErrorCode::Corrupt,
             format!("{}: not a valid run configuration: {e}", path.display()),
             "the run folder is damaged; start a new run",
         )
@@ -1375,7 +1375,7 @@ fn read_run_config(dir: &Path) -> Result<RunConfig> {
 fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
     if a.data.is_empty() {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "no training data given",
             "pass --data FILE... (text files or .bin token shards)",
         ));
@@ -1391,7 +1391,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
     for p in data.iter().chain(&val) {
         if !p.exists() {
             return Err(user_error(
-                "not_found",
+                ErrorCode::NotFound,
                 format!("data not found: {}", p.display()),
                 "check the path given to --data / --val",
             ));
@@ -1400,27 +1400,27 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
     let model = a
         .model
         .as_deref()
-        .ok_or_else(|| user_error("bad_input", "no --model given", "pass --model PATH"))?;
+        .ok_or_else(|| user_error(ErrorCode::BadInput, "no --model given", "pass --model PATH"))?;
     let model = crate::load::resolve_model_path(model, home)?;
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let method = if a.full { "full" } else { "lora" };
     if a.steps == 0 {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "--steps must be at least 1",
             "pass --steps N",
         ));
     }
     if !(0.0..1.0).contains(&a.lora_dropout) || !(0.0..1.0).contains(&a.val_fraction) {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "--lora-dropout and --val-fraction must be in [0, 1)",
             "e.g. --lora-dropout 0.05 --val-fraction 0.1",
         ));
     }
     if a.lora_rank == 0 || a.batch_size == 0 || a.seq_len == 0 || a.grad_accum == 0 {
         return Err(user_error(
-            "bad_input",
+            ErrorCode::BadInput,
             "--lora-rank, --batch-size, --seq-len and --grad-accum must be at least 1",
             "see neuralforge train --help",
         ));
@@ -1428,7 +1428,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
     if !a.full {
         parse_targets(&a.lora_targets).map_err(|e| {
             user_error(
-                "bad_input",
+                ErrorCode::BadInput,
                 e,
                 "--lora-targets takes a list such as q,k,v,o,gate,up,down or `all`",
             )
@@ -1474,7 +1474,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
             warmup: a.warmup,
             schedule: a.schedule.parse::<Schedule>().map_err(|e| {
                 user_error(
-                    "bad_input",
+                    ErrorCode::BadInput,
                     e.to_string(),
                     "--schedule is cosine, linear or constant",
                 )
@@ -1492,10 +1492,9 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
             seed: a.seed,
             patience: a.patience,
             max_bad_steps: 3,
-            sampling: a
-                .sampling
-                .parse::<Sampling>()
-                .map_err(|e| user_error("bad_input", e, "--sampling is random or sequential"))?,
+            sampling: a.sampling.parse::<Sampling>().map_err(|e| {
+                user_error(ErrorCode::BadInput, e, "--sampling is random or sequential")
+            })?,
         },
         hashes: None,
     })
@@ -1516,7 +1515,7 @@ fn train_failed(e: nf_train::TrainError, run_dir: &Path) -> anyhow::Error {
     );
     if io {
         user_error(
-            "io",
+            ErrorCode::Io,
             e.to_string(),
             format!(
                 "free disk space (or fix permissions) where the run writes, then `neuralforge train --resume {}` continues from its last checkpoint",
@@ -1525,7 +1524,7 @@ fn train_failed(e: nf_train::TrainError, run_dir: &Path) -> anyhow::Error {
         )
     } else {
         user_error(
-            "train_failed",
+            ErrorCode::TrainFailed,
             e.to_string(),
             "see the warnings above; lower --lr or check the data",
         )
