@@ -99,38 +99,12 @@ impl AuditError {
 
 pub type Result<T> = std::result::Result<T, AuditError>;
 
-/// Lowercase hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(bytes))
-}
+pub use nf_protocol::digest::hex;
+pub use nf_protocol::sha256_hex;
 
 /// Lowercase hex sha256 of a file, read in blocks.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| AuditError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(AuditError::io(path, e)),
-        }
-    }
-    Ok(hex(&h.finalize()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    nf_protocol::sha256_file(path).map_err(|e| AuditError::io(path, e))
 }
 
 pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {

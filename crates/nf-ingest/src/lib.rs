@@ -38,8 +38,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 pub use build::{BuildOptions, BuildOutcome, IngestEvent, build_dataset, collect_sources};
 pub use error::{IngestError, Result};
 pub use jsonl::JsonlShape;
@@ -266,10 +264,4 @@ pub fn read_document(path: &Path, opts: &ReadOptions) -> Result<Document> {
     Ok(doc)
 }
 
-/// sha256 of `bytes` in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use nf_protocol::sha256_hex;

@@ -248,7 +248,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub mod digest;
 mod error;
+pub use digest::{human_bytes, sha256_file, sha256_hex};
 pub use error::{ErrorCode, Failure};
 
 /// The protocol version this crate writes.

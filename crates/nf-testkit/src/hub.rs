@@ -8,14 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use nf_protocol::sha256_hex;
 
 /// The commit every revision of the fake repository resolves to.
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";

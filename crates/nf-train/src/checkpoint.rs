@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use nf_formats::safetensors::{SafeTensors, StDtype, TensorToWrite, write_safetensors};
 
 use crate::error::CheckpointError;
-use crate::hash::sha256_file_io;
+use nf_protocol::sha256_file as sha256_file_io;
 
 type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 

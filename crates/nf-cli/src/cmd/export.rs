@@ -243,7 +243,7 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
             format.name(),
             quant.name(),
             args.out.display(),
-            human_bytes(bytes),
+            nf_protocol::human_bytes(bytes),
             if verified { "" } else { " (not verified)" }
         );
         if !fallbacks.is_empty() {
@@ -729,12 +729,4 @@ fn list_files(path: &Path) -> (Vec<String>, u64) {
     }
     files.sort();
     (files, total)
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b => format!("{:.1} KiB", b as f64 / 1024.0),
-    }
 }

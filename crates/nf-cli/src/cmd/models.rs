@@ -153,14 +153,7 @@ fn stored_event(m: &StoredModel, dir: &Path, with_files: bool) -> Event {
     }
 }
 
-pub(crate) fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
+use nf_protocol::human_bytes;
 
 fn list(home: &Path, out: &mut Output) -> Result<()> {
     let dirs = crate::cmd::lineage::subdirs(&models_dir(home));

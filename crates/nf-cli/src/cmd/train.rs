@@ -1016,7 +1016,7 @@ fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
 }
 
 fn print_plan(p: &nf_protocol::TrainPlan) {
-    let b = crate::cmd::models::human_bytes;
+    let b = nf_protocol::human_bytes;
     let m = &p.memory;
     eprintln!(
         "plan {}: {} trainable of {} parameters, {} steps of {} tokens, {} on {}\nmemory: {} total = {} weights + {} trainable + {} gradients + {} optimizer + {} activations\ntime: {:.1} ms/step ({:.2} GFLOP/step), about {} in all",
