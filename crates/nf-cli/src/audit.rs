@@ -252,7 +252,7 @@ pub fn model_inputs(
     loaded_path: &Path,
 ) -> Result<Vec<Artifact>> {
     let mut v = model_artifacts(home, "model", loaded_path)?;
-    if let Ok(given) = crate::load::resolve_model_path(&args.model, home)
+    if let Ok(given) = nf_store::resolve::resolve_model_path(&args.model, home)
         && given.join("run.json").is_file()
     {
         v.push(Artifact::file("run", given.join("run.json"))?);

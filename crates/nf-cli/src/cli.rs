@@ -442,6 +442,17 @@ pub struct ModelArgs {
     pub adapter: Option<PathBuf>,
 }
 
+impl ModelArgs {
+    /// What to load, for `nf_store::load`.
+    pub fn spec(&self) -> nf_store::ModelSpec {
+        nf_store::ModelSpec {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            adapter: self.adapter.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct SamplingArgs {
     /// Maximum number of new tokens.

@@ -19,10 +19,17 @@ pub fn user_error(
     UserError::new(code, message, hint).into()
 }
 
-/// Code and hint for any error the libraries return.
+/// Code and hint for any error the libraries return: those of the outermost error in the
+/// chain (contexts, library error enums wrapping others) that has them.
 pub fn describe(err: &anyhow::Error) -> (ErrorCode, Option<String>) {
+    err.chain()
+        .find_map(describe_one)
+        .unwrap_or((ErrorCode::Other, None))
+}
+
+fn describe_one(err: &(dyn std::error::Error + 'static)) -> Option<(ErrorCode, Option<String>)> {
     if let Some(u) = err.downcast_ref::<UserError>() {
-        return (u.code, u.hint.clone());
+        return Some((u.code, u.hint.clone()));
     }
     let format_hint = |e: &FormatError| -> (ErrorCode, Option<String>) {
         match e {
@@ -37,7 +44,7 @@ pub fn describe(err: &anyhow::Error) -> (ErrorCode, Option<String>) {
         }
     };
     if let Some(e) = err.downcast_ref::<ModelError>() {
-        return match e {
+        return Some(match e {
             ModelError::Format(f) => format_hint(f),
             ModelError::UnsupportedArch { .. } => (ErrorCode::Unsupported, Some("supported: llama, mistral, qwen2, qwen3, phi3 (Llama, TinyLlama, SmolLM, Mistral, Qwen2/3, Phi-3)".into())),
             ModelError::Shape { .. } | ModelError::Config { .. } => (ErrorCode::Corrupt, Some("the weights do not match the model's configuration".into())),
@@ -45,13 +52,13 @@ pub fn describe(err: &anyhow::Error) -> (ErrorCode, Option<String>) {
             ModelError::ContextFull { .. } => (ErrorCode::ContextFull, Some("shorten the prompt or lower --max-tokens".into())),
             ModelError::Export(_) => (ErrorCode::Export, Some("pick another --format or --quant".into())),
             ModelError::UnknownModelPath { .. } => (ErrorCode::BadInput, Some("pass a model folder, a .gguf file, or a llama2.c .bin".into())),
-        };
+        });
     }
     if let Some(e) = err.downcast_ref::<FormatError>() {
-        return format_hint(e);
+        return Some(format_hint(e));
     }
     if let Some(e) = err.downcast_ref::<IngestError>() {
-        return match e {
+        return Some(match e {
             IngestError::NotADataset { .. } => (
                 ErrorCode::Corrupt,
                 Some(
@@ -68,33 +75,33 @@ pub fn describe(err: &anyhow::Error) -> (ErrorCode, Option<String>) {
                 Some("check the path, its permissions and the free disk space".into()),
             ),
             _ => (ErrorCode::Ingest, None),
-        };
+        });
     }
     if let Some(TokenizerError::NotExportable { .. }) = err.downcast_ref::<TokenizerError>() {
-        return (
+        return Some((
             ErrorCode::Unsupported,
             Some(
                 "export with another --format (hf carries any tokenizer), or pass --chat-template"
                     .into(),
             ),
-        );
+        ));
     }
     if err.downcast_ref::<TokenizerError>().is_some() {
-        return (
+        return Some((
             ErrorCode::Tokenizer,
             Some("check the tokenizer file; llama2.c models need --tokenizer tokenizer.bin".into()),
-        );
+        ));
     }
     if let Some(e) = err.downcast_ref::<std::io::Error>() {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return (ErrorCode::BrokenPipe, None);
+            return Some((ErrorCode::BrokenPipe, None));
         }
-        return (
+        return Some((
             ErrorCode::Io,
             Some("check the path, its permissions and the free disk space".into()),
-        );
+        ));
     }
-    (ErrorCode::Other, None)
+    None
 }
 
 /// The error and its causes on one line (`a: b: c`), without repeating a cause that the

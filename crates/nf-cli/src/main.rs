@@ -5,9 +5,7 @@ mod audit;
 mod cli;
 mod cmd;
 mod errors;
-mod load;
 mod output;
-mod stall;
 
 use std::process::ExitCode;
 
@@ -21,10 +19,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::ingest::quiet_pdf_panics();
     nf_engine::cpu::set_threads(cli.global.threads);
-    let home = load::home_dir(cli.global.home.as_deref());
+    let home = nf_store::home_dir(cli.global.home.as_deref());
     let mut out = Output::new(cli.global.json);
     let result = check_isa_override()
-        .and_then(|()| load::private_home(&home))
+        .and_then(|()| nf_store::private_home(&home).map_err(anyhow::Error::from))
         .and_then(|()| match &cli.command {
             Command::Generate(a) => cmd::generate::run(a, &home, &mut out),
             Command::Chat(a) => cmd::chat::run(a, &home, &mut out),

@@ -12,11 +12,11 @@ use nf_protocol::Event;
 
 use crate::cli::{
     BenchCommand, BenchIngestArgs, BenchModelArgs, BenchPeakArgs, BenchTokenizerArgs,
-    BenchTrainArgs, ModelArgs,
+    BenchTrainArgs,
 };
 use crate::errors::user_error;
-use crate::load::{load, load_tokenizer};
 use crate::output::Output;
+use nf_store::resolve::{load, load_tokenizer};
 
 pub fn run(cmd: &BenchCommand, home: &Path, out: &mut Output) -> Result<()> {
     match cmd {
@@ -87,7 +87,7 @@ fn model(a: &BenchModelArgs, home: &Path, out: &mut Output) -> Result<()> {
             "use --reps ≥ 1 and a non-zero --prompt-tokens or --gen-tokens",
         ));
     }
-    let l = load(&a.model, home)?;
+    let l = load(&a.model.spec(), home)?;
     let m = &l.model;
     if a.prompt_tokens.max(a.gen_tokens + 1) > m.config.max_seq_len {
         return Err(user_error(
@@ -375,7 +375,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     }
     let model = match &a.model {
         Some(m) => {
-            let args = ModelArgs {
+            let args = nf_store::ModelSpec {
                 model: m.clone(),
                 tokenizer: a.tokenizer.clone(),
                 adapter: None,

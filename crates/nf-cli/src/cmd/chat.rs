@@ -17,8 +17,8 @@ use nf_tokenizer::ChatMessage;
 use crate::cli::ChatArgs;
 use crate::cmd::generate::{announce, chat_template, sampler_config};
 use crate::errors::user_error;
-use crate::load::load;
 use crate::output::Output;
+use nf_store::resolve::load;
 use nf_tokenizer::{TextStream, encode_chat};
 
 /// Audited: a `start` entry with the model's files, a `turn` entry per message (its
@@ -33,7 +33,7 @@ fn run_inner(
     out: &mut Output,
     rec: &mut nf_audit::Record,
 ) -> Result<()> {
-    let loaded = load(&args.model, home)?;
+    let loaded = load(&args.model.spec(), home)?;
     rec.inputs = crate::audit::model_inputs(home, &args.model, &loaded.model.path)?;
     if let Some(s) = &args.system {
         rec.inputs.push(crate::audit::prompt_input("system", s));

@@ -12,8 +12,8 @@ use nf_protocol::Event;
 use crate::cli::{DatasetShowArgs, DatasetsCommand};
 use crate::cmd::ingest::resolve_dataset;
 use crate::errors::user_error;
-use crate::load::load_tokenizer;
 use crate::output::Output;
+use nf_store::resolve::load_tokenizer;
 
 pub fn run(cmd: &DatasetsCommand, home: &Path, out: &mut Output) -> Result<()> {
     match cmd {
@@ -42,7 +42,7 @@ fn list(home: &Path, out: &mut Output) -> Result<()> {
     let root = home.join("datasets");
     // Not hidden folders: an ingest's staging folder is one until it is renamed into place,
     // and one stopped by a crash stays behind with a whole dataset in it.
-    let dirs = crate::cmd::lineage::subdirs(&root);
+    let dirs = nf_store::home::subdirs(&root);
     let mut rows = Vec::new();
     for d in dirs.iter().filter(|d| Manifest::is_dataset(d)) {
         match Manifest::read(d) {

@@ -14,8 +14,8 @@ use nf_protocol::Event;
 
 use crate::cli::EvalArgs;
 use crate::errors::user_error;
-use crate::load::load;
 use crate::output::Output;
+use nf_store::resolve::load;
 
 pub fn run(args: &EvalArgs, home: &Path, out: &mut Output) -> Result<()> {
     crate::audit::scoped(home, "eval", |rec| {
@@ -48,7 +48,7 @@ fn data_paths(paths: &[PathBuf], home: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn run_inner(args: &EvalArgs, data: &[PathBuf], home: &Path, out: &mut Output) -> Result<()> {
-    let loaded = load(&args.model, home)?;
+    let loaded = load(&args.model.spec(), home)?;
     let model = &loaded.model;
     let tokens = TokenStream::from_paths(data, &loaded.tokenizer)?.into_tokens();
     let seq = args.seq_len.clamp(1, model.config.max_seq_len);

@@ -21,10 +21,11 @@ use nf_model::train::adapter::Adapter;
 use nf_protocol::Event;
 use nf_tokenizer::Tokenizer;
 
-use crate::cli::{ExportArgs, ModelArgs};
+use crate::cli::ExportArgs;
 use crate::errors::user_error;
-use crate::load::{Loaded, load, load_adapter, load_base, resolve_run};
 use crate::output::Output;
+use nf_store::ModelSpec;
+use nf_store::resolve::{Loaded, load, load_adapter, load_base, resolve_run};
 
 /// Texts the parity check continues (and the tokenizer check encodes).
 const PROMPTS: &[&str] = &[
@@ -109,7 +110,7 @@ struct Source {
     tokenizer: Tokenizer,
     /// The base model's flags without the adapter, to rebuild the model from an adapter
     /// export.
-    base_args: ModelArgs,
+    base_args: ModelSpec,
     adapter: Option<Adapter>,
     /// Provenance written into the export.
     meta: BTreeMap<String, String>,
@@ -136,7 +137,7 @@ pub fn run(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
     crate::audit::scoped(home, "export", |rec| {
         // The source as open_source resolves it, so a model named from the store is
         // recorded by its files too; an unknown source is left to open_source to refuse.
-        if let Ok(source) = crate::load::resolve_model_path(&args.source, home) {
+        if let Ok(source) = nf_store::resolve::resolve_model_path(&args.source, home) {
             let kind = if source.join("run.json").is_file() {
                 "run"
             } else {
@@ -274,14 +275,14 @@ fn run_inner(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
 /// Resolves the source (a run folder or a model), refusing unfinished runs and formats
 /// the source cannot express.
 fn open_source(args: &ExportArgs, home: &Path, format: Format) -> Result<Source> {
-    let path = crate::load::resolve_model_path(&args.source, home).map_err(|_| {
+    let path = nf_store::resolve::resolve_model_path(&args.source, home).map_err(|_| {
         user_error(
             ErrorCode::NotFound,
             format!("no run or model at {}", args.source.display()),
             "pass a run folder made by `neuralforge train`, or a model (folder, .gguf, llama2.c .bin)",
         )
     })?;
-    let model_args = ModelArgs {
+    let model_args = ModelSpec {
         model: path.clone(),
         tokenizer: args.tokenizer.clone(),
         adapter: args.adapter.clone(),
@@ -346,7 +347,7 @@ fn open_source(args: &ExportArgs, home: &Path, format: Format) -> Result<Source>
             "use --format hf, gguf or ollama for the whole model",
         ));
     }
-    let base_args = ModelArgs {
+    let base_args = ModelSpec {
         adapter: None,
         ..resolved.clone()
     };

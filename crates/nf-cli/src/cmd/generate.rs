@@ -15,8 +15,8 @@ use nf_tokenizer::{
 
 use crate::cli::{GenerateArgs, SamplingArgs};
 use crate::errors::user_error;
-use crate::load::{Loaded, load};
 use crate::output::Output;
+use nf_store::resolve::{Loaded, load};
 
 /// What to continue: a plain prompt, or a conversation rendered with the chat template.
 enum Input {
@@ -110,7 +110,7 @@ fn read_text(path: &Path) -> Result<String> {
 pub fn run(args: &GenerateArgs, home: &Path, out: &mut Output) -> Result<()> {
     crate::audit::scoped(home, "generate", |rec| {
         let input = Input::read(args)?;
-        let loaded = load(&args.model, home)?;
+        let loaded = load(&args.model.spec(), home)?;
         rec.inputs = crate::audit::model_inputs(home, &args.model, &loaded.model.path)?;
         rec.inputs.extend(input.audit_inputs());
         if args.audit_prompts {

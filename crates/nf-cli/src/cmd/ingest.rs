@@ -19,8 +19,8 @@ use nf_protocol::Event;
 
 use crate::cli::IngestArgs;
 use crate::errors::user_error;
-use crate::load::{load_tokenizer, resolve_model_path};
 use crate::output::Output;
+use nf_store::resolve::{load_tokenizer, resolve_model_path};
 
 /// PDF extraction may panic on odd fonts; the library catches it and reports the file, so
 /// the default hook's message and backtrace note would only be noise on the terminal.

@@ -12,8 +12,8 @@ use nf_model::{Config, ModelFormat};
 use nf_protocol::{Event, ModelInfo};
 
 use crate::cli::InspectArgs;
-use crate::load::{load_tokenizer, resolve_model_path};
 use crate::output::Output;
+use nf_store::resolve::{load_tokenizer, resolve_model_path};
 
 pub fn run(args: &InspectArgs, home: &Path, out: &mut Output) -> Result<()> {
     let path = resolve_model_path(&args.path, home)?;

@@ -260,7 +260,7 @@ fn forwards(doc: &Path, home: &Path, log: &[Entry], out: &mut Output) -> Result<
     // Datasets in the home whose manifest lists the document, and runs on them.
     let mut manifests: BTreeSet<String> = BTreeSet::new();
     let mut dataset_paths: BTreeSet<String> = BTreeSet::new();
-    for dir in subdirs(&home.join("datasets")) {
+    for dir in nf_store::home::subdirs(&home.join("datasets")) {
         let Ok(m) = Manifest::read(&dir) else {
             continue;
         };
@@ -317,7 +317,7 @@ fn forwards(doc: &Path, home: &Path, log: &[Entry], out: &mut Output) -> Result<
         }
     }
     // Runs in the home trained on a found dataset (even if the log was started later).
-    for dir in subdirs(&home.join("runs")) {
+    for dir in nf_store::home::subdirs(&home.join("runs")) {
         let Ok(text) = std::fs::read_to_string(dir.join("run.json")) else {
             continue;
         };
@@ -341,24 +341,6 @@ fn forwards(doc: &Path, home: &Path, log: &[Entry], out: &mut Output) -> Result<
         l.runs.push(json!({"path": r.display().to_string(), "method": cfg["method"], "base_model": cfg["model"], "datasets": cfg["datasets"]}));
     }
     emit(out, doc, "document", Some(sha), l)
-}
-
-/// The folders in `dir`, sorted, without hidden ones (staging folders start with a dot);
-/// none when `dir` cannot be read.
-pub(crate) fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn emit(out: &mut Output, path: &Path, kind: &str, sha: Option<String>, l: Lineage) -> Result<()> {

@@ -8,8 +8,8 @@ use anyhow::Result;
 
 use crate::cli::TokenizeArgs;
 use crate::errors::user_error;
-use crate::load::{load_tokenizer, resolve_model_path};
 use crate::output::Output;
+use nf_store::resolve::{load_tokenizer, resolve_model_path};
 
 pub fn run(args: &TokenizeArgs, home: &Path, out: &mut Output) -> Result<()> {
     // Only the tokenizer is needed: open it without loading the weights.

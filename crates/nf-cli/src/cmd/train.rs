@@ -36,14 +36,15 @@ use nf_train::schedule::Schedule;
 use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ModelArgs, PrecisionArg, TrainArgs};
+use crate::cli::{PrecisionArg, TrainArgs};
 use crate::cmd::ingest::DatasetRef;
 use crate::errors::user_error;
-use crate::load::{Loaded, load};
 use crate::output::Output;
 use nf_audit::{Artifact, Record};
 use nf_engine::Precision;
 use nf_engine::cpu::Isa;
+use nf_store::ModelSpec;
+use nf_store::resolve::{Loaded, load};
 
 /// Everything a run needs, resolved: written to `run.json` before the first step and read
 /// back by `--resume`.
@@ -526,7 +527,7 @@ fn prepare(
     epochs: Option<f32>,
     home: &Path,
 ) -> Result<Prepared> {
-    let model_args = ModelArgs {
+    let model_args = ModelSpec {
         model: cfg.model.clone(),
         tokenizer: cfg.tokenizer.clone(),
         adapter: None,
@@ -541,7 +542,7 @@ fn prepare(
     let mut init_adapter_artifact = None;
     let init_adapter = match cfg.init_adapter.clone().filter(|_| !resume) {
         Some(path) => {
-            let adapter = crate::load::load_adapter(&path, &model.config)?;
+            let adapter = nf_store::resolve::load_adapter(&path, &model.config)?;
             cfg.lora_rank = adapter.config.rank;
             cfg.lora_alpha = adapter.config.alpha;
             cfg.lora_targets = adapter
@@ -1401,7 +1402,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         .model
         .as_deref()
         .ok_or_else(|| user_error(ErrorCode::BadInput, "no --model given", "pass --model PATH"))?;
-    let model = crate::load::resolve_model_path(model, home)?;
+    let model = nf_store::resolve::resolve_model_path(model, home)?;
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let method = if a.full { "full" } else { "lora" };
     if a.steps == 0 {

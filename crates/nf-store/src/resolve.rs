@@ -1,84 +1,50 @@
-//! Finding and opening a model and its tokenizer from the `--model` / `--tokenizer` flags.
+//! Finding and opening a model and its tokenizer from what the user passed: a model path,
+//! the name of a stored model, or a run folder made by `train`.
 
-use nf_protocol::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use nf_formats::GgufFile;
 use nf_model::{Model, ModelFormat};
+use nf_protocol::ErrorCode;
 use nf_tokenizer::Tokenizer;
 
-use crate::cli::ModelArgs;
-use crate::errors::user_error;
+use crate::{Result, StoreError, fail, io_context};
 
-/// The NeuralForge home: `--home`, else `$NEURALFORGE_HOME` (clap reads both), else the
-/// platform data dir (`$XDG_DATA_HOME/neuralforge` or `~/.local/share/neuralforge`).
-pub fn home_dir(flag: Option<&Path>) -> PathBuf {
-    if let Some(h) = flag {
-        return h.to_path_buf();
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("neuralforge");
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
-    home.join(".local/share/neuralforge")
+/// What to load: the `--model`, `--tokenizer` and `--adapter` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// A model folder (Hugging Face layout), a .gguf, a llama2.c .bin, a stored model's
+    /// name, or a run folder.
+    pub model: PathBuf,
+    /// A tokenizer to use instead of the model's own.
+    pub tokenizer: Option<PathBuf>,
+    /// A LoRA adapter to merge: a run folder, a PEFT folder or a GGUF LoRA file.
+    pub adapter: Option<PathBuf>,
 }
 
-/// Makes the home owner-only (0700) before any command writes to it: created so when it
-/// is missing, and tightened when it exists with group or other access (homes made by
-/// earlier versions took the umask, often leaving uploaded documents readable by every
-/// local user). Everything NeuralForge stores lives under it, so this one folder's mode
-/// guards datasets, uploads, runs and the audit log alike.
-pub fn private_home(home: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-        match std::fs::metadata(home) {
-            Ok(m) if m.is_dir() => {
-                // Only a folder this user owns; someone else's is theirs to set.
-                let mine = m.uid() == current_uid();
-                if mine && m.mode() & 0o077 != 0 {
-                    let perms = std::fs::Permissions::from_mode(m.mode() & 0o7700);
-                    std::fs::set_permissions(home, perms)
-                        .with_context(|| format!("making {} owner-only", home.display()))?;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(home)
-                    .with_context(|| format!("creating {}", home.display()))?;
-            }
-        }
-    }
-    Ok(())
+/// A model with its tokenizer.
+pub struct Loaded {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub load_ms: f64,
 }
 
-/// This process's user id, read from `/proc/self` (no libc call needed).
-#[cfg(unix)]
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
-}
-
-/// `--model` may be a path or the name of a model in `<home>/models/`.
+/// `model` may be a path or the name of a model in `<home>/models/`.
 pub fn resolve_model_path(model: &Path, home: &Path) -> Result<PathBuf> {
     if model.exists() {
         return Ok(model.to_path_buf());
     }
     let is_plain_name = model.components().count() == 1;
     if is_plain_name {
-        let stored = home.join("models").join(model);
+        let stored = crate::store::models_dir(home).join(model);
         if stored.exists() {
             // A stored model folder holds the files as imported; a single-file model is the
             // only .gguf or .bin inside it.
             return Ok(single_model_file(&stored).unwrap_or(stored));
         }
     }
-    Err(user_error(
+    Err(fail(
         ErrorCode::NotFound,
         format!("model not found: {}", model.display()),
         "pass a model folder (config.json + *.safetensors), a .gguf file, a llama2.c .bin, or a name under <home>/models/",
@@ -100,18 +66,12 @@ fn single_model_file(dir: &Path) -> Option<PathBuf> {
     (files.len() == 1).then(|| files[0].clone())
 }
 
-/// A model with its tokenizer.
-pub struct Loaded {
-    pub model: Model,
-    pub tokenizer: Tokenizer,
-    pub load_ms: f64,
-}
-
-pub fn load(args: &ModelArgs, home: &Path) -> Result<Loaded> {
+/// Loads `spec`: a run folder means its result, and an adapter is merged into the base.
+pub fn load(spec: &ModelSpec, home: &Path) -> Result<Loaded> {
     let t0 = Instant::now();
-    let args = &resolve_run(args, home)?;
-    let mut loaded = load_base(args, home)?;
-    if let Some(dir) = &args.adapter {
+    let spec = &resolve_run(spec, home)?;
+    let mut loaded = load_base(spec, home)?;
+    if let Some(dir) = &spec.adapter {
         let adapter = load_adapter(dir, &loaded.model.config)?;
         nf_model::train::adapter::merge_adapter(&mut loaded.model, &adapter);
     }
@@ -133,32 +93,31 @@ pub fn load_adapter(
 }
 
 /// `--model RUN_DIR` (a folder made by `train`) means the run's result: its base model with
-/// its adapter, or its fully fine-tuned model, with the tokenizer the run used.
-pub fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
-    let path = resolve_model_path(&args.model, home)?;
+/// its adapter, or its fully fine-tuned model, with the tokenizer the run used. Any other
+/// spec is returned as it is.
+pub fn resolve_run(spec: &ModelSpec, home: &Path) -> Result<ModelSpec> {
+    let path = resolve_model_path(&spec.model, home)?;
     let run_json = path.join("run.json");
     if !path.is_dir() || !run_json.is_file() {
-        return Ok(args.clone());
+        return Ok(spec.clone());
     }
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&run_json)
-            .with_context(|| format!("reading {}", run_json.display()))?,
-    )
-    .map_err(|e| {
-        user_error(
+    let text = std::fs::read_to_string(&run_json)
+        .map_err(io_context(|| format!("reading {}", run_json.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        fail(
             ErrorCode::Corrupt,
             format!("{}: {e}", run_json.display()),
             "the run folder is damaged",
         )
     })?;
-    let tokenizer = args
+    let tokenizer = spec
         .tokenizer
         .clone()
         .or_else(|| v["tokenizer"].as_str().map(PathBuf::from));
     if v["method"] == "full" {
         let model = path.join("model");
         if !model.join("config.json").is_file() {
-            return Err(user_error(
+            return Err(fail(
                 ErrorCode::NotFound,
                 format!("{} has no final model yet", path.display()),
                 format!(
@@ -167,23 +126,23 @@ pub fn resolve_run(args: &ModelArgs, home: &Path) -> Result<ModelArgs> {
                 ),
             ));
         }
-        return Ok(ModelArgs {
+        return Ok(ModelSpec {
             model,
             tokenizer,
-            adapter: args.adapter.clone(),
+            adapter: spec.adapter.clone(),
         });
     }
     let base = v["model"].as_str().map(PathBuf::from).ok_or_else(|| {
-        user_error(
+        fail(
             ErrorCode::Corrupt,
             format!("{} names no base model", run_json.display()),
             "the run folder is damaged",
         )
     })?;
-    Ok(ModelArgs {
+    Ok(ModelSpec {
         model: base,
         tokenizer,
-        adapter: Some(args.adapter.clone().unwrap_or(path)),
+        adapter: Some(spec.adapter.clone().unwrap_or(path)),
     })
 }
 
@@ -202,22 +161,24 @@ pub fn adapter_dir(dir: &Path) -> Result<PathBuf> {
     } else {
         "pass a run folder made by `neuralforge train` with LoRA, or a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)".into()
     };
-    Err(user_error(
+    Err(fail(
         ErrorCode::NotFound,
         format!("no LoRA adapter in {}", dir.display()),
         hint,
     ))
 }
 
-pub fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
+/// Loads the model `spec` names (a path or a stored name, not a run) with its tokenizer,
+/// without merging any adapter.
+pub fn load_base(spec: &ModelSpec, home: &Path) -> Result<Loaded> {
     let t0 = Instant::now();
-    let path = resolve_model_path(&args.model, home)?;
+    let path = resolve_model_path(&spec.model, home)?;
     let format = ModelFormat::detect(&path)?;
     let (model, own_tokenizer) = match format {
         ModelFormat::Gguf => {
             let g = GgufFile::open(&path)?;
             let model = Model::from_gguf(&g)?;
-            let tok = if args.tokenizer.is_none() {
+            let tok = if spec.tokenizer.is_none() {
                 Some(Tokenizer::from_gguf(&g)?)
             } else {
                 None
@@ -226,7 +187,7 @@ pub fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
         }
         ModelFormat::HfDir => {
             let model = Model::open(&path)?;
-            let tok = if args.tokenizer.is_none() {
+            let tok = if spec.tokenizer.is_none() {
                 Some(Tokenizer::from_hf_dir(&path)?)
             } else {
                 None
@@ -235,12 +196,12 @@ pub fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
         }
         ModelFormat::Llama2c => (Model::open(&path)?, None),
     };
-    let tokenizer = match (own_tokenizer, &args.tokenizer) {
+    let tokenizer = match (own_tokenizer, &spec.tokenizer) {
         (Some(t), _) => t,
         (None, Some(tp)) => load_tokenizer(tp, Some(model.config.vocab_size))?,
         // A llama2.c checkpoint in the model store keeps its tokenizer beside it.
         (None, None)
-            if path.starts_with(home.join("models"))
+            if path.starts_with(crate::store::models_dir(home))
                 && path.with_file_name("tokenizer.bin").is_file() =>
         {
             load_tokenizer(
@@ -249,7 +210,7 @@ pub fn load_base(args: &ModelArgs, home: &Path) -> Result<Loaded> {
             )?
         }
         (None, None) => {
-            return Err(user_error(
+            return Err(fail(
                 ErrorCode::BadInput,
                 format!(
                     "{} is a llama2.c checkpoint, which carries no tokenizer",
@@ -284,15 +245,19 @@ pub fn load_tokenizer(path: &Path, vocab_hint: Option<usize>) -> Result<Tokenize
         let g = GgufFile::open(path)?;
         return Ok(Tokenizer::from_gguf(&g)?);
     }
-    Tokenizer::from_llama2c(path, vocab_hint)
-        .with_context(|| format!("reading {} as a llama2.c tokenizer.bin", path.display()))
+    // The llama2.c reader is the fallback for any other file, so its errors say which
+    // reading was tried.
+    Tokenizer::from_llama2c(path, vocab_hint).map_err(|source| StoreError::Llama2cTokenizer {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A tokenizer that can produce ids the model has no embedding for is the wrong tokenizer.
 fn check_match(model: &Model, tok: &Tokenizer) -> Result<()> {
     let (tv, mv) = (tok.vocab_size(), model.config.vocab_size);
     if tv > mv {
-        return Err(user_error(
+        return Err(fail(
             ErrorCode::Mismatch,
             format!(
                 "tokenizer has {tv} tokens but the model's vocabulary has {mv}: they do not belong together"
