@@ -77,6 +77,12 @@ fn describe_one(err: &(dyn std::error::Error + 'static)) -> Option<(ErrorCode, O
             _ => (ErrorCode::Ingest, None),
         });
     }
+    if let Some(nf_data::DatasetError::BadSidecar { .. }) = err.downcast_ref() {
+        return Some((
+            ErrorCode::Corrupt,
+            Some("the dataset folder is damaged; ingest the dataset again".into()),
+        ));
+    }
     if let Some(TokenizerError::NotExportable { .. }) = err.downcast_ref::<TokenizerError>() {
         return Some((
             ErrorCode::Unsupported,

@@ -65,6 +65,9 @@ pub enum DatasetError {
         seq_len: usize,
         needed: usize,
     },
+    /// A dataset's `.mask` or `.starts` shard does not fit its tokens.
+    #[error("{path}: {reason}")]
+    BadSidecar { path: PathBuf, reason: String },
     /// A batch size or sequence length of zero, or similar.
     #[error("invalid batching configuration: {0}")]
     InvalidConfig(String),

@@ -26,6 +26,7 @@
 mod batcher;
 mod error;
 mod hash;
+pub mod prep;
 mod rng;
 pub mod shard;
 mod split;

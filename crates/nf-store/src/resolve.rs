@@ -267,3 +267,31 @@ fn check_match(model: &Model, tok: &Tokenizer) -> Result<()> {
     }
     Ok(())
 }
+
+/// sha256 over a model's files (a folder's `config.json` and `*.safetensors`, or the
+/// single file), so a resume notices a replaced base; and each file with its own sha256.
+pub fn hash_model_files(path: &Path) -> Result<(String, Vec<(PathBuf, String)>)> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let reading = || format!("reading {}", path.display());
+        for e in std::fs::read_dir(path).map_err(io_context(reading))? {
+            let p = e.map_err(io_context(reading))?.path();
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            if name == "config.json" || name.ends_with(".safetensors") {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut all = String::new();
+    let mut each = Vec::new();
+    for f in files {
+        let h = nf_protocol::sha256_file(&f)
+            .map_err(io_context(|| format!("reading {}", f.display())))?;
+        all.push_str(&h);
+        each.push((f, h));
+    }
+    Ok((nf_protocol::sha256_hex(all.as_bytes()), each))
+}

@@ -7,6 +7,9 @@ use nf_formats::FormatError;
 /// An error of the training support code.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// A failure with its own code and hint (a damaged `run.json`, a run that is running).
+    #[error("{0}")]
+    Failure(#[from] nf_protocol::Failure),
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
@@ -14,6 +17,9 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a run's file (`run.json`) failed; the error names the file.
+    #[error(transparent)]
+    Format(#[from] FormatError),
     /// Saving, finding or loading a checkpoint failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),

@@ -362,7 +362,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     use nf_model::train::{BatchShape, LoraConfig, Method, StepTimes, Target, TrainModel};
     let isa = nf_engine::cpu::isa();
     let precision = a.precision.resolve(isa);
-    let base_ty = crate::cmd::train::base_dtype(&a.base_dtype)?;
+    let base_ty = crate::cmd::train::base_dtype(&a.base_dtype)?.ggml();
     if base_ty.is_some() && a.lora_rank == 0 {
         return Err(user_error(
             ErrorCode::BadInput,

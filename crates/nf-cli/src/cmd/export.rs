@@ -359,7 +359,7 @@ fn open_source(args: &ExportArgs, home: &Path, format: Format) -> Result<Source>
     if !run {
         meta.insert(
             "base_model_sha256".into(),
-            crate::cmd::train::hash_model_files(&base_args.model)?.0,
+            nf_store::resolve::hash_model_files(&base_args.model)?.0,
         );
         meta.insert("base_model".into(), base_args.model.display().to_string());
     }

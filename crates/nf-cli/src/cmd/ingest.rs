@@ -16,6 +16,7 @@ use nf_ingest::{
     build_dataset, collect_sources,
 };
 use nf_protocol::Event;
+use nf_train::run::DatasetRef;
 
 use crate::cli::IngestArgs;
 use crate::errors::user_error;
@@ -416,24 +417,4 @@ pub fn expand_datasets(
         used.push(DatasetRef::of(&dir, &m.name)?);
     }
     Ok((data, val, used))
-}
-
-/// A dataset a run trained on, as `run.json` records it (lineage).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DatasetRef {
-    pub name: String,
-    pub path: PathBuf,
-    /// sha256 of its `manifest.json` when the run was configured.
-    pub manifest_sha256: String,
-}
-
-impl DatasetRef {
-    pub fn of(dir: &Path, name: &str) -> Result<DatasetRef> {
-        let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        Ok(DatasetRef {
-            name: name.to_string(),
-            manifest_sha256: nf_audit::sha256_file(&path.join("manifest.json"))?,
-            path,
-        })
-    }
 }

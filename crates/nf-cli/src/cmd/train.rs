@@ -28,155 +28,33 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use nf_data::{Sampling, TokenStream, split_train_val, tokens_hash};
-use nf_model::train::{BatchShape, LoraConfig, Method, TrainModel, parse_targets};
-use nf_model::{Model, Sampler, SamplerConfig};
+use nf_data::Sampling;
+use nf_data::prep::load_run_data;
+use nf_model::train::{BatchShape, Method, TrainModel, parse_targets};
+use nf_model::{Sampler, SamplerConfig};
 use nf_protocol::{ErrorCode, Event, EventWriter};
 use nf_train::schedule::Schedule;
 use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
-use serde::{Deserialize, Serialize};
 
 use crate::cli::{PrecisionArg, TrainArgs};
-use crate::cmd::ingest::DatasetRef;
 use crate::errors::user_error;
 use crate::output::Output;
 use nf_audit::{Artifact, Record};
 use nf_engine::Precision;
 use nf_engine::cpu::Isa;
 use nf_store::ModelSpec;
-use nf_store::resolve::{Loaded, load};
+use nf_store::resolve::{Loaded, hash_model_files, load};
+use nf_train::run::{self, BaseDtype, RunConfig, RunLock, RunMethod};
 
-/// Everything a run needs, resolved: written to `run.json` before the first step and read
-/// back by `--resume`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunConfig {
-    pub neuralforge_version: String,
-    pub model: PathBuf,
-    pub tokenizer: Option<PathBuf>,
-    pub data: Vec<PathBuf>,
-    pub val_data: Vec<PathBuf>,
-    /// Lineage: the datasets (made by `ingest`) among `data`, with their manifest hashes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub datasets: Vec<DatasetRef>,
-    pub val_fraction: f32,
-    /// `"full"` or `"lora"`.
-    pub method: String,
-    pub lora_rank: usize,
-    pub lora_alpha: f32,
-    pub lora_dropout: f32,
-    pub lora_targets: String,
-    pub batch_size: usize,
-    pub seq_len: usize,
-    pub recompute: bool,
-    /// The adapter a LoRA run started from (`--adapter`), if any, and its sha256 (a file's,
-    /// or a folder's tree hash).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_adapter: Option<PathBuf>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_adapter_sha256: Option<String>,
-    /// Attention crosses example boundaries inside a window (false: each example attends
-    /// only to itself; runs from before this field existed read as false).
-    #[serde(default)]
-    pub cross_example_attention: bool,
-    /// `as-loaded`, `bf16`, `f16`, `q8_0`, `q4_0` or `q4_1`: how a LoRA run stores its
-    /// frozen f32 base.
-    #[serde(default = "as_loaded")]
-    pub base_dtype: String,
-    /// `f32` or `bf16`: the arithmetic of the step's matrix products, resolved from
-    /// `--precision` when the run is created (never `auto`), so a resume, on this machine or
-    /// another, trains as the run began. Runs from before this field trained in f32.
-    #[serde(default = "f32_precision")]
-    pub precision: String,
-    pub sample_prompt: String,
-    pub options: TrainOptions,
-    pub hashes: Option<RunHashes>,
-}
-
-impl RunConfig {
-    fn method(&self) -> Result<Method> {
-        if self.method == "full" {
-            return Ok(Method::Full);
-        }
-        let targets = parse_targets(&self.lora_targets).map_err(|e| {
-            user_error(
-                ErrorCode::BadInput,
-                e,
-                "--lora-targets takes a list such as q,k,v,o,gate,up,down or `all`",
-            )
-        })?;
-        Ok(Method::Lora(LoraConfig {
-            rank: self.lora_rank,
-            alpha: self.lora_alpha,
-            dropout: self.lora_dropout,
-            targets,
-        }))
-    }
-
-    /// The run's precision; a `run.json` naming another is damaged.
-    fn precision(&self) -> Result<Precision> {
-        Precision::parse(&self.precision).ok_or_else(|| {
-            user_error(
-                ErrorCode::Corrupt,
-                format!(
-                    "run.json: unknown precision `{}` (f32 or bf16)",
-                    self.precision
-                ),
-                "the run folder is damaged; start a new run",
-            )
-        })
-    }
-
-    /// Hash of everything that changes the computation (not cadence-only settings such as
-    /// how often to sample). The precision joins it only when it is not f32, so runs from
-    /// before precision was recorded (all f32) keep their hash and still resume, while a
-    /// bf16 run's checkpoints never resume as f32 or the other way round.
-    fn config_hash(&self, model: &Model) -> String {
-        let mut o = self.options.clone();
-        o.sample_every = 0;
-        o.keep_last = 0;
-        let mut key = serde_json::json!({
-            "model_config": format!("{:?}", model.config),
-            "method": self.method, "rank": self.lora_rank, "alpha": self.lora_alpha,
-            "dropout": self.lora_dropout, "targets": self.lora_targets,
-            "batch": self.batch_size, "seq": self.seq_len, "options": o,
-            "base_dtype": self.base_dtype,
-            "val_fraction": self.val_fraction,
-            "cross_example_attention": self.cross_example_attention,
-            "init_adapter_sha256": self.init_adapter_sha256,
-        });
-        if self.precision != Precision::F32.name() {
-            key["precision"] = self.precision.clone().into();
-        }
-        nf_train::hash::sha256_bytes(key.to_string().as_bytes())
-    }
-}
-
-fn as_loaded() -> String {
-    "as-loaded".into()
-}
-
-fn f32_precision() -> String {
-    Precision::F32.name().into()
-}
-
-/// Parses `--base-dtype`: the type a LoRA run converts the f32 matrices of its frozen base
-/// to, `None` to keep them as loaded (`as-loaded`, or `f32`, which every f32 base already
-/// is: HF and llama2.c models load as f32, GGUF matrices stay in their own types).
-pub(crate) fn base_dtype(name: &str) -> Result<Option<nf_formats::GgmlType>> {
-    use nf_formats::GgmlType;
-    match name {
-        "as-loaded" | "f32" => Ok(None),
-        "bf16" => Ok(Some(GgmlType::BF16)),
-        "f16" => Ok(Some(GgmlType::F16)),
-        "q8_0" => Ok(Some(GgmlType::Q8_0)),
-        "q4_0" => Ok(Some(GgmlType::Q4_0)),
-        "q4_1" => Ok(Some(GgmlType::Q4_1)),
-        other => Err(user_error(
+/// Parses `--base-dtype` (`f32` is `as-loaded`, which every f32 base already is).
+pub(crate) fn base_dtype(name: &str) -> Result<BaseDtype> {
+    BaseDtype::parse(name).ok_or_else(|| {
+        user_error(
             ErrorCode::BadInput,
-            format!("unknown --base-dtype `{other}`"),
-            "use as-loaded (= f32), bf16, f16, q8_0, q4_0 or q4_1",
-        )),
-    }
+            format!("unknown --base-dtype `{name}`"),
+            format!("use {}", BaseDtype::NAMES),
+        )
+    })
 }
 
 /// Converts a LoRA model's frozen f32 matrices to `ty`, with a user's error when a matrix
@@ -366,91 +244,15 @@ pub fn run(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         let result = run_inner(args, home, out, rec, &mut lock);
         // Once the run folder is ours, whoever tails its events learns why the run ended.
         if let (Err(e), Some(lock)) = (&result, &lock) {
-            lock.record_failure(e);
+            lock.record_failure(crate::errors::error_event(e));
         }
         result
     })
 }
 
-/// The file in a run folder that the training process holds an exclusive lock on while
-/// it runs, with its pid as text.
-pub const LOCK_FILE: &str = "train.lock";
-
-/// The exclusive lock on a run folder's `train.lock`, held (by keeping the file open)
-/// until the process exits, so two processes never train one run at once. Readers tell
-/// a live run by `try_lock_shared` failing with `WouldBlock`; the pid in the file is for
-/// people and stays behind after the run ends, so it alone proves nothing.
-struct RunLock {
-    dir: PathBuf,
-    _file: File,
-}
-
-impl RunLock {
-    fn acquire(dir: &Path) -> Result<RunLock> {
-        let path = dir.join(LOCK_FILE);
-        // Not truncated on open: while another process holds the lock, its pid is what
-        // the error below reports.
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&path).unwrap_or_default();
-                let pid = match pid.trim() {
-                    "" => "unknown".to_string(),
-                    p => p.to_string(),
-                };
-                return Err(user_error(
-                    ErrorCode::Running,
-                    format!(
-                        "{} is being trained by another process (pid {pid})",
-                        dir.display()
-                    ),
-                    "wait for it to finish, or stop it first",
-                ));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(anyhow::Error::new(e).context(format!("locking {}", path.display())));
-            }
-        }
-        file.set_len(0)
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .and_then(|()| file.flush())
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(RunLock {
-            dir: dir.to_path_buf(),
-            _file: file,
-        })
-    }
-
-    /// Appends the failure's `error` event to the run's `events.ndjson`. Best effort: the
-    /// error itself still reaches the user through main, which matters more.
-    fn record_failure(&self, err: &anyhow::Error) {
-        if let Ok(mut events) = open_events(&self.dir) {
-            let _ = events.emit(crate::errors::error_event(err));
-        }
-    }
-}
-
-/// The run folder's `events.ndjson`, opened for appending (a resume continues it).
-fn open_events(run_dir: &Path) -> Result<EventWriter<File>> {
-    let path = run_dir.join("events.ndjson");
-    let file = File::options()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    Ok(EventWriter::new(file))
-}
-
 /// Refuses a new run in a folder that already holds one.
 fn refuse_existing_run(dir: &Path) -> Result<()> {
-    if dir.join("run.json").exists() {
+    if dir.join(run::RUN_FILE).exists() {
         return Err(user_error(
             ErrorCode::Exists,
             format!("{} already holds a run", dir.display()),
@@ -467,15 +269,15 @@ fn refuse_existing_run(dir: &Path) -> Result<()> {
 /// resolved from the flags (the folder must not hold a run yet). True when resuming.
 fn target(args: &TrainArgs, home: &Path) -> Result<(RunConfig, PathBuf, bool)> {
     if let Some(dir) = &args.resume {
-        let cfg = read_run_config(dir)?;
+        let cfg = RunConfig::read(dir)?;
         check_resume_precision(args, &cfg)?;
         return Ok((cfg, dir.clone(), true));
     }
     let cfg = resolve(args, home)?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| home.join("runs").join(nf_protocol::run_id(&cfg.method)));
+    let dir = args.out.clone().unwrap_or_else(|| {
+        home.join("runs")
+            .join(nf_protocol::run_id(cfg.method.name()))
+    });
     refuse_existing_run(&dir)?;
     Ok((cfg, dir, false))
 }
@@ -483,7 +285,7 @@ fn target(args: &TrainArgs, home: &Path) -> Result<(RunConfig, PathBuf, bool)> {
 /// A resume trains in the run's own precision. An explicit `--precision f32|bf16` that
 /// differs is refused rather than ignored (`auto` means "whatever the run uses").
 fn check_resume_precision(args: &TrainArgs, cfg: &RunConfig) -> Result<()> {
-    let run = cfg.precision()?;
+    let run = cfg.precision;
     match args.precision {
         Some(p) if p != PrecisionArg::Auto && p.resolve(nf_engine::cpu::isa()) != run => {
             Err(user_error(
@@ -567,87 +369,60 @@ fn prepare(
         }
         None => None,
     };
-    let stream = TokenStream::from_paths(&cfg.data, &tokenizer)?;
-    for w in stream.warnings() {
+    let data = load_run_data(
+        &cfg.data,
+        &cfg.val_data,
+        cfg.val_fraction,
+        !cfg.cross_example_attention,
+        &tokenizer,
+    )?;
+    for w in &data.warnings {
         eprintln!("warning: {w}");
     }
-    let train_mask = loss_mask(&stream)?;
-    let isolate = !cfg.cross_example_attention;
-    let train_starts = isolate.then(|| example_starts(&stream)).transpose()?;
-    let (train, val, train_mask, val_mask, train_starts, val_starts) = if cfg.val_data.is_empty() {
-        let (t, v) = split_train_val(stream.into_tokens(), cfg.val_fraction);
-        // The split holds out the tail; the mask and the example starts split at the same
-        // place.
-        let (tm, vm) = match train_mask {
-            Some(mut m) => {
-                let vm = m.split_off(t.len());
-                (Some(m), Some(vm))
-            }
-            None => (None, None),
-        };
-        let (ts, vs) = match train_starts {
-            Some(s) => {
-                let (ts, vs) = split_starts(s, t.len() as u64);
-                (Some(ts), Some(vs))
-            }
-            None => (None, None),
-        };
-        (t, (!v.is_empty()).then_some(v), tm, vm, ts, vs)
-    } else {
-        let vs = TokenStream::from_paths(&cfg.val_data, &tokenizer)?;
-        let vm = loss_mask(&vs)?;
-        let v_starts = isolate.then(|| example_starts(&vs)).transpose()?;
-        (
-            stream.into_tokens(),
-            Some(vs.into_tokens()),
-            train_mask,
-            vm,
-            train_starts,
-            v_starts,
-        )
-    };
+    let (train, val) = (data.train, data.val);
     let seq_len = cfg.seq_len.min(model.config.max_seq_len);
     // The window the run really uses is what run.json records and the config hash covers,
     // so a resume (which reads it back) hashes the same value.
     cfg.seq_len = seq_len;
     if let Some(epochs) = epochs.filter(|_| !resume) {
         // One epoch is every packed window once.
-        let windows = (train.len().saturating_sub(1) / seq_len) as f64;
+        let windows = (train.tokens.len().saturating_sub(1) / seq_len) as f64;
         let per_step = (cfg.batch_size * cfg.options.grad_accum) as f64;
         cfg.options.steps = ((epochs as f64 * windows / per_step).ceil() as u64).max(1);
     }
     let need = seq_len + 1;
-    if train.len() < need {
+    if train.tokens.len() < need {
         return Err(user_error(
             ErrorCode::BadInput,
             format!(
                 "the training data has {} tokens, fewer than one window of {need}",
-                train.len()
+                train.tokens.len()
             ),
             "give more text, or a smaller --seq-len",
         ));
     }
-    let (val, val_mask, val_starts) = match val.filter(|v| {
-        let ok = v.len() >= need;
+    let val = (!val.tokens.is_empty()).then_some(val).filter(|v| {
+        let ok = v.tokens.len() >= need;
         if !ok {
-            eprintln!("warning: validation split has {} tokens, fewer than one window of {need}; validation is off (give more data, a larger --val-fraction, or --val)", v.len());
+            eprintln!("warning: validation split has {} tokens, fewer than one window of {need}; validation is off (give more data, a larger --val-fraction, or --val)", v.tokens.len());
         }
         ok
-    }) {
-        Some(v) => (Some(v), val_mask, val_starts),
+    });
+    let (val, val_mask, val_starts) = match val {
+        Some(v) => (Some(v.tokens), v.mask, v.starts),
         None => (None, None, None),
     };
     let hashes = RunHashes {
-        config: cfg.config_hash(&model),
+        config: cfg.config_hash(&model.config),
         base_model: base_hash,
-        data: data_hash(&train, train_mask.as_deref(), train_starts.as_deref()),
+        data: train.hash(),
         datasets: cfg
             .datasets
             .iter()
             .map(|d| d.manifest_sha256.clone())
             .collect(),
     };
-    let method = cfg.method()?;
+    let method = cfg.train_method()?;
     let total_params = model.config.n_params();
     let shape = BatchShape {
         batch: cfg.batch_size,
@@ -663,15 +438,15 @@ fn prepare(
     if let Some(adapter) = &init_adapter {
         tm.load_adapter(adapter)?;
     }
-    if let Some(ty) = base_dtype(&cfg.base_dtype)?.filter(|_| lora) {
+    if let Some(ty) = cfg.base_dtype.ggml().filter(|_| lora) {
         store_frozen_as(&mut tm, ty)?;
     }
-    let precision = cfg.precision()?;
+    let precision = cfg.precision;
     tm.set_precision(precision);
     cfg.hashes = Some(hashes.clone());
-    let trainer = Trainer::new(tm, cfg.options.clone(), train, val, run_dir, hashes)?
-        .with_loss_masks(train_mask, val_mask)?
-        .with_example_starts(train_starts, val_starts)?;
+    let trainer = Trainer::new(tm, cfg.options.clone(), train.tokens, val, run_dir, hashes)?
+        .with_loss_masks(train.mask, val_mask)?
+        .with_example_starts(train.starts, val_starts)?;
     Ok(Prepared {
         cfg,
         base_files,
@@ -810,7 +585,7 @@ fn run_inner(
     rec.event = Some("end".into());
     rec.details = Some(details);
     let mut sink = RunSink {
-        file: open_events(&run_dir)?,
+        file: run::open_events(&run_dir)?,
         out,
         progress: Progress {
             tty: std::io::stderr().is_terminal(),
@@ -834,7 +609,7 @@ fn run_inner(
     let p = &trainer.model.params;
     sink.emit(Event::TrainStart {
         run_dir: run_dir.display().to_string(),
-        method: cfg.method.clone(),
+        method: cfg.method.name().into(),
         trainable_params: p.len() as u64,
         total_params: total_params as u64,
         steps: cfg.options.steps,
@@ -874,7 +649,7 @@ fn run_inner(
         }
         .into(),
     );
-    let output = save_final(&trainer, &cfg, &run_dir)?;
+    let output = run::save_final(&trainer, &cfg, &run_dir)?;
     rec.outputs.push(Artifact::tree(
         if output.ends_with("adapter") {
             "adapter"
@@ -997,7 +772,7 @@ fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     let eval_ms =
         trainer.evaluations_left() as f64 * trainer.eval_batches() as f64 * measured.forward_ms;
     let plan = nf_protocol::TrainPlan {
-        method: cfg.method.clone(),
+        method: cfg.method.name().into(),
         trainable_params: m.params.len() as u64,
         total_params: total_params as u64,
         steps,
@@ -1038,112 +813,6 @@ fn print_plan(p: &nf_protocol::TrainPlan) {
         p.flops_per_step / 1e9,
         duration(p.estimated_s),
     );
-}
-
-/// The loss mask of a token stream: each `.bin` shard's sibling `.mask` shard (as `ingest`
-/// writes for chat and completion data: 1 = train on this token), all ones for sources
-/// without one; `None` when no source has a mask.
-fn loss_mask(stream: &TokenStream) -> Result<Option<Vec<u8>>> {
-    let masks: Vec<Option<PathBuf>> = stream
-        .sources()
-        .iter()
-        .map(|s| sibling_shard(&s.path, "mask"))
-        .collect();
-    if masks.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let mut out = Vec::with_capacity(stream.len());
-    for (src, mask) in stream.sources().iter().zip(masks) {
-        match mask {
-            Some(path) => {
-                let m = nf_data::TokenShard::open(&path)?.to_vec();
-                if m.len() != src.tokens {
-                    return Err(user_error(
-                        ErrorCode::Corrupt,
-                        format!(
-                            "{}: {} mask entries for {} tokens in {}",
-                            path.display(),
-                            m.len(),
-                            src.tokens,
-                            src.path.display()
-                        ),
-                        "ingest the dataset again",
-                    ));
-                }
-                out.extend(m.iter().map(|&v| u8::from(v != 0)));
-            }
-            None => out.extend(std::iter::repeat_n(1u8, src.tokens)),
-        }
-    }
-    Ok(Some(out))
-}
-
-/// The training data's identity: its tokens, and the loss mask and example starts where
-/// they apply, since either changes the training as surely as changed tokens.
-fn data_hash(tokens: &[u32], mask: Option<&[u8]>, starts: Option<&[u64]>) -> String {
-    let mut parts = vec![tokens_hash(tokens)];
-    if let Some(m) = mask {
-        parts.push(nf_train::hash::sha256_bytes(m));
-    }
-    if let Some(s) = starts {
-        let bytes: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
-        parts.push(nf_train::hash::sha256_bytes(&bytes));
-    }
-    // Tokens alone keep their plain hash, as runs on plain token data always recorded.
-    match parts.as_slice() {
-        [only] => only.clone(),
-        _ => nf_train::hash::sha256_bytes(parts.concat().as_bytes()),
-    }
-}
-
-/// The `.mask` or `.starts` shard `ingest` writes beside a `.bin` source, if there is one.
-fn sibling_shard(source: &Path, ext: &str) -> Option<PathBuf> {
-    let path = source.with_extension(ext);
-    (source.extension().is_some_and(|e| e == "bin") && path.is_file()).then_some(path)
-}
-
-/// Where each example begins in a token stream: a dataset shard's sibling `.starts`
-/// shard (as `ingest` writes, one entry per window or example), else the start of the
-/// source itself (a text file is one document).
-fn example_starts(stream: &TokenStream) -> Result<Vec<u64>> {
-    let mut out = Vec::new();
-    let mut base = 0u64;
-    for src in stream.sources() {
-        if let Some(path) = sibling_shard(&src.path, "starts") {
-            let starts = nf_data::TokenShard::open(&path)?.to_vec();
-            let ok = starts.first() == Some(&0)
-                && starts.windows(2).all(|w| w[0] < w[1])
-                && starts.last().is_some_and(|&s| (s as usize) < src.tokens);
-            if !ok {
-                return Err(user_error(
-                    ErrorCode::Corrupt,
-                    format!(
-                        "{}: example starts are not ascending offsets below the {} tokens of {}",
-                        path.display(),
-                        src.tokens,
-                        src.path.display()
-                    ),
-                    "ingest the dataset again",
-                ));
-            }
-            out.extend(starts.iter().map(|&s| base + s as u64));
-        } else if src.tokens > 0 {
-            out.push(base);
-        }
-        base += src.tokens as u64;
-    }
-    Ok(out)
-}
-
-/// Splits ascending example starts at token `at`: those before it, and those from it on
-/// relative to it (with one at 0: the example cut by the split continues there).
-fn split_starts(mut starts: Vec<u64>, at: u64) -> (Vec<u64>, Vec<u64>) {
-    let k = starts.partition_point(|&s| s < at);
-    let mut val: Vec<u64> = starts.split_off(k).into_iter().map(|s| s - at).collect();
-    if val.first() != Some(&0) {
-        val.insert(0, 0);
-    }
-    (starts, val)
 }
 
 struct SampleCtx {
@@ -1254,58 +923,6 @@ fn write_report(run_dir: &Path, report: &Event) -> Result<()> {
     Ok(())
 }
 
-/// Writes the final adapter (PEFT layout) or model (HF layout) into the run folder.
-fn save_final(trainer: &Trainer, cfg: &RunConfig, run_dir: &Path) -> Result<PathBuf> {
-    let mut meta = BTreeMap::new();
-    meta.insert(
-        "neuralforge_version".to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    );
-    if let Some(h) = &cfg.hashes {
-        meta.insert("base_model_sha256".into(), h.base_model.clone());
-        meta.insert("data_sha256".into(), h.data.clone());
-    }
-    if !cfg.datasets.is_empty() {
-        // Lineage travels with the adapter/model: which datasets (by manifest hash).
-        let list: Vec<String> = cfg
-            .datasets
-            .iter()
-            .map(|d| format!("{}:{}", d.name, d.manifest_sha256))
-            .collect();
-        meta.insert("datasets".into(), list.join(","));
-    }
-    meta.insert("run_dir".into(), run_dir.display().to_string());
-    let m = &trainer.model;
-    let dir = if m.lora().is_some() {
-        run_dir.join("adapter")
-    } else {
-        run_dir.join("model")
-    };
-    let staging = run_dir.join(format!(
-        ".{}.tmp",
-        dir.file_name().unwrap().to_string_lossy()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    if m.lora().is_some() {
-        nf_model::train::adapter::save_peft(m, &staging, &cfg.model.display().to_string(), &meta)?;
-    } else {
-        nf_model::export::export_hf(&m.to_model(), &staging, &meta)?;
-    }
-    // Replace the previous final output only once the new one is complete.
-    let old = run_dir.join(format!(
-        ".{}.old",
-        dir.file_name().unwrap().to_string_lossy()
-    ));
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(&dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
-    }
-    std::fs::rename(&staging, &dir).with_context(|| format!("renaming into {}", dir.display()))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(dir)
-}
-
 /// The config, base-model and data hashes of a run, for its audit details.
 fn hashes_for_audit(cfg: &RunConfig) -> (String, String, String) {
     cfg.hashes.as_ref().map_or_else(Default::default, |h| {
@@ -1323,54 +940,6 @@ fn checkpoint_artifact(run_dir: &Path, step: u64) -> Result<Artifact> {
         &dir,
         Some(nf_audit::sha256_file(&marker)?),
     ))
-}
-
-/// sha256 over the model's files (a folder's `config.json` and `*.safetensors`, or the
-/// single file), so a resume notices a replaced base; and each file with its own sha256.
-pub fn hash_model_files(path: &Path) -> Result<(String, Vec<(PathBuf, String)>)> {
-    let mut files = Vec::new();
-    if path.is_dir() {
-        for e in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
-            let p = e?.path();
-            let name = p
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string();
-            if name == "config.json" || name.ends_with(".safetensors") {
-                files.push(p);
-            }
-        }
-        files.sort();
-    } else {
-        files.push(path.to_path_buf());
-    }
-    let mut all = String::new();
-    let mut each = Vec::new();
-    for f in files {
-        let h = nf_train::hash::sha256_file(&f)?;
-        all.push_str(&h);
-        each.push((f, h));
-    }
-    Ok((nf_train::hash::sha256_bytes(all.as_bytes()), each))
-}
-
-fn read_run_config(dir: &Path) -> Result<RunConfig> {
-    let path = dir.join("run.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        user_error(
-            ErrorCode::NotFound,
-            format!("{}: {e}", path.display()),
-            "--resume takes a run folder made by `neuralforge train` (it holds run.json)",
-        )
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
-        user_error(
-            ErrorCode::Corrupt,
-            format!("{}: not a valid run configuration: {e}", path.display()),
-            "the run folder is damaged; start a new run",
-        )
-    })
 }
 
 fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
@@ -1404,7 +973,11 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         .ok_or_else(|| user_error(ErrorCode::BadInput, "no --model given", "pass --model PATH"))?;
     let model = nf_store::resolve::resolve_model_path(model, home)?;
     let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let method = if a.full { "full" } else { "lora" };
+    let method = if a.full {
+        RunMethod::Full
+    } else {
+        RunMethod::Lora
+    };
     if a.steps == 0 {
         return Err(user_error(
             ErrorCode::BadInput,
@@ -1444,7 +1017,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         val_data: val.iter().map(|p| abs(p)).collect(),
         datasets,
         val_fraction: a.val_fraction,
-        method: method.into(),
+        method,
         lora_rank: a.lora_rank,
         lora_alpha: a.lora_alpha.unwrap_or(2.0 * a.lora_rank as f32),
         lora_dropout: a.lora_dropout,
@@ -1455,17 +1028,12 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
         cross_example_attention: a.cross_example_attention,
         init_adapter: a.adapter.as_deref().map(abs),
         init_adapter_sha256: None,
-        base_dtype: match base_dtype(&a.base_dtype)? {
-            // `f32` keeps an f32 base as loaded: recorded as such, so both spell one run.
-            None => as_loaded(),
-            Some(_) => a.base_dtype.clone(),
-        },
+        // `f32` keeps an f32 base as loaded: recorded as such, so both spell one run.
+        base_dtype: base_dtype(&a.base_dtype)?,
         precision: a
             .precision
             .unwrap_or(PrecisionArg::Auto)
-            .resolve(nf_engine::cpu::isa())
-            .name()
-            .into(),
+            .resolve(nf_engine::cpu::isa()),
         sample_prompt: a.sample_prompt.clone(),
         options: TrainOptions {
             steps: a.steps,
@@ -1509,6 +1077,7 @@ fn train_failed(e: nf_train::TrainError, run_dir: &Path) -> anyhow::Error {
     let io = matches!(
         e,
         TrainError::Io { .. }
+            | TrainError::Format(nf_formats::FormatError::Io { .. })
             | TrainError::Checkpoint(
                 CheckpointError::Io { .. }
                     | CheckpointError::Format(nf_formats::FormatError::Io { .. })
