@@ -193,21 +193,7 @@ pub fn announce(l: &Loaded, out: &mut Output) -> Result<()> {
 /// The template `--chat-template` names (built-in or file), else the model's own.
 pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
     match choice {
-        Some(name) => {
-            if let Some(t) = builtin_template(name) {
-                return Ok(t.to_string());
-            }
-            std::fs::read_to_string(name).map_err(|e| {
-                user_error(
-                    ErrorCode::BadInput,
-                    format!("chat template `{name}`: {e}"),
-                    format!(
-                        "use a built-in name ({}) or a Jinja template file",
-                        BUILTIN_TEMPLATES.join(", ")
-                    ),
-                )
-            })
-        }
+        Some(name) => template_override(name),
         None => tok.chat_template().map(str::to_string).ok_or_else(|| {
             user_error(
                 ErrorCode::BadInput,
@@ -216,6 +202,24 @@ pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
             )
         }),
     }
+}
+
+/// The text of the template `--chat-template NAME|FILE` names: a built-in one, or a Jinja
+/// template file.
+pub fn template_override(name: &str) -> Result<String> {
+    if let Some(t) = builtin_template(name) {
+        return Ok(t.to_string());
+    }
+    std::fs::read_to_string(name).map_err(|e| {
+        user_error(
+            ErrorCode::BadInput,
+            format!("chat template `{name}`: {e}"),
+            format!(
+                "use a built-in name ({}) or a Jinja template file",
+                BUILTIN_TEMPLATES.join(", ")
+            ),
+        )
+    })
 }
 
 /// Samples a continuation of `prompt_ids`, streaming text (or `generate.token` events).
