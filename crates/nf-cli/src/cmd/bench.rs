@@ -411,7 +411,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     if let Some(ty) = base_ty {
         // A model file's f32 matrices convert as `train --base-dtype` converts them (the
         // random model is made in this type already, so this finds nothing to do).
-        crate::cmd::train::store_frozen_as(&mut tm, ty)?;
+        nf_train::run::store_frozen_as(&mut tm, ty)?;
     }
     tm.set_precision(precision);
     let n = shape.batch * shape.seq_len;

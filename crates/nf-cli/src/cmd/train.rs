@@ -29,12 +29,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nf_data::Sampling;
-use nf_data::prep::load_run_data;
-use nf_model::train::{BatchShape, Method, TrainModel, parse_targets};
-use nf_model::{Sampler, SamplerConfig};
+use nf_model::train::{TrainModel, parse_targets};
 use nf_protocol::{ErrorCode, Event, EventWriter};
 use nf_train::schedule::Schedule;
-use nf_train::trainer::{RunHashes, TrainOptions, Trainer};
+use nf_train::trainer::{TrainOptions, Trainer};
 
 use crate::cli::{PrecisionArg, TrainArgs};
 use crate::errors::user_error;
@@ -53,18 +51,6 @@ pub(crate) fn base_dtype(name: &str) -> Result<BaseDtype> {
             ErrorCode::BadInput,
             format!("unknown --base-dtype `{name}`"),
             format!("use {}", BaseDtype::NAMES),
-        )
-    })
-}
-
-/// Converts a LoRA model's frozen f32 matrices to `ty`, with a user's error when a matrix
-/// cannot take it (rows that are not whole blocks of a quantized type).
-pub(crate) fn store_frozen_as(tm: &mut TrainModel, ty: nf_formats::GgmlType) -> Result<()> {
-    tm.store_frozen_as(ty).map_err(|e| {
-        user_error(
-            ErrorCode::Unsupported,
-            format!("cannot hold the base as {}: {e}", ty.name()),
-            "pick another --base-dtype (bf16, f16 and q8_0 fit more shapes), or as-loaded",
         )
     })
 }
@@ -329,133 +315,45 @@ fn prepare(
     epochs: Option<f32>,
     home: &Path,
 ) -> Result<Prepared> {
-    let model_args = ModelSpec {
+    let spec = ModelSpec {
         model: cfg.model.clone(),
         tokenizer: cfg.tokenizer.clone(),
         adapter: None,
     };
     let Loaded {
         model, tokenizer, ..
-    } = load(&model_args, home)?;
+    } = load(&spec, home)?;
     let (base_hash, base_files) = hash_model_files(&model.path)?;
-    let mut cfg = cfg;
-    // A fresh run from an adapter takes its shape; a resume has it in run.json already and
-    // its checkpoint holds newer weights.
-    let mut init_adapter_artifact = None;
-    let init_adapter = match cfg.init_adapter.clone().filter(|_| !resume) {
+    let mut init_artifact = None;
+    let init = match cfg.init_adapter.clone().filter(|_| !resume) {
         Some(path) => {
             let adapter = nf_store::resolve::load_adapter(&path, &model.config)?;
-            cfg.lora_rank = adapter.config.rank;
-            cfg.lora_alpha = adapter.config.alpha;
-            cfg.lora_targets = adapter
-                .config
-                .targets
-                .iter()
-                .map(|t| t.short())
-                .collect::<Vec<_>>()
-                .join(",");
-            cfg.init_adapter_sha256 = Some(
-                nf_audit::Artifact::path("adapter", &path)
-                    .map_err(crate::audit::audit_error)?
-                    .sha256
-                    .unwrap_or_default(),
-            );
-            init_adapter_artifact = Some(nf_audit::Artifact::new(
-                "adapter",
-                &path,
-                cfg.init_adapter_sha256.clone(),
-            ));
-            Some(adapter)
+            let artifact =
+                nf_audit::Artifact::path("adapter", &path).map_err(crate::audit::audit_error)?;
+            let sha256 = artifact.sha256.clone().unwrap_or_default();
+            init_artifact = Some(artifact);
+            Some(run::InitAdapter { adapter, sha256 })
         }
         None => None,
     };
-    let data = load_run_data(
-        &cfg.data,
-        &cfg.val_data,
-        cfg.val_fraction,
-        !cfg.cross_example_attention,
-        &tokenizer,
-    )?;
-    for w in &data.warnings {
+    let epochs = epochs.filter(|_| !resume);
+    let p = run::prepare(cfg, model, &tokenizer, base_hash, init, epochs, run_dir)?;
+    for w in &p.warnings {
         eprintln!("warning: {w}");
     }
-    let (train, val) = (data.train, data.val);
-    let seq_len = cfg.seq_len.min(model.config.max_seq_len);
-    // The window the run really uses is what run.json records and the config hash covers,
-    // so a resume (which reads it back) hashes the same value.
-    cfg.seq_len = seq_len;
-    if let Some(epochs) = epochs.filter(|_| !resume) {
-        // One epoch is every packed window once.
-        let windows = (train.tokens.len().saturating_sub(1) / seq_len) as f64;
-        let per_step = (cfg.batch_size * cfg.options.grad_accum) as f64;
-        cfg.options.steps = ((epochs as f64 * windows / per_step).ceil() as u64).max(1);
-    }
-    let need = seq_len + 1;
-    if train.tokens.len() < need {
-        return Err(user_error(
-            ErrorCode::BadInput,
-            format!(
-                "the training data has {} tokens, fewer than one window of {need}",
-                train.tokens.len()
-            ),
-            "give more text, or a smaller --seq-len",
-        ));
-    }
-    let val = (!val.tokens.is_empty()).then_some(val).filter(|v| {
-        let ok = v.tokens.len() >= need;
-        if !ok {
-            eprintln!("warning: validation split has {} tokens, fewer than one window of {need}; validation is off (give more data, a larger --val-fraction, or --val)", v.tokens.len());
-        }
-        ok
-    });
-    let (val, val_mask, val_starts) = match val {
-        Some(v) => (Some(v.tokens), v.mask, v.starts),
-        None => (None, None, None),
-    };
-    let hashes = RunHashes {
-        config: cfg.config_hash(&model.config),
-        base_model: base_hash,
-        data: train.hash(),
-        datasets: cfg
-            .datasets
-            .iter()
-            .map(|d| d.manifest_sha256.clone())
-            .collect(),
-    };
-    let method = cfg.train_method()?;
-    let total_params = model.config.n_params();
-    let shape = BatchShape {
-        batch: cfg.batch_size,
-        seq_len,
-        recompute: cfg.recompute,
-    };
-    let sample_model_ctx = SampleCtx {
-        tokenizer,
-        prompt: cfg.sample_prompt.clone(),
-    };
-    let lora = matches!(method, Method::Lora(_));
-    let mut tm = TrainModel::new(model, method, shape, cfg.options.seed);
-    if let Some(adapter) = &init_adapter {
-        tm.load_adapter(adapter)?;
-    }
-    if let Some(ty) = cfg.base_dtype.ggml().filter(|_| lora) {
-        store_frozen_as(&mut tm, ty)?;
-    }
-    let precision = cfg.precision;
-    tm.set_precision(precision);
-    cfg.hashes = Some(hashes.clone());
-    let trainer = Trainer::new(tm, cfg.options.clone(), train.tokens, val, run_dir, hashes)?
-        .with_loss_masks(train.mask, val_mask)?
-        .with_example_starts(train.starts, val_starts)?;
+    let precision_warning = precision_warning(p.cfg.precision, nf_engine::cpu::isa());
     Ok(Prepared {
-        cfg,
+        sample: SampleCtx {
+            tokenizer,
+            prompt: p.cfg.sample_prompt.clone(),
+        },
+        cfg: p.cfg,
         base_files,
-        init_adapter: init_adapter_artifact,
-        trainer,
-        total_params,
-        seq_len,
-        sample: sample_model_ctx,
-        precision_warning: precision_warning(precision, nf_engine::cpu::isa()),
+        init_adapter: init_artifact,
+        trainer: p.trainer,
+        total_params: p.total_params,
+        seq_len: p.seq_len,
+        precision_warning,
     })
 }
 
@@ -505,10 +403,7 @@ fn run_inner(
         // ours (and its events ours to append to) only when it still holds none.
         refuse_existing_run(&run_dir)?;
         *lock = Some(new_lock);
-        let text = serde_json::to_string_pretty(&cfg)?;
-        nf_formats::atomic::write_atomic(&run_dir.join("run.json"), |w| {
-            w.write_all(text.as_bytes())
-        })?;
+        cfg.write(&run_dir)?;
     }
     // A quick GEMM measurement (a few milliseconds) so the report can say what fraction of
     // this machine's peak the run achieved, in the arithmetic it trains in.
@@ -823,34 +718,7 @@ struct SampleCtx {
 impl SampleCtx {
     /// A short greedy continuation of the sample prompt with the current weights.
     fn sample(&self, m: &TrainModel) -> Option<(String, String)> {
-        let model = m.to_model();
-        let ids = self
-            .tokenizer
-            .encode(&self.prompt, self.tokenizer.add_bos_default(), false)
-            .ok()?;
-        let mut cache = model.new_cache(ids.len() + 48);
-        let mut sampler = Sampler::new(SamplerConfig {
-            temperature: 0.0,
-            ..SamplerConfig::default()
-        });
-        let g = nf_model::generate::generate(
-            &model,
-            &mut cache,
-            &ids,
-            &mut sampler,
-            40,
-            self.tokenizer.eos_ids(),
-            |_| true,
-        )
-        .ok()?;
-        // Decode prompt and continuation together so the tokenizer's word boundaries come
-        // out as they would in the whole text, then keep what follows the prompt.
-        let mut all = ids.clone();
-        all.extend(&g.tokens);
-        let (whole, head) = (self.tokenizer.decode(&all), self.tokenizer.decode(&ids));
-        let text = whole
-            .strip_prefix(&head)
-            .map_or_else(|| self.tokenizer.decode(&g.tokens), str::to_string);
+        let text = run::sample_text(m, &self.tokenizer, &self.prompt)?;
         Some((self.prompt.clone(), text))
     }
 }

@@ -15,10 +15,12 @@
 mod config;
 mod finish;
 mod lock;
+mod prepare;
 
 pub use config::{BaseDtype, DatasetRef, RunConfig, RunMethod};
 pub use finish::save_final;
 pub use lock::{RunLock, open_events};
+pub use prepare::{InitAdapter, Prepared, prepare, sample_text, store_frozen_as};
 
 /// The run's configuration.
 pub const RUN_FILE: &str = "run.json";
