@@ -10,12 +10,17 @@
 //!   that opens a network connection; [`hub`] is its HTTP client.
 //! - [`resolve`]: a path, a stored model's name or a run folder to a [`Loaded`] model and
 //!   tokenizer, with a LoRA adapter merged when one is asked for.
+//! - [`datasets`]: the home's datasets by path or name, and a run's data expanded from them.
+//! - [`lineage`]: the runs, datasets and documents an artifact came from, and what was made
+//!   from a document.
 //!
 //! The crate never prints: downloads report progress through a callback, and every failure
 //! the user can act on is a [`Failure`] with a stable code and a hint.
 
+pub mod datasets;
 pub mod home;
 pub mod hub;
+pub mod lineage;
 pub mod pull;
 pub mod resolve;
 mod stall;
@@ -52,6 +57,10 @@ pub enum StoreError {
     Format(#[from] FormatError),
     #[error("{0}")]
     Tokenizer(#[from] TokenizerError),
+    #[error("{0}")]
+    Ingest(#[from] nf_ingest::IngestError),
+    #[error("{0}")]
+    Train(#[from] nf_train::TrainError),
     /// A file that is neither a tokenizer.json, a folder nor a GGUF, read as a llama2.c
     /// tokenizer.bin (the last kind left) and refused by that reader too.
     #[error("reading {} as a llama2.c tokenizer.bin: {source}", path.display())]

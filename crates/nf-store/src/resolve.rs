@@ -97,25 +97,13 @@ pub fn load_adapter(
 /// spec is returned as it is.
 pub fn resolve_run(spec: &ModelSpec, home: &Path) -> Result<ModelSpec> {
     let path = resolve_model_path(&spec.model, home)?;
-    let run_json = path.join("run.json");
-    if !path.is_dir() || !run_json.is_file() {
+    if !path.is_dir() || !nf_train::run::is_run(&path) {
         return Ok(spec.clone());
     }
-    let text = std::fs::read_to_string(&run_json)
-        .map_err(io_context(|| format!("reading {}", run_json.display())))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        fail(
-            ErrorCode::Corrupt,
-            format!("{}: {e}", run_json.display()),
-            "the run folder is damaged",
-        )
-    })?;
-    let tokenizer = spec
-        .tokenizer
-        .clone()
-        .or_else(|| v["tokenizer"].as_str().map(PathBuf::from));
-    if v["method"] == "full" {
-        let model = path.join("model");
+    let cfg = nf_train::run::RunConfig::read(&path)?;
+    let tokenizer = spec.tokenizer.clone().or(cfg.tokenizer);
+    if cfg.method == nf_train::run::RunMethod::Full {
+        let model = path.join(nf_train::run::MODEL_DIR);
         if !model.join("config.json").is_file() {
             return Err(fail(
                 ErrorCode::NotFound,
@@ -132,15 +120,8 @@ pub fn resolve_run(spec: &ModelSpec, home: &Path) -> Result<ModelSpec> {
             adapter: spec.adapter.clone(),
         });
     }
-    let base = v["model"].as_str().map(PathBuf::from).ok_or_else(|| {
-        fail(
-            ErrorCode::Corrupt,
-            format!("{} names no base model", run_json.display()),
-            "the run folder is damaged",
-        )
-    })?;
     Ok(ModelSpec {
-        model: base,
+        model: cfg.model,
         tokenizer,
         adapter: Some(spec.adapter.clone().unwrap_or(path)),
     })
@@ -148,12 +129,12 @@ pub fn resolve_run(spec: &ModelSpec, home: &Path) -> Result<ModelSpec> {
 
 /// A PEFT adapter folder, or a run folder holding one in `adapter/`.
 pub fn adapter_dir(dir: &Path) -> Result<PathBuf> {
-    for d in [dir.to_path_buf(), dir.join("adapter")] {
+    for d in [dir.to_path_buf(), dir.join(nf_train::run::ADAPTER_DIR)] {
         if d.join("adapter_config.json").is_file() {
             return Ok(d);
         }
     }
-    let hint = if dir.join("model").is_dir() {
+    let hint = if dir.join(nf_train::run::MODEL_DIR).is_dir() {
         format!(
             "this run trained every weight: pass --model {} instead",
             dir.display()

@@ -10,9 +10,9 @@ use nf_ingest::manifest::read_documents;
 use nf_protocol::Event;
 
 use crate::cli::{DatasetShowArgs, DatasetsCommand};
-use crate::cmd::ingest::resolve_dataset;
 use crate::errors::user_error;
 use crate::output::Output;
+use nf_store::datasets::resolve_dataset;
 use nf_store::resolve::load_tokenizer;
 
 pub fn run(cmd: &DatasetsCommand, home: &Path, out: &mut Output) -> Result<()> {

@@ -33,7 +33,7 @@ pub fn run(args: &EvalArgs, home: &Path, out: &mut Output) -> Result<()> {
 fn data_paths(paths: &[PathBuf], home: &Path) -> Result<Vec<PathBuf>> {
     // expand_datasets keeps plain files in order and turns each dataset into its
     // train.bin, listing the val.bin of those with validation tokens apart.
-    let (train, val, _) = crate::cmd::ingest::expand_datasets(paths, home)?;
+    let (train, val, _) = nf_store::datasets::expand_datasets(paths, home)?;
     Ok(train
         .into_iter()
         .map(|p| {

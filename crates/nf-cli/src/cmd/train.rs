@@ -820,7 +820,7 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
     }
     // A dataset made by `ingest` trains on its train.bin and validates on its val.bin
     // (unless --val says otherwise).
-    let (data, dataset_val, datasets) = crate::cmd::ingest::expand_datasets(&a.data, home)?;
+    let (data, dataset_val, datasets) = nf_store::datasets::expand_datasets(&a.data, home)?;
     let val = if a.val.is_empty() {
         dataset_val
     } else {
