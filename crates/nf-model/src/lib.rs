@@ -7,6 +7,7 @@ pub mod error;
 pub mod export;
 pub mod generate;
 pub mod model;
+pub mod random;
 pub mod sampler;
 pub mod train;
 pub mod weights;

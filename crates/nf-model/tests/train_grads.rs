@@ -4,90 +4,21 @@
 
 use std::path::{Path, PathBuf};
 
-use nf_engine::linear::Weight;
 use nf_engine::loss::IGNORE;
-use nf_engine::rope::{RopeScaling, RopeStyle};
+use nf_engine::rope::RopeStyle;
 use nf_formats::safetensors::SafeTensors;
 use nf_model::config::Config;
-use nf_model::model::{Model, ModelFormat};
+use nf_model::model::Model;
 use nf_model::train::adapter::{load_peft, peft_key};
 use nf_model::train::{BatchShape, LoraConfig, Method, StepTimes, Target, TrainModel};
-use nf_model::weights::{LayerWeights, Weights, hf_name};
+use nf_model::weights::hf_name;
 
-struct Rng(u64);
-impl Rng {
-    fn f(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f() * scale).collect()
-    }
-    fn norm(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| 1.0 + 0.2 * self.f()).collect()
-    }
-}
-
-fn tiny_config(style: RopeStyle, tied: bool, qkv_bias: bool, qk_norm: bool) -> Config {
-    Config {
-        arch: "llama".into(),
-        dim: 16,
-        hidden_dim: 24,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: if qk_norm { 6 } else { 4 },
-        vocab_size: 19,
-        max_seq_len: 32,
-        norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_scaling: RopeScaling::None,
-        rope_style: style,
-        tied_embeddings: tied,
-        qkv_bias,
-        qk_norm,
-    }
-}
+use nf_model::random::{
+    XorShift64 as Rng, random_model_uniform as random_model_scaled, tiny_config,
+};
 
 fn random_model(c: &Config, seed: u64) -> Model {
     random_model_scaled(c, seed, 0.4)
-}
-
-/// A random model whose matrices are uniform in ±`scale`.
-fn random_model_scaled(c: &Config, seed: u64, scale: f32) -> Model {
-    let mut r = Rng(seed * 7919 + 1);
-    let (d, h, qd, kvd, hd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim(), c.head_dim);
-    let m = |rows: usize, cols: usize, r: &mut Rng| {
-        Weight::from_f32(rows, cols, r.vec(rows * cols, scale))
-    };
-    let layers = (0..c.n_layers)
-        .map(|_| LayerWeights {
-            attn_norm: r.norm(d),
-            wq: m(qd, d, &mut r),
-            wk: m(kvd, d, &mut r),
-            wv: m(kvd, d, &mut r),
-            wo: m(d, qd, &mut r),
-            bq: c.qkv_bias.then(|| r.vec(qd, 0.3)),
-            bk: c.qkv_bias.then(|| r.vec(kvd, 0.3)),
-            bv: c.qkv_bias.then(|| r.vec(kvd, 0.3)),
-            q_norm: c.qk_norm.then(|| r.norm(hd)),
-            k_norm: c.qk_norm.then(|| r.norm(hd)),
-            ffn_norm: r.norm(d),
-            w_gate: m(h, d, &mut r),
-            w_up: m(h, d, &mut r),
-            w_down: m(d, h, &mut r),
-        })
-        .collect();
-    let weights = Weights {
-        token_embd: m(c.vocab_size, d, &mut r),
-        layers,
-        output_norm: r.norm(d),
-        output: (!c.tied_embeddings).then(|| m(c.vocab_size, d, &mut r)),
-        rope_freqs: None,
-    };
-    Model::assemble(c.clone(), weights, Path::new("tiny"), ModelFormat::Llama2c)
 }
 
 fn batch(c: &Config, shape: BatchShape, seed: u64) -> (Vec<u32>, Vec<u32>) {

@@ -513,13 +513,9 @@ fn peak_rss_bytes() -> Option<usize> {
     Some(kb * 1024)
 }
 
-/// A randomly initialized Llama model of the dimensions the flags give (normal-ish, std
-/// 0.02, as GPT-2 / llama2.c initialize). With `ty` every matrix is made in that type a
-/// few rows at a time, so no f32 copy of the whole model ever exists: the memory is what
-/// a base stored in `ty` (a GGUF, or `--base-dtype`) holds.
+/// A randomly initialized Llama model of the dimensions the flags give
+/// (`nf_model::random::random_model`), its matrices made in `ty` when given.
 fn random_model(a: &BenchTrainArgs, ty: Option<nf_formats::GgmlType>) -> Result<nf_model::Model> {
-    use nf_engine::linear::Weight;
-    use nf_model::weights::{LayerWeights, Weights};
     let kv = a.kv_heads.unwrap_or(a.heads);
     if a.heads == 0 || !a.dim.is_multiple_of(a.heads) || kv == 0 || !a.heads.is_multiple_of(kv) {
         return Err(user_error(
@@ -528,99 +524,23 @@ fn random_model(a: &BenchTrainArgs, ty: Option<nf_formats::GgmlType>) -> Result<
             "e.g. --dim 768 --heads 12 --kv-heads 4",
         ));
     }
-    let c = nf_model::Config {
-        arch: "llama".into(),
-        dim: a.dim,
-        hidden_dim: a.hidden,
-        n_layers: a.layers,
-        n_heads: a.heads,
-        n_kv_heads: kv,
-        head_dim: a.dim / a.heads,
-        vocab_size: a.vocab,
-        max_seq_len: a.seq_len.max(256),
-        norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        rope_scaling: nf_engine::rope::RopeScaling::None,
-        rope_style: nf_engine::rope::RopeStyle::Interleaved,
-        tied_embeddings: true,
-        qkv_bias: false,
-        qk_norm: false,
-    };
-    let mut s = 0x1234_5678u64;
-    let mut values = |n: usize| -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                // Sum of two uniforms: a cheap bell shape, scaled to std 0.02.
-                let u = (s >> 40) as f32 / (1u64 << 24) as f32
-                    + (s & 0xFF_FFFF) as f32 / (1u64 << 24) as f32;
-                (u - 1.0) * 0.049
-            })
-            .collect()
-    };
-    let mut mat = |rows: usize, cols: usize| -> Result<Weight> {
-        let Some(ty) = ty else {
-            return Ok(Weight::from_f32(rows, cols, values(rows * cols)));
-        };
-        let unfit = |e: nf_engine::quant::QuantError| {
-            user_error(
-                ErrorCode::Unsupported,
-                format!("cannot make a {rows} × {cols} matrix in {}: {e}", ty.name()),
-                "pick dimensions that are multiples of 32, or another --base-dtype",
-            )
-        };
-        if !cols.is_multiple_of(ty.block_size()) {
-            return Err(unfit(nf_engine::quant::QuantError::NotWholeBlocks {
-                ty,
-                n_elements: cols,
-                block_size: ty.block_size(),
-            }));
-        }
-        // Blocks never straddle rows, so quantizing a few rows at a time gives the bytes
-        // quantizing the whole matrix would.
-        let mut bytes = Vec::new();
-        let mut done = 0;
-        while done < rows {
-            let k = (rows - done).min(64);
-            nf_engine::quant::quantize(ty, &values(k * cols), &mut bytes).map_err(unfit)?;
-            done += k;
-        }
-        Weight::from_quant(rows, cols, ty, bytes).map_err(unfit)
-    };
-    let (d, h, qd, kvd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim());
-    let layers = (0..c.n_layers)
-        .map(|_| {
-            Ok(LayerWeights {
-                attn_norm: vec![1.0; d],
-                wq: mat(qd, d)?,
-                wk: mat(kvd, d)?,
-                wv: mat(kvd, d)?,
-                wo: mat(d, qd)?,
-                bq: None,
-                bk: None,
-                bv: None,
-                q_norm: None,
-                k_norm: None,
-                ffn_norm: vec![1.0; d],
-                w_gate: mat(h, d)?,
-                w_up: mat(h, d)?,
-                w_down: mat(d, h)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let weights = Weights {
-        token_embd: mat(c.vocab_size, d)?,
-        layers,
-        output_norm: vec![1.0; d],
-        output: None,
-        rope_freqs: None,
-    };
-    Ok(nf_model::Model::assemble(
-        c,
-        weights,
-        Path::new("random"),
-        nf_model::ModelFormat::Llama2c,
-    ))
+    let c = nf_model::random::llama_config(
+        a.dim,
+        a.hidden,
+        a.layers,
+        a.heads,
+        kv,
+        a.vocab,
+        a.seq_len.max(256),
+    );
+    nf_model::random::random_model(&c, ty, 0x1234_5678).map_err(|e| {
+        user_error(
+            ErrorCode::Unsupported,
+            format!(
+                "cannot make the model in {}: {e}",
+                ty.map_or("f32", |t| t.name())
+            ),
+            "pick dimensions that are multiples of 32, or another --base-dtype",
+        )
+    })
 }
