@@ -1,10 +1,11 @@
 //! User-facing failures: one `error:` line, an optional `hint:` line, a stable code for the
 //! NDJSON `error` event, and the exit code.
 
+use nf_data::DatasetError;
 use nf_formats::FormatError;
 use nf_ingest::IngestError;
 use nf_model::ModelError;
-use nf_protocol::{ErrorCode, Event};
+use nf_protocol::{Describe, ErrorCode, Event};
 use nf_tokenizer::TokenizerError;
 
 /// An error raised by the CLI itself with a hint for the user.
@@ -28,86 +29,28 @@ pub fn describe(err: &anyhow::Error) -> (ErrorCode, Option<String>) {
 }
 
 fn describe_one(err: &(dyn std::error::Error + 'static)) -> Option<(ErrorCode, Option<String>)> {
-    if let Some(u) = err.downcast_ref::<UserError>() {
-        return Some((u.code, u.hint.clone()));
+    fn of(d: &dyn Describe) -> Option<(ErrorCode, Option<String>)> {
+        Some((d.code(), d.hint()))
     }
-    let format_hint = |e: &FormatError| -> (ErrorCode, Option<String>) {
-        match e {
-            FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                (ErrorCode::NotFound, Some("check the path; models are folders (config.json + safetensors), .gguf files or llama2.c .bin files".into()))
-            }
-            FormatError::Io { .. } => (ErrorCode::Io, Some("check the path, its permissions and the free disk space".into())),
-            FormatError::WrongFormat { .. } => (ErrorCode::BadInput, Some("pass a model folder (Hugging Face layout), a .gguf file, or a llama2.c .bin".into())),
-            FormatError::Corrupt { .. } => (ErrorCode::Corrupt, Some("the file is damaged or incomplete; download or export it again".into())),
-            FormatError::Unsupported { .. } => (ErrorCode::Unsupported, Some("convert the model with a current llama.cpp or transformers".into())),
-            FormatError::MissingTensor { .. } => (ErrorCode::Corrupt, Some("the file lacks weights this architecture needs; is it a complete Llama-family model?".into())),
-        }
-    };
+    if let Some(e) = err.downcast_ref::<UserError>() {
+        return of(e);
+    }
     if let Some(e) = err.downcast_ref::<ModelError>() {
-        return Some(match e {
-            ModelError::Format(f) => format_hint(f),
-            ModelError::UnsupportedArch { .. } => (ErrorCode::Unsupported, Some("supported: llama, mistral, qwen2, qwen3, phi3 (Llama, TinyLlama, SmolLM, Mistral, Qwen2/3, Phi-3)".into())),
-            ModelError::Shape { .. } | ModelError::Config { .. } => (ErrorCode::Corrupt, Some("the weights do not match the model's configuration".into())),
-            ModelError::BadToken { .. } => (ErrorCode::Mismatch, Some("the tokenizer does not belong to this model; pass the matching --tokenizer".into())),
-            ModelError::ContextFull { .. } => (ErrorCode::ContextFull, Some("shorten the prompt or lower --max-tokens".into())),
-            ModelError::Export(_) => (ErrorCode::Export, Some("pick another --format or --quant".into())),
-            ModelError::UnknownModelPath { .. } => (ErrorCode::BadInput, Some("pass a model folder, a .gguf file, or a llama2.c .bin".into())),
-        });
+        return of(e);
     }
     if let Some(e) = err.downcast_ref::<FormatError>() {
-        return Some(format_hint(e));
+        return of(e);
     }
     if let Some(e) = err.downcast_ref::<IngestError>() {
-        return Some(match e {
-            IngestError::NotADataset { .. } => (
-                ErrorCode::Corrupt,
-                Some(
-                    "the dataset folder is damaged; run `neuralforge ingest` again with --force"
-                        .into(),
-                ),
-            ),
-            IngestError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                (ErrorCode::NotFound, Some("check the path".into()))
-            }
-            // Writing the dataset (a full disk, an unwritable home).
-            IngestError::Io { .. } | IngestError::Format(FormatError::Io { .. }) => (
-                ErrorCode::Io,
-                Some("check the path, its permissions and the free disk space".into()),
-            ),
-            _ => (ErrorCode::Ingest, None),
-        });
+        return of(e);
     }
-    if let Some(nf_data::DatasetError::BadSidecar { .. }) = err.downcast_ref() {
-        return Some((
-            ErrorCode::Corrupt,
-            Some("the dataset folder is damaged; ingest the dataset again".into()),
-        ));
+    if let Some(e @ DatasetError::BadSidecar { .. }) = err.downcast_ref::<DatasetError>() {
+        return of(e);
     }
-    if let Some(TokenizerError::NotExportable { .. }) = err.downcast_ref::<TokenizerError>() {
-        return Some((
-            ErrorCode::Unsupported,
-            Some(
-                "export with another --format (hf carries any tokenizer), or pass --chat-template"
-                    .into(),
-            ),
-        ));
+    if let Some(e) = err.downcast_ref::<TokenizerError>() {
+        return of(e);
     }
-    if err.downcast_ref::<TokenizerError>().is_some() {
-        return Some((
-            ErrorCode::Tokenizer,
-            Some("check the tokenizer file; llama2.c models need --tokenizer tokenizer.bin".into()),
-        ));
-    }
-    if let Some(e) = err.downcast_ref::<std::io::Error>() {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Some((ErrorCode::BrokenPipe, None));
-        }
-        return Some((
-            ErrorCode::Io,
-            Some("check the path, its permissions and the free disk space".into()),
-        ));
-    }
-    None
+    err.downcast_ref::<std::io::Error>().and_then(|e| of(e))
 }
 
 /// The error and its causes on one line (`a: b: c`), without repeating a cause that the

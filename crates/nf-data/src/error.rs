@@ -88,3 +88,20 @@ impl DatasetError {
 
 /// The result type of the dataset module.
 pub type Result<T, E = DatasetError> = std::result::Result<T, E>;
+
+impl nf_protocol::Describe for DatasetError {
+    fn code(&self) -> nf_protocol::ErrorCode {
+        match self {
+            DatasetError::BadSidecar { .. } => nf_protocol::ErrorCode::Corrupt,
+            _ => nf_protocol::ErrorCode::Other,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            DatasetError::BadSidecar { .. } => {
+                Some("the dataset folder is damaged; ingest the dataset again".into())
+            }
+            _ => None,
+        }
+    }
+}

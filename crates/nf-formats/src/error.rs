@@ -50,3 +50,30 @@ impl FormatError {
 }
 
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;
+
+impl nf_protocol::Describe for FormatError {
+    fn code(&self) -> nf_protocol::ErrorCode {
+        use nf_protocol::ErrorCode;
+        match self {
+            FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorCode::NotFound
+            }
+            FormatError::Io { .. } => ErrorCode::Io,
+            FormatError::WrongFormat { .. } => ErrorCode::BadInput,
+            FormatError::Corrupt { .. } | FormatError::MissingTensor { .. } => ErrorCode::Corrupt,
+            FormatError::Unsupported { .. } => ErrorCode::Unsupported,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            FormatError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "check the path; models are folders (config.json + safetensors), .gguf files or llama2.c .bin files"
+            }
+            FormatError::Io { .. } => nf_protocol::IO_HINT,
+            FormatError::WrongFormat { .. } => "pass a model folder (Hugging Face layout), a .gguf file, or a llama2.c .bin",
+            FormatError::Corrupt { .. } => "the file is damaged or incomplete; download or export it again",
+            FormatError::Unsupported { .. } => "convert the model with a current llama.cpp or transformers",
+            FormatError::MissingTensor { .. } => "the file lacks weights this architecture needs; is it a complete Llama-family model?",
+        }.into())
+    }
+}

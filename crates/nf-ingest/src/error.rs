@@ -106,3 +106,34 @@ impl IngestError {
 
 /// The result type of the ingest module.
 pub type Result<T, E = IngestError> = std::result::Result<T, E>;
+
+impl nf_protocol::Describe for IngestError {
+    fn code(&self) -> nf_protocol::ErrorCode {
+        use nf_protocol::ErrorCode;
+        match self {
+            IngestError::NotADataset { .. } => ErrorCode::Corrupt,
+            IngestError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorCode::NotFound
+            }
+            // Writing the dataset (a full disk, an unwritable home).
+            IngestError::Io { .. } | IngestError::Format(nf_formats::FormatError::Io { .. }) => {
+                ErrorCode::Io
+            }
+            _ => ErrorCode::Ingest,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        match self {
+            IngestError::NotADataset { .. } => Some(
+                "the dataset folder is damaged; run `neuralforge ingest` again with --force".into(),
+            ),
+            IngestError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Some("check the path".into())
+            }
+            IngestError::Io { .. } | IngestError::Format(nf_formats::FormatError::Io { .. }) => {
+                Some(nf_protocol::IO_HINT.into())
+            }
+            _ => None,
+        }
+    }
+}

@@ -37,3 +37,29 @@ pub enum ModelError {
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+impl nf_protocol::Describe for ModelError {
+    fn code(&self) -> nf_protocol::ErrorCode {
+        use nf_protocol::ErrorCode;
+        match self {
+            ModelError::Format(f) => f.code(),
+            ModelError::UnsupportedArch { .. } => ErrorCode::Unsupported,
+            ModelError::Shape { .. } | ModelError::Config { .. } => ErrorCode::Corrupt,
+            ModelError::BadToken { .. } => ErrorCode::Mismatch,
+            ModelError::ContextFull { .. } => ErrorCode::ContextFull,
+            ModelError::Export(_) => ErrorCode::Export,
+            ModelError::UnknownModelPath { .. } => ErrorCode::BadInput,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ModelError::Format(f) => return f.hint(),
+            ModelError::UnsupportedArch { .. } => "supported: llama, mistral, qwen2, qwen3, phi3 (Llama, TinyLlama, SmolLM, Mistral, Qwen2/3, Phi-3)",
+            ModelError::Shape { .. } | ModelError::Config { .. } => "the weights do not match the model's configuration",
+            ModelError::BadToken { .. } => "the tokenizer does not belong to this model; pass the matching --tokenizer",
+            ModelError::ContextFull { .. } => "shorten the prompt or lower --max-tokens",
+            ModelError::Export(_) => "pick another --format or --quant",
+            ModelError::UnknownModelPath { .. } => "pass a model folder, a .gguf file, or a llama2.c .bin",
+        }.into())
+    }
+}

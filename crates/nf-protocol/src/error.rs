@@ -168,6 +168,41 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// The code and the hint an error gives the user: each library's error type says what
+/// its variants mean, so the binary needs no table of other crates' errors.
+pub trait Describe {
+    /// The `error` event's code.
+    fn code(&self) -> ErrorCode;
+    /// What the user can do about it, where there is something to say.
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+impl Describe for Failure {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
+/// The hint for an operating-system error on a path.
+pub const IO_HINT: &str = "check the path, its permissions and the free disk space";
+
+impl Describe for std::io::Error {
+    fn code(&self) -> ErrorCode {
+        match self.kind() {
+            std::io::ErrorKind::BrokenPipe => ErrorCode::BrokenPipe,
+            _ => ErrorCode::Io,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        (self.kind() != std::io::ErrorKind::BrokenPipe).then(|| IO_HINT.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,7 +251,7 @@ use serde::{Deserialize, Serialize};
 pub mod digest;
 mod error;
 pub use digest::{human_bytes, sha256_file, sha256_hex};
-pub use error::{ErrorCode, Failure};
+pub use error::{Describe, ErrorCode, Failure, IO_HINT};
 
 /// The protocol version this crate writes.
 pub const VERSION: u32 = 1;

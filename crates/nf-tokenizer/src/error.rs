@@ -66,3 +66,20 @@ impl TokenizerError {
 }
 
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
+
+impl nf_protocol::Describe for TokenizerError {
+    fn code(&self) -> nf_protocol::ErrorCode {
+        match self {
+            TokenizerError::NotExportable { .. } => nf_protocol::ErrorCode::Unsupported,
+            _ => nf_protocol::ErrorCode::Tokenizer,
+        }
+    }
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            TokenizerError::NotExportable { .. } => {
+                "export with another --format (hf carries any tokenizer), or pass --chat-template"
+            }
+            _ => "check the tokenizer file; llama2.c models need --tokenizer tokenizer.bin",
+        }.into())
+    }
+}
