@@ -45,6 +45,7 @@
 
 mod entry;
 mod export;
+mod hash_cache;
 mod key;
 mod log;
 mod time;
@@ -53,6 +54,7 @@ mod verify;
 pub use entry::{Artifact, Entry, Outcome, Record, host_name, os_user, tree_hash};
 pub use export::entries_between;
 pub use export::{ExportFormat, export};
+pub use hash_cache::{cached_file_hash, model_artifacts};
 pub use key::trusted_public_key;
 pub use key::{DeviceKey, KEY_FILE, PUBLIC_KEY_FILE, key_path};
 pub use log::{AuditLog, Head, read_entries};
