@@ -370,7 +370,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
             "add --lora-rank R, or drop --base-dtype",
         ));
     }
-    if let Some(w) = crate::cmd::train::precision_warning(precision, isa) {
+    if let Some(w) = nf_train::run::precision_warning(precision, isa) {
         eprintln!("warning: {w}");
     }
     let model = match &a.model {
@@ -455,7 +455,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         if a.lora_rank > 0 { format!("lora r{}", a.lora_rank) } else { "full".into() },
         c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden_dim, c.vocab_size,
         c.n_params(), a.batch_size, a.seq_len,
-        crate::cmd::train::isa_and_kernel(isa.name(), &crate::cmd::train::kernel_of(precision, isa)),
+        crate::cmd::train::isa_and_kernel(isa.name(), &nf_train::run::kernel_of(precision, isa)),
         nf_engine::cpu::features().summary()
     ))?;
     let p = Some(precision);

@@ -32,14 +32,12 @@ use nf_data::Sampling;
 use nf_model::train::{TrainModel, parse_targets};
 use nf_protocol::{ErrorCode, Event, EventWriter};
 use nf_train::schedule::Schedule;
-use nf_train::trainer::{TrainOptions, Trainer};
+use nf_train::trainer::TrainOptions;
 
 use crate::cli::{PrecisionArg, TrainArgs};
 use crate::errors::user_error;
 use crate::output::Output;
 use nf_audit::{Artifact, Record};
-use nf_engine::Precision;
-use nf_engine::cpu::Isa;
 use nf_store::ModelSpec;
 use nf_store::resolve::{Loaded, hash_model_files, load};
 use nf_train::run::{self, BaseDtype, RunConfig, RunLock, RunMethod};
@@ -53,25 +51,6 @@ pub(crate) fn base_dtype(name: &str) -> Result<BaseDtype> {
             format!("use {}", BaseDtype::NAMES),
         )
     })
-}
-
-/// The warning for bf16 where it is emulated without AVX-512, if it applies. AVX-512
-/// without AVX512_BF16 multiplies the bf16 pairs with FMA (the `avx512-fma` kernel), which
-/// measured faster than f32 (BENCHMARKS.md), so it gets no warning.
-pub(crate) fn precision_warning(precision: Precision, isa: Isa) -> Option<String> {
-    (precision == Precision::Bf16 && isa < Isa::Avx512).then(|| {
-        format!(
-            "bf16 on {isa} is emulated (native bf16 needs avx512bf16 or amx), so it trains slower than f32; --precision f32 (or auto) is faster on this CPU"
-        )
-    })
-}
-
-/// The bf16 micro-kernel a run's products use (`kernel` in `train.start`), empty for f32.
-pub(crate) fn kernel_of(precision: Precision, isa: Isa) -> String {
-    match precision {
-        Precision::Bf16 => nf_engine::gemm_bf16::kernel_name(isa).into(),
-        Precision::F32 => String::new(),
-    }
 }
 
 /// `isa`, with the bf16 kernel after it when there is one: "avx512bf16 (avx512-fma kernel)".
@@ -290,19 +269,14 @@ fn check_resume_precision(args: &TrainArgs, cfg: &RunConfig) -> Result<()> {
     }
 }
 
-/// A run made ready in memory: the model loaded and wrapped for training, the data
-/// loaded, split and checked, the trainer built. Nothing is written yet.
+/// A run made ready in memory (`nf_train::run::prepare`), with what the CLI records and
+/// says about it. Nothing is written yet.
 struct Prepared {
-    /// The configuration as the run uses it (window clamped to the model, steps from
-    /// `--epochs`, an initial adapter's shape, the hashes).
-    cfg: RunConfig,
+    run: run::Prepared,
     /// The base model's files with their sha256, for the audit entry.
     base_files: Vec<(PathBuf, String)>,
     /// The adapter a fresh LoRA run starts from, as an audit input.
     init_adapter: Option<Artifact>,
-    trainer: Trainer,
-    total_params: usize,
-    seq_len: usize,
     sample: SampleCtx,
     /// Said once the run's events exist (bf16 emulated on this CPU).
     precision_warning: Option<String>,
@@ -341,18 +315,15 @@ fn prepare(
     for w in &p.warnings {
         eprintln!("warning: {w}");
     }
-    let precision_warning = precision_warning(p.cfg.precision, nf_engine::cpu::isa());
+    let precision_warning = run::precision_warning(p.cfg.precision, nf_engine::cpu::isa());
     Ok(Prepared {
         sample: SampleCtx {
             tokenizer,
             prompt: p.cfg.sample_prompt.clone(),
         },
-        cfg: p.cfg,
+        run: p,
         base_files,
         init_adapter: init_artifact,
-        trainer: p.trainer,
-        total_params: p.total_params,
-        seq_len: p.seq_len,
         precision_warning,
     })
 }
@@ -385,12 +356,16 @@ fn run_inner(
     let restart =
         resume && nf_train::checkpoint::list_checkpoints(&run_dir.join("checkpoints"))?.is_empty();
     let Prepared {
-        cfg,
+        run:
+            run::Prepared {
+                cfg,
+                mut trainer,
+                total_params,
+                seq_len,
+                ..
+            },
         base_files,
         init_adapter,
-        mut trainer,
-        total_params,
-        seq_len,
         sample: sample_model_ctx,
         precision_warning,
     } = prepare(cfg, &run_dir, resume && !restart, args.epochs, home)?;
@@ -518,7 +493,7 @@ fn run_inner(
         resumed: resume,
         precision: precision.name().into(),
         isa: isa.name().into(),
-        kernel: kernel_of(precision, isa),
+        kernel: run::kernel_of(precision, isa),
     });
     // SIGINT now stops after the current step with a checkpoint, like SIGTERM; a second
     // SIGINT kills the process as usual.
@@ -563,58 +538,20 @@ fn run_inner(
         d["final_loss"] = summary.final_loss.into();
         d["val_loss"] = summary.val_loss.into();
     }
-    let steps = summary.final_step - start_step;
-    let tokens = steps as f64 * (cfg.batch_size * seq_len * cfg.options.grad_accum) as f64;
-    let flops = trainer.model.flops_per_batch() * cfg.options.grad_accum as f64 * steps as f64;
-    let tflops = if compute_s > 0.0 {
-        flops / compute_s / 1e12
-    } else {
-        0.0
-    };
-    let achieved_gflops = tflops * 1e3;
-    if steps > 0 && trainer.peak_gflops.is_some_and(|p| achieved_gflops > p) {
-        // The quick measurement came out low: measure again on larger matrices before
-        // calling the peak under-measured.
-        let again = nf_train::efficiency::gemm_peak_gflops(
-            precision,
-            nf_train::efficiency::REMEASURE_SIZE,
-            3,
-        );
-        trainer.peak_gflops = match (trainer.peak_gflops, again) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-    }
-    let util = nf_train::efficiency::utilization(achieved_gflops, trainer.peak_gflops)
-        .filter(|_| steps > 0);
-    let report = Event::TrainDone {
-        reason: summary.reason.name().into(),
-        steps,
-        final_step: summary.final_step,
-        final_loss: summary.final_loss,
-        val_loss: summary.val_loss,
-        wall_s: start.elapsed().as_secs_f64(),
-        ms_per_step: if steps > 0 {
-            compute_s * 1e3 / steps as f64
-        } else {
-            0.0
+    let report = run::done_report(
+        &mut trainer,
+        &cfg,
+        seq_len,
+        run::Outcome {
+            summary,
+            ms: ms.clone(),
+            compute_s,
+            wall_s: start.elapsed().as_secs_f64(),
+            start_step,
+            output,
         },
-        tokens_per_s: if compute_s > 0.0 {
-            tokens / compute_s
-        } else {
-            0.0
-        },
-        tflops,
-        utilization: util.map(|u| u.fraction),
-        peak_gflops: trainer.peak_gflops,
-        peak_under_measured: util.is_some_and(|u| u.peak_under_measured),
-        precision: precision.name().into(),
-        isa: isa.name().into(),
-        kernel: kernel_of(precision, isa),
-        ms: ms.clone(),
-        output: output.display().to_string(),
-    };
-    write_report(&run_dir, &report)?;
+    );
+    run::write_report(&run_dir, &report)?;
     rec.outputs
         .push(Artifact::file("report", run_dir.join("report.json"))?);
     if !sink.out.is_json() {
@@ -629,56 +566,17 @@ fn run_inner(
 /// Nothing is written: no run folder, no events file, no audit entry.
 fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     let (cfg, run_dir, _) = target(args, home)?;
-    let Prepared {
-        cfg,
-        mut trainer,
-        total_params,
-        seq_len,
-        precision_warning,
-        ..
-    } = prepare(cfg, &run_dir, false, args.epochs, home)?;
-    if let Some(w) = precision_warning {
+    let mut p = prepare(cfg, &run_dir, false, args.epochs, home)?;
+    if let Some(w) = &p.precision_warning {
         eprintln!("warning: {w}");
     }
-    let measured = trainer.measure_step().map_err(|e| {
+    let plan = run::plan(&mut p.run).map_err(|e| {
         user_error(
             ErrorCode::TrainFailed,
             e.to_string(),
             "check the data and settings; a real run would fail the same way",
         )
     })?;
-    let accum = cfg.options.grad_accum.max(1);
-    let m = &trainer.model;
-    let trainable = m.params.len() as u64 * 4;
-    let activations = m.activation_bytes() as u64;
-    let weights = m.frozen_bytes() as u64;
-    // AdamW keeps two f32 moments per trainable parameter; the gradients mirror the
-    // parameters.
-    let memory = nf_protocol::TrainMemory {
-        weights,
-        trainable,
-        gradients: trainable,
-        optimizer: 2 * trainable,
-        activations,
-        total: weights + trainable * 4 + activations,
-    };
-    let steps = cfg.options.steps;
-    let ms_per_step = measured.step_ms(accum);
-    let eval_ms =
-        trainer.evaluations_left() as f64 * trainer.eval_batches() as f64 * measured.forward_ms;
-    let plan = nf_protocol::TrainPlan {
-        method: cfg.method.name().into(),
-        trainable_params: m.params.len() as u64,
-        total_params: total_params as u64,
-        steps,
-        tokens_per_step: (cfg.batch_size * seq_len * accum) as u64,
-        memory,
-        flops_per_step: m.flops_per_batch() * accum as f64,
-        ms_per_step,
-        estimated_s: (ms_per_step * steps as f64 + eval_ms) / 1e3,
-        precision: m.precision.name().into(),
-        isa: nf_engine::cpu::isa().name().into(),
-    };
     if !out.is_json() {
         print_plan(&plan);
     }
@@ -781,14 +679,6 @@ fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
     let parts: Vec<String> = ms.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
     let _ = writeln!(err, "ms/step by component: {}", parts.join(", "));
     let _ = writeln!(err, "saved: {output}");
-}
-
-fn write_report(run_dir: &Path, report: &Event) -> Result<()> {
-    let text = serde_json::to_string_pretty(report)?;
-    nf_formats::atomic::write_atomic(&run_dir.join("report.json"), |w| {
-        w.write_all(text.as_bytes())
-    })?;
-    Ok(())
 }
 
 /// The config, base-model and data hashes of a run, for its audit details.

@@ -16,11 +16,13 @@ mod config;
 mod finish;
 mod lock;
 mod prepare;
+mod report;
 
 pub use config::{BaseDtype, DatasetRef, RunConfig, RunMethod};
 pub use finish::save_final;
 pub use lock::{RunLock, open_events};
 pub use prepare::{InitAdapter, Prepared, prepare, sample_text, store_frozen_as};
+pub use report::{Outcome, done_report, kernel_of, plan, precision_warning, write_report};
 
 /// The run's configuration.
 pub const RUN_FILE: &str = "run.json";
