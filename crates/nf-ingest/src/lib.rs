@@ -19,6 +19,7 @@
 //!
 //! The dataset folder is described in [`manifest`].
 
+pub mod bench;
 pub mod build;
 pub mod chunk;
 pub mod clean;

@@ -95,3 +95,28 @@ pub fn generate(
         decode_ms: t1.elapsed().as_secs_f64() * 1e3,
     })
 }
+
+/// Prompt processing speed in tokens/s, as llama-bench's `pp` measures it: one forward
+/// pass over `n` valid but arbitrary ids in a fresh cache.
+pub fn prompt_rate(m: &Model, n: usize) -> Result<f64> {
+    let prompt: Vec<u32> = (0..n)
+        .map(|i| (i * 7919 % m.config.vocab_size) as u32)
+        .collect();
+    let mut cache = m.new_cache(n);
+    let t = Instant::now();
+    m.forward(&mut cache, &prompt, false)?;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Decoding speed in tokens/s, as llama-bench's `tg` measures it: `n` greedy one-token
+/// steps from an empty cache.
+pub fn decode_rate(m: &Model, n: usize) -> Result<f64> {
+    let mut cache = m.new_cache(n + 1);
+    let mut next = 1u32.min(m.config.vocab_size as u32 - 1);
+    let t = Instant::now();
+    for _ in 0..n {
+        let logits = m.forward(&mut cache, &[next], false)?;
+        next = crate::sampler::argmax(&logits);
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}

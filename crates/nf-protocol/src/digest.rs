@@ -1,6 +1,5 @@
-//! The one SHA-256 helper and the one size formatter: content hashes appear in events,
-//! manifests, run folders and the audit log as lowercase hex, the way `sha256sum` prints
-//! them, and sizes in human text as binary units.
+//! The one SHA-256 helper: content hashes appear in events, manifests, run folders and the
+//! audit log as lowercase hex, the way `sha256sum` prints them.
 
 use std::io::Read;
 use std::path::Path;
@@ -41,16 +40,6 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex(&h.finalize()))
 }
 
-/// A size for people: `512 B`, `1.5 KiB`, `12.3 MiB`, `1.07 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,14 +60,5 @@ mod tests {
         assert_eq!(sha256_file(&p).unwrap(), sha256_hex(&big));
         assert!(sha256_file(&d.join("missing")).is_err());
         std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
-        assert_eq!(human_bytes(3 << 30), "3.00 GiB");
     }
 }

@@ -250,8 +250,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod digest;
 mod error;
-pub use digest::{human_bytes, sha256_file, sha256_hex};
+mod human;
+pub use digest::{sha256_file, sha256_hex};
 pub use error::{Describe, ErrorCode, Failure, IO_HINT};
+pub use human::{human_bytes, human_count, human_duration};
 
 /// The protocol version this crate writes.
 pub const VERSION: u32 = 1;

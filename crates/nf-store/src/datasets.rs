@@ -47,3 +47,35 @@ pub fn expand_datasets(
 pub fn datasets_dir(home: &Path) -> PathBuf {
     home.join("datasets")
 }
+
+/// `n` training windows of `seq_len` tokens, evenly spaced through train.bin, decoded
+/// with the dataset's tokenizer; the first windows of documents.jsonl when the tokenizer
+/// is no longer where it was.
+pub fn samples(m: &Manifest, dir: &Path, n: usize) -> Vec<String> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let tok = crate::resolve::load_tokenizer(Path::new(&m.tokenizer.source), None).ok();
+    let shard = nf_data::TokenShard::open(dir.join(&m.files.train)).ok();
+    if let (Some(tok), Some(shard)) = (tok, shard) {
+        let len = m.settings.seq_len.min(shard.len());
+        if len > 0 {
+            let span = shard.len() - len;
+            return (0..n.min(shard.len().div_ceil(len).max(1)))
+                .map(|k| {
+                    let start = if n > 1 { span * k / (n - 1) } else { 0 };
+                    let mut ids = vec![0u32; len];
+                    shard.read_window(start, &mut ids);
+                    tok.decode(&ids)
+                })
+                .collect();
+        }
+    }
+    nf_ingest::manifest::read_documents(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|l| l.split == "train")
+        .filter_map(|l| l.text)
+        .take(n)
+        .collect()
+}

@@ -77,3 +77,12 @@ pub fn subdirs(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// Whether `name` is one plain folder name (a model's or a dataset's in the home): not
+/// empty, not hidden, no separators, no control characters.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && name.chars().all(|c| !c.is_control())
+}

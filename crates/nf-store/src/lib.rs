@@ -20,6 +20,7 @@
 pub mod datasets;
 pub mod home;
 pub mod hub;
+pub mod inspect;
 pub mod lineage;
 pub mod pull;
 pub mod resolve;

@@ -234,6 +234,43 @@ pub fn load_tokenizer(path: &Path, vocab_hint: Option<usize>) -> Result<Tokenize
     })
 }
 
+/// The tokenizer of the model at `model` (a path or a stored name) without loading its
+/// weights, and the path it was read from: `tokenizer` when given, else the model's own (a
+/// folder's tokenizer.json, a GGUF's vocabulary, or the tokenizer.bin a llama2.c checkpoint
+/// in the store keeps beside it).
+pub fn model_tokenizer(
+    model: &Path,
+    tokenizer: Option<&Path>,
+    home: &Path,
+) -> Result<(Tokenizer, PathBuf)> {
+    let path = resolve_model_path(model, home)?;
+    let own = if let Some(t) = tokenizer {
+        t.to_path_buf()
+    } else if path.is_dir() || is_gguf(&path) {
+        path.clone()
+    } else if path.starts_with(crate::store::models_dir(home))
+        && path.with_file_name("tokenizer.bin").is_file()
+    {
+        path.with_file_name("tokenizer.bin")
+    } else {
+        return Err(fail(
+            ErrorCode::BadInput,
+            format!("{} carries no tokenizer", path.display()),
+            "pass --tokenizer PATH (for llama2.c checkpoints: the tokenizer.bin that goes with it)",
+        ));
+    };
+    Ok((load_tokenizer(&own, None)?, own))
+}
+
+/// Whether the file at `p` starts with the GGUF magic.
+fn is_gguf(p: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == nf_formats::gguf::GGUF_MAGIC
+}
+
 /// A tokenizer that can produce ids the model has no embedding for is the wrong tokenizer.
 fn check_match(model: &Model, tok: &Tokenizer) -> Result<()> {
     let (tv, mv) = (tok.vocab_size(), model.config.vocab_size);

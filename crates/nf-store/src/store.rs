@@ -94,11 +94,7 @@ pub fn models_dir(home: &Path) -> PathBuf {
 
 /// Refuses a name that is not one plain folder name.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\'])
-        && name.chars().all(|c| !c.is_control());
-    if ok {
+    if crate::home::is_plain_name(name) {
         Ok(())
     } else {
         Err(fail(

@@ -14,7 +14,7 @@ use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value, ValueKind}
 use minijinja::{Environment, Error, ErrorKind};
 
 use crate::Tokenizer;
-use crate::error::Result;
+use crate::error::{Result, TokenizerError};
 
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +31,19 @@ impl ChatMessage {
             content: content.into(),
         }
     }
+}
+
+/// Reads a conversation as `generate --messages` (and the OpenAI API) write it: a JSON
+/// array of `{"role", "content"}` objects that ends with the user's turn.
+pub fn parse_conversation(json: &str) -> Result<Vec<ChatMessage>> {
+    let messages: Vec<ChatMessage> = serde_json::from_str(json)
+        .map_err(|e| TokenizerError::Conversation(format!("not a conversation: {e}")))?;
+    if messages.last().is_none_or(|m| m.role != "user") {
+        return Err(TokenizerError::Conversation(
+            "the conversation must end with a user message".into(),
+        ));
+    }
+    Ok(messages)
 }
 
 /// Renders `messages` with a chat template.
@@ -356,6 +369,27 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conversations_parse_and_must_end_with_the_user() {
+        let ok = parse_conversation(
+            r#"[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]"#,
+        )
+        .unwrap();
+        assert_eq!(ok[1], ChatMessage::new("user", "Hi"));
+        for (bad, why) in [
+            ("not json", "not a conversation"),
+            (r#"{"role":"user","content":"Hi"}"#, "not a conversation"),
+            ("[]", "must end with a user message"),
+            (
+                r#"[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]"#,
+                "must end with a user message",
+            ),
+        ] {
+            let e = parse_conversation(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn strftime_formats_known_dates() {

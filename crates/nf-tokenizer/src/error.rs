@@ -36,6 +36,9 @@ pub enum TokenizerError {
     /// `raise_exception(...)` calls).
     #[error("chat template: {0:#}")]
     Template(#[from] minijinja::Error),
+    /// A conversation is not a JSON array of messages ending with the user's turn.
+    #[error("{0}")]
+    Conversation(String),
     /// The tokenizer (or its chat template) cannot be written in the requested format.
     #[error("cannot write the tokenizer as {target}: {reason}")]
     NotExportable {
@@ -71,6 +74,7 @@ impl nf_protocol::Describe for TokenizerError {
     fn code(&self) -> nf_protocol::ErrorCode {
         match self {
             TokenizerError::NotExportable { .. } => nf_protocol::ErrorCode::Unsupported,
+            TokenizerError::Conversation(_) => nf_protocol::ErrorCode::BadInput,
             _ => nf_protocol::ErrorCode::Tokenizer,
         }
     }
@@ -78,6 +82,9 @@ impl nf_protocol::Describe for TokenizerError {
         Some(match self {
             TokenizerError::NotExportable { .. } => {
                 "export with another --format (hf carries any tokenizer), or pass --chat-template"
+            }
+            TokenizerError::Conversation(_) => {
+                r#"write a JSON array such as [{"role":"user","content":"Hello"}], the user's new message last"#
             }
             _ => "check the tokenizer file; llama2.c models need --tokenizer tokenizer.bin",
         }.into())

@@ -5,6 +5,7 @@
 //! Like every library in the workspace, it never prints: errors are typed
 //! ([`TrainError`], [`CheckpointError`]) and results are returned to the caller.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod efficiency;
 pub mod error;

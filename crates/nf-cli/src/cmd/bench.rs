@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::Result;
 use nf_engine::Precision;
-use nf_model::sampler::argmax;
 use nf_protocol::Event;
 
 use crate::cli::{
@@ -103,34 +102,21 @@ fn model(a: &BenchModelArgs, home: &Path, out: &mut Output) -> Result<()> {
         m.config.n_params() as f64 / 1e6,
         nf_engine::cpu::CpuFeatures::detect().summary()
     ))?;
-    // As llama-bench does: random-ish but valid ids, one warm-up run, then timed repetitions.
-    let prompt: Vec<u32> = (0..a.prompt_tokens)
-        .map(|i| (i * 7919 % m.config.vocab_size) as u32)
-        .collect();
-    let run_pp = || -> Result<f64> {
-        let mut cache = m.new_cache(a.prompt_tokens);
-        let t = Instant::now();
-        m.forward(&mut cache, &prompt, false)?;
-        Ok(a.prompt_tokens as f64 / t.elapsed().as_secs_f64())
-    };
-    let run_tg = || -> Result<f64> {
-        let mut cache = m.new_cache(a.gen_tokens + 1);
-        let mut next = 1u32.min(m.config.vocab_size as u32 - 1);
-        let t = Instant::now();
-        for _ in 0..a.gen_tokens {
-            let logits = m.forward(&mut cache, &[next], false)?;
-            next = argmax(&logits);
-        }
-        Ok(a.gen_tokens as f64 / t.elapsed().as_secs_f64())
-    };
+    // As llama-bench does: one warm-up run, then timed repetitions.
+    let run_pp = || nf_model::generate::prompt_rate(m, a.prompt_tokens);
+    let run_tg = || nf_model::generate::decode_rate(m, a.gen_tokens);
     if a.prompt_tokens > 0 {
         run_pp()?;
-        let v = (0..a.reps).map(|_| run_pp()).collect::<Result<Vec<_>>>()?;
+        let v = (0..a.reps)
+            .map(|_| run_pp())
+            .collect::<Result<Vec<_>, _>>()?;
         report(out, &format!("pp{}", a.prompt_tokens), &v, "tokens/s")?;
     }
     if a.gen_tokens > 0 {
         run_tg()?;
-        let v = (0..a.reps).map(|_| run_tg()).collect::<Result<Vec<_>>>()?;
+        let v = (0..a.reps)
+            .map(|_| run_tg())
+            .collect::<Result<Vec<_>, _>>()?;
         report(out, &format!("tg{}", a.gen_tokens), &v, "tokens/s")?;
     }
     Ok(())
@@ -163,107 +149,50 @@ fn tokenizer(a: &BenchTokenizerArgs, out: &mut Output) -> Result<()> {
     }
 }
 
-/// Encodes the text as ingestion does: cut into pieces of about 64 KB on paragraph
-/// boundaries, the pieces spread over the compute threads.
+/// Encodes the text as ingestion does (`nf_ingest::bench::encode_pieces`).
 fn tokenizer_throughput(
     tok: &nf_tokenizer::Tokenizer,
     text: &str,
     reps: usize,
     out: &mut Output,
 ) -> Result<()> {
-    let pieces = paragraph_pieces(text, 64 << 10);
+    let pieces = nf_ingest::bench::paragraph_pieces(text, 64 << 10);
     let threads = nf_engine::cpu::threads();
-    // The same ordered parallel map ingestion encodes its windows with.
-    let encode_all = || -> Result<usize> {
-        let counts = nf_ingest::parallel::map(
-            &pieces,
-            threads,
-            |p| tok.encode(p, false, false).map(|ids| ids.len()),
-            |_, _| {},
-        );
-        Ok(counts.into_iter().sum::<Result<usize, _>>()?)
-    };
     let mut tokens = 0;
     let mut rates = Vec::new();
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        tokens = encode_all()?;
+        tokens = nf_ingest::bench::encode_pieces(tok, &pieces, threads)?;
         rates.push(text.len() as f64 / 1e6 / t.elapsed().as_secs_f64());
     }
     out.text(&format!("{tokens} tokens in {} pieces\n", pieces.len()))?;
     report(out, "tokenize", &rates, "MB/s")
 }
 
-/// Splits `text` after a paragraph break (or, failing that, a newline or space) once a
-/// piece reaches `target` bytes, never inside a UTF-8 character.
-fn paragraph_pieces(text: &str, target: usize) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while rest.len() > target {
-        let mut cut = target;
-        while !rest.is_char_boundary(cut) {
-            cut += 1;
-        }
-        let tail = &rest[cut..];
-        let end = ["\n\n", "\n", " "]
-            .iter()
-            .find_map(|sep| tail.find(sep).map(|i| cut + i + sep.len()))
-            .unwrap_or(rest.len());
-        pieces.push(&rest[..end]);
-        rest = &rest[end..];
-    }
-    if !rest.is_empty() {
-        pieces.push(rest);
-    }
-    pieces
-}
-
-/// One thread, inputs of 1 kB, 10 kB, ... `max_mb` MB (decimal units) made by repeating the text: if the
-/// encoder is linear, every size reports the same MB/s.
+/// One thread, inputs of 1 kB, 10 kB, ... `max_mb` MB (decimal units) made by repeating the
+/// text (`nf_ingest::bench::scaling`): if the encoder is linear, every size reports the
+/// same MB/s.
 fn tokenizer_scaling(
     tok: &nf_tokenizer::Tokenizer,
     text: &str,
     max_mb: usize,
     out: &mut Output,
 ) -> Result<()> {
-    let max = max_mb.max(1) * 1_000_000;
-    let mut big = String::with_capacity(max + text.len());
-    while big.len() < max {
-        big.push_str(text);
-    }
-    let mut sizes: Vec<usize> = std::iter::successors(Some(1_000), |s| Some(s * 10))
-        .take_while(|&s| s <= max)
-        .collect();
-    if sizes.last() != Some(&max) {
-        sizes.push(max);
-    }
-    for size in sizes {
-        let mut cut = size;
-        while !big.is_char_boundary(cut) {
-            cut += 1;
-        }
-        let input = &big[..cut];
-        // Small inputs repeat so that each measurement lasts long enough to time.
-        let reps = ((4 << 20) / cut).clamp(1, 4096);
-        let t = Instant::now();
-        let mut tokens = 0;
-        for _ in 0..reps {
-            tokens = tok.encode(input, false, false)?.len();
-        }
-        let secs = t.elapsed().as_secs_f64() / reps as f64;
-        let mb_s = cut as f64 / 1e6 / secs;
+    for m in nf_ingest::bench::scaling(tok, text, max_mb)? {
+        let mb_s = m.bytes as f64 / 1e6 / m.secs;
         out.text(&format!(
-            "{:>9} bytes {tokens:>10} tokens {:>10.3} ms {mb_s:>7.2} MB/s\n",
-            cut,
-            secs * 1e3
+            "{:>9} bytes {:>10} tokens {:>10.3} ms {mb_s:>7.2} MB/s\n",
+            m.bytes,
+            m.tokens,
+            m.secs * 1e3
         ))?;
         out.event(|| Event::BenchResult {
-            test: format!("tokenize-{cut}B"),
+            test: format!("tokenize-{}B", m.bytes),
             threads: 1,
             value: mb_s,
             stddev: 0.0,
             unit: "MB/s".into(),
-            reps: reps as u64,
+            reps: m.reps as u64,
             isa: Some(nf_engine::cpu::isa().name().into()),
             precision: None,
         })?;
@@ -359,7 +288,6 @@ fn peak(a: &BenchPeakArgs, out: &mut Output) -> Result<()> {
 /// Training steps per second on a real or random model, reported as tokens/s, with the
 /// memory the model holds.
 fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
-    use nf_model::train::{BatchShape, LoraConfig, Method, StepTimes, Target, TrainModel};
     let isa = nf_engine::cpu::isa();
     let precision = a.precision.resolve(isa);
     let base_ty = crate::cmd::train::base_dtype(&a.base_dtype)?.ggml();
@@ -392,58 +320,22 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         ));
     }
     let c = model.config.clone();
-    let method = if a.lora_rank > 0 {
-        Method::Lora(LoraConfig {
-            rank: a.lora_rank,
-            alpha: 2.0 * a.lora_rank as f32,
-            dropout: 0.0,
-            targets: Target::ALL.to_vec(),
-        })
-    } else {
-        Method::Full
-    };
-    let shape = BatchShape {
+    let shape = nf_model::train::BatchShape {
         batch: a.batch_size,
         seq_len: a.seq_len,
         recompute: a.recompute,
     };
-    let mut tm = TrainModel::new(model, method, shape, 0);
-    if let Some(ty) = base_ty {
-        // A model file's f32 matrices convert as `train --base-dtype` converts them (the
-        // random model is made in this type already, so this finds nothing to do).
-        nf_train::run::store_frozen_as(&mut tm, ty)?;
-    }
-    tm.set_precision(precision);
-    let n = shape.batch * shape.seq_len;
-    let inputs: Vec<u32> = (0..n).map(|i| (i * 7919 % c.vocab_size) as u32).collect();
-    let targets: Vec<u32> = (0..n)
-        .map(|i| ((i + 1) * 7919 % c.vocab_size) as u32)
-        .collect();
-    let n_params = tm.params.len();
-    let zeroed = nf_engine::optim::zeroed_moments;
-    let (mut m, mut v) = (zeroed(n_params), zeroed(n_params));
-    let times = StepTimes::default();
-    let mut step = |tm: &mut TrainModel, k: u64| -> Result<f64> {
-        let t = Instant::now();
-        tm.params.zero_grad();
-        tm.forward_backward(&inputs, &targets, 1.0, &times)?;
-        let h = nf_engine::optim::AdamWParams {
-            lr: 1e-4,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        };
-        tm.params.adamw_step(&mut m, &mut v, k, |_| h);
-        Ok(t.elapsed().as_secs_f64())
-    };
-    step(&mut tm, 1)?;
-    times.take();
-    let mut secs = Vec::new();
-    for k in 0..a.steps.max(1) {
-        secs.push(step(&mut tm, k as u64 + 2)?);
-    }
-    let comp = times.take();
+    let r = nf_train::bench::bench_train(
+        model,
+        &nf_train::bench::BenchTrain {
+            lora_rank: a.lora_rank,
+            shape,
+            precision,
+            base: base_ty,
+            steps: a.steps,
+        },
+    )?;
+    let (secs, comp, n) = (&r.step_secs, &r.components, shape.batch * shape.seq_len);
     let steps = secs.len() as f64;
     let base = match (a.lora_rank, base_ty) {
         (0, _) => String::new(),
@@ -469,10 +361,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     )?;
     let ms: Vec<f64> = secs.iter().map(|s| s * 1e3).collect();
     report_in(out, "ms_per_step", &ms, "ms", p)?;
-    let gflops: Vec<f64> = secs
-        .iter()
-        .map(|s| tm.flops_per_batch() / s / 1e9)
-        .collect();
+    let gflops: Vec<f64> = secs.iter().map(|s| r.flops_per_step / s / 1e9).collect();
     report_in(out, "train_flops", &gflops, "GFLOP/s", p)?;
     out.text(&format!(
         "ms/step: matmul {:.1}, attention {:.1}, norms {:.1}, loss {:.1}, other {:.1}\n",
@@ -485,14 +374,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     // Memory by part, as `train --dry-run` counts it, and what the process really peaked
     // at (one line of text; an event per part with --json).
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
-    let trainable = tm.params.len() * 4;
-    let mut parts = vec![
-        ("weights", tm.frozen_bytes()),
-        ("trainable", trainable),
-        ("gradients", trainable),
-        ("optimizer", 2 * trainable),
-        ("activations", tm.activation_bytes()),
-    ];
+    let mut parts = r.memory.clone();
     parts.extend(peak_rss_bytes().map(|b| ("peak_rss", b)));
     let line: Vec<String> = parts
         .iter()

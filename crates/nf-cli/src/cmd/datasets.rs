@@ -4,16 +4,13 @@ use nf_protocol::ErrorCode;
 use std::path::Path;
 
 use anyhow::Result;
-use nf_data::TokenShard;
 use nf_ingest::Manifest;
-use nf_ingest::manifest::read_documents;
 use nf_protocol::Event;
 
 use crate::cli::{DatasetShowArgs, DatasetsCommand};
 use crate::errors::user_error;
 use crate::output::Output;
 use nf_store::datasets::resolve_dataset;
-use nf_store::resolve::load_tokenizer;
 
 pub fn run(cmd: &DatasetsCommand, home: &Path, out: &mut Output) -> Result<()> {
     match cmd {
@@ -86,7 +83,7 @@ fn show(a: &DatasetShowArgs, home: &Path, out: &mut Output) -> Result<()> {
         )
     })?;
     let m = Manifest::read(&dir)?;
-    let samples = samples(&m, &dir, a.samples);
+    let samples = nf_store::datasets::samples(&m, &dir, a.samples);
     let mut t = String::new();
     let c = &m.counts;
     t.push_str(&format!("dataset {}  ({})\n", m.name, dir.display()));
@@ -137,36 +134,4 @@ fn show(a: &DatasetShowArgs, home: &Path, out: &mut Output) -> Result<()> {
     out.text(&t)?;
     out.event(|| info(&m, &dir, samples))?;
     Ok(())
-}
-
-/// `n` training windows of `seq_len` tokens, evenly spaced through train.bin, decoded
-/// with the dataset's tokenizer; the first windows of documents.jsonl when the tokenizer
-/// is no longer where it was.
-fn samples(m: &Manifest, dir: &Path, n: usize) -> Vec<String> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let tok = load_tokenizer(Path::new(&m.tokenizer.source), None).ok();
-    let shard = TokenShard::open(dir.join(&m.files.train)).ok();
-    if let (Some(tok), Some(shard)) = (tok, shard) {
-        let len = m.settings.seq_len.min(shard.len());
-        if len > 0 {
-            let span = shard.len() - len;
-            return (0..n.min(shard.len().div_ceil(len).max(1)))
-                .map(|k| {
-                    let start = if n > 1 { span * k / (n - 1) } else { 0 };
-                    let mut ids = vec![0u32; len];
-                    shard.read_window(start, &mut ids);
-                    tok.decode(&ids)
-                })
-                .collect();
-        }
-    }
-    read_documents(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|l| l.split == "train")
-        .filter_map(|l| l.text)
-        .take(n)
-        .collect()
 }

@@ -29,23 +29,14 @@ impl Input {
     fn read(args: &GenerateArgs) -> Result<Input> {
         if let Some(path) = &args.messages {
             let text = read_text(path)?;
-            let messages: Vec<ChatMessage> = serde_json::from_str(&text).map_err(|e| {
+            let messages = nf_tokenizer::chat::parse_conversation(&text).map_err(|e| {
+                let hint = nf_protocol::Describe::hint(&e).unwrap_or_default();
                 user_error(
                     ErrorCode::BadInput,
-                    format!("{}: not a conversation: {e}", path.display()),
-                    r#"write a JSON array such as [{"role":"user","content":"Hello"}]"#,
+                    format!("{}: {e}", path.display()),
+                    hint,
                 )
             })?;
-            if messages.last().is_none_or(|m| m.role != "user") {
-                return Err(user_error(
-                    ErrorCode::BadInput,
-                    format!(
-                        "{}: the conversation must end with a user message",
-                        path.display()
-                    ),
-                    "append the user's new message as the last element",
-                ));
-            }
             return Ok(Input::Chat(messages));
         }
         let prompt = match args.prompt.as_deref() {

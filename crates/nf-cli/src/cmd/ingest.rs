@@ -20,7 +20,6 @@ use nf_protocol::Event;
 use crate::cli::IngestArgs;
 use crate::errors::user_error;
 use crate::output::Output;
-use nf_store::resolve::{load_tokenizer, resolve_model_path};
 
 /// PDF extraction may panic on odd fonts; the library catches it and reports the file, so
 /// the default hook's message and backtrace note would only be noise on the terminal.
@@ -35,11 +34,7 @@ pub fn quiet_pdf_panics() {
 
 /// A dataset name is one plain folder name.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\'])
-        && name.chars().all(|c| !c.is_control());
-    if ok {
+    if nf_store::home::is_plain_name(name) {
         Ok(())
     } else {
         Err(user_error(
@@ -106,27 +101,8 @@ fn run_inner(
             "pass --force to replace it, or choose another --name",
         ));
     }
-    let model_path = resolve_model_path(&args.model, home)?;
-    let (tok, tok_path) = match &args.tokenizer {
-        Some(t) => (load_tokenizer(t, None)?, t.clone()),
-        None if model_path.is_dir() || is_gguf(&model_path) => {
-            (load_tokenizer(&model_path, None)?, model_path.clone())
-        }
-        // A llama2.c checkpoint in the model store keeps its tokenizer beside it.
-        None if model_path.starts_with(home.join("models"))
-            && model_path.with_file_name("tokenizer.bin").is_file() =>
-        {
-            let t = model_path.with_file_name("tokenizer.bin");
-            (load_tokenizer(&t, None)?, t)
-        }
-        None => {
-            return Err(user_error(
-                ErrorCode::BadInput,
-                format!("{} carries no tokenizer", model_path.display()),
-                "pass --tokenizer PATH (for llama2.c checkpoints: the tokenizer.bin that goes with it)",
-            ));
-        }
-    };
+    let (tok, tok_path) =
+        nf_store::resolve::model_tokenizer(&args.model, args.tokenizer.as_deref(), home)?;
     let template = match &args.chat_template {
         Some(choice) => Some(crate::cmd::generate::chat_template(&tok, Some(choice))?),
         None => tok.chat_template().map(str::to_string),
@@ -373,12 +349,4 @@ fn file_event(e: &SourceEntry) -> nf_protocol::IngestFile {
         message: e.message.clone(),
         warnings: e.warnings.clone(),
     }
-}
-
-fn is_gguf(p: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(p)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == nf_formats::gguf::GGUF_MAGIC
 }

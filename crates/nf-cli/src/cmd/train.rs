@@ -29,8 +29,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use nf_data::Sampling;
-use nf_model::train::{TrainModel, parse_targets};
-use nf_protocol::{ErrorCode, Event, EventWriter};
+use nf_model::train::TrainModel;
+use nf_protocol::{
+    ErrorCode, Event, EventWriter, human_count as human, human_duration as duration,
+};
 use nf_train::schedule::Schedule;
 use nf_train::trainer::TrainOptions;
 
@@ -174,24 +176,6 @@ impl Progress {
             }
             _ => {}
         }
-    }
-}
-
-fn human(x: f64) -> String {
-    match x {
-        x if x >= 1e9 => format!("{:.2}G", x / 1e9),
-        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
-        x if x >= 1e4 => format!("{:.1}k", x / 1e3),
-        x => format!("{x:.0}"),
-    }
-}
-
-fn duration(s: f64) -> String {
-    let s = s.max(0.0) as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s / 60 % 60)
-    } else {
-        format!("{}m{:02}s", s / 60, s % 60)
     }
 }
 
@@ -736,38 +720,8 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
     } else {
         RunMethod::Lora
     };
-    if a.steps == 0 {
-        return Err(user_error(
-            ErrorCode::BadInput,
-            "--steps must be at least 1",
-            "pass --steps N",
-        ));
-    }
-    if !(0.0..1.0).contains(&a.lora_dropout) || !(0.0..1.0).contains(&a.val_fraction) {
-        return Err(user_error(
-            ErrorCode::BadInput,
-            "--lora-dropout and --val-fraction must be in [0, 1)",
-            "e.g. --lora-dropout 0.05 --val-fraction 0.1",
-        ));
-    }
-    if a.lora_rank == 0 || a.batch_size == 0 || a.seq_len == 0 || a.grad_accum == 0 {
-        return Err(user_error(
-            ErrorCode::BadInput,
-            "--lora-rank, --batch-size, --seq-len and --grad-accum must be at least 1",
-            "see neuralforge train --help",
-        ));
-    }
-    if !a.full {
-        parse_targets(&a.lora_targets).map_err(|e| {
-            user_error(
-                ErrorCode::BadInput,
-                e,
-                "--lora-targets takes a list such as q,k,v,o,gate,up,down or `all`",
-            )
-        })?;
-    }
     let lr = a.lr.unwrap_or(if a.full { 1e-4 } else { 2e-3 });
-    Ok(RunConfig {
+    let cfg = RunConfig {
         neuralforge_version: env!("CARGO_PKG_VERSION").into(),
         model: abs(&model),
         tokenizer: a.tokenizer.as_deref().map(abs),
@@ -824,7 +778,9 @@ fn resolve(a: &TrainArgs, home: &Path) -> Result<RunConfig> {
             })?,
         },
         hashes: None,
-    })
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// The error a failed training loop ends with. A file it could not write (a full disk while

@@ -196,6 +196,37 @@ impl RunConfig {
         .map_err(TrainError::from)
     }
 
+    /// Refuses settings no run can train with, naming the flag that sets each.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |message: &str, hint: &str| {
+            Err(TrainError::Failure(Failure::new(
+                ErrorCode::BadInput,
+                message,
+                hint,
+            )))
+        };
+        if self.options.steps == 0 {
+            return bad("--steps must be at least 1", "pass --steps N");
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) || !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(
+                "--lora-dropout and --val-fraction must be in [0, 1)",
+                "e.g. --lora-dropout 0.05 --val-fraction 0.1",
+            );
+        }
+        if self.lora_rank == 0
+            || self.batch_size == 0
+            || self.seq_len == 0
+            || self.options.grad_accum == 0
+        {
+            return bad(
+                "--lora-rank, --batch-size, --seq-len and --grad-accum must be at least 1",
+                "see neuralforge train --help",
+            );
+        }
+        self.train_method().map(drop)
+    }
+
     /// The model's training method with its LoRA settings.
     pub fn train_method(&self) -> Result<Method> {
         if self.method == RunMethod::Full {
