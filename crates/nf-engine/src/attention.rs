@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 mod reference;
+mod rows;
 #[cfg(test)]
 mod tests;
 mod train;

@@ -10,167 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use nf_data::{Batcher, BatcherState, Sampling};
+use nf_data::{Batcher, Sampling};
 use nf_engine::optim::{AdamWParams, adamw_step, grad_norm_sq};
 use nf_model::train::{BatchLoss, ComponentTimes, ParamStore, StepTimes, TrainModel};
 use nf_protocol::Event;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, NamedTensor};
 use crate::error::TrainError;
-use crate::schedule::{Schedule, lr_at};
+use crate::schedule::lr_at;
 
-/// Hyperparameters and cadence of a run. Everything here that changes the computation is
-/// part of the configuration hash a resume is checked against.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainOptions {
-    /// The step the run ends at.
-    pub steps: u64,
-    pub grad_accum: usize,
-    pub lr: f32,
-    /// Where cosine and linear schedules end.
-    pub min_lr: f32,
-    pub warmup: u64,
-    pub schedule: Schedule,
-    pub weight_decay: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub adam_eps: f32,
-    /// Global gradient-norm clip (0 = off).
-    pub clip: f32,
-    /// Validate every N steps (0 = only at the end).
-    pub eval_every: u64,
-    /// Validation batches per evaluation.
-    pub eval_batches: usize,
-    /// Sample every N steps (0 = never).
-    pub sample_every: u64,
-    /// Checkpoint every N steps (0 = only at the end).
-    pub save_every: u64,
-    /// Checkpoints kept besides the best.
-    pub keep_last: usize,
-    pub seed: u64,
-    /// Stop after this many evaluations without a better validation loss (0 = never).
-    pub patience: u32,
-    /// Consecutive non-finite steps after which the run rolls back to the last good
-    /// checkpoint with half the learning rate.
-    pub max_bad_steps: u32,
-    pub sampling: Sampling,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        TrainOptions {
-            steps: 200,
-            grad_accum: 1,
-            lr: 1e-3,
-            min_lr: 0.0,
-            warmup: 10,
-            schedule: Schedule::Cosine,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            adam_eps: 1e-8,
-            clip: 1.0,
-            eval_every: 50,
-            eval_batches: 8,
-            sample_every: 0,
-            save_every: 100,
-            keep_last: 2,
-            seed: 0,
-            patience: 0,
-            max_bad_steps: 3,
-            sampling: Sampling::Random,
-        }
-    }
-}
-
-/// Identities a checkpoint is bound to; `--resume` refuses when any differs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunHashes {
-    /// Model configuration, method and hyperparameters.
-    pub config: String,
-    /// The base model's files.
-    pub base_model: String,
-    /// The training tokens.
-    pub data: String,
-    /// Lineage: the sha256 of each dataset's `manifest.json` the tokens came from (empty
-    /// for plain files). Recorded in every checkpoint; not compared on resume (the tokens'
-    /// hash already is), so re-ingesting the same documents does not block a resume.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub datasets: Vec<String>,
-}
-
-/// The loop's own state, saved in every checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct LoopState {
-    step: u64,
-    loss_ema: Option<f64>,
-    last_loss: Option<f64>,
-    best_val: Option<(u64, f64)>,
-    last_val: Option<f64>,
-    evals_without_improvement: u32,
-    /// Multiplier on the schedule's learning rate, halved by each rollback.
-    lr_scale: f32,
-    bad_steps: u32,
-    batcher: BatcherState,
-    hashes: RunHashes,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    Completed,
-    Interrupted,
-    EarlyStopped,
-}
-
-impl EndReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            EndReason::Completed => "completed",
-            EndReason::Interrupted => "interrupted",
-            EndReason::EarlyStopped => "early_stopped",
-        }
-    }
-}
-
-/// Totals for the efficiency report.
-#[derive(Debug, Clone, Default)]
-struct Totals {
-    steps: u64,
-    compute_s: f64,
-    model: ComponentTimes,
-    optimizer_s: f64,
-    data_s: f64,
-}
-
-/// What a finished `run` reports.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub reason: EndReason,
-    pub final_step: u64,
-    pub final_loss: Option<f64>,
-    pub val_loss: Option<f64>,
-    pub best_val: Option<(u64, f64)>,
-}
-
-/// Wall times of a training step's parts, from [`Trainer::measure_step`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepMeasure {
-    /// Forward and backward pass over one micro-batch.
-    pub forward_backward_ms: f64,
-    /// Forward pass alone over the same micro-batch, as a validation batch runs.
-    pub forward_ms: f64,
-    /// Gradient norm and AdamW update over every trainable parameter.
-    pub optimizer_ms: f64,
-}
-
-impl StepMeasure {
-    /// One optimizer step: `grad_accum` micro-batches, then the update.
-    pub fn step_ms(&self, grad_accum: usize) -> f64 {
-        self.forward_backward_ms * grad_accum.max(1) as f64 + self.optimizer_ms
-    }
-}
+mod types;
+pub use types::{EndReason, RunHashes, RunSummary, StepMeasure, TrainOptions};
+use types::{LoopState, Totals};
 
 /// Parameters the optimizer is timed on in [`Trainer::measure_step`]: enough to swamp
 /// timer noise, few enough that the scratch copies cost nothing next to the model.

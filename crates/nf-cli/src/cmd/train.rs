@@ -1,16 +1,10 @@
 //! `neuralforge train`: fine-tune a model (LoRA or full) on token shards or text files.
 //!
-//! A run lives in one folder (`<home>/runs/<id>/` or `--out`): `run.json` (the resolved
-//! configuration, written first), `events.ndjson` (every event, in text mode too),
-//! `checkpoints/step-N/`, `train.lock`, and at the end `adapter/` (PEFT layout) or
-//! `model/` (HF layout). `--resume RUN_DIR` continues from the newest valid checkpoint with
-//! the configuration in its `run.json`.
-//!
-//! `train.lock` holds the training process's pid (decimal text and a newline) and, while
-//! the process runs, an exclusive lock on it ([`File::try_lock`]); a second `train` on the
-//! same folder fails with code `running`. To tell whether a run is live, open the file
-//! read-only and try `try_lock_shared`: `WouldBlock` means it is running. The file stays
-//! behind when the run ends, so its pid alone proves nothing.
+//! A run lives in one folder (`<home>/runs/<id>/` or `--out`), laid out as
+//! `nf_train::run` describes: `run.json` written first, `events.ndjson` (every event, in
+//! text mode too), checkpoints, `train.lock` (a second `train` on the same folder fails
+//! with code `running`), and at the end `adapter/` or `model/`. `--resume RUN_DIR`
+//! continues from the newest valid checkpoint with the configuration in its `run.json`.
 //!
 //! A run that fails once its folder exists appends the `error` event (code, message,
 //! hint, as printed) to `events.ndjson`, so whoever tails the file sees why it ended.
@@ -19,9 +13,7 @@
 //! times one real forward and backward pass, and reports the plan as a `train.plan` event
 //! (see `nf_protocol`); it writes nothing, not even an audit entry.
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -30,19 +22,21 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use nf_data::Sampling;
 use nf_model::train::TrainModel;
-use nf_protocol::{
-    ErrorCode, Event, EventWriter, human_count as human, human_duration as duration,
-};
+use nf_protocol::{ErrorCode, Event};
 use nf_train::schedule::Schedule;
 use nf_train::trainer::TrainOptions;
 
 use crate::cli::{PrecisionArg, TrainArgs};
 use crate::errors::user_error;
 use crate::output::Output;
+
+mod progress;
 use nf_audit::{Artifact, Record};
 use nf_store::ModelSpec;
 use nf_store::resolve::{Loaded, hash_model_files, load};
 use nf_train::run::{self, BaseDtype, RunConfig, RunLock, RunMethod};
+pub(crate) use progress::isa_and_kernel;
+use progress::{Progress, RunSink, print_plan, print_report};
 
 /// Parses `--base-dtype` (`f32` is `as-loaded`, which every f32 base already is).
 pub(crate) fn base_dtype(name: &str) -> Result<BaseDtype> {
@@ -53,130 +47,6 @@ pub(crate) fn base_dtype(name: &str) -> Result<BaseDtype> {
             format!("use {}", BaseDtype::NAMES),
         )
     })
-}
-
-/// `isa`, with the bf16 kernel after it when there is one: "avx512bf16 (avx512-fma kernel)".
-pub(crate) fn isa_and_kernel(isa: &str, kernel: &str) -> String {
-    if kernel.is_empty() {
-        isa.into()
-    } else {
-        format!("{isa} ({kernel} kernel)")
-    }
-}
-
-/// Writes every event to `events.ndjson` in the run folder and to the user's output.
-struct RunSink<'a> {
-    file: EventWriter<File>,
-    out: &'a mut Output,
-    progress: Progress,
-}
-
-impl RunSink<'_> {
-    fn emit(&mut self, e: Event) {
-        // A full disk must not kill a run mid-step; the checkpoint writer reports real
-        // I/O failures.
-        let _ = self.file.emit(e.clone());
-        self.progress.show(&e, self.out.is_json());
-        let _ = self.out.event(|| e);
-    }
-}
-
-/// The human view: a live status line on a terminal, a line per eval and every 10 steps
-/// otherwise.
-struct Progress {
-    tty: bool,
-    total: u64,
-    start: Instant,
-    start_step: u64,
-    last_val: Option<f64>,
-}
-
-impl Progress {
-    fn show(&mut self, e: &Event, json: bool) {
-        if json {
-            return;
-        }
-        let mut err = std::io::stderr().lock();
-        match e {
-            Event::TrainStart {
-                run_dir,
-                method,
-                trainable_params,
-                total_params,
-                start_step,
-                train_tokens,
-                val_tokens,
-                tokens_per_step,
-                precision,
-                isa,
-                kernel,
-                ..
-            } => {
-                self.start_step = *start_step;
-                let isa = isa_and_kernel(isa, kernel);
-                let _ = writeln!(
-                    err,
-                    "training {method}: {} trainable of {} parameters, {train_tokens} train / {val_tokens} val tokens, {tokens_per_step} tokens/step, {precision} on {isa}{}\nrun: {run_dir}",
-                    human(*trainable_params as f64),
-                    human(*total_params as f64),
-                    if *start_step > 0 {
-                        format!(", resuming at step {start_step}")
-                    } else {
-                        String::new()
-                    },
-                );
-            }
-            Event::TrainStep {
-                step,
-                loss,
-                loss_ema,
-                lr,
-                tokens_per_s,
-                ..
-            } => {
-                let done = step - self.start_step;
-                let per = self.start.elapsed().as_secs_f64() / done.max(1) as f64;
-                let eta = per * (self.total.saturating_sub(*step)) as f64;
-                let val = self
-                    .last_val
-                    .map_or(String::new(), |v| format!(" val {v:.4}"));
-                let line = format!(
-                    "step {step}/{} loss {loss:.4} ema {loss_ema:.4}{val} lr {lr:.2e} {} tok/s ETA {}",
-                    self.total,
-                    human(*tokens_per_s),
-                    duration(eta)
-                );
-                if self.tty {
-                    let _ = write!(err, "\r\x1b[2K{line}");
-                } else if step % 10 == 0 || *step == self.total {
-                    let _ = writeln!(err, "{line}");
-                }
-            }
-            Event::TrainEval {
-                step,
-                val_loss,
-                perplexity,
-                best,
-            } => {
-                self.last_val = Some(*val_loss);
-                let nl = if self.tty { "\r\x1b[2K" } else { "" };
-                let _ = writeln!(
-                    err,
-                    "{nl}eval step {step}: val loss {val_loss:.4} (perplexity {perplexity:.2}){}",
-                    if *best { " best" } else { "" }
-                );
-            }
-            Event::TrainSample { step, prompt, text } => {
-                let nl = if self.tty { "\r\x1b[2K" } else { "" };
-                let _ = writeln!(err, "{nl}sample step {step}: {prompt}{text}");
-            }
-            Event::Warning { message } => {
-                let nl = if self.tty { "\r\x1b[2K" } else { "" };
-                let _ = writeln!(err, "{nl}warning: {message}");
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Audited: a `start` (or `resume`) entry before the first step, naming the base model's
@@ -568,30 +438,6 @@ fn plan(args: &TrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     Ok(())
 }
 
-fn print_plan(p: &nf_protocol::TrainPlan) {
-    let b = nf_protocol::human_bytes;
-    let m = &p.memory;
-    eprintln!(
-        "plan {}: {} trainable of {} parameters, {} steps of {} tokens, {} on {}\nmemory: {} total = {} weights + {} trainable + {} gradients + {} optimizer + {} activations\ntime: {:.1} ms/step ({:.2} GFLOP/step), about {} in all",
-        p.method,
-        human(p.trainable_params as f64),
-        human(p.total_params as f64),
-        p.steps,
-        p.tokens_per_step,
-        p.precision,
-        p.isa,
-        b(m.total),
-        b(m.weights),
-        b(m.trainable),
-        b(m.gradients),
-        b(m.optimizer),
-        b(m.activations),
-        p.ms_per_step,
-        p.flops_per_step / 1e9,
-        duration(p.estimated_s),
-    );
-}
-
 struct SampleCtx {
     tokenizer: nf_tokenizer::Tokenizer,
     prompt: String,
@@ -603,66 +449,6 @@ impl SampleCtx {
         let text = run::sample_text(m, &self.tokenizer, &self.prompt)?;
         Some((self.prompt.clone(), text))
     }
-}
-
-fn print_report(r: &Event, ms: &BTreeMap<String, f64>) {
-    let Event::TrainDone {
-        reason,
-        steps,
-        final_step,
-        final_loss,
-        val_loss,
-        wall_s,
-        ms_per_step,
-        tokens_per_s,
-        tflops,
-        utilization,
-        peak_gflops,
-        peak_under_measured,
-        precision,
-        isa,
-        kernel,
-        output,
-        ..
-    } = r
-    else {
-        return;
-    };
-    let isa = isa_and_kernel(isa, kernel);
-    let mut err = std::io::stderr().lock();
-    if std::io::stderr().is_terminal() {
-        // Clear the live status line before the report.
-        let _ = write!(err, "\r\x1b[2K");
-    }
-    let util = match utilization {
-        Some(_) if *peak_under_measured => format!(
-            " (at least this machine's measured {precision} GEMM peak on {isa}: peak under-measured)"
-        ),
-        Some(u) => format!(
-            " ({:.0}% of this machine's {precision} GEMM peak on {isa})",
-            u * 100.0
-        ),
-        None if peak_gflops.is_none() => {
-            format!(" ({precision} on {isa}; no {precision} GEMM peak measured)")
-        }
-        None => format!(" ({precision} on {isa})"),
-    };
-    let _ = writeln!(
-        err,
-        "{reason} at step {final_step}: {steps} steps in {wall_s:.1} s, {ms_per_step:.1} ms/step, {} tokens/s, {:.1} GFLOP/s{util}",
-        human(*tokens_per_s),
-        tflops * 1e3
-    );
-    if let Some(l) = final_loss {
-        let _ = write!(err, "final loss {l:.4}");
-    }
-    if let Some(v) = val_loss {
-        let _ = write!(err, ", val loss {v:.4} (perplexity {:.2})", v.exp());
-    }
-    let _ = writeln!(err);
-    let parts: Vec<String> = ms.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
-    let _ = writeln!(err, "ms/step by component: {}", parts.join(", "));
-    let _ = writeln!(err, "saved: {output}");
 }
 
 /// The config, base-model and data hashes of a run, for its audit details.

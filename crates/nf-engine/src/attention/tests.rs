@@ -354,7 +354,7 @@ fn row_kernels_agree_bit_for_bit_across_instruction_sets() {
     let scores: Vec<f32> = rng.vec(rows * kc).iter().map(|x| 4.0 * x).collect();
     let softmax = |isa| {
         let (mut p, mut lse) = (scores.clone(), vec![0.0; rows]);
-        train::softmax_rows(isa, &mut p, &mut lse, &starts, r0, k0, 0.3);
+        super::rows::softmax_rows(isa, &mut p, &mut lse, &starts, r0, k0, 0.3);
         (p, lse)
     };
     let (p, lse) = softmax(Isa::Baseline);
@@ -371,7 +371,7 @@ fn row_kernels_agree_bit_for_bit_across_instruction_sets() {
     let d = rng.vec(rows);
     let grads = |isa| {
         let (mut p2, mut ds) = (scores.clone(), dp.clone());
-        train::score_grads(isa, &mut p2, &mut ds, &lse, &d, &starts, r0, k0, 0.3);
+        super::rows::score_grads(isa, &mut p2, &mut ds, &lse, &d, &starts, r0, k0, 0.3);
         (p2, ds)
     };
     let (p2, _) = grads(Isa::Baseline);

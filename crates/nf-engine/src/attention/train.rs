@@ -7,7 +7,7 @@
 //! the f32 GEMM's register-tiled micro-kernels (one thread each; the blocks are the parallel
 //! tasks), which reach several times the rate of the per-row vector loops this replaced.
 //! Only the row-wise softmax and the `dS` formula are our own loops, compiled per
-//! instruction set through [`multiversion!`].
+//! instruction set through [`crate::cpu::multiversion!`] (in [`super::rows`]).
 //!
 //! A block of `R` rows starting at `r0` sees keys `first_key(r0)..r0 + R`; each row masks the
 //! keys outside its own `first_key(t)..=t` to a probability of exactly 0. Computing the
@@ -18,9 +18,8 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::AttnShape;
+use super::rows::{score_grads, softmax_rows};
 use crate::Precision;
-use crate::cpu::multiversion;
-use crate::fastmath;
 use crate::gemm_bf16::{Panel, PanelView, Rhs, WINDOW_ALIGN, gemm_bf16};
 use crate::matmul::{Operand, gemm_strided};
 
@@ -39,7 +38,7 @@ fn block_rows(t_len: usize) -> usize {
 /// The first key query row `t` may attend: the start of its packed example, or 0 when
 /// `starts` is empty (one causal sequence).
 #[inline(always)]
-fn first_key(starts: &[u32], t: usize) -> usize {
+pub(super) fn first_key(starts: &[u32], t: usize) -> usize {
     starts.get(t).map_or(0, |&s| s as usize)
 }
 
@@ -205,116 +204,6 @@ impl Block {
         let kt = (self.keys_t_of(k), kt.t_from(self.g, self.k0));
         product(precision, sc, self.rows, self.keys(), self.hd, q, kt, false);
     }
-}
-
-multiversion!(pub(super) softmax_rows => softmax_rows_generic(
-    p: &mut [f32],
-    lse: &mut [f32],
-    starts: &[u32],
-    r0: usize,
-    k0: usize,
-    scale: f32,
-));
-
-/// p: [rows, kc] unscaled scores in, probabilities out; lse: [rows] (overwrites). Row r is
-/// query `t = r0 + r` against keys `k0..k0 + kc`; the keys it may not see get exactly 0.
-#[inline(always)]
-fn softmax_rows_generic(
-    p: &mut [f32],
-    lse: &mut [f32],
-    starts: &[u32],
-    r0: usize,
-    k0: usize,
-    scale: f32,
-) {
-    let kc = p.len() / lse.len();
-    for (r, (row, lse_r)) in p.chunks_exact_mut(kc).zip(lse.iter_mut()).enumerate() {
-        let t = r0 + r;
-        let (lo, hi) = (first_key(starts, t) - k0, t + 1 - k0);
-        // Rounding is monotone, so the largest scaled score is the largest score, scaled.
-        let max = row[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
-        let live = &mut row[lo..hi];
-        for x in live.iter_mut() {
-            *x = fastmath::exp(x.mul_add(scale, -max));
-        }
-        let sum = lane_sum(live);
-        let inv = 1.0 / sum;
-        for x in live.iter_mut() {
-            *x *= inv;
-        }
-        row[..lo].fill(0.0);
-        row[hi..].fill(0.0);
-        *lse_r = max + sum.ln();
-    }
-}
-
-multiversion!(pub(super) score_grads => score_grads_generic(
-    p: &mut [f32],
-    ds: &mut [f32],
-    lse: &[f32],
-    d: &[f32],
-    starts: &[u32],
-    r0: usize,
-    k0: usize,
-    scale: f32,
-));
-
-/// p: [rows, kc] unscaled scores in, probabilities out (exactly the forward's);
-/// ds: [rows, kc] `dP` in, `scale · P ⊙ (dP - D)` out, the gradient of the unscaled scores;
-/// lse, d: [rows]. Masking as in [`softmax_rows_generic`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn score_grads_generic(
-    p: &mut [f32],
-    ds: &mut [f32],
-    lse: &[f32],
-    d: &[f32],
-    starts: &[u32],
-    r0: usize,
-    k0: usize,
-    scale: f32,
-) {
-    let kc = p.len() / lse.len();
-    let rows = p.chunks_exact_mut(kc).zip(ds.chunks_exact_mut(kc));
-    for (r, (p_row, ds_row)) in rows.enumerate() {
-        let t = r0 + r;
-        let (lo, hi) = (first_key(starts, t) - k0, t + 1 - k0);
-        let (lse_r, d_r) = (lse[r], d[r]);
-        for (x, g) in p_row[lo..hi].iter_mut().zip(&mut ds_row[lo..hi]) {
-            *x = fastmath::exp(x.mul_add(scale, -lse_r));
-            *g = *x * (*g - d_r) * scale;
-        }
-        for row in [p_row, ds_row] {
-            row[..lo].fill(0.0);
-            row[hi..].fill(0.0);
-        }
-    }
-}
-
-/// The sum of a slice in 16 lanes, then the lanes as a fixed tree of halvings: vectorizable,
-/// and the same order every time.
-#[inline(always)]
-fn lane_sum(x: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut v = [0.0f32; L];
-    let chunks = x.chunks_exact(L);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..L {
-            v[l] += c[l];
-        }
-    }
-    for (l, &t) in tail.iter().enumerate() {
-        v[l] += t;
-    }
-    let mut w = L / 2;
-    while w > 0 {
-        for l in 0..w {
-            v[l] += v[l + w];
-        }
-        w /= 2;
-    }
-    v[0]
 }
 
 /// out: [T, n_heads*hd] (overwrites), lse: [n_heads, T] (overwrites; log-sum-exp of the

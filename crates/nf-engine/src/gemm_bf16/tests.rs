@@ -1,6 +1,8 @@
 use super::pack::transpose_pairs;
 use super::*;
+use crate::cpu;
 use crate::ggml::GgmlType;
+use crate::linear::WeightData;
 use crate::linear::linear_naive;
 use crate::testutil::{Rng, assert_close, random_weight};
 

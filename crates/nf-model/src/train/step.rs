@@ -4,119 +4,43 @@
 //! Every backward kernel accumulates into its outputs, so the residual stream's gradient
 //! `dres` flows through a layer by having each branch add its part.
 
-use std::cell::Cell;
-use std::time::Instant;
-
 use nf_engine::Precision;
 use nf_engine::activation::{swiglu, swiglu_backward};
 use nf_engine::attention::{AttnShape, attention_backward, attention_forward_train};
 use nf_engine::embedding::embedding_backward;
-use nf_engine::gemm_bf16::{
-    LowRank, linear_backward_dx_packed, linear_lora_bf16, linear_packed, linears_backward_dx_bf16,
-};
-use nf_engine::linear::{Weight, linear_backward_dx_in, linear_in};
 use nf_engine::loss::{IGNORE, cross_entropy_loss, softmax_cross_entropy_backward};
-use nf_engine::lowrank::{
-    Strided as S, narrow_t_times_wide, wide_t_times_narrow, wide_times_narrow,
-};
-use nf_engine::matmul::{add_bias, matmul_backward_in, matmul_in};
-use nf_engine::norm::{rmsnorm, rmsnorm_backward};
 use nf_engine::rope::Rope;
 
 use crate::config::Config;
 use crate::error::{ModelError, Result};
 use crate::train::acts::{Activations, LayerActs, Scratch};
-use crate::train::{Adapter, Lin, Mat, ParamStore, TrainLayer, TrainModel, Vector, splitmix64};
+use crate::train::{Lin, Mat, ParamStore, TrainLayer, TrainModel, splitmix64};
 
-/// Loss over one micro-batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BatchLoss {
-    /// Sum of `-log p(target)` over the counted targets.
-    pub loss_sum: f64,
-    /// Targets counted (those not [`IGNORE`]d).
-    pub n_targets: usize,
-}
-
-impl BatchLoss {
-    /// Mean loss per counted target (0 when nothing was counted).
-    pub fn mean(&self) -> f64 {
-        if self.n_targets == 0 {
-            0.0
-        } else {
-            self.loss_sum / self.n_targets as f64
-        }
-    }
-}
-
-/// Seconds spent per component since the last [`StepTimes::take`].
-#[derive(Debug, Default)]
-pub struct StepTimes {
-    pub matmul: Cell<f64>,
-    pub attention: Cell<f64>,
-    pub norms: Cell<f64>,
-    pub loss: Cell<f64>,
-    /// Embedding, RoPE, SwiGLU, residual adds, dropout.
-    pub other: Cell<f64>,
-}
-
-/// A snapshot of [`StepTimes`], in seconds.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct ComponentTimes {
-    pub matmul: f64,
-    pub attention: f64,
-    pub norms: f64,
-    pub loss: f64,
-    pub other: f64,
-}
-
-impl StepTimes {
-    /// Returns the totals and resets them.
-    pub fn take(&self) -> ComponentTimes {
-        ComponentTimes {
-            matmul: self.matmul.take(),
-            attention: self.attention.take(),
-            norms: self.norms.take(),
-            loss: self.loss.take(),
-            other: self.other.take(),
-        }
-    }
-
-    /// Adds a snapshot taken elsewhere (on the pool thread that ran a step).
-    pub fn add(&self, t: ComponentTimes) {
-        self.matmul.set(self.matmul.get() + t.matmul);
-        self.attention.set(self.attention.get() + t.attention);
-        self.norms.set(self.norms.get() + t.norms);
-        self.loss.set(self.loss.get() + t.loss);
-        self.other.set(self.other.get() + t.other);
-    }
-}
-
-fn timed<T>(cell: &Cell<f64>, f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let r = f();
-    cell.set(cell.get() + t.elapsed().as_secs_f64());
-    r
-}
+mod ops;
+mod times;
+use ops::*;
+use times::timed;
+pub use times::{BatchLoss, ComponentTimes, StepTimes};
 
 /// What every layer function reads.
-struct Ctx<'a> {
-    c: &'a Config,
-    rope: &'a Rope,
-    batch: usize,
-    seq: usize,
-    lora_scale: f32,
+pub(super) struct Ctx<'a> {
+    pub(super) c: &'a Config,
+    pub(super) rope: &'a Rope,
+    pub(super) batch: usize,
+    pub(super) seq: usize,
+    pub(super) lora_scale: f32,
     /// Dropout probability in effect (0 in eval mode).
-    dropout: f32,
-    seed: u64,
-    times: &'a StepTimes,
+    pub(super) dropout: f32,
+    pub(super) seed: u64,
+    pub(super) times: &'a StepTimes,
     /// How the GEMMs multiply.
-    precision: Precision,
+    pub(super) precision: Precision,
     /// Empty, or [batch · seq]: where each token's packed example starts within its
     /// sequence (see [`TrainModel::forward_backward_packed`]).
-    starts: &'a [u32],
+    pub(super) starts: &'a [u32],
     /// Per sequence, the row ranges of its examples, derived from `starts` once per pass
     /// rather than in every layer.
-    examples: Vec<Vec<std::ops::Range<usize>>>,
+    pub(super) examples: Vec<Vec<std::ops::Range<usize>>>,
 }
 
 /// The row ranges of the examples of each sequence of `seq` rows: one range per sequence
@@ -137,7 +61,7 @@ fn example_ranges(starts: &[u32], batch: usize, seq: usize) -> Vec<Vec<std::ops:
 
 impl Ctx<'_> {
     /// Sequence `b`'s example starts, for the attention kernels (empty: one causal sequence).
-    fn starts_of(&self, b: usize) -> &[u32] {
+    pub(super) fn starts_of(&self, b: usize) -> &[u32] {
         if self.starts.is_empty() {
             &[]
         } else {
@@ -147,11 +71,11 @@ impl Ctx<'_> {
 
     /// The rows of sequence `b` that form one example each, in order: RoPE positions
     /// restart at 0 in each, as they would for the example alone.
-    fn examples_of(&self, b: usize) -> &[std::ops::Range<usize>] {
+    pub(super) fn examples_of(&self, b: usize) -> &[std::ops::Range<usize>] {
         &self.examples[b]
     }
 
-    fn shape(&self) -> AttnShape {
+    pub(super) fn shape(&self) -> AttnShape {
         AttnShape {
             n_heads: self.c.n_heads,
             n_kv_heads: self.c.n_kv_heads,
@@ -160,332 +84,9 @@ impl Ctx<'_> {
     }
 
     /// The dropout stream of adapter `slot` in layer `l`.
-    fn dropout_key(&self, l: usize, slot: usize) -> u64 {
+    pub(super) fn dropout_key(&self, l: usize, slot: usize) -> u64 {
         let mut s = self.seed ^ ((l as u64) << 32) ^ ((slot as u64) << 8);
         splitmix64(&mut s)
-    }
-}
-
-/// out = dropout(x) (or `out += dropout(x)` when `accumulate`), with the mask drawn from
-/// `key`: the same key gives the same mask, so the backward pass regenerates it instead of
-/// storing it. Kept elements are scaled by `1 / (1 - p)` as `torch.nn.Dropout` does.
-fn dropout(out: &mut [f32], x: &[f32], p: f32, key: u64, accumulate: bool) {
-    let keep = 1.0 / (1.0 - p);
-    let threshold = (p as f64 * (1u64 << 53) as f64) as u64;
-    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-        let mut s = key ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-        let kept = (splitmix64(&mut s) >> 11) >= threshold;
-        let y = if kept { v * keep } else { 0.0 };
-        if accumulate {
-            *o += y;
-        } else {
-            *o = y;
-        }
-    }
-}
-
-/// db: [m] (+=), dy: [n, m]. Gradient of a bias added to every row.
-fn bias_backward(db: &mut [f32], dy: &[f32]) {
-    for row in dy.chunks_exact(db.len()) {
-        db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
-    }
-}
-
-fn add_into(acc: &mut [f32], x: &[f32]) {
-    acc.iter_mut().zip(x).for_each(|(a, b)| *a += b);
-}
-
-/// out: [n, rows] = x: [n, cols] · Wᵀ for a trainable or frozen matrix.
-#[allow(clippy::too_many_arguments)]
-fn mat_forward(
-    prec: Precision,
-    out: &mut [f32],
-    x: &[f32],
-    m: &Mat,
-    p: &ParamStore,
-    rows: usize,
-    cols: usize,
-) {
-    match m {
-        Mat::Param(id) => match p.packed(*id) {
-            Some(pw) => linear_packed(out, x, pw),
-            None => matmul_in(prec, out, x, p.value(*id), x.len() / cols, cols, rows),
-        },
-        Mat::Frozen(w) => linear_in(prec, out, x, w),
-    }
-}
-
-/// dx: [n, cols] (+=) and, for a trainable matrix, its gradient (+=), from dy: [n, rows].
-#[allow(clippy::too_many_arguments)]
-fn mat_backward(
-    prec: Precision,
-    dx: Option<&mut [f32]>,
-    dy: &[f32],
-    x: &[f32],
-    m: &Mat,
-    p: &mut ParamStore,
-    rows: usize,
-    cols: usize,
-) {
-    match m {
-        Mat::Param(id) => {
-            // dx through the packed copy when there is one; dW from the activations.
-            let dx = match (p.packed(*id), dx) {
-                (Some(pw), Some(dx)) => {
-                    linear_backward_dx_packed(dx, dy, pw);
-                    None
-                }
-                (_, dx) => dx,
-            };
-            let (w, gw) = p.value_and_grad(*id);
-            matmul_backward_in(prec, dx, Some(gw), dy, x, w, dy.len() / rows, cols, rows);
-        }
-        Mat::Frozen(w) => {
-            if let Some(dx) = dx {
-                linear_backward_dx_in(prec, dx, dy, w);
-            }
-        }
-    }
-}
-
-/// The LoRA hidden buffer of `lin`'s adapter, if it has one.
-fn h_of<'a>(lora_h: &'a mut [Vec<f32>], lin: &Lin) -> Option<&'a mut [f32]> {
-    lin.adapter.map(|ad| lora_h[ad.slot].as_mut_slice())
-}
-
-/// The frozen weight of `lin` when its adapter's products can be packed beside the base
-/// product (bf16 GEMM): one pass over the output instead of two.
-fn fused_base<'a>(cx: &Ctx, lin: &'a Lin) -> Option<&'a Weight> {
-    match (&lin.base, cx.precision) {
-        (Mat::Frozen(w), Precision::Bf16) => Some(w),
-        _ => None,
-    }
-}
-
-/// out: [n, rows] = x · Wᵀ + scale · (dropout(x) · Aᵀ) · Bᵀ; saves `h = scale · dropout(x)·Aᵀ`.
-#[allow(clippy::too_many_arguments)]
-fn lin_forward(
-    cx: &Ctx,
-    lin: &Lin,
-    l: usize,
-    out: &mut [f32],
-    x: &[f32],
-    h: Option<&mut [f32]>,
-    xd: &mut [f32],
-    tmp: &mut [f32],
-    p: &ParamStore,
-) {
-    let (Some(ad), Some(h)) = (lin.adapter, h) else {
-        timed(&cx.times.matmul, || {
-            mat_forward(cx.precision, out, x, &lin.base, p, lin.rows, lin.cols)
-        });
-        return;
-    };
-    let n = x.len() / lin.cols;
-    let r = h.len() / n;
-    let xin: &[f32] = if cx.dropout > 0.0 {
-        let xd = &mut xd[..x.len()];
-        timed(&cx.times.other, || {
-            dropout(xd, x, cx.dropout, cx.dropout_key(l, ad.slot), false)
-        });
-        xd
-    } else {
-        x
-    };
-    timed(&cx.times.matmul, || {
-        let a = S::transposed(p.value(ad.a), lin.cols);
-        wide_times_narrow(h, S::rows(xin, lin.cols), a, n, lin.cols, r, false);
-        h.iter_mut().for_each(|v| *v *= cx.lora_scale);
-        let b = p.value(ad.b);
-        if let Some(w) = fused_base(cx, lin) {
-            linear_lora_bf16(out, x, w, Some(LowRank { h, m: b, r }));
-            return;
-        }
-        mat_forward(cx.precision, out, x, &lin.base, p, lin.rows, lin.cols);
-        let tmp = &mut tmp[..n * lin.rows];
-        matmul_in(cx.precision, tmp, h, b, n, r, lin.rows);
-        add_into(out, tmp);
-    });
-}
-
-/// Backward of [`lin_forward`]: dx (+=) from dy, and gradients of whatever trains.
-#[allow(clippy::too_many_arguments)]
-fn lin_backward(
-    cx: &Ctx,
-    lin: &Lin,
-    l: usize,
-    dx: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    h: Option<&[f32]>,
-    xd: &mut [f32],
-    dh: &mut [f32],
-    p: &mut ParamStore,
-) {
-    lins_backward(cx, l, &[(lin, dy, h)], dx, x, xd, dh, p);
-}
-
-/// One projection of a [`lins_backward`] group: the projection, its output's gradient dy,
-/// and its adapter's saved h.
-type Part<'a> = (&'a Lin, &'a [f32], Option<&'a [f32]>);
-
-/// Backward of projections that read the same input `x` (q, k and v; gate and up): dx (+=)
-/// from each one's dy, and the gradients of whatever trains. With frozen bases in bf16 and
-/// no dropout, every input-gradient product of the group (bases and adapters' A) is one
-/// sum over one pass of dx; otherwise the projections go one by one. `dh` holds an
-/// adapter's hidden gradient per projection.
-#[allow(clippy::too_many_arguments)]
-fn lins_backward(
-    cx: &Ctx,
-    l: usize,
-    group: &[Part],
-    dx: &mut [f32],
-    x: &[f32],
-    xd: &mut [f32],
-    dh: &mut [f32],
-    p: &mut ParamStore,
-) {
-    let fused: Option<Vec<&Weight>> = if cx.dropout > 0.0 {
-        None
-    } else {
-        group.iter().map(|(lin, ..)| fused_base(cx, lin)).collect()
-    };
-    let Some(weights) = fused else {
-        for &(lin, dy, h) in group {
-            lin_backward_alone(cx, lin, l, dx, dy, x, h, xd, dh, p);
-        }
-        return;
-    };
-    let n = x.len() / group[0].0.cols;
-    // The adapters' gradients first, each into its own slice of dh.
-    let mut lows = Vec::new();
-    let mut at = 0;
-    for &(lin, dy, h) in group {
-        if let (Some(ad), Some(h)) = (lin.adapter, h) {
-            let r = h.len() / n;
-            let dh = &mut dh[at..at + n * r];
-            adapter_grads(cx, lin, ad, dy, x, h, dh, p);
-            lows.push((ad.a, at, r));
-            at += n * r;
-        }
-    }
-    timed(&cx.times.matmul, || {
-        let parts: Vec<(&[f32], &Weight)> = group.iter().map(|g| g.1).zip(weights).collect();
-        let lows: Vec<LowRank> = lows
-            .iter()
-            .map(|&(a, at, r)| LowRank {
-                h: &dh[at..at + n * r],
-                m: p.value(a),
-                r,
-            })
-            .collect();
-        linears_backward_dx_bf16(dx, &parts, &lows);
-    });
-}
-
-/// An adapter's gradients through `out += scale · (xa · Aᵀ) · Bᵀ`, xa being x or its
-/// dropout: dB += dyᵀ · h, dh = scale · dy · B (overwrites), dA += dhᵀ · xa.
-#[allow(clippy::too_many_arguments)]
-fn adapter_grads(
-    cx: &Ctx,
-    lin: &Lin,
-    ad: Adapter,
-    dy: &[f32],
-    xa: &[f32],
-    h: &[f32],
-    dh: &mut [f32],
-    p: &mut ParamStore,
-) {
-    let n = xa.len() / lin.cols;
-    let r = h.len() / n;
-    timed(&cx.times.matmul, || {
-        let (b, gb) = p.value_and_grad(ad.b);
-        let dy_rows = S::rows(dy, lin.rows);
-        wide_t_times_narrow(gb, dy_rows, S::rows(h, r), n, lin.rows, r);
-        wide_times_narrow(dh, dy_rows, S::rows(b, r), n, lin.rows, r, false);
-        dh.iter_mut().for_each(|v| *v *= cx.lora_scale);
-        let (_, ga) = p.value_and_grad(ad.a);
-        narrow_t_times_wide(ga, S::rows(dh, r), S::rows(xa, lin.cols), n, r, lin.cols);
-    });
-}
-
-/// [`lin_backward`] for one projection on its own: the base's dx, then the adapter's.
-#[allow(clippy::too_many_arguments)]
-fn lin_backward_alone(
-    cx: &Ctx,
-    lin: &Lin,
-    l: usize,
-    dx: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    h: Option<&[f32]>,
-    xd: &mut [f32],
-    dh: &mut [f32],
-    p: &mut ParamStore,
-) {
-    timed(&cx.times.matmul, || {
-        mat_backward(
-            cx.precision,
-            Some(&mut *dx),
-            dy,
-            x,
-            &lin.base,
-            p,
-            lin.rows,
-            lin.cols,
-        )
-    });
-    let (Some(ad), Some(h)) = (lin.adapter, h) else {
-        return;
-    };
-    let n = x.len() / lin.cols;
-    let r = h.len() / n;
-    let dh = &mut dh[..n * r];
-    if cx.dropout > 0.0 {
-        let xd = &mut xd[..x.len()];
-        let key = cx.dropout_key(l, ad.slot);
-        timed(&cx.times.other, || dropout(xd, x, cx.dropout, key, false));
-        adapter_grads(cx, lin, ad, dy, xd, h, dh, p);
-        timed(&cx.times.matmul, || {
-            // Reuse the dropout scratch for d(dropout(x)), then push it through the mask.
-            xd.fill(0.0);
-            let a = p.value(ad.a);
-            matmul_backward_in(cx.precision, Some(&mut *xd), None, dh, x, a, n, lin.cols, r);
-        });
-        timed(&cx.times.other, || dropout(dx, xd, cx.dropout, key, true));
-    } else {
-        adapter_grads(cx, lin, ad, dy, x, h, dh, p);
-        timed(&cx.times.matmul, || {
-            let a = p.value(ad.a);
-            matmul_backward_in(cx.precision, Some(dx), None, dh, x, a, n, lin.cols, r);
-        });
-    }
-}
-
-fn norm_forward(cx: &Ctx, out: &mut [f32], x: &[f32], w: &Vector, p: &ParamStore) {
-    timed(&cx.times.norms, || rmsnorm(out, x, w.get(p), cx.c.norm_eps));
-}
-
-fn norm_backward(cx: &Ctx, dx: &mut [f32], dy: &[f32], x: &[f32], w: &Vector, p: &mut ParamStore) {
-    timed(&cx.times.norms, || match w {
-        Vector::Param(id) => {
-            let (w, gw) = p.value_and_grad(*id);
-            rmsnorm_backward(dx, Some(gw), dy, x, w, cx.c.norm_eps);
-        }
-        Vector::Frozen(w) => rmsnorm_backward(dx, None, dy, x, w, cx.c.norm_eps),
-    });
-}
-
-fn bias_forward(out: &mut [f32], b: &Option<Vector>, p: &ParamStore) {
-    if let Some(b) = b {
-        add_bias(out, b.get(p));
-    }
-}
-
-fn bias_grad(dy: &[f32], b: &Option<Vector>, p: &mut ParamStore) {
-    if let Some(Vector::Param(id)) = b {
-        let (_, g) = p.value_and_grad(*id);
-        bias_backward(g, dy);
     }
 }
 
