@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::response::sse::Event as SseEvent;
+use nf_protocol::{Envelope, Event};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -86,40 +87,50 @@ struct Facts {
 }
 
 impl Facts {
-    fn fold(&mut self, e: &Value) {
+    fn fold(&mut self, e: &Envelope) {
         let s = &mut self.summary;
-        let ts = e["ts"].as_str().map(str::to_string);
-        match e["type"].as_str().unwrap_or("") {
-            "train.start" => {
+        let ts = Some(e.ts.clone());
+        match &e.event {
+            Event::TrainStart {
+                method,
+                precision,
+                steps,
+                ..
+            } => {
                 s.started = s.started.take().or(ts);
-                s.method = e["method"].as_str().map(str::to_string);
-                if let Some(p) = e["precision"].as_str().filter(|p| !p.is_empty()) {
-                    s.precision = Some(p.to_string());
+                s.method = Some(method.clone());
+                if !precision.is_empty() {
+                    s.precision = Some(precision.clone());
                 }
-                s.steps = e["steps"].as_u64();
+                s.steps = Some(*steps);
                 // A resumed run starts over: an earlier interruption is history.
                 self.done_reason = None;
                 self.last_error = None;
                 s.ended = None;
                 s.output = None;
             }
-            "train.step" => {
-                s.step = e["step"].as_u64();
-                s.loss = e["loss"].as_f64();
-                s.loss_ema = e["loss_ema"].as_f64();
-                s.lr = e["lr"].as_f64();
-                s.tokens_per_s = e["tokens_per_s"].as_f64();
+            Event::TrainStep {
+                step,
+                loss,
+                loss_ema,
+                lr,
+                tokens_per_s,
+                ..
+            } => {
+                s.step = Some(*step);
+                s.loss = Some(*loss);
+                s.loss_ema = Some(*loss_ema);
+                s.lr = Some(*lr);
+                s.tokens_per_s = Some(*tokens_per_s);
             }
-            "train.eval" => s.val_loss = e["val_loss"].as_f64(),
-            "train.done" => {
-                self.done_reason = e["reason"].as_str().map(str::to_string);
-                s.output = e["output"].as_str().map(str::to_string);
+            Event::TrainEval { val_loss, .. } => s.val_loss = Some(*val_loss),
+            Event::TrainDone { reason, output, .. } => {
+                self.done_reason = Some(reason.clone());
+                s.output = Some(output.clone());
                 s.ended = ts;
             }
-            "error" => {
-                let message = e["message"].as_str().unwrap_or("the run failed");
-                self.last_error =
-                    Some((message.to_string(), e["hint"].as_str().map(str::to_string)));
+            Event::Error { message, hint, .. } => {
+                self.last_error = Some((message.clone(), hint.clone()));
                 s.ended = ts;
             }
             _ => {}
@@ -197,7 +208,8 @@ impl Runs {
             let (lines, offset) = read_new_lines(&path, seen.offset, &mut seen.partial);
             seen.offset = offset;
             for (line, _) in lines {
-                if let Ok(e) = serde_json::from_str::<Value>(&line) {
+                // Kinds this version does not know (and damaged lines) say nothing.
+                if let Ok(e) = serde_json::from_str::<Envelope>(&line) {
                     seen.facts.fold(&e);
                 }
             }
@@ -476,6 +488,74 @@ mod tests {
         std::fs::remove_dir_all(&runs).unwrap();
     }
 
+    /// One `events.ndjson` line as `train` writes it.
+    fn line(ts: &str, event: Event) -> String {
+        let e = nf_protocol::Envelope {
+            v: nf_protocol::VERSION,
+            ts: ts.into(),
+            event,
+        };
+        serde_json::to_string(&e).unwrap() + "\n"
+    }
+
+    fn start(steps: u64, precision: &str) -> Event {
+        Event::TrainStart {
+            run_dir: "r".into(),
+            method: "lora".into(),
+            trainable_params: 1,
+            total_params: 2,
+            steps,
+            start_step: 0,
+            batch_size: 1,
+            seq_len: 8,
+            grad_accum: 1,
+            tokens_per_step: 8,
+            train_tokens: 100,
+            val_tokens: 10,
+            resumed: false,
+            precision: precision.into(),
+            isa: "avx2".into(),
+            kernel: String::new(),
+        }
+    }
+
+    fn step(step: u64) -> Event {
+        Event::TrainStep {
+            step,
+            loss: 2.5,
+            loss_ema: 2.6,
+            lr: 0.001,
+            grad_norm: 1.0,
+            tokens_per_s: 100.0,
+            ms_per_step: 10.0,
+            tflops: 0.1,
+            ms: Default::default(),
+            skipped: false,
+        }
+    }
+
+    fn done(output: &str) -> Event {
+        Event::TrainDone {
+            reason: "completed".into(),
+            steps: 3,
+            final_step: 3,
+            final_loss: Some(2.5),
+            val_loss: None,
+            wall_s: 1.0,
+            ms_per_step: 10.0,
+            tokens_per_s: 100.0,
+            tflops: 0.1,
+            utilization: None,
+            peak_gflops: None,
+            peak_under_measured: false,
+            precision: "f32".into(),
+            isa: "avx2".into(),
+            kernel: String::new(),
+            ms: Default::default(),
+            output: output.into(),
+        }
+    }
+
     #[test]
     fn a_run_without_a_holder_or_an_end_failed() {
         let runs = std::env::temp_dir().join(format!("nf-studio-runs-{}", std::process::id()));
@@ -483,8 +563,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("events.ndjson"),
-            "{\"type\":\"train.start\",\"ts\":\"t0\",\"method\":\"lora\",\"steps\":10}\n\
-             {\"type\":\"train.step\",\"step\":3,\"loss\":2.5,\"loss_ema\":2.6,\"lr\":0.001}\n",
+            line("t0", start(10, "f32")) + &line("t0", step(3)),
         )
         .unwrap();
         let registry = Runs::new(runs.clone());
@@ -506,12 +585,7 @@ mod tests {
         std::fs::OpenOptions::new()
             .append(true)
             .open(dir.join("events.ndjson"))
-            .and_then(|mut f| {
-                std::io::Write::write_all(
-                    &mut f,
-                    b"{\"type\":\"train.done\",\"ts\":\"t1\",\"reason\":\"completed\",\"output\":\"o\"}\n",
-                )
-            })
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line("t1", done("o")).as_bytes()))
             .unwrap();
         // Only the appended line is read now, and it finishes the run.
         let s = registry.summary("r1");
@@ -535,9 +609,10 @@ mod tests {
             "{\"model\":\"m\",\"method\":\"lora\"}",
         )
         .unwrap();
+        // (train.start of that time had no precision field.)
         std::fs::write(
             old.join("events.ndjson"),
-            "{\"type\":\"train.start\",\"ts\":\"t0\",\"method\":\"lora\",\"steps\":1}\n",
+            "{\"v\":1,\"type\":\"train.start\",\"ts\":\"t0\",\"run_dir\":\"r\",\"method\":\"lora\",\"trainable_params\":1,\"total_params\":2,\"steps\":1,\"start_step\":0,\"batch_size\":1,\"seq_len\":8,\"grad_accum\":1,\"tokens_per_step\":8,\"train_tokens\":100,\"val_tokens\":10,\"resumed\":false}\n",
         )
         .unwrap();
         std::fs::write(
@@ -549,11 +624,7 @@ mod tests {
         assert_eq!(registry.summary("old").precision, None);
         assert_eq!(registry.summary("new").precision.as_deref(), Some("bf16"));
         // Once the run starts, its train.start says what it trains in.
-        std::fs::write(
-            old.join("events.ndjson"),
-            "{\"type\":\"train.start\",\"ts\":\"t0\",\"method\":\"lora\",\"steps\":1,\"precision\":\"f32\",\"isa\":\"avx2\"}\n",
-        )
-        .unwrap();
+        std::fs::write(old.join("events.ndjson"), line("t0", start(1, "f32"))).unwrap();
         let registry = Runs::new(runs.clone());
         assert_eq!(registry.summary("old").precision.as_deref(), Some("f32"));
         std::fs::remove_dir_all(&runs).unwrap();
