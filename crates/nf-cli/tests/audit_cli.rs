@@ -4,32 +4,14 @@
 //! cannot be written stops a command before it does anything.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use nf_audit::Entry;
+use nf_testkit::cli::{p, stderr, stories_model};
 use nf_testkit::{require_assets, temp_dir};
 
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
-    c.env("NEURALFORGE_HOME", home);
-    c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stories_model(assets: &Path) -> [String; 4] {
-    [
-        "--model".into(),
-        p(&assets.join("llama2c/stories260K.bin")).into(),
-        "--tokenizer".into(),
-        p(&assets.join("llama2c/tok512.bin")).into(),
-    ]
+    nf_testkit::neuralforge!(home)
 }
 
 fn log(home: &Path) -> PathBuf {

@@ -1,6 +1,7 @@
 //! The `neuralforge` binary end to end: golden outputs of reference implementations, the
 //! NDJSON stream, and bad input.
 
+use nf_testkit::cli::p;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -40,10 +41,6 @@ fn ok(args: &[&str], stdin: Option<&str>) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn stories(assets: &Path) -> (PathBuf, PathBuf) {

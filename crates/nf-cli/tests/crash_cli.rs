@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nf_testkit::cli::{p, stderr, stories_model};
 use nf_testkit::hub::{FakeHub, stories_files};
 use nf_testkit::{require_assets, temp_dir};
 
@@ -47,23 +48,6 @@ fn bin(home: &Path) -> Command {
         .env_remove("NEURALFORGE_OFFLINE")
         .args(["--threads", "1"]);
     c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stories_model(assets: &Path) -> [String; 4] {
-    [
-        "--model".into(),
-        p(&assets.join("llama2c/stories260K.bin")).into(),
-        "--tokenizer".into(),
-        p(&assets.join("llama2c/tok512.bin")).into(),
-    ]
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Runs `c` to completion, which must succeed; returns how long it took.

@@ -6,16 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nf_testkit::cli::p;
 use nf_testkit::{require_assets, temp_dir};
 
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
-    c.env("NEURALFORGE_HOME", home).args(["--threads", "1"]);
+    let mut c = nf_testkit::neuralforge!(home);
+    c.args(["--threads", "1"]);
     c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn ok(o: Output) -> String {

@@ -2,38 +2,13 @@
 //! partial ingest that keeps the old dataset, and training on an ingested dataset.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
+use nf_testkit::cli::{events, p, stderr, stories_model};
 use nf_testkit::{require_assets, temp_dir};
 
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
-    c.env("NEURALFORGE_HOME", home);
-    c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stories_model(assets: &Path) -> [String; 4] {
-    [
-        "--model".into(),
-        p(&assets.join("llama2c/stories260K.bin")).into(),
-        "--tokenizer".into(),
-        p(&assets.join("llama2c/tok512.bin")).into(),
-    ]
-}
-
-fn events(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    nf_testkit::neuralforge!(home)
 }
 
 #[test]
@@ -52,7 +27,7 @@ fn shared_documents_ingest_with_events() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let ev = events(&o);
+    let ev = events(&o.stdout);
     let files: Vec<&serde_json::Value> = ev.iter().filter(|e| e["type"] == "ingest.file").collect();
     assert_eq!(files.len(), 8);
     for f in &files {
@@ -175,7 +150,7 @@ fn ingest_then_train_on_the_dataset() {
         .args(["--json", "datasets", "show", "tiny"])
         .output()
         .unwrap();
-    let ev = events(&o);
+    let ev = events(&o.stdout);
     assert_eq!(ev[0]["type"], "dataset.info");
     assert_eq!(ev[0]["samples"].as_array().unwrap().len(), 3);
 
@@ -206,7 +181,7 @@ fn ingest_then_train_on_the_dataset() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let ev = events(&o);
+    let ev = events(&o.stdout);
     let start = ev.iter().find(|e| e["type"] == "train.start").unwrap();
     assert!(start["val_tokens"].as_u64().unwrap() > 0, "{start}");
     assert!(ev.iter().any(|e| e["type"] == "train.eval"));
@@ -271,7 +246,7 @@ fn chat_dataset_trains_with_its_loss_mask() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let ev = events(&o);
+    let ev = events(&o.stdout);
     assert_eq!(ev.iter().filter(|e| e["type"] == "train.step").count(), 3);
     // The mask is part of the data identity a resume checks.
     let run: serde_json::Value =

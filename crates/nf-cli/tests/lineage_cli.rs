@@ -3,22 +3,13 @@
 //! sha256, and `--document` finds the dataset, the run and the export.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use nf_testkit::cli::{p, stderr};
 use nf_testkit::{require_assets, temp_dir};
 
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
-    c.env("NEURALFORGE_HOME", home);
-    c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    nf_testkit::neuralforge!(home)
 }
 
 fn lineage_json(home: &Path, args: &[&str]) -> serde_json::Value {

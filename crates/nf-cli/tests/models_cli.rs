@@ -8,23 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
+use nf_testkit::cli::{p, stderr};
 use nf_testkit::hub::{COMMIT, FakeHub, stories_files};
 use nf_testkit::{require_assets, temp_dir};
 
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
-    c.env("NEURALFORGE_HOME", home);
-    c.env_remove("HF_ENDPOINT");
-    c.env_remove("NEURALFORGE_OFFLINE");
-    c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    nf_testkit::neuralforge!(home)
 }
 
 fn pull(home: &Path, hub: &FakeHub, extra: &[&str]) -> Output {

@@ -10,11 +10,8 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use nf_testkit::cli::{p, stderr};
 use nf_testkit::{require_assets, temp_dir};
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// The `unshare` flags that work here, if any.
 fn unshare_flags() -> Option<&'static [&'static str]> {
@@ -41,10 +38,6 @@ fn isolated(flags: &[&str], home: &Path, args: &[&str]) -> Output {
         .env_remove("NEURALFORGE_OFFLINE")
         .output()
         .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use nf_testkit::cli::{events, p};
 use nf_testkit::{require_assets, temp_dir};
 use serde_json::Value;
 
@@ -15,13 +16,7 @@ const TIERS: [&str; 5] = ["baseline", "avx2", "avx512", "avx512bf16", "amx"];
 /// The binary with an `NF_ISA` the test run has passes it on, so `NF_ISA=avx2 cargo test`
 /// checks the emulated bf16 path on a machine with native bf16.
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
-    c.env("NEURALFORGE_HOME", home);
-    c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
+    nf_testkit::neuralforge!(home)
 }
 
 /// A 4-step LoRA run of stories260K, a checkpoint every 2 steps.
@@ -63,13 +58,6 @@ fn data_file(assets: &Path, dir: &Path) -> PathBuf {
     let f = dir.join("stories.txt");
     std::fs::write(&f, &text[..12_000]).unwrap();
     f
-}
-
-fn events(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
 }
 
 fn find<'a>(events: &'a [Value], kind: &str) -> &'a Value {

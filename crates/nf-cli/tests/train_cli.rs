@@ -6,16 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use nf_testkit::cli::p;
 use nf_testkit::{require_assets, temp_dir};
 
 fn bin(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_neuralforge"));
-    c.env("NEURALFORGE_HOME", home);
-    c
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
+    nf_testkit::neuralforge!(home)
 }
 
 /// The flags of the small LoRA run every test here uses (stories260K on a TinyStories

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+pub mod cli;
 pub mod hub;
 
 /// The shared assets folder, or `None` (after saying so on stderr) when it is absent.
