@@ -315,14 +315,17 @@ impl Batcher {
         &self.tokens
     }
 
+    /// Sequences per batch.
     pub fn batch_size(&self) -> usize {
         self.batch_size
     }
 
+    /// Tokens per sequence.
     pub fn seq_len(&self) -> usize {
         self.seq_len
     }
 
+    /// How windows are drawn.
     pub fn sampling(&self) -> Sampling {
         self.sampling
     }

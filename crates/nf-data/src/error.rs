@@ -12,7 +12,9 @@ pub enum DatasetError {
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
@@ -21,11 +23,21 @@ pub enum DatasetError {
     Format(#[from] FormatError),
     /// The file is not a token shard at all (wrong magic number, too short for a header).
     #[error("{path}: not a token shard (.bin): {reason}")]
-    NotAShard { path: PathBuf, reason: String },
+    NotAShard {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file is a token shard but its contents are inconsistent (truncated, trailing
     /// bytes, unknown version or id width).
     #[error("{path}: corrupt token shard: {reason}")]
-    CorruptShard { path: PathBuf, reason: String },
+    CorruptShard {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A token id is outside the vocabulary: the shard was made with another tokenizer,
     /// or the ids passed to the writer do not belong to the vocabulary given.
     #[error(
@@ -33,25 +45,42 @@ pub enum DatasetError {
          {vocab_size} tokens (was this data made with another tokenizer?)"
     )]
     IdOutOfVocab {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The token id.
         id: u32,
+        /// Its position in the shard.
         position: usize,
+        /// The vocabulary's size.
         vocab_size: usize,
     },
     /// A source file holds no text (or a shard holds no tokens).
     #[error("{path}: empty file: no training tokens in it")]
-    EmptySource { path: PathBuf },
+    EmptySource {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+    },
     /// A source file looks binary (NUL bytes, mostly invalid UTF-8): a PDF or a document
     /// that needs extracting first.
     #[error("{path}: not a text file: {reason}")]
-    NotText { path: PathBuf, reason: String },
+    NotText {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A source path is a folder; the caller decides which files in it to use.
     #[error("{path}: is a directory; pass the files in it")]
-    IsDirectory { path: PathBuf },
+    IsDirectory {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+    },
     /// The tokenizer failed on the text of `path`.
     #[error("{path}: tokenizing: {source}")]
     Tokenize {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: TokenizerError,
     },
@@ -61,13 +90,21 @@ pub enum DatasetError {
          (seq_len + 1)"
     )]
     TooFewTokens {
+        /// Tokens available.
         tokens: usize,
+        /// The window length.
         seq_len: usize,
+        /// Tokens one window needs.
         needed: usize,
     },
     /// A dataset's `.mask` or `.starts` shard does not fit its tokens.
     #[error("{path}: {reason}")]
-    BadSidecar { path: PathBuf, reason: String },
+    BadSidecar {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A batch size or sequence length of zero, or similar.
     #[error("invalid batching configuration: {0}")]
     InvalidConfig(String),

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Training data: token shards on disk, the token stream built from shards and text files,
 //! the train/validation split, batching with an exactly resumable position, and a content
 //! hash of the tokens for checkpoints.

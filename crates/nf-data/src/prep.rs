@@ -16,6 +16,7 @@ use crate::{DatasetError, Result, TokenShard, TokenStream, split_train_val, toke
 /// One split's tokens with their loss mask and example starts, where they apply.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Split {
+    /// The token ids.
     pub tokens: Vec<u32>,
     /// 1 = train on this token; `None` when every token trains.
     pub mask: Option<Vec<u8>>,
@@ -89,6 +90,7 @@ impl Split {
 /// A run's data, loaded and split.
 #[derive(Debug, Clone, Default)]
 pub struct RunData {
+    /// The training split.
     pub train: Split,
     /// Empty when the data gave no validation tokens.
     pub val: Split,

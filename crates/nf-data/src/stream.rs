@@ -48,7 +48,9 @@ impl SourceKind {
 /// One source added to a [`TokenStream`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceInfo {
+    /// The source file.
     pub path: PathBuf,
+    /// Whether it was a token shard or a text file.
     pub kind: SourceKind,
     /// Tokens it contributed, separators included.
     pub tokens: usize,
@@ -249,10 +251,12 @@ impl TokenStream {
         self.tokens
     }
 
+    /// Tokens in the stream.
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
 
+    /// Whether the stream holds no tokens.
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }

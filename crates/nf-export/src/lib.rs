@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Export: a run (or any model) as a Hugging Face folder, a PEFT adapter, a GGUF, a GGUF
 //! LoRA, or an Ollama folder.
 //!
@@ -9,7 +10,7 @@
 //! complete, checked one).
 //!
 //! - [`source`]: what the export is made from (a finished run, a model, an adapter).
-//! - [`write`]: the files of each format, and the Ollama Modelfile.
+//! - [`mod@write`]: the files of each format, and the Ollama Modelfile.
 //! - [`verify`]: reading the staged export back and comparing it.
 
 pub mod source;
@@ -126,6 +127,7 @@ fn parse_quant(s: &str) -> Result<GgmlType> {
 pub struct ExportOptions {
     /// A run folder, a model path or a stored model's name.
     pub source: PathBuf,
+    /// The format to write.
     pub format: ExportFormat,
     /// The matrices' type ([`ExportFormat::quant`]).
     pub quant: GgmlType,
@@ -148,6 +150,7 @@ pub struct ExportOptions {
 pub struct Exported {
     /// Files in the export (relative names) and their total size.
     pub files: Vec<String>,
+    /// Their total size in bytes.
     pub bytes: u64,
     /// Matrices stored as f16 because their rows are not whole blocks of the quant type.
     pub fallbacks: Vec<String>,
@@ -280,22 +283,30 @@ pub enum ExportError {
     /// The operating system refused an operation; `context` says which, with the path.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, naming the path.
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// Loading the source model or writing its weights failed.
     #[error("{0}")]
     Model(#[from] ModelError),
+    /// Reading or writing a model file failed.
     #[error("{0}")]
     Format(#[from] FormatError),
+    /// The tokenizer could not be written in the export's format.
     #[error("{0}")]
     Tokenizer(#[from] TokenizerError),
+    /// The source could not be found or loaded.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The source run's `run.json` could not be read.
     #[error("{0}")]
     Train(#[from] nf_train::TrainError),
 }
 
+/// The result type of exports, with [`ExportError`] by default.
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
 pub(crate) fn fail(

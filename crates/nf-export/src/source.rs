@@ -19,9 +19,11 @@ use crate::{ExportOptions, Result, fail};
 pub struct Source {
     /// The fine-tuned model in memory (adapter merged), the reference of the parity check.
     pub reference: Model,
+    /// The tokenizer the model was trained with, written into the export.
     pub tokenizer: Tokenizer,
     /// The base model without the adapter, to rebuild the model from an adapter export.
     pub base: ModelSpec,
+    /// The LoRA adapter, for adapter formats and their check.
     pub adapter: Option<Adapter>,
     /// Provenance written into the export.
     pub meta: BTreeMap<String, String>,

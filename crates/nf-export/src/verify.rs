@@ -26,15 +26,18 @@ pub const CHECK_TOP_K: usize = 5;
 /// What the parity check found.
 #[derive(Debug, Clone)]
 pub struct Verification {
+    /// The format that was checked.
     pub format: ExportFormat,
     /// The type the export stores its matrices in.
     pub stored: GgmlType,
     /// The export against the fine-tuned model, and the bound it is held to.
     pub parity: Parity,
+    /// The bounds `parity` must stay within for the stored type.
     pub tolerance: Tolerance,
     /// The export against the fine-tuned model quantized the same way in memory (what the
     /// file must hold exactly), and its bound; the same as `parity` for f32 exports.
     pub file: Parity,
+    /// The bounds `file` must stay within.
     pub file_tolerance: Tolerance,
     /// The exported tokenizer encodes the check texts as the source's does (true when the
     /// format carries no tokenizer).

@@ -90,7 +90,7 @@ pub fn join_lines(paragraph: &str) -> String {
 /// How many lines at the top and at the bottom of a page can be a running header/footer.
 const EDGE_LINES: usize = 3;
 
-/// Removes running headers and footers: a line among the first or last [`EDGE_LINES`]
+/// Removes running headers and footers: a line among the first or last `EDGE_LINES`
 /// non-empty lines of a page that recurs in that zone on at least half the pages (and on
 /// at least 3 pages) is removed from every page where it so appears. Digits are ignored
 /// when comparing, so `Page 3 of 19` matches `Page 4 of 19`. Returns the distinct lines

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The NeuralForge home and its model store, the Hugging Face hub client that fills the
 //! store, and turning what a user passes as `--model` into a loaded model.
 //!
@@ -5,7 +6,7 @@
 //!   keeping it owner-only.
 //! - [`store`]: `<home>/models/<name>/`, each a folder of the model's files as imported plus
 //!   `model.json` (written last): list, read, import, remove.
-//! - [`pull`]: download a revision of a hub repository into the store, resuming partial
+//! - [`mod@pull`]: download a revision of a hub repository into the store, resuming partial
 //!   files and verifying each against the hub's sha256. It is the only code in NeuralForge
 //!   that opens a network connection; [`hub`] is its HTTP client.
 //! - [`resolve`]: a path, a stored model's name or a run folder to a [`Loaded`] model and
@@ -48,30 +49,40 @@ pub enum StoreError {
     /// The operating system refused an operation; `context` says which, with the path.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, naming the path.
         context: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A model could not be loaded.
     #[error("{0}")]
     Model(#[from] ModelError),
+    /// A model file could not be read.
     #[error("{0}")]
     Format(#[from] FormatError),
+    /// A tokenizer could not be read.
     #[error("{0}")]
     Tokenizer(#[from] TokenizerError),
+    /// A dataset's manifest could not be read.
     #[error("{0}")]
     Ingest(#[from] nf_ingest::IngestError),
+    /// A run's `run.json` could not be read.
     #[error("{0}")]
     Train(#[from] nf_train::TrainError),
     /// A file that is neither a tokenizer.json, a folder nor a GGUF, read as a llama2.c
     /// tokenizer.bin (the last kind left) and refused by that reader too.
     #[error("reading {} as a llama2.c tokenizer.bin: {source}", path.display())]
     Llama2cTokenizer {
+        /// The file read.
         path: std::path::PathBuf,
+        /// The llama2.c reader's error.
         #[source]
         source: TokenizerError,
     },
 }
 
+/// The result type of this crate, with [`StoreError`] by default.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A [`StoreError::Failure`].

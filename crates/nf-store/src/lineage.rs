@@ -28,13 +28,19 @@ use crate::{Result, fail, io_context};
 /// What lineage found for one artifact; the fields of the `lineage` event.
 #[derive(Debug, Default)]
 pub struct Lineage {
+    /// The artifact (or document) lineage started from.
     pub artifact: PathBuf,
     /// `run`, `checkpoint`, `adapter`, `model`, `dataset`, `export` or `document`.
     pub kind: &'static str,
+    /// Its sha256, when it is a file.
     pub sha256: Option<String>,
+    /// The runs involved: path, method, base model and datasets of each.
     pub runs: Vec<Value>,
+    /// The datasets involved: name, path and manifest sha256 of each.
     pub datasets: Vec<Value>,
+    /// The source documents: path, sha256 and dataset of each.
     pub documents: Vec<Value>,
+    /// Exported files found in the audit log: path, sha256, time, command and entry.
     pub exports: Vec<Value>,
     /// What could not be followed, for the user.
     pub notes: Vec<String>,

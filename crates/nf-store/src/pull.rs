@@ -85,7 +85,9 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub struct PullProgress<'a> {
     /// The file, relative to the model's folder.
     pub file: &'a str,
+    /// Bytes of the file downloaded so far (a resumed file counts what it had).
     pub done: u64,
+    /// The file's size, when the hub says.
     pub total: Option<u64>,
     /// Whether this is the file's last report (it downloaded or failed).
     pub finished: bool,
@@ -94,6 +96,7 @@ pub struct PullProgress<'a> {
 /// A model just pulled into the store.
 #[derive(Debug, Clone)]
 pub struct Pulled {
+    /// Its `model.json`.
     pub model: StoredModel,
     /// Its folder in the store.
     pub dir: PathBuf,

@@ -25,8 +25,11 @@ pub struct ModelSpec {
 
 /// A model with its tokenizer.
 pub struct Loaded {
+    /// The model, with any adapter merged.
     pub model: Model,
+    /// The tokenizer it was loaded with.
     pub tokenizer: Tokenizer,
+    /// How long loading took, in milliseconds.
     pub load_ms: f64,
 }
 

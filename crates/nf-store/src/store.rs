@@ -31,7 +31,9 @@ pub const MODEL_FILE: &str = "model.json";
 pub struct StoredModel {
     /// Always `neuralforge-model`.
     pub format: String,
+    /// The `model.json` format version, 1.
     pub version: u32,
+    /// The name in the store (the folder's name).
     pub name: String,
     /// `hf`, `gguf` or `llama2c` (`unknown` for a pull whose files are no model we read).
     pub model_format: String,
@@ -39,14 +41,19 @@ pub struct StoredModel {
     pub source: String,
     /// When it was stored (RFC 3339).
     pub added: String,
+    /// The hub repository a pulled model came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// The revision asked for (a branch, tag or commit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The commit the revision resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// The hub it was pulled from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The stored files, sorted by path.
     pub files: Vec<StoredFile>,
 }
 
@@ -82,8 +89,11 @@ impl StoredModel {
 /// One file of a stored model, relative to its folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredFile {
+    /// The path relative to the model's folder.
     pub path: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its sha256, as `sha256sum` prints it.
     pub sha256: String,
 }
 
@@ -183,6 +193,7 @@ pub struct ImportOptions {
 /// A model just stored.
 #[derive(Debug, Clone)]
 pub struct Imported {
+    /// Its `model.json`.
     pub model: StoredModel,
     /// Its folder in the store.
     pub dir: PathBuf,

@@ -21,6 +21,7 @@ struct HubFile {
 
 /// A tiny Hugging Face hub on 127.0.0.1 serving one repository, `org/tiny`.
 pub struct FakeHub {
+    /// The hub's address, `http://127.0.0.1:PORT`.
     pub url: String,
     /// Cut the next full download of an LFS file after half its bytes.
     pub cut_next: Arc<AtomicBool>,
@@ -34,6 +35,7 @@ pub struct FakeHub {
 }
 
 impl FakeHub {
+    /// Serves `files` (path, bytes) as the one commit of a repository, on a free loopback port.
     pub fn start(files: Vec<(String, Vec<u8>)>) -> FakeHub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -83,6 +85,7 @@ impl FakeHub {
         hub
     }
 
+    /// The request lines received so far, in order.
     pub fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }

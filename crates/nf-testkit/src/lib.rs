@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Test support shared by the workspace's test suites.
 //!
 //! Real-model tests read `../shared/assets` (beside the repository; CI always has it). Every

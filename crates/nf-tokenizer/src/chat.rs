@@ -21,10 +21,12 @@ use crate::error::{Result, TokenizerError};
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` (templates decide what they accept).
     pub role: String,
+    /// The text of the turn.
     pub content: String,
 }
 
 impl ChatMessage {
+    /// A message with this role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         ChatMessage {
             role: role.into(),

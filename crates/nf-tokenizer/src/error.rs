@@ -9,7 +9,9 @@ pub enum TokenizerError {
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
@@ -17,21 +19,39 @@ pub enum TokenizerError {
     /// (truncated, negative lengths, wrong JSON shape).
     #[error("{path}: corrupt {format} file: {reason}")]
     Corrupt {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The format the file was read as.
         format: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
     /// A key the tokenizer needs is absent from the model file (e.g. a GGUF with no
     /// `tokenizer.ggml.tokens`).
     #[error("{path}: no tokenizer in this file: `{key}` is missing")]
-    MissingMetadata { path: PathBuf, key: String },
+    MissingMetadata {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// The metadata key that is missing.
+        key: String,
+    },
     /// The file is well formed but asks for something we do not implement (an unknown
     /// `tokenizer.ggml.model` or pre-tokenizer).
     #[error("{path}: unsupported tokenizer: {reason}")]
-    Unsupported { path: PathBuf, reason: String },
+    Unsupported {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The Hugging Face `tokenizers` library rejected a tokenizer or an input.
     #[error("{context}: {message}")]
-    Library { context: String, message: String },
+    Library {
+        /// What was being done.
+        context: String,
+        /// The library's message.
+        message: String,
+    },
     /// A chat template failed to compile or to render (this includes the template's own
     /// `raise_exception(...)` calls).
     #[error("chat template: {0:#}")]
@@ -42,7 +62,9 @@ pub enum TokenizerError {
     /// The tokenizer (or its chat template) cannot be written in the requested format.
     #[error("cannot write the tokenizer as {target}: {reason}")]
     NotExportable {
+        /// The format asked for.
         target: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -68,6 +90,7 @@ impl TokenizerError {
     }
 }
 
+/// The result type of this crate, with [`TokenizerError`] by default.
 pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
 
 impl nf_protocol::Describe for TokenizerError {

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Tokenizers and chat templates.
 //!
 //! [`Tokenizer`] loads a GGUF vocabulary ([`Tokenizer::from_gguf`]), a Hugging Face

@@ -270,10 +270,12 @@ impl Tokenizer {
         out
     }
 
+    /// The beginning-of-sequence token, if the vocabulary has one.
     pub fn bos_id(&self) -> Option<u32> {
         self.bos
     }
 
+    /// The end-of-sequence token, if the vocabulary has one (the first of [`Self::eos_ids`]).
     pub fn eos_id(&self) -> Option<u32> {
         self.eos
     }
@@ -311,6 +313,7 @@ impl Tokenizer {
         self.vocab.text(id)
     }
 
+    /// The id of `token` (a vocabulary piece, special tokens included), if it has one.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.vocab.id(token)
     }

@@ -14,6 +14,7 @@ pub struct TextStream<'a> {
 }
 
 impl<'a> TextStream<'a> {
+    /// A stream continuing `prompt` (the ids already decoded and shown).
     pub fn new(tok: &'a Tokenizer, prompt: &[u32]) -> TextStream<'a> {
         let ids = prompt[prompt.len().saturating_sub(4)..].to_vec();
         let base = tok.decode(&ids).len();

@@ -140,7 +140,7 @@ pub struct RunSummary {
     pub best_val: Option<(u64, f64)>,
 }
 
-/// Wall times of a training step's parts, from [`Trainer::measure_step`].
+/// Wall times of a training step's parts, from [`super::Trainer::measure_step`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepMeasure {
     /// Forward and backward pass over one micro-batch.
