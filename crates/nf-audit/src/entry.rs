@@ -250,3 +250,35 @@ pub fn host_name() -> String {
     }
     "unknown".into()
 }
+
+/// `args` with the value of every flag in `flags` replaced by `sha256:<hex>` of it, in each
+/// spelling a command line may use: `--flag VALUE`, `--flag=VALUE`, and for a one-letter
+/// flag `-pVALUE`. What a user typed as a prompt then never reaches the log, while the log
+/// can still show that two commands had the same prompt.
+pub fn redact_args(args: Vec<String>, flags: &[&str]) -> Vec<String> {
+    let hash = |v: &str| format!("sha256:{}", crate::sha256_hex(v.as_bytes()));
+    let short = |f: &&&str| f.len() == 2 && f.starts_with('-') && !f.starts_with("--");
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if flags.contains(&a.as_str()) {
+            out.push(a);
+            if let Some(v) = it.next() {
+                out.push(hash(&v));
+            }
+        } else if let Some((flag, v)) = a.split_once('=')
+            && flags.contains(&flag)
+        {
+            out.push(format!("{flag}={}", hash(v)));
+        } else if let Some((f, v)) = flags.iter().filter(short).find_map(|f| {
+            a.strip_prefix(*f)
+                .filter(|v| !v.is_empty() && !a.starts_with("--"))
+                .map(|v| (*f, v))
+        }) {
+            out.push(format!("{f}{}", hash(v)));
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}

@@ -51,7 +51,7 @@ mod log;
 mod time;
 mod verify;
 
-pub use entry::{Artifact, Entry, Outcome, Record, host_name, os_user, tree_hash};
+pub use entry::{Artifact, Entry, Outcome, Record, host_name, os_user, redact_args, tree_hash};
 pub use export::entries_between;
 pub use export::{ExportFormat, export};
 pub use hash_cache::{cached_file_hash, model_artifacts};

@@ -34,33 +34,13 @@ pub fn args() -> Vec<String> {
     redact(std::env::args().skip(1).collect())
 }
 
+/// `args` with the values of [`PROMPT_FLAGS`] replaced by their hashes, unless
+/// `--audit-prompts` is among them (`nf_audit::redact_args`).
 pub fn redact(args: Vec<String>) -> Vec<String> {
     if args.iter().any(|a| a == "--audit-prompts") {
         return args;
     }
-    let hash = |v: &str| format!("sha256:{}", nf_audit::sha256_hex(v.as_bytes()));
-    let mut out = Vec::with_capacity(args.len());
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        if PROMPT_FLAGS.contains(&a.as_str()) {
-            out.push(a);
-            if let Some(v) = it.next() {
-                out.push(hash(&v));
-            }
-        } else if let Some((flag, v)) = a.split_once('=')
-            && PROMPT_FLAGS.contains(&flag)
-        {
-            out.push(format!("{flag}={}", hash(v)));
-        } else if let Some(v) = a
-            .strip_prefix("-p")
-            .filter(|v| !v.is_empty() && !a.starts_with("--"))
-        {
-            out.push(format!("-p{}", hash(v)));
-        } else {
-            out.push(a);
-        }
-    }
-    out
+    nf_audit::redact_args(args, PROMPT_FLAGS)
 }
 
 /// A record of `command` with this process's (redacted) arguments.

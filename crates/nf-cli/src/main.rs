@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod cmd;
 mod errors;
+mod flags;
 mod output;
 
 use std::process::ExitCode;

@@ -290,7 +290,7 @@ fn peak(a: &BenchPeakArgs, out: &mut Output) -> Result<()> {
 fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
     let isa = nf_engine::cpu::isa();
     let precision = a.precision.resolve(isa);
-    let base_ty = crate::cmd::train::base_dtype(&a.base_dtype)?.ggml();
+    let base_ty = crate::flags::base_dtype(&a.base_dtype)?.ggml();
     if base_ty.is_some() && a.lora_rank == 0 {
         return Err(user_error(
             ErrorCode::BadInput,
@@ -347,7 +347,7 @@ fn train(a: &BenchTrainArgs, home: &Path, out: &mut Output) -> Result<()> {
         if a.lora_rank > 0 { format!("lora r{}", a.lora_rank) } else { "full".into() },
         c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden_dim, c.vocab_size,
         c.n_params(), a.batch_size, a.seq_len,
-        crate::cmd::train::isa_and_kernel(isa.name(), &nf_train::run::kernel_of(precision, isa)),
+        crate::flags::isa_and_kernel(isa.name(), &nf_train::run::kernel_of(precision, isa)),
         nf_engine::cpu::features().summary()
     ))?;
     let p = Some(precision);

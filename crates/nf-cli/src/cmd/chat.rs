@@ -15,8 +15,8 @@ use nf_model::generate::generate;
 use nf_tokenizer::ChatMessage;
 
 use crate::cli::ChatArgs;
-use crate::cmd::generate::{announce, chat_template, sampler_config};
 use crate::errors::user_error;
+use crate::flags::{announce, chat_template, sampler_config};
 use crate::output::Output;
 use nf_store::resolve::load;
 use nf_tokenizer::{TextStream, encode_chat};

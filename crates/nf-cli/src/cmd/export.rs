@@ -11,7 +11,7 @@ use nf_formats::GgmlType;
 use nf_protocol::Event;
 
 use crate::cli::ExportArgs;
-use crate::cmd::generate::template_override;
+use crate::flags::template_override;
 use crate::output::Output;
 
 /// `neuralforge export`, recorded in the audit log (source in, export out, or the error), so

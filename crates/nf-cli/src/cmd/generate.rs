@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Result;
+use nf_model::Sampler;
 use nf_model::generate::{Generation, generate};
-use nf_model::{Sampler, SamplerConfig};
 use nf_protocol::Event;
-use nf_tokenizer::{
-    BUILTIN_TEMPLATES, ChatMessage, TextStream, Tokenizer, builtin_template, encode_chat,
-};
+use nf_tokenizer::{ChatMessage, TextStream, encode_chat};
 
 use crate::cli::{GenerateArgs, SamplingArgs};
 use crate::errors::user_error;
+use crate::flags::{announce, chat_template, sampler_config};
 use crate::output::Output;
 use nf_store::resolve::{Loaded, load};
 
@@ -166,53 +165,6 @@ fn write_logits(l: &Loaded, ids: &[u32], path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Emits `model.loaded` in `--json` mode.
-pub fn announce(l: &Loaded, out: &mut Output) -> Result<()> {
-    out.event(|| Event::ModelLoaded {
-        path: l.model.path.display().to_string(),
-        format: l.model.format.name().into(),
-        arch: l.model.config.arch.clone(),
-        n_params: l.model.config.n_params() as u64,
-        n_layers: l.model.config.n_layers as u64,
-        context_length: l.model.config.max_seq_len as u64,
-        tokenizer: l.tokenizer.kind().to_string(),
-        load_ms: l.load_ms,
-    })?;
-    Ok(())
-}
-
-/// The template `--chat-template` names (built-in or file), else the model's own.
-pub fn chat_template(tok: &Tokenizer, choice: Option<&str>) -> Result<String> {
-    match choice {
-        Some(name) => template_override(name),
-        None => tok.chat_template().map(str::to_string).ok_or_else(|| {
-            user_error(
-                ErrorCode::BadInput,
-                "this model has no chat template",
-                "pass --chat-template chatml|llama2|llama3|FILE, or use generate without --chat",
-            )
-        }),
-    }
-}
-
-/// The text of the template `--chat-template NAME|FILE` names: a built-in one, or a Jinja
-/// template file.
-pub fn template_override(name: &str) -> Result<String> {
-    if let Some(t) = builtin_template(name) {
-        return Ok(t.to_string());
-    }
-    std::fs::read_to_string(name).map_err(|e| {
-        user_error(
-            ErrorCode::BadInput,
-            format!("chat template `{name}`: {e}"),
-            format!(
-                "use a built-in name ({}) or a Jinja template file",
-                BUILTIN_TEMPLATES.join(", ")
-            ),
-        )
-    })
-}
-
 /// Samples a continuation of `prompt_ids`, streaming text (or `generate.token` events).
 pub fn run_generation(
     l: &Loaded,
@@ -276,16 +228,6 @@ pub fn run_generation(
     out.text(&rest)?;
     text.push_str(&rest);
     Ok((g, text))
-}
-
-pub fn sampler_config(s: &SamplingArgs) -> SamplerConfig {
-    SamplerConfig {
-        temperature: s.temperature,
-        top_k: s.top_k,
-        top_p: s.top_p,
-        repetition_penalty: s.repetition_penalty,
-        seed: s.seed,
-    }
 }
 
 /// Ends the output: a newline after human text plus a stats line on stderr, or

@@ -104,7 +104,7 @@ fn run_inner(
     let (tok, tok_path) =
         nf_store::resolve::model_tokenizer(&args.model, args.tokenizer.as_deref(), home)?;
     let template = match &args.chat_template {
-        Some(choice) => Some(crate::cmd::generate::chat_template(&tok, Some(choice))?),
+        Some(choice) => Some(crate::flags::chat_template(&tok, Some(choice))?),
         None => tok.chat_template().map(str::to_string),
     };
     let tok_file = if tok_path.is_dir() {

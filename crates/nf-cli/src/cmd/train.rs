@@ -28,26 +28,15 @@ use nf_train::trainer::TrainOptions;
 
 use crate::cli::{PrecisionArg, TrainArgs};
 use crate::errors::user_error;
+use crate::flags::base_dtype;
 use crate::output::Output;
 
 mod progress;
 use nf_audit::{Artifact, Record};
 use nf_store::ModelSpec;
 use nf_store::resolve::{Loaded, hash_model_files, load};
-use nf_train::run::{self, BaseDtype, RunConfig, RunLock, RunMethod};
-pub(crate) use progress::isa_and_kernel;
+use nf_train::run::{self, RunConfig, RunLock, RunMethod};
 use progress::{Progress, RunSink, print_plan, print_report};
-
-/// Parses `--base-dtype` (`f32` is `as-loaded`, which every f32 base already is).
-pub(crate) fn base_dtype(name: &str) -> Result<BaseDtype> {
-    BaseDtype::parse(name).ok_or_else(|| {
-        user_error(
-            ErrorCode::BadInput,
-            format!("unknown --base-dtype `{name}`"),
-            format!("use {}", BaseDtype::NAMES),
-        )
-    })
-}
 
 /// Audited: a `start` (or `resume`) entry before the first step, naming the base model's
 /// files, tokenizer, datasets/data files and the run; and a last entry when the run ends

@@ -8,16 +8,8 @@ use std::time::Instant;
 
 use nf_protocol::{Event, EventWriter, human_count as human, human_duration as duration};
 
+use crate::flags::isa_and_kernel;
 use crate::output::Output;
-
-/// `isa`, with the bf16 kernel after it when there is one: "avx512bf16 (avx512-fma kernel)".
-pub(crate) fn isa_and_kernel(isa: &str, kernel: &str) -> String {
-    if kernel.is_empty() {
-        isa.into()
-    } else {
-        format!("{isa} ({kernel} kernel)")
-    }
-}
 
 /// Writes every event to `events.ndjson` in the run folder and to the user's output.
 pub(super) struct RunSink<'a> {
