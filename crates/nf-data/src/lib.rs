@@ -1,7 +1,8 @@
 #![warn(missing_docs)]
 //! Training data: token shards on disk, the token stream built from shards and text files,
 //! the train/validation split, batching with an exactly resumable position, and a content
-//! hash of the tokens for checkpoints.
+//! hash of the tokens for checkpoints; [`prep`] loads a run's data with its loss masks and
+//! example starts.
 //!
 //! The usual path from files to batches:
 //!

@@ -1,5 +1,6 @@
-//! Model file formats: GGUF (read), safetensors (read/write, sharded), llama2.c checkpoints,
-//! and the ggml quantized block types. This crate knows shapes, dtypes and byte layouts; it
+//! Model file formats: GGUF (read, and write in `gguf_write`), safetensors (read/write,
+//! sharded), llama2.c checkpoints (read/write), atomic file and folder replacement
+//! (`atomic`), and the ggml quantized block types. This crate knows shapes, dtypes and byte layouts; it
 //! does no model math. Every reader memory-maps its file and validates sizes and offsets
 //! against the file length before trusting them, so corrupt input yields a [`FormatError`],
 //! never a panic or a huge allocation.
