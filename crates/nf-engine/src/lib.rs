@@ -26,6 +26,7 @@ pub mod optim;
 pub mod precision;
 pub mod qdot;
 pub mod quant;
+pub mod rng;
 pub mod rope;
 pub mod simd;
 

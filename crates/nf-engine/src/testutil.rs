@@ -1,25 +1,7 @@
 //! Deterministic test data and comparison helpers for kernel tests.
 
-/// A tiny xorshift generator so tests need no RNG dependency and are reproducible.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// Uniform in [-1, 1).
-    pub fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    pub fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next_f32()).collect()
-    }
-}
+/// The workspace's test generator ([`crate::rng::XorShift64`]).
+pub use crate::rng::XorShift64 as Rng;
 
 /// A random `[rows, cols]` weight (uniform in [-1, 1)) stored as `ty`.
 pub fn random_weight(

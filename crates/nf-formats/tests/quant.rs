@@ -500,15 +500,12 @@ fn golden_real_model_tensors_match_gguf_py() {
 // (c) Round trips: quantize then dequantize random data and bound the error per element.
 // ---------------------------------------------------------------------------------------
 
-/// A small deterministic generator (xorshift64*), so the test needs no extra crates.
-struct Rng(u64);
+/// The workspace's test generator, with the distributions this test draws from.
+struct Rng(nf_engine::rng::XorShift64);
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     /// Uniform in [0, 1).
     fn uniform(&mut self) -> f32 {
@@ -586,7 +583,7 @@ fn bound(ty: GgmlType, block: &[f32], x: f32) -> f32 {
 
 #[test]
 fn round_trip_error_within_bounds() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(nf_engine::rng::XorShift64::new(1));
     let types = [
         GgmlType::F32,
         GgmlType::F16,

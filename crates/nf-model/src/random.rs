@@ -12,44 +12,7 @@ use crate::config::Config;
 use crate::model::{Model, ModelFormat};
 use crate::weights::{LayerWeights, Weights};
 
-/// The workspace's one generator for test and benchmark data: xorshift64 (13, 7, 17).
-/// Deterministic per seed, fast, and good enough for weights and token ids; not for
-/// anything that must be unpredictable.
-#[derive(Debug, Clone)]
-pub struct XorShift64(pub u64);
-
-impl XorShift64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in [-1, 1).
-    pub fn signed(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    /// A bell-shaped value with mean 0 and standard deviation about 0.02 (the sum of two
-    /// uniforms), as GPT-2 and llama2.c initialize weights.
-    pub fn weight(&mut self) -> f32 {
-        let s = self.next_u64();
-        let u =
-            (s >> 40) as f32 / (1u64 << 24) as f32 + (s & 0xFF_FFFF) as f32 / (1u64 << 24) as f32;
-        (u - 1.0) * 0.049
-    }
-
-    /// `n` values uniform in ±`scale`.
-    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.signed() * scale).collect()
-    }
-
-    /// `n` norm weights near 1 (1 ± 0.2).
-    pub fn norm(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| 1.0 + 0.2 * self.signed()).collect()
-    }
-}
+pub use nf_engine::rng::XorShift64;
 
 /// A Llama configuration (interleaved RoPE, tied embeddings, no biases) of the given shape.
 pub fn llama_config(
@@ -169,7 +132,7 @@ pub fn random_model_uniform(c: &Config, seed: u64, scale: f32) -> Model {
     let mut r = XorShift64(seed * 7919 + 1);
     let (d, h, qd, kvd, hd) = (c.dim, c.hidden_dim, c.q_dim(), c.kv_dim(), c.head_dim);
     let m = |rows: usize, cols: usize, r: &mut XorShift64| {
-        Weight::from_f32(rows, cols, r.vec(rows * cols, scale))
+        Weight::from_f32(rows, cols, r.vec_scaled(rows * cols, scale))
     };
     let layers = (0..c.n_layers)
         .map(|_| LayerWeights {
@@ -178,9 +141,9 @@ pub fn random_model_uniform(c: &Config, seed: u64, scale: f32) -> Model {
             wk: m(kvd, d, &mut r),
             wv: m(kvd, d, &mut r),
             wo: m(d, qd, &mut r),
-            bq: c.qkv_bias.then(|| r.vec(qd, 0.3)),
-            bk: c.qkv_bias.then(|| r.vec(kvd, 0.3)),
-            bv: c.qkv_bias.then(|| r.vec(kvd, 0.3)),
+            bq: c.qkv_bias.then(|| r.vec_scaled(qd, 0.3)),
+            bk: c.qkv_bias.then(|| r.vec_scaled(kvd, 0.3)),
+            bv: c.qkv_bias.then(|| r.vec_scaled(kvd, 0.3)),
             q_norm: c.qk_norm.then(|| r.norm(hd)),
             k_norm: c.qk_norm.then(|| r.norm(hd)),
             ffn_norm: r.norm(d),

@@ -113,7 +113,7 @@ fn lora_gradients_match_finite_differences() {
     let mut r = Rng(77);
     for t in tm.params.tensors.clone() {
         if t.name.ends_with("lora_b") {
-            let v = r.vec(t.len(), 0.3);
+            let v = r.vec_scaled(t.len(), 0.3);
             tm.params
                 .value_mut(tm.params.find(&t.name).unwrap())
                 .copy_from_slice(&v);
@@ -465,7 +465,7 @@ fn bf16_gradients_match_f32_within_bf16_tolerance() {
                     if t.name.ends_with("lora_b") {
                         let range = t.range();
                         let n = range.len();
-                        tm.params.data_mut()[range].copy_from_slice(&r.vec(n, 0.2));
+                        tm.params.data_mut()[range].copy_from_slice(&r.vec_scaled(n, 0.2));
                     }
                 }
             }
