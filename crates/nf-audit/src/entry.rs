@@ -25,7 +25,9 @@ pub struct Entry {
     /// A step of a long command: `start`, `resume`, `finish`, `interrupt`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// What the command read, each with its sha256.
     pub inputs: Vec<Artifact>,
+    /// What the command wrote, each with its sha256.
     pub outputs: Vec<Artifact>,
     /// `ok` or `error`.
     pub result: String,
@@ -51,6 +53,7 @@ pub struct Artifact {
     /// `document`, `dataset`, `model`, `tokenizer`, `run`, `checkpoint`, `adapter`,
     /// `export`, `prompt`, `key`, …
     pub kind: String,
+    /// The artifact's absolute path (or `hf://REPO@COMMIT/FILE` for a remote file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// sha256 of the file; for a folder the tree hash ([`Artifact::tree`]).
@@ -161,23 +164,33 @@ fn absolute(p: &Path) -> String {
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The command succeeded.
     Ok,
+    /// The command failed, with its error message.
     Error(String),
 }
 
 /// What a caller asks to append; the log fills in seq, time, user, host, prev, key, sig.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The command, e.g. `ingest`, `train`, `models pull`.
     pub command: String,
+    /// Its arguments, prompts already redacted by the caller.
     pub args: Vec<String>,
+    /// A step of a long command (`start`, `finish`, …).
     pub event: Option<String>,
+    /// What it read.
     pub inputs: Vec<Artifact>,
+    /// What it wrote.
     pub outputs: Vec<Artifact>,
+    /// How it ended.
     pub outcome: Outcome,
+    /// Anything else worth keeping, as JSON.
     pub details: Option<serde_json::Value>,
 }
 
 impl Record {
+    /// A record of `command` run with `args`, successful until said otherwise.
     pub fn new(command: &str, args: Vec<String>) -> Record {
         Record {
             command: command.into(),
@@ -190,26 +203,31 @@ impl Record {
         }
     }
 
+    /// The same record for step `event` of the command.
     pub fn event(mut self, event: &str) -> Record {
         self.event = Some(event.into());
         self
     }
 
+    /// Adds an input.
     pub fn input(mut self, a: Artifact) -> Record {
         self.inputs.push(a);
         self
     }
 
+    /// Adds an output.
     pub fn output(mut self, a: Artifact) -> Record {
         self.outputs.push(a);
         self
     }
 
+    /// Sets how the command ended.
     pub fn outcome(mut self, o: Outcome) -> Record {
         self.outcome = o;
         self
     }
 
+    /// Sets the details.
     pub fn details(mut self, d: serde_json::Value) -> Record {
         self.details = Some(d);
         self

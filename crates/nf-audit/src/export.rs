@@ -6,9 +6,12 @@ use std::path::Path;
 use crate::entry::{Artifact, Entry};
 use crate::{AuditError, LOG_FILE, Result, audit_dir, log::read_entries, verify};
 
+/// The format of `audit export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
+    /// One JSON array of entries.
     Json,
+    /// CSV, one row per entry.
     Csv,
 }
 

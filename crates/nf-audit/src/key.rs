@@ -11,7 +11,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::{AuditError, Result, audit_dir, hex, unhex};
 
+/// The device's secret key file in the audit folder (owner-only).
 pub const KEY_FILE: &str = "device.key";
+/// Its public key, for verifiers.
 pub const PUBLIC_KEY_FILE: &str = "device.pub";
 
 /// A signing key loaded from the home.
@@ -77,6 +79,7 @@ impl DeviceKey {
         }))
     }
 
+    /// The public key as 64 hex digits.
     pub fn public_hex(&self) -> String {
         hex(self.key.verifying_key().as_bytes())
     }
@@ -87,6 +90,7 @@ impl DeviceKey {
     }
 }
 
+/// Where the device key of `home` lives.
 pub fn key_path(home: &Path) -> PathBuf {
     audit_dir(home).join(KEY_FILE)
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The tamper-evident audit log: `<home>/audit/audit.ndjson`.
 //!
 //! Every command that reads user data or writes an artifact appends one [`Entry`]: who
@@ -76,18 +77,33 @@ pub const HEAD_FILE: &str = "audit.head";
 /// Errors of the audit library.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The operating system refused an operation on `path`.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
+    /// A log, head or key file is not what this crate writes.
     #[error("{}: {message}", path.display())]
-    Corrupt { path: PathBuf, message: String },
+    Corrupt {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An argument this crate cannot use (a time it cannot parse, an anchor that is not
+    /// `SEQ:SHA256`).
     #[error("{0}")]
     BadInput(String),
+    /// `keygen` would replace the device key.
     #[error("{}: a device key already exists", path.display())]
-    KeyExists { path: PathBuf },
+    KeyExists {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+    },
 }
 
 impl AuditError {
@@ -99,6 +115,7 @@ impl AuditError {
     }
 }
 
+/// The result type of this crate.
 pub type Result<T> = std::result::Result<T, AuditError>;
 
 pub use nf_protocol::digest::hex;

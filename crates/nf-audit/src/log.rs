@@ -13,7 +13,9 @@ use crate::{AuditError, GENESIS, HEAD_FILE, LOG_FILE, Result, audit_dir, sha256_
 /// `audit/audit.head`: the newest entry's `seq` and the sha256 of its canonical bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
+    /// The sequence number of the last entry.
     pub seq: u64,
+    /// The sha256 of its line.
     pub sha256: String,
 }
 
@@ -36,10 +38,12 @@ impl AuditLog {
         })
     }
 
+    /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Whether entries are signed with a device key.
     pub fn is_signing(&self) -> bool {
         self.key.is_some()
     }

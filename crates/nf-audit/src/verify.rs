@@ -29,38 +29,62 @@ use crate::{AuditError, GENESIS, HEAD_FILE, LOG_FILE, Result, audit_dir, sha256_
 /// The first thing found wrong. `line` is 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
+    /// An entry's content does not hash to what the next entry recorded (or does not parse).
     Edited {
+        /// The entry's sequence number, when it can be read.
         seq: Option<u64>,
+        /// Its line in the log.
         line: usize,
+        /// What gave it away.
         why: String,
     },
+    /// An entry is missing: the sequence numbers skip.
     Deleted {
+        /// The sequence number that is missing.
         seq: u64,
+        /// The line where it should be.
         line: usize,
     },
+    /// Entries are out of order.
     Reordered {
+        /// The sequence number found.
         seq: u64,
+        /// The one expected there.
         expected: u64,
+        /// Its line in the log.
         line: usize,
     },
+    /// The log ends before the entry its head file names.
     Truncated {
+        /// The last entry in the log.
         last_seq: u64,
+        /// The last entry the head file names.
         head_seq: u64,
     },
+    /// The log ends in a partial line (a write cut off by a crash).
     TornTail {
+        /// The last complete entry.
         after_seq: u64,
+        /// Bytes of the partial line.
         bytes: usize,
     },
+    /// An entry's signature does not verify with its device key.
     BadSignature {
+        /// The entry's sequence number.
         seq: u64,
+        /// Its line in the log.
         line: usize,
+        /// What failed.
         why: String,
     },
+    /// The head file disagrees with the log.
     Head {
+        /// How.
         why: String,
     },
     /// The log does not match an anchor or key held outside the home.
     Anchor {
+        /// How.
         why: String,
     },
 }
@@ -139,14 +163,21 @@ impl std::fmt::Display for Problem {
 /// What [`verify`] found.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Entries read.
     pub entries: u64,
+    /// Entries with a signature that verified.
     pub signed: u64,
+    /// The time of the first entry.
     pub first_time: Option<String>,
+    /// The time of the last entry.
     pub last_time: Option<String>,
+    /// The sha256 of the last entry's line (what `audit anchor` prints).
     pub last_hash: Option<String>,
+    /// The head file, when there is one.
     pub head: Option<Head>,
     /// The trusted device key (hex) signatures were checked against.
     pub key: Option<String>,
+    /// The first thing found wrong, if anything.
     pub problem: Option<Problem>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
@@ -156,6 +187,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether nothing was found wrong.
     pub fn is_intact(&self) -> bool {
         self.problem.is_none()
     }

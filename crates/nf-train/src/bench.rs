@@ -17,7 +17,9 @@ use crate::Result;
 pub struct BenchTrain {
     /// 0 trains every weight; otherwise LoRA of this rank on every projection.
     pub lora_rank: usize,
+    /// Batch size, window and recomputation.
     pub shape: BatchShape,
+    /// The arithmetic of the step's products.
     pub precision: Precision,
     /// The type a LoRA run holds its frozen f32 matrices in (`--base-dtype`).
     pub base: Option<nf_formats::GgmlType>,

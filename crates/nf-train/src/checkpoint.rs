@@ -43,8 +43,11 @@ const REQUIRED: [&str; 3] = [OPTIMIZER_FILE, STATE_FILE, WEIGHTS_FILE];
 /// A tensor to save, borrowed from the trainer's buffers.
 #[derive(Clone, Copy, Debug)]
 pub struct NamedTensor<'a> {
+    /// The tensor's name (the model's parameter name).
     pub name: &'a str,
+    /// Its shape.
     pub shape: &'a [usize],
+    /// Its values, row-major.
     pub data: &'a [f32],
 }
 
@@ -53,13 +56,19 @@ pub struct NamedTensor<'a> {
 /// both are empty when it was saved without optimizer state.
 #[derive(Clone, Debug)]
 pub struct LoadedCheckpoint {
+    /// The step it was saved at.
     pub step: u64,
+    /// Its folder.
     pub dir: PathBuf,
     /// The shape of each weight (and of its moments).
     pub shapes: BTreeMap<String, Vec<usize>>,
+    /// The trainable tensors' values.
     pub weights: BTreeMap<String, Vec<f32>>,
+    /// AdamW's first moments.
     pub m: BTreeMap<String, Vec<f32>>,
+    /// AdamW's second moments.
     pub v: BTreeMap<String, Vec<f32>>,
+    /// The loop's state (`state.json`).
     pub state: serde_json::Value,
 }
 

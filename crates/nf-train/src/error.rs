@@ -13,7 +13,9 @@ pub enum TrainError {
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
@@ -31,12 +33,20 @@ pub enum TrainError {
     Config(String),
     /// A checkpoint belongs to another run: its configuration, base model or data differ.
     #[error("{dir}: the checkpoint was made with a different {what}; refusing to resume from it")]
-    Mismatch { what: String, dir: PathBuf },
+    Mismatch {
+        /// What differs.
+        what: String,
+        /// The folder concerned.
+        dir: PathBuf,
+    },
     /// Every recent step was non-finite and there is no checkpoint to roll back to.
     #[error(
         "training diverged: {steps} non-finite steps in a row and no checkpoint to roll back to"
     )]
-    Diverged { steps: u32 },
+    Diverged {
+        /// Non-finite steps in a row.
+        steps: u32,
+    },
     /// Loading or batching the training data failed.
     #[error(transparent)]
     Data(#[from] nf_data::DatasetError),
@@ -52,7 +62,9 @@ pub enum CheckpointError {
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
@@ -61,29 +73,51 @@ pub enum CheckpointError {
     Format(#[from] FormatError),
     /// The folder has no `COMPLETE` marker: the save was interrupted before it finished.
     #[error("{dir}: incomplete checkpoint (no COMPLETE marker; the save was interrupted)")]
-    Incomplete { dir: PathBuf },
+    Incomplete {
+        /// The folder concerned.
+        dir: PathBuf,
+    },
     /// The `COMPLETE` marker is unreadable or lacks an entry for a required file.
     #[error("{path}: bad checkpoint marker: {reason}")]
-    BadMarker { path: PathBuf, reason: String },
+    BadMarker {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A file listed in the marker is missing.
     #[error("{path}: missing from the checkpoint")]
-    MissingFile { path: PathBuf },
+    MissingFile {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+    },
     /// A file's content is not what was saved: corrupted or edited after the save.
     #[error(
         "{path}: checksum mismatch (sha256 {actual}, the marker says {expected}): the file is corrupted"
     )]
     HashMismatch {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The sha256 the marker lists.
         expected: String,
+        /// The sha256 of the file now.
         actual: String,
     },
     /// A file passed its checksum but does not make sense (a tensor without its
     /// optimizer moments, a `state.json` that is not JSON).
     #[error("{path}: corrupt checkpoint: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The folder name is not `step-N`.
     #[error("{path}: not a checkpoint folder (expected a name like step-100)")]
-    NotACheckpoint { path: PathBuf },
+    NotACheckpoint {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+    },
     /// The tensors handed to [`crate::checkpoint::save_checkpoint`] are inconsistent
     /// (a shape that does not match the data length, moments that do not match weights).
     #[error("cannot save a checkpoint: {0}")]

@@ -81,8 +81,11 @@ pub fn lr_at(
 /// A schedule with its parameters, for a run's resolved configuration.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct LrSchedule {
+    /// The curve.
     pub schedule: Schedule,
+    /// The peak learning rate.
     pub base_lr: f32,
+    /// Where cosine and linear schedules end.
     pub min_lr: f32,
     /// Warmup steps.
     pub warmup: u64,

@@ -31,8 +31,12 @@ const OPTIMIZER_PROBE: usize = 1 << 20;
 /// trained, returns `(prompt, text)`.
 pub type SampleFn<'a> = dyn FnMut(&TrainModel) -> Option<(String, String)> + 'a;
 
+/// A run's training loop over its model, data and settings: [`Trainer::run`] trains to the
+/// last step (or a stop), [`Trainer::resume`] first restores the newest valid checkpoint.
 pub struct Trainer {
+    /// The model being trained.
     pub model: TrainModel,
+    /// The run's settings.
     pub opts: TrainOptions,
     m: Vec<f32>,
     v: Vec<f32>,
@@ -159,14 +163,17 @@ impl Trainer {
         Ok(self)
     }
 
+    /// The next step to run (the steps done so far).
     pub fn step(&self) -> u64 {
         self.state.step
     }
 
+    /// Training tokens.
     pub fn train_tokens(&self) -> usize {
         self.train.tokens().len()
     }
 
+    /// Validation tokens (0 without validation).
     pub fn val_tokens(&self) -> usize {
         self.val.as_ref().map_or(0, |b| b.tokens().len())
     }

@@ -40,14 +40,19 @@ pub enum BaseDtype {
     #[default]
     #[serde(rename = "as-loaded")]
     AsLoaded,
+    /// bf16 (round to nearest even).
     #[serde(rename = "bf16")]
     Bf16,
+    /// f16.
     #[serde(rename = "f16")]
     F16,
+    /// 8-bit blocks of 32 with one scale.
     #[serde(rename = "q8_0")]
     Q8_0,
+    /// 4-bit blocks of 32 with one scale.
     #[serde(rename = "q4_0")]
     Q4_0,
+    /// 4-bit blocks of 32 with a scale and a minimum.
     #[serde(rename = "q4_1")]
     Q4_1,
 }
@@ -97,7 +102,9 @@ impl BaseDtype {
 /// A dataset a run trained on, as `run.json` records it (lineage).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRef {
+    /// The dataset's name (its manifest's).
     pub name: String,
+    /// Its folder, absolute.
     pub path: PathBuf,
     /// sha256 of its `manifest.json` when the run was configured.
     pub manifest_sha256: String,
@@ -126,28 +133,42 @@ impl DatasetRef {
 /// did, so every older `run.json` still reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// The version that created the run.
     pub neuralforge_version: String,
+    /// The base model, absolute.
     pub model: PathBuf,
+    /// The tokenizer given instead of the model's own, if any.
     pub tokenizer: Option<PathBuf>,
+    /// The training data: token shards and text files, absolute.
     pub data: Vec<PathBuf>,
+    /// Validation data; empty to hold out `val_fraction` of the training data.
     pub val_data: Vec<PathBuf>,
     /// Lineage: the datasets (made by `ingest`) among `data`, with their manifest hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub datasets: Vec<DatasetRef>,
+    /// The share of the training tokens held out for validation when `val_data` is empty.
     pub val_fraction: f32,
+    /// Which weights train.
     pub method: RunMethod,
+    /// LoRA's rank.
     pub lora_rank: usize,
+    /// LoRA's alpha (the update is scaled by alpha / rank).
     pub lora_alpha: f32,
+    /// Dropout on LoRA's input.
     pub lora_dropout: f32,
     /// The projections LoRA adapts, as `--lora-targets` spells them (`q,k,v,o` or `all`).
     pub lora_targets: String,
+    /// Sequences per micro-batch.
     pub batch_size: usize,
+    /// Tokens per sequence (clamped to the model's context when the run is prepared).
     pub seq_len: usize,
+    /// Recompute activations in the backward pass instead of keeping them.
     pub recompute: bool,
     /// The adapter a LoRA run started from (`--adapter`), if any, and its sha256 (a file's,
     /// or a folder's tree hash).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_adapter: Option<PathBuf>,
+    /// The initial adapter's sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_adapter_sha256: Option<String>,
     /// Attention crosses example boundaries inside a window (false: each example attends
@@ -162,8 +183,11 @@ pub struct RunConfig {
     /// Runs from before this field trained in f32.
     #[serde(default, with = "precision_name")]
     pub precision: Precision,
+    /// The prompt sample generations continue.
     pub sample_prompt: String,
+    /// The trainer's settings.
     pub options: TrainOptions,
+    /// The hashes the run's checkpoints are bound to, once prepared.
     pub hashes: Option<RunHashes>,
 }
 

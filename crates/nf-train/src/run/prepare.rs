@@ -18,6 +18,7 @@ pub struct Prepared {
     /// The configuration as the run uses it (window clamped to the model, steps from
     /// `epochs`, an initial adapter's shape, the hashes).
     pub cfg: RunConfig,
+    /// The trainer, ready to run or resume.
     pub trainer: Trainer,
     /// The model's parameter count (trainable or not).
     pub total_params: usize,
@@ -30,7 +31,9 @@ pub struct Prepared {
 /// The adapter a fresh LoRA run starts from, with its sha256 (a file's, or a folder's tree
 /// hash), which joins the config hash.
 pub struct InitAdapter {
+    /// The adapter's weights and shape.
     pub adapter: Adapter,
+    /// Its sha256 (a file's, or a folder's tree hash).
     pub sha256: String,
 }
 

@@ -73,6 +73,7 @@ pub fn plan(p: &mut Prepared) -> Result<TrainPlan> {
 
 /// What the training loop returned, and how the run went around it.
 pub struct Outcome {
+    /// How the loop ended.
     pub summary: RunSummary,
     /// Milliseconds per step by component.
     pub ms: BTreeMap<String, f64>,

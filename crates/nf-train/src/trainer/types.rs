@@ -12,15 +12,23 @@ use crate::schedule::Schedule;
 pub struct TrainOptions {
     /// The step the run ends at.
     pub steps: u64,
+    /// Micro-batches per optimizer step.
     pub grad_accum: usize,
+    /// The peak learning rate.
     pub lr: f32,
     /// Where cosine and linear schedules end.
     pub min_lr: f32,
+    /// Steps of linear warmup.
     pub warmup: u64,
+    /// The learning-rate curve after warmup.
     pub schedule: Schedule,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f32,
+    /// AdamW's first-moment decay.
     pub beta1: f32,
+    /// AdamW's second-moment decay.
     pub beta2: f32,
+    /// AdamW's epsilon.
     pub adam_eps: f32,
     /// Global gradient-norm clip (0 = off).
     pub clip: f32,
@@ -34,12 +42,14 @@ pub struct TrainOptions {
     pub save_every: u64,
     /// Checkpoints kept besides the best.
     pub keep_last: usize,
+    /// Seeds LoRA's initialization, dropout and random batches.
     pub seed: u64,
     /// Stop after this many evaluations without a better validation loss (0 = never).
     pub patience: u32,
     /// Consecutive non-finite steps after which the run rolls back to the last good
     /// checkpoint with half the learning rate.
     pub max_bad_steps: u32,
+    /// How training windows are drawn.
     pub sampling: Sampling,
 }
 
@@ -105,12 +115,16 @@ pub(super) struct LoopState {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
+    /// It reached its last step.
     Completed,
+    /// It was asked to stop (SIGINT, SIGTERM) and saved a checkpoint.
     Interrupted,
+    /// Validation stopped improving for `patience` evaluations.
     EarlyStopped,
 }
 
 impl EndReason {
+    /// `completed`, `interrupted` or `early_stopped`, as events spell it.
     pub fn name(self) -> &'static str {
         match self {
             EndReason::Completed => "completed",
@@ -133,10 +147,15 @@ pub(super) struct Totals {
 /// What a finished `run` reports.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// Why it ended.
     pub reason: EndReason,
+    /// The step it ended at.
     pub final_step: u64,
+    /// The last step's training loss.
     pub final_loss: Option<f64>,
+    /// The last validation loss.
     pub val_loss: Option<f64>,
+    /// The best validation loss and its step.
     pub best_val: Option<(u64, f64)>,
 }
 
