@@ -18,8 +18,11 @@ pub use train::{attention_backward, attention_backward_scratch_len, attention_fo
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnShape {
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads (query heads share them in groups).
     pub n_kv_heads: usize,
+    /// Channels per head.
     pub head_dim: usize,
 }
 

@@ -104,12 +104,17 @@ pub fn isa_override() -> Result<Option<Isa>, String> {
 /// What the CPU offers that our kernels can use, detected at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuFeatures {
+    /// AVX2 (256-bit integer and float vectors).
     pub avx2: bool,
+    /// Fused multiply-add.
     pub fma: bool,
+    /// Half-precision conversion instructions.
     pub f16c: bool,
     /// AVX-512 F, BW, VL and DQ together (the subset every AVX-512 kernel here assumes).
     pub avx512: bool,
+    /// `vdpbf16ps`: bf16 pair dot products with f32 sums.
     pub avx512bf16: bool,
+    /// VNNI: 8-bit integer dot products.
     pub avx512vnni: bool,
     /// AMX-TILE and AMX-BF16 in CPUID.
     pub amx_cpu: bool,

@@ -154,8 +154,11 @@ pub fn gemm_bf16(
 /// One product of a [`gemm_bf16_sum`]: `lhs [rows, depth] · rhs [depth, cols]`.
 #[derive(Clone, Copy)]
 pub struct Term<'a> {
+    /// The left operand `[rows, depth]`.
     pub lhs: Operand<'a>,
+    /// The right operand `[depth, cols]`.
     pub rhs: Rhs<'a>,
+    /// The depth of the product.
     pub depth: usize,
 }
 

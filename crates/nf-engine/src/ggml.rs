@@ -5,25 +5,45 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u32)]
 pub enum GgmlType {
+    /// 32-bit float.
     F32 = 0,
+    /// 16-bit IEEE half.
     F16 = 1,
+    /// 4-bit blocks of 32 with an f16 scale.
     Q4_0 = 2,
+    /// 4-bit blocks of 32 with an f16 scale and minimum.
     Q4_1 = 3,
+    /// 5-bit blocks of 32 with an f16 scale.
     Q5_0 = 6,
+    /// 5-bit blocks of 32 with an f16 scale and minimum.
     Q5_1 = 7,
+    /// 8-bit blocks of 32 with an f16 scale.
     Q8_0 = 8,
+    /// 8-bit blocks of 32 with a scale and the block's sum (activations only).
     Q8_1 = 9,
+    /// 2-bit k-quant super-blocks of 256.
     Q2K = 10,
+    /// 3-bit k-quant super-blocks of 256.
     Q3K = 11,
+    /// 4-bit k-quant super-blocks of 256.
     Q4K = 12,
+    /// 5-bit k-quant super-blocks of 256.
     Q5K = 13,
+    /// 6-bit k-quant super-blocks of 256.
     Q6K = 14,
+    /// 8-bit k-quant super-blocks of 256 (activations only).
     Q8K = 15,
+    /// 8-bit integers.
     I8 = 24,
+    /// 16-bit integers.
     I16 = 25,
+    /// 32-bit integers.
     I32 = 26,
+    /// 64-bit integers.
     I64 = 27,
+    /// 64-bit float.
     F64 = 28,
+    /// bfloat16.
     BF16 = 30,
 }
 
@@ -31,6 +51,7 @@ pub enum GgmlType {
 pub const QK_K: usize = 256;
 
 impl GgmlType {
+    /// The type of a GGUF type id, if we know it.
     pub fn from_id(id: u32) -> Option<GgmlType> {
         use GgmlType::*;
         Some(match id {
@@ -128,6 +149,7 @@ impl GgmlType {
         (n_elements / bs).checked_mul(self.type_size() as u64)
     }
 
+    /// Whether the type stores blocks of quantized values (not plain numbers).
     pub fn is_quantized(self) -> bool {
         self.block_size() > 1
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Compute kernels for Llama-family transformers, as free functions on plain `f32` slices.
 //!
 //! Conventions (see ARCHITECTURE.md): activations are row-major `[tokens, channels]`;

@@ -24,10 +24,13 @@ const FEW_TOKENS: usize = 8;
 /// Weight storage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WeightData {
+    /// Plain f32 values, row-major.
     F32(Vec<f32>),
     /// Row-major ggml blocks; every row is a whole number of blocks.
     Quant {
+        /// The tensor type.
         ty: GgmlType,
+        /// The blocks, row after row.
         bytes: Vec<u8>,
     },
 }
@@ -35,12 +38,16 @@ pub enum WeightData {
 /// A `[rows, cols]` weight matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Weight {
+    /// Output features.
     pub rows: usize,
+    /// Input features.
     pub cols: usize,
+    /// The values.
     pub data: WeightData,
 }
 
 impl Weight {
+    /// A weight holding `v` (`rows · cols` values, row-major).
     pub fn from_f32(rows: usize, cols: usize, v: Vec<f32>) -> Weight {
         assert_eq!(v.len(), rows * cols, "weight is not [rows, cols]");
         Weight {

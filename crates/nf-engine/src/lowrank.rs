@@ -28,8 +28,11 @@ const ROWS: usize = 6;
 /// A strided f32 matrix: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
 pub struct Strided<'a> {
+    /// The values.
     pub data: &'a [f32],
+    /// Distance between rows.
     pub row_stride: usize,
+    /// Distance between columns.
     pub col_stride: usize,
 }
 

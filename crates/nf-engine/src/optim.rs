@@ -10,10 +10,15 @@ use crate::gemm_bf16::{PACK_ROWS, PackedWeight};
 /// AdamW hyperparameters (PyTorch's names and meanings).
 #[derive(Debug, Clone, Copy)]
 pub struct AdamWParams {
+    /// The learning rate.
     pub lr: f32,
+    /// First-moment decay.
     pub beta1: f32,
+    /// Second-moment decay.
     pub beta2: f32,
+    /// Added to the second moment's root.
     pub eps: f32,
+    /// Decoupled weight decay.
     pub weight_decay: f32,
 }
 

@@ -8,8 +8,10 @@ use crate::cpu::Isa;
 /// `vdpbf16ps` and AMX's `tdpbf16ps` compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
+    /// f32 operands and sums.
     #[default]
     F32,
+    /// bf16 operands (rounded to nearest even), f32 sums.
     Bf16,
 }
 

@@ -24,21 +24,33 @@ pub enum QuantError {
     /// The element count is not a whole number of the type's blocks.
     #[error("{n_elements} {ty} elements are not a whole number of {block_size}-element blocks")]
     NotWholeBlocks {
+        /// The tensor type.
         ty: GgmlType,
+        /// Elements asked for.
         n_elements: usize,
+        /// Elements per block of the type.
         block_size: usize,
     },
     /// The byte buffer does not hold exactly the blocks the element count needs.
     #[error("{n_elements} {ty} elements take {expected} bytes, but the buffer holds {actual}")]
     LengthMismatch {
+        /// The tensor type.
         ty: GgmlType,
+        /// Elements asked for.
         n_elements: usize,
+        /// Bytes those elements take.
         expected: usize,
+        /// Bytes the buffer holds.
         actual: usize,
     },
     /// We have no routine for this type in this direction.
     #[error("{op} of {ty} tensors is not supported")]
-    Unsupported { ty: GgmlType, op: &'static str },
+    Unsupported {
+        /// The tensor type.
+        ty: GgmlType,
+        /// `quantize` or `dequantize`.
+        op: &'static str,
+    },
 }
 
 /// Whether [`dequantize`] handles `ty`.

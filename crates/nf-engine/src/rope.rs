@@ -11,23 +11,31 @@
 /// Which dimensions form a rotating pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeStyle {
+    /// Pairs of adjacent channels (llama2.c, GGUF `llama`).
     Interleaved,
+    /// Channel `i` paired with `i + d/2` (Hugging Face, GGUF qwen2/qwen3/phi3).
     RotateHalf,
 }
 
 /// Context-extension rescaling of the frequencies.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RopeScaling {
+    /// No rescaling.
     None,
     /// Position interpolation: every frequency divided by `factor`.
     Linear {
+        /// The context-extension factor.
         factor: f32,
     },
     /// Llama 3.1's piecewise rescaling by wavelength.
     Llama3 {
+        /// The context-extension factor.
         factor: f32,
+        /// Wavelengths above `original_max_position / low_freq_factor` are scaled fully.
         low_freq_factor: f32,
+        /// Wavelengths below `original_max_position / high_freq_factor` are kept.
         high_freq_factor: f32,
+        /// The context the model was trained with.
         original_max_position: f32,
     },
 }
@@ -35,6 +43,7 @@ pub enum RopeScaling {
 /// Precomputed inverse frequencies for one head size.
 #[derive(Debug, Clone)]
 pub struct Rope {
+    /// Which channels are rotated together.
     pub style: RopeStyle,
     /// `[rot_dim / 2]`.
     pub inv_freq: Vec<f32>,

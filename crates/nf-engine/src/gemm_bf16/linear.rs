@@ -93,8 +93,11 @@ fn frozen_rhs(w: &Weight, transposed: bool) -> Rhs<'_> {
 /// `[r, w.cols]` (the term is `dh · A`).
 #[derive(Clone, Copy)]
 pub struct LowRank<'a> {
+    /// The low-rank activations `[n, r]` (`x · Aᵀ` forward, `dy · B` backward).
     pub h: &'a [f32],
+    /// The other low-rank factor, as the doc above says.
     pub m: &'a [f32],
+    /// The rank.
     pub r: usize,
 }
 

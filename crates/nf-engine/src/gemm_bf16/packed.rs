@@ -22,7 +22,9 @@ pub const PACK_ROWS: usize = NR;
 pub struct PackedWeight {
     /// The tier whose panel geometry this was packed for (AMX pads the depth to 16 pairs).
     isa: Isa,
+    /// Output features (W's rows).
     pub rows: usize,
+    /// Input features (W's columns).
     pub cols: usize,
     /// `Wᵀ` (depth = cols, columns = rows): `[rows / NR tiles][cols_kpt][NR]`.
     t: Vec<u32>,
