@@ -9,38 +9,55 @@ pub enum FormatError {
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// The file is not in the format we were asked to read (wrong magic number, wrong shape).
     #[error("{path}: not a {format} file: {reason}")]
     WrongFormat {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The format the file was read as.
         format: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
     /// The file claims to be in the format but its contents are inconsistent: truncated,
     /// offsets past the end, absurd sizes.
     #[error("{path}: corrupt {format} file: {reason}")]
     Corrupt {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The format the file was read as.
         format: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
     /// The file is well formed but uses a feature we do not implement.
     #[error("{path}: unsupported {format} feature: {reason}")]
     Unsupported {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The format the file was read as.
         format: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
     /// A tensor the caller asked for is not in the file.
     #[error("{path}: tensor `{name}` not found")]
-    MissingTensor { path: PathBuf, name: String },
+    MissingTensor {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+    },
 }
 
 impl FormatError {
+    /// An IO error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         FormatError::Io {
             path: path.into(),
@@ -49,6 +66,7 @@ impl FormatError {
     }
 }
 
+/// The result type of this crate, with [`FormatError`] by default.
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;
 
 impl nf_protocol::Describe for FormatError {

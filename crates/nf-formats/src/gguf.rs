@@ -13,24 +13,39 @@ use crate::error::{FormatError, Result};
 use crate::ggml::GgmlType;
 use crate::mmap::{MappedFile, map_file};
 
+/// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+/// The data alignment when `general.alignment` does not say.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// A metadata value. Arrays keep their element type so an empty array still knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaValue {
+    /// Unsigned 8-bit integer.
     U8(u8),
+    /// Signed 8-bit integer.
     I8(i8),
+    /// Unsigned 16-bit integer.
     U16(u16),
+    /// Signed 16-bit integer.
     I16(i16),
+    /// Unsigned 32-bit integer.
     U32(u32),
+    /// Signed 32-bit integer.
     I32(i32),
+    /// 32-bit float.
     F32(f32),
+    /// Boolean.
     Bool(bool),
+    /// UTF-8 string.
     String(String),
+    /// Array of one element type.
     Array(MetaArray),
+    /// Unsigned 64-bit integer.
     U64(u64),
+    /// Signed 64-bit integer.
     I64(i64),
+    /// 64-bit float.
     F64(f64),
 }
 
@@ -39,6 +54,7 @@ pub enum MetaValue {
 pub struct MetaArray {
     /// GGUF value-type id of the elements.
     pub elem_type: u32,
+    /// The elements.
     pub values: Vec<MetaValue>,
 }
 
@@ -78,6 +94,7 @@ impl MetaValue {
         }
     }
 
+    /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             MetaValue::String(s) => Some(s),
@@ -85,6 +102,7 @@ impl MetaValue {
         }
     }
 
+    /// The boolean, if this is one.
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
             MetaValue::Bool(b) => Some(b),
@@ -92,6 +110,7 @@ impl MetaValue {
         }
     }
 
+    /// The elements, if this is an array.
     pub fn as_array(&self) -> Option<&[MetaValue]> {
         match self {
             MetaValue::Array(a) => Some(&a.values),
@@ -146,16 +165,19 @@ fn value_type_name(id: u32) -> &'static str {
 /// Where a tensor lives in the file and what it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
+    /// The tensor's GGUF name (`blk.0.attn_q.weight`).
     pub name: String,
     /// Dimensions in GGUF order: `dims[0]` is the fastest-varying (the row length), so a
     /// PyTorch weight of shape `[out, in]` is stored with `dims = [in, out]`.
     pub dims: Vec<u64>,
+    /// How its elements are stored.
     pub ggml_type: GgmlType,
     /// Offset of the data relative to the start of the data section.
     pub offset: u64,
 }
 
 impl TensorInfo {
+    /// Elements in the tensor.
     pub fn n_elements(&self) -> u64 {
         self.dims.iter().product()
     }
@@ -176,17 +198,21 @@ impl TensorInfo {
 pub struct GgufFile {
     path: PathBuf,
     map: MappedFile,
+    /// The GGUF version (2 or 3).
     pub version: u32,
     /// Metadata in file order.
     pub metadata: Vec<(String, MetaValue)>,
     index: HashMap<String, usize>,
+    /// The tensors, in file order.
     pub tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// The data section's alignment.
     pub alignment: u64,
     data_start: usize,
 }
 
 impl GgufFile {
+    /// Maps and validates a GGUF file: header, metadata, tensor table and every tensor's extent.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
         let map = map_file(path)?;
@@ -216,22 +242,27 @@ impl GgufFile {
         })
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// A metadata value by key.
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
         self.index.get(key).map(|&i| &self.metadata[i].1)
     }
 
+    /// A string metadata value by key.
     pub fn get_str(&self, key: &str) -> Option<&str> {
         self.get(key).and_then(MetaValue::as_str)
     }
 
+    /// An integer metadata value by key, whatever its integer type (negative values excluded).
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         self.get(key).and_then(MetaValue::as_u64)
     }
 
+    /// A numeric metadata value by key, as f64.
     pub fn get_f64(&self, key: &str) -> Option<f64> {
         self.get(key).and_then(MetaValue::as_f64)
     }
@@ -241,6 +272,7 @@ impl GgufFile {
         self.get_str("general.architecture")
     }
 
+    /// A tensor's entry by name.
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }

@@ -30,10 +30,22 @@ const MAX_ALIGNMENT: u32 = 1 << 20;
 /// A metadata value or tensor the writer refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GgufWriteError {
+    /// A metadata entry cannot be written.
     #[error("GGUF metadata `{key}`: {reason}")]
-    Metadata { key: String, reason: String },
+    Metadata {
+        /// Its key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A tensor cannot be written.
     #[error("GGUF tensor `{name}`: {reason}")]
-    Tensor { name: String, reason: String },
+    Tensor {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 struct PendingTensor<'a> {
@@ -60,6 +72,7 @@ impl std::fmt::Debug for GgufWriter<'_> {
 }
 
 impl<'a> GgufWriter<'a> {
+    /// A writer with no metadata and no tensors.
     pub fn new() -> Self {
         Self::default()
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Model file formats: GGUF (read, and write in `gguf_write`), safetensors (read/write,
 //! sharded), llama2.c checkpoints (read/write), atomic file and folder replacement
 //! (`atomic`), and the ggml quantized block types. This crate knows shapes, dtypes and byte layouts; it

@@ -27,20 +27,30 @@ const V1_HEADER: usize = 256;
 /// The hyper-parameters in a llama2.c header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Llama2cConfig {
+    /// Model width.
     pub dim: usize,
+    /// Feed-forward width.
     pub hidden_dim: usize,
+    /// Layers.
     pub n_layers: usize,
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads.
     pub n_kv_heads: usize,
+    /// Vocabulary size.
     pub vocab_size: usize,
+    /// Context length.
     pub seq_len: usize,
+    /// Whether the classifier is the token embedding (a positive vocabulary size in the header).
     pub shared_classifier: bool,
 }
 
 impl Llama2cConfig {
+    /// Channels per head.
     pub fn head_dim(&self) -> usize {
         self.dim / self.n_heads
     }
+    /// Width of the key and value projections.
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim()
     }
@@ -49,9 +59,11 @@ impl Llama2cConfig {
 /// A loaded llama2.c checkpoint: config and f32 tensors under GGUF names.
 #[derive(Debug)]
 pub struct Llama2cFile {
+    /// The file read.
     pub path: PathBuf,
     /// 0 for the legacy header, else the `ak42` version.
     pub version: u32,
+    /// The header's hyper-parameters.
     pub config: Llama2cConfig,
     /// Name → (shape `[out, in]` or `[n]`, values).
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
@@ -84,6 +96,7 @@ fn layer_matrices(c: &Llama2cConfig) -> [(&'static str, [usize; 2]); 7] {
 }
 
 impl Llama2cFile {
+    /// Reads a llama2.c checkpoint (legacy header, or `ak42` version 1 or 2), validating every size against the file.
     pub fn open(path: impl AsRef<Path>) -> Result<Llama2cFile> {
         let path = path.as_ref();
         let map = map_file(path)?;

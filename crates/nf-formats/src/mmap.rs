@@ -28,6 +28,7 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
+    /// The file's bytes (empty for an empty file, which cannot be mapped).
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }

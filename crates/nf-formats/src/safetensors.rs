@@ -19,9 +19,13 @@ const MAX_HEADER: u64 = 100 << 20;
 /// Element types we can convert to f32. Others are listed but refused on conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StDtype {
+    /// 32-bit float.
     F32,
+    /// 16-bit IEEE half.
     F16,
+    /// bfloat16.
     BF16,
+    /// Any other type: its name and element size.
     Other(&'static str, usize),
 }
 
@@ -45,6 +49,7 @@ impl StDtype {
         })
     }
 
+    /// The type's name as the header spells it.
     pub fn name(self) -> &'static str {
         match self {
             StDtype::F32 => "F32",
@@ -54,6 +59,7 @@ impl StDtype {
         }
     }
 
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             StDtype::F32 => 4,
@@ -66,14 +72,18 @@ impl StDtype {
 /// One tensor's entry in the header.
 #[derive(Debug, Clone)]
 pub struct StTensor {
+    /// The tensor's name.
     pub name: String,
+    /// Its element type.
     pub dtype: StDtype,
+    /// Its shape.
     pub shape: Vec<usize>,
     start: usize,
     end: usize,
 }
 
 impl StTensor {
+    /// Elements in the tensor.
     pub fn n_elements(&self) -> usize {
         self.shape.iter().product()
     }
@@ -85,6 +95,7 @@ pub struct SafeTensors {
     path: PathBuf,
     map: MappedFile,
     data_start: usize,
+    /// The tensors, in header order.
     pub tensors: Vec<StTensor>,
     index: HashMap<String, usize>,
     /// The free-form `__metadata__` string map.
@@ -100,6 +111,7 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> FormatError {
 }
 
 impl SafeTensors {
+    /// Maps and validates a `.safetensors` file: header JSON and every tensor's extent.
     pub fn open(path: impl AsRef<Path>) -> Result<SafeTensors> {
         let path = path.as_ref();
         let map = map_file(path)?;
@@ -162,14 +174,17 @@ impl SafeTensors {
         })
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// A tensor's entry by name.
     pub fn get(&self, name: &str) -> Option<&StTensor> {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// A tensor's bytes.
     pub fn data(&self, t: &StTensor) -> &[u8] {
         &self.map.bytes()[self.data_start + t.start..self.data_start + t.end]
     }
@@ -272,11 +287,13 @@ pub fn convert_to_f32(dtype: StDtype, bytes: &[u8]) -> Option<Vec<f32>> {
 /// `model.safetensors.index.json`, or a lone `*.safetensors` file.
 #[derive(Debug)]
 pub struct SafeTensorsDir {
+    /// The files, each open.
     pub files: Vec<SafeTensors>,
     index: HashMap<String, usize>,
 }
 
 impl SafeTensorsDir {
+    /// Opens a model folder's safetensors.
     pub fn open(dir: impl AsRef<Path>) -> Result<SafeTensorsDir> {
         let dir = dir.as_ref();
         let index_path = dir.join("model.safetensors.index.json");
@@ -334,15 +351,18 @@ impl SafeTensorsDir {
         Ok(SafeTensorsDir { files, index })
     }
 
+    /// Whether any file holds `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
 
+    /// The file holding `name` and its entry.
     pub fn get(&self, name: &str) -> Option<(&SafeTensors, &StTensor)> {
         let f = &self.files[*self.index.get(name)?];
         Some((f, f.get(name)?))
     }
 
+    /// A tensor's shape and values converted to f32.
     pub fn to_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         match self.index.get(name) {
             Some(&i) => self.files[i].to_f32(name),
@@ -353,6 +373,7 @@ impl SafeTensorsDir {
         }
     }
 
+    /// Every tensor's name.
     pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
         self.files
             .iter()
@@ -363,9 +384,13 @@ impl SafeTensorsDir {
 /// A tensor to write: name, dtype, shape, little-endian bytes.
 #[derive(Debug)]
 pub struct TensorToWrite<'a> {
+    /// The tensor's name.
     pub name: String,
+    /// Its element type.
     pub dtype: StDtype,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Its bytes, little-endian.
     pub data: &'a [u8],
 }
 

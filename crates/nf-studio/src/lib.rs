@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! `nf-studio`: the local web app behind `neuralforge studio`.
 //!
 //! The studio does no compute. It serves embedded pages, spawns `neuralforge` subprocesses
@@ -108,7 +109,9 @@ pub struct Options {
 /// The server is listening: where, and the URL (with its token) to open.
 #[derive(Debug, Clone)]
 pub struct Ready {
+    /// The address listened on.
     pub addr: SocketAddr,
+    /// The address to open, with the session token.
     pub url: String,
 }
 

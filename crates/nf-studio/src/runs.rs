@@ -26,26 +26,42 @@ use crate::lock;
 /// What the dashboard shows of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunSummary {
+    /// The run's folder name.
     pub id: String,
+    /// Its folder.
     pub dir: String,
     /// `running`, `finished`, `interrupted` or `failed`.
     pub status: &'static str,
+    /// `lora` or `full`.
     pub method: Option<String>,
+    /// The base model.
     pub model: Option<String>,
     /// `f32` or `bf16`: from the run's `train.start`, else its `run.json` (null for runs
     /// from before precision was recorded).
     pub precision: Option<String>,
+    /// The step the run ends at.
     pub steps: Option<u64>,
+    /// The last step reported.
     pub step: Option<u64>,
+    /// Its training loss.
     pub loss: Option<f64>,
+    /// The smoothed training loss.
     pub loss_ema: Option<f64>,
+    /// The last validation loss.
     pub val_loss: Option<f64>,
+    /// The last learning rate.
     pub lr: Option<f64>,
+    /// The last training speed.
     pub tokens_per_s: Option<f64>,
+    /// When the run started.
     pub started: Option<String>,
+    /// When it ended.
     pub ended: Option<String>,
+    /// Why it failed.
     pub error: Option<String>,
+    /// What to do about the failure.
     pub hint: Option<String>,
+    /// The final adapter or model.
     pub output: Option<String>,
 }
 
@@ -161,6 +177,7 @@ struct Seen {
 /// summary costs the bytes appended since the last one, not the whole file.
 #[derive(Debug)]
 pub struct Runs {
+    /// `<home>/runs`.
     pub dir: PathBuf,
     /// Processes this studio spawned that have not exited, by run id. Between spawn and
     /// the moment `train` takes its lock (while it loads the model) this is what says the
@@ -170,6 +187,7 @@ pub struct Runs {
 }
 
 impl Runs {
+    /// The runs under `dir`.
     pub fn new(dir: PathBuf) -> Runs {
         Runs {
             dir,

@@ -37,6 +37,7 @@ const SHORT: Duration = Duration::from_secs(60);
 /// An estimate loads the model and measures a real step.
 const ESTIMATE: Duration = Duration::from_secs(300);
 
+/// The studio's routes: pages, assets and the JSON/SSE API, each behind the token check.
 pub fn router(app: Arc<App>) -> Router {
     let pages = [
         "/",

@@ -104,23 +104,37 @@ pub(super) async fn resume_run(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainRequest {
+    /// The base model: a path or a stored model's name.
     pub model: String,
+    /// A tokenizer instead of the model's own.
     pub tokenizer: Option<String>,
+    /// The dataset's name under `<home>/datasets`.
     pub dataset: String,
     /// `lora` (default) or `full`.
     pub method: Option<String>,
+    /// LoRA's rank.
     pub lora_rank: Option<u32>,
+    /// Optimizer steps.
     pub steps: Option<u64>,
+    /// Peak learning rate.
     pub lr: Option<f64>,
     /// `cosine`, `linear` or `constant`.
     pub schedule: Option<String>,
+    /// Warmup steps.
     pub warmup: Option<u64>,
+    /// Sequences per micro-batch.
     pub batch_size: Option<u32>,
+    /// Tokens per sequence.
     pub seq_len: Option<u32>,
+    /// Validate every N steps.
     pub eval_every: Option<u64>,
+    /// Sample every N steps.
     pub sample_every: Option<u64>,
+    /// Checkpoint every N steps.
     pub save_every: Option<u64>,
+    /// The prompt samples continue.
     pub sample_prompt: Option<String>,
+    /// The run's seed.
     pub seed: Option<u64>,
     /// `auto` (default), `f32` or `bf16`: `train --precision`.
     pub precision: Option<String>,
