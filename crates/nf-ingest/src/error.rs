@@ -12,43 +12,73 @@ pub enum IngestError {
     /// The operating system refused an operation on `path`.
     #[error("{path}: {source}")]
     Io {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
     /// The file holds no text (zero bytes, only whitespace, or a document without a text
     /// layer).
     #[error("{path}: empty: {reason}")]
-    Empty { path: PathBuf, reason: String },
+    Empty {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file is larger than the reader accepts.
     #[error("{path}: too large: {size} bytes (the limit is {limit} bytes)")]
     TooLarge {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// Its size in bytes.
         size: u64,
+        /// The reader's limit in bytes.
         limit: u64,
     },
     /// The extension promises text but the bytes are binary (NUL bytes, mostly invalid UTF-8).
     #[error("{path}: not a text file: {reason}")]
-    NotText { path: PathBuf, reason: String },
+    NotText {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file is not in the format its extension names, or is damaged (a `.docx` that is
     /// not a zip, a truncated PDF, a JSONL line that is not JSON).
     #[error("{path}: corrupt {format} file: {reason}")]
     Corrupt {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The format the file was read as.
         format: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
     /// A well-formed file that we will not read: an encrypted PDF, a zip bomb, a JSONL
     /// shape we do not know, an extraction that exceeded its time limit.
     #[error("{path}: {reason}")]
-    Refused { path: PathBuf, reason: String },
+    Refused {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// No reader handles this extension.
     #[error("{path}: unsupported file type `{ext}`")]
-    Unsupported { path: PathBuf, ext: String },
+    Unsupported {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// The extension.
+        ext: String,
+    },
     /// The tokenizer or the chat template failed on the text of `path`.
     #[error("{path}: {source}")]
     Tokenize {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: TokenizerError,
     },
@@ -60,13 +90,21 @@ pub enum IngestError {
     Format(#[from] nf_formats::FormatError),
     /// The dataset folder exists and replacing it was not asked for.
     #[error("{path}: a dataset already exists here")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+    },
     /// Nothing usable came out of the sources.
     #[error("no training text: {0}")]
     NothingIngested(String),
     /// A dataset folder is damaged or is not a dataset.
     #[error("{path}: not a dataset: {reason}")]
-    NotADataset { path: PathBuf, reason: String },
+    NotADataset {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl IngestError {

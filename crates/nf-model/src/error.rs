@@ -10,30 +10,59 @@ pub enum ModelError {
     Format(#[from] FormatError),
     /// The model's configuration is missing something or describes a model we cannot run.
     #[error("{path}: {reason}")]
-    Config { path: PathBuf, reason: String },
+    Config {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The architecture is not in the Llama family we implement.
     #[error("{path}: unsupported architecture `{arch}`")]
-    UnsupportedArch { path: PathBuf, arch: String },
+    UnsupportedArch {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// The architecture the file names.
+        arch: String,
+    },
     /// A tensor's shape disagrees with the configuration.
     #[error("{path}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
     Shape {
+        /// The file (or folder) concerned.
         path: PathBuf,
+        /// The tensor's name.
         name: String,
+        /// The shape the configuration implies.
         expected: Vec<usize>,
+        /// The shape in the file.
         got: Vec<usize>,
     },
     /// A token id is outside the vocabulary (tokenizer and model do not match).
     #[error("token id {id} is outside the model's vocabulary of {vocab}")]
-    BadToken { id: u32, vocab: usize },
+    BadToken {
+        /// The token id.
+        id: u32,
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
     /// The sequence would exceed the KV cache / context length.
     #[error("context is full: {needed} positions needed, the model holds {capacity}")]
-    ContextFull { needed: usize, capacity: usize },
+    ContextFull {
+        /// Positions the sequence needs.
+        needed: usize,
+        /// Positions the cache holds.
+        capacity: usize,
+    },
     /// An export could not be written as asked (a type or layout the target cannot hold).
     #[error("{0}")]
     Export(String),
     /// A path that is not a model directory, `.gguf` or llama2.c `.bin`.
     #[error("{path}: {reason}")]
-    UnknownModelPath { path: PathBuf, reason: String },
+    UnknownModelPath {
+        /// The file (or folder) concerned.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
