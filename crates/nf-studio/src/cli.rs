@@ -6,6 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use nf_protocol::{Envelope, Event};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -108,14 +109,14 @@ pub fn parse_events(text: &str) -> Vec<Value> {
 /// The message and hint of a failed command: its last `error` event, else the last
 /// `error:` and `hint:` lines it wrote to stderr, else a generic line.
 pub fn failure(events: &[Value], stderr: &str) -> (String, Option<String>) {
-    if let Some(e) = events.iter().rev().find(|e| e["type"] == "error") {
-        let message = e["message"]
-            .as_str()
-            .unwrap_or("the command failed")
-            .to_string();
-        return (message, e["hint"].as_str().map(str::to_string));
-    }
-    stderr_failure(stderr)
+    let last_error = events.iter().rev().find_map(|e| {
+        match serde_json::from_value::<Envelope>(e.clone()).ok()?.event {
+            Event::Error { message, hint, .. } => Some((message, hint)),
+            _ => None,
+        }
+    });
+    last_error
+        .or_else(|| stderr_failure(stderr))
         .unwrap_or_else(|| ("the command failed without saying why".to_string(), None))
 }
 
@@ -138,7 +139,7 @@ mod tests {
     #[test]
     fn failures_prefer_the_error_event() {
         let events = parse_events(
-            "{\"type\":\"error\",\"message\":\"bad\",\"hint\":\"fix it\"}\nnot json\n",
+            "{\"v\":1,\"ts\":\"t\",\"type\":\"error\",\"code\":\"bad_input\",\"message\":\"bad\",\"hint\":\"fix it\"}\nnot json\n",
         );
         assert_eq!(
             failure(&events, "error: other\n"),
