@@ -11,23 +11,36 @@ use serde_json::Value;
 
 use crate::error::{ModelError, Result};
 
+/// A model's architecture: sizes, normalization, positional encoding and the options that tell the Llama-family members apart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Architecture name as the source spells it (`llama`, `qwen2`, `qwen3`, `phi3`, ...).
     pub arch: String,
+    /// Model width (channels of the residual stream).
     pub dim: usize,
+    /// Feed-forward width.
     pub hidden_dim: usize,
+    /// Transformer blocks.
     pub n_layers: usize,
+    /// Query heads.
     pub n_heads: usize,
+    /// Key/value heads (fewer than query heads with grouped-query attention).
     pub n_kv_heads: usize,
     /// Per-head size; `dim / n_heads` except where a config says otherwise (Qwen3).
     pub head_dim: usize,
+    /// Vocabulary size.
     pub vocab_size: usize,
+    /// Context length the model was trained for.
     pub max_seq_len: usize,
+    /// RMSNorm's epsilon.
     pub norm_eps: f32,
+    /// RoPE's base frequency.
     pub rope_theta: f32,
+    /// RoPE's context-extension rescaling.
     pub rope_scaling: RopeScaling,
+    /// Which channels RoPE rotates together.
     pub rope_style: RopeStyle,
+    /// Whether the classifier is the token embedding.
     pub tied_embeddings: bool,
     /// Biases on the q, k and v projections (Qwen2).
     pub qkv_bias: bool,
@@ -36,9 +49,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Width of the query projection (`n_heads · head_dim`).
     pub fn q_dim(&self) -> usize {
         self.n_heads * self.head_dim
     }
+    /// Width of the key and value projections (`n_kv_heads · head_dim`).
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
     }
@@ -107,6 +122,7 @@ impl Config {
         Ok(self)
     }
 
+    /// The configuration a llama2.c header describes (`path` names the file in errors).
     pub fn from_llama2c(c: &Llama2cConfig, path: &Path) -> Result<Config> {
         Config {
             arch: "llama".into(),

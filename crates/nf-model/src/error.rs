@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use nf_formats::FormatError;
 
+/// An error loading, running or exporting a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// A model file could not be read.
     #[error(transparent)]
     Format(#[from] FormatError),
     /// The model's configuration is missing something or describes a model we cannot run.
@@ -65,6 +67,7 @@ pub enum ModelError {
     },
 }
 
+/// The result type of this crate, with [`ModelError`] by default.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 impl nf_protocol::Describe for ModelError {

@@ -16,13 +16,16 @@ const PROMPT_BATCH: usize = 256;
 pub enum StopReason {
     /// A stop token (EOS, end-of-turn) was sampled; it is not part of the output.
     Stop(u32),
+    /// `max_tokens` were generated.
     MaxTokens,
+    /// The context (KV cache) is full.
     ContextFull,
     /// The token callback asked to stop.
     Cancelled,
 }
 
 impl StopReason {
+    /// `stop`, `length`, `context` or `cancelled`, as events spell it.
     pub fn name(self) -> &'static str {
         match self {
             StopReason::Stop(_) => "stop",
@@ -33,13 +36,18 @@ impl StopReason {
     }
 }
 
+/// What a generation produced, and how fast.
 #[derive(Debug, Clone)]
 pub struct Generation {
     /// Generated ids, without the prompt and without the stop token.
     pub tokens: Vec<u32>,
+    /// Why it stopped.
     pub stop: StopReason,
+    /// Prompt tokens processed.
     pub prompt_tokens: usize,
+    /// Milliseconds spent on the prompt.
     pub prompt_ms: f64,
+    /// Milliseconds spent generating.
     pub decode_ms: f64,
 }
 

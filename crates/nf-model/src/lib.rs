@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The Llama-family model: configuration from any source format, weights kept as loaded
 //! (f32, or a GGUF's quantized blocks, dequantized on the fly), the forward pass with a KV
 //! cache, sampling, and generation; training (`train`: LoRA and full fine-tuning, the

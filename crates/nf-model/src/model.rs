@@ -22,7 +22,9 @@ use crate::weights::{Source, Weights};
 pub enum ModelFormat {
     /// A Hugging Face folder: `config.json` + safetensors.
     HfDir,
+    /// One `.gguf` file.
     Gguf,
+    /// A llama2.c checkpoint (`.bin`).
     Llama2c,
 }
 
@@ -61,6 +63,7 @@ impl ModelFormat {
         Ok(ModelFormat::Llama2c)
     }
 
+    /// `hf`, `gguf` or `llama2c`, as events spell it.
     pub fn name(self) -> &'static str {
         match self {
             ModelFormat::HfDir => "hf",
@@ -73,10 +76,15 @@ impl ModelFormat {
 /// A Llama-family model ready for inference.
 #[derive(Debug, Clone)]
 pub struct Model {
+    /// The architecture.
     pub config: Config,
+    /// The weights, as loaded.
     pub weights: Weights,
+    /// RoPE's precomputed frequencies.
     pub rope: Rope,
+    /// Where the model was read from.
     pub path: PathBuf,
+    /// Its file format.
     pub format: ModelFormat,
 }
 
@@ -102,6 +110,7 @@ impl Model {
         }
     }
 
+    /// Loads a model from an open GGUF file (its matrices stay in their types).
     pub fn from_gguf(g: &GgufFile) -> Result<Model> {
         let config = Config::from_gguf(g)?;
         let weights = Weights::load(&config, &mut Source::Gguf(g))?;
@@ -113,6 +122,7 @@ impl Model {
         ))
     }
 
+    /// A model from its parts (for loaders, tests and random models).
     pub fn assemble(config: Config, weights: Weights, path: &Path, format: ModelFormat) -> Model {
         let mut rope = Rope::new(
             config.rope_style,
@@ -256,10 +266,13 @@ impl Model {
 /// Keys and values of every layer for the positions seen so far.
 #[derive(Debug, Clone)]
 pub struct KvCache {
+    /// Keys, `[n_layers][capacity, kv_dim]`.
     pub k: Vec<Vec<f32>>, // [n_layers][capacity, kv_dim]
+    /// Values, `[n_layers][capacity, kv_dim]`.
     pub v: Vec<Vec<f32>>, // [n_layers][capacity, kv_dim]
     /// Positions filled.
     pub len: usize,
+    /// Positions the cache holds.
     pub capacity: usize,
 }
 

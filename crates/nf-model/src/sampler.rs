@@ -4,6 +4,7 @@
 /// Sampling settings. `temperature == 0` means greedy (argmax), whatever the rest says.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplerConfig {
+    /// Softmax temperature; 0 is greedy.
     pub temperature: f32,
     /// Keep only the `top_k` most likely tokens (0 = no limit).
     pub top_k: usize,
@@ -12,6 +13,7 @@ pub struct SamplerConfig {
     /// CTRL-style penalty on tokens already in the context: positive logits are divided by
     /// it, negative ones multiplied (1.0 = off), as Hugging Face and llama.cpp do.
     pub repetition_penalty: f32,
+    /// Seeds the sampling stream: the same seed, prompt and settings give the same text.
     pub seed: u64,
 }
 
@@ -38,6 +40,7 @@ impl Rng {
     const MUL: u64 = 6364136223846793005;
     const INC: u64 = 1442695040888963407;
 
+    /// A generator for `seed`.
     pub fn new(seed: u64) -> Rng {
         let mut r = Rng { state: 0 };
         r.next_u32();
@@ -46,6 +49,7 @@ impl Rng {
         r
     }
 
+    /// The next 32 random bits.
     pub fn next_u32(&mut self) -> u32 {
         let old = self.state;
         self.state = old.wrapping_mul(Self::MUL).wrapping_add(Self::INC);
@@ -59,13 +63,16 @@ impl Rng {
     }
 }
 
+/// Picks the next token from logits: repetition penalty, temperature, top-k, top-p.
 #[derive(Debug, Clone)]
 pub struct Sampler {
+    /// Its settings.
     pub config: SamplerConfig,
     rng: Rng,
 }
 
 impl Sampler {
+    /// A sampler with these settings, its stream at the start.
     pub fn new(config: SamplerConfig) -> Sampler {
         Sampler {
             config,

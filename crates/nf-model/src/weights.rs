@@ -20,27 +20,45 @@ use crate::error::{ModelError, Result};
 /// One transformer block.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,      // [dim]
-    pub wq: Weight,               // [n_heads * head_dim, dim]
-    pub wk: Weight,               // [n_kv_heads * head_dim, dim]
-    pub wv: Weight,               // [n_kv_heads * head_dim, dim]
-    pub wo: Weight,               // [dim, n_heads * head_dim]
-    pub bq: Option<Vec<f32>>,     // [n_heads * head_dim] (Qwen2)
-    pub bk: Option<Vec<f32>>,     // [n_kv_heads * head_dim]
-    pub bv: Option<Vec<f32>>,     // [n_kv_heads * head_dim]
-    pub q_norm: Option<Vec<f32>>, // [head_dim] (Qwen3)
-    pub k_norm: Option<Vec<f32>>, // [head_dim]
-    pub ffn_norm: Vec<f32>,       // [dim]
-    pub w_gate: Weight,           // [hidden_dim, dim]
-    pub w_up: Weight,             // [hidden_dim, dim]
-    pub w_down: Weight,           // [dim, hidden_dim]
+    /// RMSNorm weight before attention, `[dim]`.
+    pub attn_norm: Vec<f32>,
+    /// Query projection, `[n_heads * head_dim, dim]`.
+    pub wq: Weight,
+    /// Key projection, `[n_kv_heads * head_dim, dim]`.
+    pub wk: Weight,
+    /// Value projection, `[n_kv_heads * head_dim, dim]`.
+    pub wv: Weight,
+    /// Attention output projection, `[dim, n_heads * head_dim]`.
+    pub wo: Weight,
+    /// Query bias, `[n_heads * head_dim]` (Qwen2).
+    pub bq: Option<Vec<f32>>,
+    /// Key bias, `[n_kv_heads * head_dim]`.
+    pub bk: Option<Vec<f32>>,
+    /// Value bias, `[n_kv_heads * head_dim]`.
+    pub bv: Option<Vec<f32>>,
+    /// RMSNorm weight on each query head, `[head_dim]` (Qwen3).
+    pub q_norm: Option<Vec<f32>>,
+    /// RMSNorm weight on each key head, `[head_dim]`.
+    pub k_norm: Option<Vec<f32>>,
+    /// RMSNorm weight before the feed-forward block, `[dim]`.
+    pub ffn_norm: Vec<f32>,
+    /// SwiGLU gate projection, `[hidden_dim, dim]`.
+    pub w_gate: Weight,
+    /// SwiGLU up projection, `[hidden_dim, dim]`.
+    pub w_up: Weight,
+    /// SwiGLU down projection, `[dim, hidden_dim]`.
+    pub w_down: Weight,
 }
 
+/// Every weight of a model, under GGUF names, in its stored type.
 #[derive(Debug, Clone)]
 pub struct Weights {
-    pub token_embd: Weight, // [vocab, dim]
+    /// Token embedding, `[vocab, dim]`.
+    pub token_embd: Weight,
+    /// The transformer blocks, first to last.
     pub layers: Vec<LayerWeights>,
-    pub output_norm: Vec<f32>, // [dim]
+    /// Final RMSNorm weight, `[dim]`.
+    pub output_norm: Vec<f32>,
     /// `None` when the classifier is tied to the embedding.
     pub output: Option<Weight>, // [vocab, dim]
     /// Per-frequency RoPE divisors (GGUF `rope_freqs.weight`, Llama 3.1 scaling).

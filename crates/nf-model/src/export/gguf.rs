@@ -53,7 +53,9 @@ fn file_type(ty: GgmlType) -> u32 {
 /// type.
 #[derive(Debug, Clone, Default)]
 pub struct GgufSummary {
+    /// Tensors written.
     pub tensors: usize,
+    /// Matrices stored as f16 because their rows are not whole blocks of the type asked for.
     pub fallbacks: Vec<String>,
 }
 

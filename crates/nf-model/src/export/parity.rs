@@ -56,6 +56,7 @@ pub fn file_tolerance() -> Tolerance {
 /// What the comparison measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Parity {
+    /// Prompts compared.
     pub prompts: usize,
     /// Positions compared (each prompt's last token and every generated one).
     pub positions: usize,
@@ -63,8 +64,11 @@ pub struct Parity {
     pub tokens_identical: bool,
     /// Generated tokens (over all prompts) before the first difference, of `generated`.
     pub tokens_agreeing: usize,
+    /// Generated tokens compared, over all prompts.
     pub generated: usize,
+    /// The largest `rms(Δlogits) / std(reference logits)` over positions.
     pub max_rel_rms: f32,
+    /// The largest absolute logit difference.
     pub max_abs_diff: f32,
     /// Fraction of positions whose most likely token agrees.
     pub top1_agreement: f32,

@@ -35,9 +35,11 @@ pub fn peft_key(layer: usize, target: Target, which: char) -> String {
 /// An adapter read from disk, in the model's own row order.
 #[derive(Debug, Clone)]
 pub struct Adapter {
+    /// Rank, alpha, dropout and targets.
     pub config: LoraConfig,
     /// `(layer, target)` → (`A [rank, in]`, `B [out, rank]`).
     pub tensors: HashMap<(usize, Target), (Vec<f32>, Vec<f32>)>,
+    /// Where it was read from.
     pub dir: PathBuf,
 }
 

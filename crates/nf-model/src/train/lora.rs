@@ -10,16 +10,24 @@ use std::str::FromStr;
 /// A projection LoRA can adapt, named as PEFT's `target_modules` short names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Target {
+    /// Query projection.
     Q,
+    /// Key projection.
     K,
+    /// Value projection.
     V,
+    /// Attention output projection.
     O,
+    /// SwiGLU gate projection.
     Gate,
+    /// SwiGLU up projection.
     Up,
+    /// SwiGLU down projection.
     Down,
 }
 
 impl Target {
+    /// Every projection, in layer order.
     pub const ALL: [Target; 7] = [
         Target::Q,
         Target::K,
@@ -69,6 +77,7 @@ impl Target {
         }
     }
 
+    /// The target's position in [`Target::ALL`].
     pub fn index(self) -> usize {
         Target::ALL.iter().position(|&t| t == self).unwrap()
     }
@@ -113,12 +122,16 @@ pub fn parse_targets(list: &str) -> Result<Vec<Target>, String> {
     Ok(v)
 }
 
+/// A LoRA adapter's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
+    /// The rank of the low-rank update.
     pub rank: usize,
+    /// The update is scaled by `alpha / rank`.
     pub alpha: f32,
     /// Probability of zeroing an input element of the adapter path during training.
     pub dropout: f32,
+    /// The projections adapted.
     pub targets: Vec<Target>,
 }
 

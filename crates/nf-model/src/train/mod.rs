@@ -32,7 +32,9 @@ pub use step::{BatchLoss, ComponentTimes, StepTimes};
 /// How a run trains the model.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Method {
+    /// Every weight trains.
     Full,
+    /// A LoRA adapter trains; the base is frozen.
     Lora(LoraConfig),
 }
 
@@ -111,9 +113,13 @@ pub(crate) struct TrainLayer {
 /// buffers for activations and gradients sized once for [`BatchShape`].
 #[derive(Debug)]
 pub struct TrainModel {
+    /// The architecture.
     pub config: Config,
+    /// What trains.
     pub method: Method,
+    /// The micro-batch shape the buffers are sized for.
     pub shape: BatchShape,
+    /// The trainable parameters and their gradients.
     pub params: ParamStore,
     /// How the step's GEMMs multiply (f32, or bf16 operands with f32 sums); set before
     /// training with [`TrainModel::set_precision`].
@@ -332,6 +338,7 @@ impl TrainModel {
         self.params.set_packed(&ids);
     }
 
+    /// The LoRA settings, for a LoRA model.
     pub fn lora(&self) -> Option<&LoraConfig> {
         match &self.method {
             Method::Lora(l) => Some(l),

@@ -33,14 +33,17 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Elements in the tensor.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
 
+    /// Whether it has none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Its elements' range in the flat buffers.
     pub fn range(&self) -> Range<usize> {
         self.offset..self.offset + self.len()
     }
@@ -50,7 +53,9 @@ impl TensorInfo {
 #[derive(Debug, Clone, Default)]
 pub struct ParamStore {
     data: Vec<f32>,
+    /// Gradients, laid out as the values.
     pub grad: Vec<f32>,
+    /// The tensors in the buffers, in order.
     pub tensors: Vec<TensorInfo>,
     /// Per tensor, its bf16 packed copy when it keeps one.
     packed: Vec<Option<PackedWeight>>,
@@ -101,18 +106,22 @@ impl ParamStore {
         &mut self.data
     }
 
+    /// Parameters in all.
     pub fn len(&self) -> usize {
         self.data.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
 
+    /// The values of tensor `id`.
     pub fn value(&self, id: TensorId) -> &[f32] {
         &self.data[self.tensors[id].range()]
     }
 
+    /// The values of tensor `id`, to write.
     pub fn value_mut(&mut self, id: TensorId) -> &mut [f32] {
         self.packs_fresh = false;
         let r = self.tensors[id].range();
@@ -126,14 +135,17 @@ impl ParamStore {
         (&self.data[r.clone()], &mut self.grad[r])
     }
 
+    /// The gradient of tensor `id`.
     pub fn grad(&self, id: TensorId) -> &[f32] {
         &self.grad[self.tensors[id].range()]
     }
 
+    /// The tensor named `name`, if there is one.
     pub fn find(&self, name: &str) -> Option<TensorId> {
         self.tensors.iter().position(|t| t.name == name)
     }
 
+    /// Sets every gradient to zero.
     pub fn zero_grad(&mut self) {
         self.grad.fill(0.0);
     }

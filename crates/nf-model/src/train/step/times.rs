@@ -8,7 +8,7 @@ use std::time::Instant;
 pub struct BatchLoss {
     /// Sum of `-log p(target)` over the counted targets.
     pub loss_sum: f64,
-    /// Targets counted (those not [`IGNORE`]d).
+    /// Targets counted (those not [`nf_engine::loss::IGNORE`]d).
     pub n_targets: usize,
 }
 
@@ -26,9 +26,13 @@ impl BatchLoss {
 /// Seconds spent per component since the last [`StepTimes::take`].
 #[derive(Debug, Default)]
 pub struct StepTimes {
+    /// Seconds in matrix products.
     pub matmul: Cell<f64>,
+    /// Seconds in attention.
     pub attention: Cell<f64>,
+    /// Seconds in RMSNorm.
     pub norms: Cell<f64>,
+    /// Seconds in the classifier's softmax cross-entropy.
     pub loss: Cell<f64>,
     /// Embedding, RoPE, SwiGLU, residual adds, dropout.
     pub other: Cell<f64>,
@@ -37,10 +41,15 @@ pub struct StepTimes {
 /// A snapshot of [`StepTimes`], in seconds.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct ComponentTimes {
+    /// Seconds in matrix products.
     pub matmul: f64,
+    /// Seconds in attention.
     pub attention: f64,
+    /// Seconds in RMSNorm.
     pub norms: f64,
+    /// Seconds in the classifier's softmax cross-entropy.
     pub loss: f64,
+    /// Seconds in everything else.
     pub other: f64,
 }
 
