@@ -49,7 +49,9 @@ pub fn encode_pieces(
 /// One input size's measurement.
 #[derive(Debug, Clone, Copy)]
 pub struct Scaling {
+    /// The input's size in bytes.
     pub bytes: usize,
+    /// Tokens it encodes to.
     pub tokens: usize,
     /// Seconds per encode.
     pub secs: f64,

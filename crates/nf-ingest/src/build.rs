@@ -25,9 +25,11 @@ const MIN_DEDUP_CHARS: usize = 24;
 /// What to build and how.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// The dataset's name (recorded in the manifest).
     pub name: String,
     /// The dataset folder to create (or replace with `force`).
     pub out_dir: PathBuf,
+    /// Replace an existing dataset at `out_dir`.
     pub force: bool,
     /// Fraction of the tokens, in whole documents, held out for validation.
     pub val_fraction: f32,
@@ -39,12 +41,15 @@ pub struct BuildOptions {
     pub overlap: usize,
     /// Write loss masks for chat and completion examples.
     pub mask: bool,
+    /// Threads for reading and tokenizing.
     pub threads: usize,
+    /// How files are read.
     pub read: ReadOptions,
     /// The chat template for chat and completion examples (the model's, usually).
     pub chat_template: Option<String>,
     /// Where the tokenizer came from, and its file's sha256, for the manifest.
     pub tokenizer_source: String,
+    /// The sha256 of the tokenizer's file.
     pub tokenizer_sha256: Option<String>,
     /// The creation time to record (RFC 3339), given by the caller.
     pub created: String,
@@ -55,8 +60,11 @@ pub struct BuildOptions {
 pub enum IngestEvent<'a> {
     /// `done` of `total` items of a stage (`"read"`, `"tokenize"`) are finished.
     Progress {
+        /// `read` or `tokenize`.
         stage: &'static str,
+        /// Items finished.
         done: usize,
+        /// Items in the stage.
         total: usize,
     },
     /// A source's final entry (in source order, after tokenization).
@@ -66,7 +74,9 @@ pub enum IngestEvent<'a> {
 /// The result of [`build_dataset`].
 #[derive(Debug)]
 pub struct BuildOutcome {
+    /// The manifest written (or the one a failed build would have written).
     pub manifest: Manifest,
+    /// The dataset folder.
     pub dir: PathBuf,
     /// False when sources failed and an existing dataset was kept rather than replaced.
     pub written: bool,

@@ -22,7 +22,9 @@ use super::Example;
 /// Ids with their loss mask (same length).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Encoded {
+    /// Token ids.
     pub ids: Vec<u32>,
+    /// 1 where the model learns the token, 0 where it only reads it.
     pub mask: Vec<u8>,
 }
 
@@ -36,13 +38,16 @@ impl Encoded {
 
 /// How examples are rendered: the tokenizer and, when the model has one, its chat template.
 pub struct Renderer<'a> {
+    /// The tokenizer.
     pub tok: &'a Tokenizer,
+    /// The chat template, when the model has one.
     pub template: Option<&'a str>,
     bos: String,
     eos: String,
 }
 
 impl<'a> Renderer<'a> {
+    /// A renderer with this tokenizer and template.
     pub fn new(tok: &'a Tokenizer, template: Option<&'a str>) -> Renderer<'a> {
         let piece = |id: Option<u32>| {
             id.and_then(|i| tok.id_to_token(i))

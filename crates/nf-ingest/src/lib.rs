@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Document ingestion: from a folder of PDFs, Word files, web pages, Markdown, plain text
 //! and JSONL to a dataset folder the trainer reads.
 //!
@@ -54,13 +55,18 @@ use nf_tokenizer::ChatMessage;
 /// line number (JSONL `{"text"}` records). Table rows carry `table` and `row` instead.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unit {
+    /// The text.
     pub text: String,
+    /// Its page (PDF).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
+    /// Its paragraph number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paragraph: Option<u32>,
+    /// Its table (DOCX, HTML).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<u32>,
+    /// Its row in the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row: Option<u32>,
 }
@@ -82,21 +88,32 @@ impl Unit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Example {
     /// `{"prompt", "completion"}` (also Alpaca's `instruction`/`input`/`output`).
-    Completion { prompt: String, completion: String },
+    Completion {
+        /// What the model sees.
+        prompt: String,
+        /// What it learns to write.
+        completion: String,
+    },
     /// `{"messages": [{"role", "content"}, ...]}` (also ShareGPT's `conversations`).
-    Chat { messages: Vec<ChatMessage> },
+    Chat {
+        /// The conversation; the assistant's turns are what it learns to write.
+        messages: Vec<ChatMessage>,
+    },
 }
 
 /// An example with the JSONL line it came from (1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The JSONL line (1-based).
     pub line: u32,
+    /// The example on it.
     pub example: Example,
 }
 
 /// What a reader made of one source file.
 #[derive(Debug, Clone)]
 pub struct Document {
+    /// The file read.
     pub source: PathBuf,
     /// sha256 of the file's bytes, lowercase hex.
     pub sha256: String,
@@ -106,6 +123,7 @@ pub struct Document {
     pub size: u64,
     /// Pages (PDF) or paragraphs counted by the reader, for the manifest.
     pub pages: Option<u32>,
+    /// Paragraphs counted by the reader.
     pub paragraphs: Option<u32>,
     /// The text, in reading order. Empty for chat and completion JSONL.
     pub units: Vec<Unit>,
