@@ -19,11 +19,9 @@ pub mod write;
 
 use std::path::{Path, PathBuf};
 
-use nf_formats::{FormatError, GgmlType};
-use nf_model::ModelError;
-use nf_protocol::{ErrorCode, Failure};
+use nf_formats::GgmlType;
+use nf_protocol::ErrorCode;
 use nf_store::StoreError;
-use nf_tokenizer::TokenizerError;
 
 pub use source::{Source, open_source};
 pub use verify::Verification;
@@ -273,55 +271,12 @@ fn list_files(path: &Path) -> (Vec<String>, u64) {
     (files, total)
 }
 
-/// An error of an export. The source errors stay attached, so a caller can find the model,
-/// format or store error under it.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// A failure with its own code and hint.
-    #[error("{0}")]
-    Failure(#[from] Failure),
-    /// The operating system refused an operation; `context` says which, with the path.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being done, naming the path.
-        context: String,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Loading the source model or writing its weights failed.
-    #[error("{0}")]
-    Model(#[from] ModelError),
-    /// Reading or writing a model file failed.
-    #[error("{0}")]
-    Format(#[from] FormatError),
-    /// The tokenizer could not be written in the export's format.
-    #[error("{0}")]
-    Tokenizer(#[from] TokenizerError),
-    /// The source could not be found or loaded.
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    /// The source run's `run.json` could not be read.
-    #[error("{0}")]
-    Train(#[from] nf_train::TrainError),
-}
+/// An error of an export: the store's error type ([`StoreError`]), whose variants already
+/// cover what an export meets (a failure with a hint, IO with its path, model, format,
+/// tokenizer and run errors), so a caller handles one type for both.
+pub type ExportError = StoreError;
 
 /// The result type of exports, with [`ExportError`] by default.
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 
-pub(crate) fn fail(
-    code: ErrorCode,
-    message: impl Into<String>,
-    hint: impl Into<String>,
-) -> ExportError {
-    ExportError::Failure(Failure::new(code, message, hint))
-}
-
-pub(crate) fn io_context(
-    context: impl FnOnce() -> String,
-) -> impl FnOnce(std::io::Error) -> ExportError {
-    move |source| ExportError::Io {
-        context: context(),
-        source,
-    }
-}
+use nf_store::{fail, io_context};

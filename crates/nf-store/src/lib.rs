@@ -85,19 +85,14 @@ pub enum StoreError {
 /// The result type of this crate, with [`StoreError`] by default.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A [`StoreError::Failure`].
-pub(crate) fn fail(
-    code: ErrorCode,
-    message: impl Into<String>,
-    hint: impl Into<String>,
-) -> StoreError {
+/// A [`StoreError::Failure`] with this code, message and hint.
+pub fn fail(code: ErrorCode, message: impl Into<String>, hint: impl Into<String>) -> StoreError {
     StoreError::Failure(Failure::new(code, message, hint))
 }
 
-/// Attaches `context` (what was being done, naming the path) to an IO error.
-pub(crate) fn io_context(
-    context: impl FnOnce() -> String,
-) -> impl FnOnce(std::io::Error) -> StoreError {
+/// Attaches `context` (what was being done, naming the path) to an IO error, as a
+/// [`StoreError::Io`].
+pub fn io_context(context: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> StoreError {
     move |source| StoreError::Io {
         context: context(),
         source,
