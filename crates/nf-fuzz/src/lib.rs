@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Fuzzing on stable Rust, without cargo-fuzz or a nightly toolchain.
 //!
 //! Every parser that reads a file or a request from outside gets a [`Target`]: seeds (real
@@ -67,9 +68,11 @@ pub trait Harness {
 /// A fuzz target: a name and how to build its harness in a fresh work folder.
 #[derive(Clone, Copy)]
 pub struct Target {
+    /// The name `--target` takes.
     pub name: &'static str,
     /// What it parses, for reports.
     pub what: &'static str,
+    /// Builds the harness in a work folder.
     pub setup: fn(&Setup) -> Result<Box<dyn Harness>, String>,
 }
 
@@ -91,7 +94,9 @@ pub struct Setup {
 /// How many inputs, or for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
+    /// Inputs to run (at most, with a time limit).
     pub inputs: u64,
+    /// How long to run, instead of a count.
     pub time: Option<Duration>,
     /// The largest input made, in bytes.
     pub max_len: usize,
@@ -103,23 +108,30 @@ pub struct Budget {
 /// What one target's run showed.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// The target's name.
     pub target: &'static str,
+    /// Inputs run.
     pub inputs: u64,
+    /// Inputs the parser accepted (returned `Ok`).
     pub accepted: u64,
     /// Panics outside the threads that catch them by design, with the first input's index
     /// and message.
     pub panics: u64,
+    /// The first such panic: its input's index and message.
     pub first_panic: Option<(u64, String)>,
     /// Panics caught by design (the PDF reader's extraction thread).
     pub contained: u64,
     /// The most memory live at once during one input, above what was live before it.
     pub peak_bytes: usize,
+    /// The input that reached `peak_bytes`.
     pub peak_input: u64,
     /// The largest single allocation.
     pub largest_alloc: usize,
     /// The slowest input and its index.
     pub slowest: Duration,
+    /// Its index.
     pub slowest_input: u64,
+    /// Wall time of the whole run.
     pub elapsed: Duration,
 }
 

@@ -145,12 +145,16 @@ impl std::fmt::Display for ErrorCode {
 /// `error:` and `hint:` lines or as the `error` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The `error` event's code.
     pub code: ErrorCode,
+    /// One line saying what went wrong.
     pub message: String,
+    /// What to do about it.
     pub hint: Option<String>,
 }
 
 impl Failure {
+    /// A failure with this code, message and hint.
     pub fn new(code: ErrorCode, message: impl Into<String>, hint: impl Into<String>) -> Failure {
         Failure {
             code,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The NDJSON event protocol spoken by `neuralforge --json`.
 //!
 //! With `--json`, a command writes only events to stdout, one JSON object per line, flushed
@@ -250,362 +251,25 @@ use serde::{Deserialize, Serialize};
 
 pub mod digest;
 mod error;
+mod event;
 mod human;
 pub use digest::{sha256_file, sha256_hex};
 pub use error::{Describe, ErrorCode, Failure, IO_HINT};
+pub use event::{Event, IngestFile, ModelInfo, TrainMemory, TrainPlan};
 pub use human::{human_bytes, human_count, human_duration};
 
 /// The protocol version this crate writes.
 pub const VERSION: u32 = 1;
 
-/// One event kind with its fields. See the crate docs for the wire contract.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type")]
-pub enum Event {
-    #[serde(rename = "model.loaded")]
-    ModelLoaded {
-        path: String,
-        format: String,
-        arch: String,
-        n_params: u64,
-        n_layers: u64,
-        context_length: u64,
-        tokenizer: String,
-        load_ms: f64,
-    },
-    #[serde(rename = "model.info")]
-    ModelInfo(Box<ModelInfo>),
-    #[serde(rename = "generate.token")]
-    GenerateToken { index: u64, id: u32, text: String },
-    #[serde(rename = "generate.done")]
-    GenerateDone {
-        text: String,
-        prompt_tokens: u64,
-        generated_tokens: u64,
-        stop: String,
-        prompt_ms: f64,
-        decode_ms: f64,
-        prompt_tokens_per_s: f64,
-        decode_tokens_per_s: f64,
-    },
-    #[serde(rename = "tokens")]
-    Tokens { ids: Vec<u32> },
-    #[serde(rename = "eval.result")]
-    EvalResult {
-        loss: f64,
-        perplexity: f64,
-        tokens: u64,
-        windows: u64,
-        seq_len: u64,
-    },
-    #[serde(rename = "bench.result")]
-    BenchResult {
-        test: String,
-        threads: u64,
-        value: f64,
-        stddev: f64,
-        unit: String,
-        reps: u64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        isa: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        precision: Option<String>,
-    },
-    #[serde(rename = "train.start")]
-    TrainStart {
-        run_dir: String,
-        method: String,
-        trainable_params: u64,
-        total_params: u64,
-        steps: u64,
-        start_step: u64,
-        batch_size: u64,
-        seq_len: u64,
-        grad_accum: u64,
-        tokens_per_step: u64,
-        train_tokens: u64,
-        val_tokens: u64,
-        resumed: bool,
-        /// Absent in events of runs from before precision was recorded (they were f32).
-        #[serde(default)]
-        precision: String,
-        #[serde(default)]
-        isa: String,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        kernel: String,
-    },
-    #[serde(rename = "train.plan")]
-    TrainPlan(Box<TrainPlan>),
-    #[serde(rename = "train.step")]
-    TrainStep {
-        step: u64,
-        loss: f64,
-        loss_ema: f64,
-        lr: f64,
-        grad_norm: f64,
-        tokens_per_s: f64,
-        ms_per_step: f64,
-        tflops: f64,
-        ms: std::collections::BTreeMap<String, f64>,
-        skipped: bool,
-    },
-    #[serde(rename = "train.eval")]
-    TrainEval {
-        step: u64,
-        val_loss: f64,
-        perplexity: f64,
-        best: bool,
-    },
-    #[serde(rename = "train.sample")]
-    TrainSample {
-        step: u64,
-        prompt: String,
-        text: String,
-    },
-    #[serde(rename = "checkpoint.saved")]
-    CheckpointSaved { step: u64, path: String },
-    #[serde(rename = "warning")]
-    Warning { message: String },
-    #[serde(rename = "train.done")]
-    TrainDone {
-        reason: String,
-        steps: u64,
-        final_step: u64,
-        final_loss: Option<f64>,
-        val_loss: Option<f64>,
-        wall_s: f64,
-        ms_per_step: f64,
-        tokens_per_s: f64,
-        tflops: f64,
-        utilization: Option<f64>,
-        #[serde(default)]
-        peak_gflops: Option<f64>,
-        #[serde(default)]
-        peak_under_measured: bool,
-        #[serde(default)]
-        precision: String,
-        #[serde(default)]
-        isa: String,
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        kernel: String,
-        ms: std::collections::BTreeMap<String, f64>,
-        output: String,
-    },
-    #[serde(rename = "ingest.file")]
-    IngestFile(Box<IngestFile>),
-    #[serde(rename = "ingest.done")]
-    IngestDone {
-        dataset: String,
-        path: String,
-        written: bool,
-        sources: u64,
-        ok: u64,
-        errors: u64,
-        skipped: u64,
-        train_tokens: u64,
-        val_tokens: u64,
-        windows: u64,
-        examples: u64,
-        duplicates_removed: u64,
-    },
-    #[serde(rename = "dataset.info")]
-    DatasetInfo {
-        name: String,
-        path: String,
-        created: String,
-        tokenizer: String,
-        sources: u64,
-        errors: u64,
-        train_tokens: u64,
-        val_tokens: u64,
-        windows: u64,
-        examples: u64,
-        samples: Vec<String>,
-    },
-    #[serde(rename = "audit.entry")]
-    AuditEntry { entry: serde_json::Value },
-    #[serde(rename = "audit.verify")]
-    AuditVerify {
-        intact: bool,
-        entries: u64,
-        signed: u64,
-        first_time: Option<String>,
-        last_time: Option<String>,
-        head_seq: Option<u64>,
-        key: Option<String>,
-        problem: Option<String>,
-        problem_kind: Option<String>,
-        problem_seq: Option<u64>,
-        notes: Vec<String>,
-    },
-    #[serde(rename = "audit.anchor")]
-    AuditAnchor { seq: u64, sha256: String },
-    #[serde(rename = "audit.exported")]
-    AuditExported {
-        path: String,
-        format: String,
-        entries: u64,
-    },
-    #[serde(rename = "lineage")]
-    Lineage {
-        artifact: String,
-        kind: String,
-        sha256: Option<String>,
-        runs: Vec<serde_json::Value>,
-        datasets: Vec<serde_json::Value>,
-        documents: Vec<serde_json::Value>,
-        exports: Vec<serde_json::Value>,
-        notes: Vec<String>,
-    },
-    #[serde(rename = "model.stored")]
-    ModelStored {
-        name: String,
-        path: String,
-        format: String,
-        source: String,
-        added: String,
-        bytes: u64,
-        files: Vec<serde_json::Value>,
-    },
-    #[serde(rename = "download.progress")]
-    DownloadProgress {
-        file: String,
-        done: u64,
-        total: Option<u64>,
-    },
-    #[serde(rename = "export.verify")]
-    ExportVerify {
-        format: String,
-        quant: String,
-        prompts: u64,
-        positions: u64,
-        tokens_identical: bool,
-        tokens_agreeing: u64,
-        generated: u64,
-        max_rel_rms: f64,
-        max_abs_diff: f64,
-        top1_agreement: f64,
-        topk_overlap: f64,
-        bound: f64,
-        tokens_required: bool,
-        tokenizer_identical: bool,
-        file_tokens_identical: bool,
-        file_max_rel_rms: f64,
-        file_bound: f64,
-        passed: bool,
-    },
-    #[serde(rename = "export.done")]
-    ExportDone {
-        format: String,
-        quant: String,
-        path: String,
-        files: Vec<String>,
-        bytes: u64,
-        wall_s: f64,
-        verified: bool,
-        fallbacks: Vec<String>,
-        notes: Vec<String>,
-    },
-    #[serde(rename = "progress")]
-    Progress {
-        task: String,
-        done: u64,
-        total: Option<u64>,
-        unit: String,
-    },
-    #[serde(rename = "studio.ready")]
-    StudioReady {
-        url: String,
-        host: String,
-        port: u16,
-    },
-    #[serde(rename = "error")]
-    Error {
-        code: ErrorCode,
-        message: String,
-        hint: Option<String>,
-    },
-}
-
-/// The fields of a `model.info` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    pub path: String,
-    pub format: String,
-    pub arch: String,
-    pub dim: u64,
-    pub hidden_dim: u64,
-    pub n_layers: u64,
-    pub n_heads: u64,
-    pub n_kv_heads: u64,
-    pub head_dim: u64,
-    pub vocab_size: u64,
-    pub context_length: u64,
-    pub n_params: u64,
-    pub rope_theta: f64,
-    pub rope_style: String,
-    pub tied_embeddings: bool,
-    pub qkv_bias: bool,
-    pub qk_norm: bool,
-    pub tensor_types: std::collections::BTreeMap<String, u64>,
-    pub tokenizer: Option<String>,
-    pub chat_template: bool,
-}
-
-/// The fields of an `ingest.file` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IngestFile {
-    pub path: String,
-    pub status: String,
-    pub reader: Option<String>,
-    pub size: Option<u64>,
-    pub sha256: Option<String>,
-    pub pages: Option<u32>,
-    pub paragraphs: Option<u32>,
-    pub chars: u64,
-    pub tokens: u64,
-    pub windows: u64,
-    pub examples: u64,
-    pub split: Option<String>,
-    pub message: Option<String>,
-    pub warnings: Vec<String>,
-}
-
-/// The fields of a `train.plan` event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainPlan {
-    pub method: String,
-    pub trainable_params: u64,
-    pub total_params: u64,
-    pub steps: u64,
-    pub tokens_per_step: u64,
-    pub memory: TrainMemory,
-    pub flops_per_step: f64,
-    pub ms_per_step: f64,
-    pub estimated_s: f64,
-    #[serde(default)]
-    pub precision: String,
-    #[serde(default)]
-    pub isa: String,
-}
-
-/// Bytes a run holds in memory, by part (the `memory` of a `train.plan` event).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainMemory {
-    pub weights: u64,
-    pub trainable: u64,
-    pub gradients: u64,
-    pub optimizer: u64,
-    pub activations: u64,
-    pub total: u64,
-}
-
 /// An event on the wire: version, timestamp, and the event's own fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The protocol version ([`VERSION`]).
     pub v: u32,
+    /// When the event was written, RFC 3339 UTC with milliseconds.
     pub ts: String,
     #[serde(flatten)]
+    /// The event, its `type` and fields flattened into the envelope.
     pub event: Event,
 }
 
@@ -616,10 +280,12 @@ pub struct EventWriter<W: Write> {
 }
 
 impl<W: Write> EventWriter<W> {
+    /// A writer of events to `out`.
     pub fn new(out: W) -> Self {
         EventWriter { out }
     }
 
+    /// Writes `event` as one line, stamped with the version and the time, and flushes.
     pub fn emit(&mut self, event: Event) -> io::Result<()> {
         let env = Envelope {
             v: VERSION,
