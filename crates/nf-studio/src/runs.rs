@@ -17,7 +17,6 @@ use std::time::Duration;
 use axum::response::sse::Event as SseEvent;
 use nf_protocol::{Envelope, Event};
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::cli::stderr_failure;
@@ -36,8 +35,9 @@ pub struct RunSummary {
     pub method: Option<String>,
     /// The base model.
     pub model: Option<String>,
-    /// `f32` or `bf16`: from the run's `train.start`, else its `run.json` (null for runs
-    /// from before precision was recorded).
+    /// `f32` or `bf16`: from the run's `train.start`, else its `run.json` (which reads as
+    /// `f32` for runs from before precision was recorded: they trained in f32); null until
+    /// either exists.
     pub precision: Option<String>,
     /// The step the run ends at.
     pub steps: Option<u64>,
@@ -231,15 +231,15 @@ impl Runs {
                     seen.facts.fold(&e);
                 }
             }
+            // Read as the trainer writes it; a run.json that is missing (not written yet)
+            // or unreadable says nothing, and is tried again next time.
             if seen.config.is_none()
-                && let Ok(text) = std::fs::read_to_string(dir.join("run.json"))
-                && let Ok(cfg) = serde_json::from_str::<Value>(&text)
+                && let Ok(cfg) = nf_train::run::RunConfig::read(&dir)
             {
-                let field = |k: &str| cfg[k].as_str().map(str::to_string);
                 seen.config = Some(RunJson {
-                    model: field("model"),
-                    method: field("method"),
-                    precision: field("precision"),
+                    model: Some(cfg.model.display().to_string()),
+                    method: Some(cfg.method.name().into()),
+                    precision: Some(cfg.precision.name().into()),
                 });
             }
             let mut facts = seen.facts.clone();
@@ -432,6 +432,7 @@ fn read_new_lines(path: &Path, offset: u64, partial: &mut Vec<u8>) -> (Vec<(Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn ids_are_plain_folder_names() {
@@ -621,30 +622,38 @@ mod tests {
         for d in [&old, &new] {
             std::fs::create_dir_all(d).unwrap();
         }
-        // A run from before precision was recorded: neither says, so it stays unknown.
-        std::fs::write(
-            old.join("run.json"),
-            "{\"model\":\"m\",\"method\":\"lora\"}",
-        )
+        // run.json as the trainer writes it (a stories260K LoRA run's), from before precision
+        // was recorded (such runs trained in f32) and from a bf16 run.
+        let mut run_json: Value = serde_json::from_str(include_str!(
+            "../../nf-train/tests/fixtures/run_v1_hash.json"
+        ))
         .unwrap();
+        run_json.as_object_mut().unwrap().remove("precision");
+        std::fs::write(old.join("run.json"), run_json.to_string()).unwrap();
         // (train.start of that time had no precision field.)
         std::fs::write(
             old.join("events.ndjson"),
             "{\"v\":1,\"type\":\"train.start\",\"ts\":\"t0\",\"run_dir\":\"r\",\"method\":\"lora\",\"trainable_params\":1,\"total_params\":2,\"steps\":1,\"start_step\":0,\"batch_size\":1,\"seq_len\":8,\"grad_accum\":1,\"tokens_per_step\":8,\"train_tokens\":100,\"val_tokens\":10,\"resumed\":false}\n",
         )
         .unwrap();
-        std::fs::write(
-            new.join("run.json"),
-            "{\"model\":\"m\",\"method\":\"lora\",\"precision\":\"bf16\"}",
-        )
-        .unwrap();
+        run_json["precision"] = "bf16".into();
+        std::fs::write(new.join("run.json"), run_json.to_string()).unwrap();
         let registry = Runs::new(runs.clone());
-        assert_eq!(registry.summary("old").precision, None);
-        assert_eq!(registry.summary("new").precision.as_deref(), Some("bf16"));
-        // Once the run starts, its train.start says what it trains in.
-        std::fs::write(old.join("events.ndjson"), line("t0", start(1, "f32"))).unwrap();
-        let registry = Runs::new(runs.clone());
+        // The old run's train.start does not say; its run.json means f32.
         assert_eq!(registry.summary("old").precision.as_deref(), Some("f32"));
+        assert_eq!(registry.summary("new").precision.as_deref(), Some("bf16"));
+        assert_eq!(registry.summary("new").method.as_deref(), Some("lora"));
+        assert!(
+            registry
+                .summary("new")
+                .model
+                .unwrap()
+                .ends_with("stories260K.bin")
+        );
+        // Once a run starts, its train.start says what it trains in, over run.json.
+        std::fs::write(new.join("events.ndjson"), line("t0", start(1, "f32"))).unwrap();
+        let registry = Runs::new(runs.clone());
+        assert_eq!(registry.summary("new").precision.as_deref(), Some("f32"));
         std::fs::remove_dir_all(&runs).unwrap();
     }
 }
