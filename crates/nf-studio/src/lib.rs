@@ -70,8 +70,9 @@
 //! method, model, precision ("f32" or "bf16"; f32 for runs from before it was recorded,
 //! null until the run has a run.json), steps, step, loss, loss_ema, val_loss, lr,
 //! tokens_per_s, started, ended, error, hint, output}` (fields unknown yet are null). A run
-//! is running while its process holds the lock on `train.lock`; one that stopped without `train.done` failed, with the
-//! last `error` event, else the last `error:` line of its `studio.log`, as its error.
+//! is running while its process holds the lock on `train.lock`; one that stopped without
+//! `train.done` failed, with the last `error` event, else the last `error:` line of its
+//! `studio.log`, as its error.
 
 pub mod api;
 pub mod assets;
