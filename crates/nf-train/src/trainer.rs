@@ -667,3 +667,6 @@ fn ms_map(t: &ComponentTimes, steps: f64) -> BTreeMap<String, f64> {
     .map(|(k, v)| (k.to_string(), v * 1e3 / steps))
     .collect()
 }
+
+#[cfg(test)]
+mod tests;
