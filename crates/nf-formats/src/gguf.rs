@@ -15,6 +15,17 @@ use crate::mmap::{MappedFile, map_file};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+/// Whether the file at `path` starts with [`GGUF_MAGIC`]: how a GGUF is told from other
+/// model and tokenizer files whatever its name. A file shorter than the magic is not one;
+/// a file that cannot be opened or read is an error naming it.
+pub fn has_gguf_magic(path: &Path) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
+        .map_err(|e| FormatError::io(path, e))?;
+    Ok(n == 4 && &magic == GGUF_MAGIC)
+}
+
 /// The data alignment when `general.alignment` does not say.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 

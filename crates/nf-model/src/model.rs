@@ -42,11 +42,7 @@ impl ModelFormat {
                 reason: "folder has no config.json (expected a Hugging Face model folder)".into(),
             });
         }
-        let mut magic = [0u8; 4];
-        let n = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
-            .map_err(|e| nf_formats::FormatError::io(path, e))?;
-        if n == 4 && &magic == nf_formats::gguf::GGUF_MAGIC {
+        if nf_formats::gguf::has_gguf_magic(path)? {
             return Ok(ModelFormat::Gguf);
         }
         if path.extension().is_some_and(|e| e == "gguf") {

@@ -221,11 +221,7 @@ pub fn load_tokenizer(path: &Path, vocab_hint: Option<usize>) -> Result<Tokenize
     if path.extension().is_some_and(|e| e == "json") {
         return Ok(Tokenizer::from_hf_file(path)?);
     }
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
-        .map_err(|e| nf_formats::FormatError::io(path, e))?;
-    if n == 4 && &magic == nf_formats::gguf::GGUF_MAGIC {
+    if nf_formats::gguf::has_gguf_magic(path)? {
         let g = GgufFile::open(path)?;
         return Ok(Tokenizer::from_gguf(&g)?);
     }
@@ -249,7 +245,7 @@ pub fn model_tokenizer(
     let path = resolve_model_path(model, home)?;
     let own = if let Some(t) = tokenizer {
         t.to_path_buf()
-    } else if path.is_dir() || is_gguf(&path) {
+    } else if path.is_dir() || nf_formats::gguf::has_gguf_magic(&path).unwrap_or(false) {
         path.clone()
     } else if path.starts_with(crate::store::models_dir(home))
         && path.with_file_name("tokenizer.bin").is_file()
@@ -263,15 +259,6 @@ pub fn model_tokenizer(
         ));
     };
     Ok((load_tokenizer(&own, None)?, own))
-}
-
-/// Whether the file at `p` starts with the GGUF magic.
-fn is_gguf(p: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(p)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok()
-        && &magic == nf_formats::gguf::GGUF_MAGIC
 }
 
 /// A tokenizer that can produce ids the model has no embedding for is the wrong tokenizer.
