@@ -13,7 +13,7 @@ pub fn tokens_hash(tokens: &[u32]) -> String {
         }
         h.update(&buf[..4 * block.len()]);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    nf_protocol::digest::hex(&h.finalize())
 }
 
 #[cfg(test)]

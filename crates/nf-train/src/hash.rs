@@ -1,13 +1,9 @@
-//! SHA-256 of files and bytes, in lowercase hex as `sha256sum` prints it.
+//! SHA-256 of a file as the trainer reports it: `nf_protocol::sha256_file` with the path in
+//! the error.
 
 use std::path::Path;
 
 use crate::error::{Result, TrainError};
-
-/// The SHA-256 of `bytes`.
-pub fn sha256_bytes(bytes: &[u8]) -> String {
-    nf_protocol::sha256_hex(bytes)
-}
 
 /// The SHA-256 of the file at `path`, read in blocks (a multi-gigabyte file is never held
 /// in memory). An IO error names the file.
@@ -26,7 +22,7 @@ mod tests {
     fn matches_sha256sum() {
         // printf 'abc' | sha256sum
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(sha256_bytes(b"abc"), abc);
+        assert_eq!(nf_protocol::sha256_hex(b"abc"), abc);
         let d = nf_testkit::temp_dir("hash");
         let p = d.join("f");
         std::fs::write(&p, b"abc").unwrap();
@@ -34,7 +30,7 @@ mod tests {
         // Larger than one read block.
         let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
         std::fs::write(&p, &big).unwrap();
-        assert_eq!(sha256_file(&p).unwrap(), sha256_bytes(&big));
+        assert_eq!(sha256_file(&p).unwrap(), nf_protocol::sha256_hex(&big));
         let e = sha256_file(&d.join("missing")).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
     }

@@ -114,7 +114,7 @@ fn run_inner(
     };
     let tokenizer_sha256 = tok_file
         .is_file()
-        .then(|| nf_train::hash::sha256_file(&tok_file).ok())
+        .then(|| nf_protocol::sha256_file(&tok_file).ok())
         .flatten();
     let (files, skipped) = collect_sources(&args.paths);
     if files.is_empty() {

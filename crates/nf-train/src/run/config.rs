@@ -322,7 +322,7 @@ impl RunConfig {
         if self.precision != Precision::F32 {
             key["precision"] = self.precision.name().into();
         }
-        crate::hash::sha256_bytes(key.to_string().as_bytes())
+        nf_protocol::sha256_hex(key.to_string().as_bytes())
     }
 
     /// The first version of [`Self::config_hash`], which hashed the model configuration's
@@ -345,7 +345,7 @@ impl RunConfig {
         if self.precision != Precision::F32 {
             key["precision"] = self.precision.name().into();
         }
-        crate::hash::sha256_bytes(key.to_string().as_bytes())
+        nf_protocol::sha256_hex(key.to_string().as_bytes())
     }
 }
 
