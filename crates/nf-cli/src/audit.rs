@@ -24,6 +24,7 @@ use nf_audit::{Artifact, AuditError, Outcome, Record};
 
 use crate::errors::UserError;
 use nf_protocol::ErrorCode;
+use nf_train::run;
 
 /// Flags whose value is a prompt or system message: stored as `sha256:<hex>` unless the
 /// command line says `--audit-prompts`.
@@ -112,17 +113,17 @@ pub fn model_inputs(
 ) -> Result<Vec<Artifact>> {
     let mut v = nf_audit::model_artifacts(home, "model", loaded_path)?;
     if let Ok(given) = nf_store::resolve::resolve_model_path(&args.model, home)
-        && given.join("run.json").is_file()
+        && run::is_run(&given)
     {
-        v.push(Artifact::file("run", given.join("run.json"))?);
-        if given.join("adapter").is_dir() && args.adapter.is_none() {
-            v.push(Artifact::tree("adapter", given.join("adapter"))?);
+        v.push(Artifact::file("run", given.join(run::RUN_FILE))?);
+        if given.join(run::ADAPTER_DIR).is_dir() && args.adapter.is_none() {
+            v.push(Artifact::tree("adapter", given.join(run::ADAPTER_DIR))?);
         }
     }
     if let Some(a) = &args.adapter {
         // A run folder's adapter is its adapter/ (not its checkpoints).
-        let dir = if a.join("adapter").is_dir() {
-            a.join("adapter")
+        let dir = if a.join(run::ADAPTER_DIR).is_dir() {
+            a.join(run::ADAPTER_DIR)
         } else {
             a.clone()
         };

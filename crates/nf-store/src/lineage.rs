@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use nf_audit::Entry;
 use nf_ingest::Manifest;
 use nf_protocol::{ErrorCode, Event};
-use nf_train::run::{RunConfig, is_run};
+use nf_train::run::{ADAPTER_DIR, CHECKPOINTS_DIR, MODEL_DIR, RunConfig, is_run};
 use serde_json::{Value, json};
 
 use crate::{Result, fail, io_context};
@@ -112,11 +112,11 @@ pub fn backwards(art: &Path, home: &Path, log: &[Entry]) -> Result<Lineage> {
     } else if let Some(run) = run_dir_of(&path) {
         kind = if path == run {
             "run"
-        } else if path.starts_with(run.join("checkpoints")) {
+        } else if path.starts_with(run.join(CHECKPOINTS_DIR)) {
             "checkpoint"
-        } else if path.starts_with(run.join("adapter")) {
+        } else if path.starts_with(run.join(ADAPTER_DIR)) {
             "adapter"
-        } else if path.starts_with(run.join("model")) {
+        } else if path.starts_with(run.join(MODEL_DIR)) {
             "model"
         } else {
             "run"

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::stderr_failure;
 use crate::lock;
+use nf_train::run::{EVENTS_FILE, LOCK_FILE};
 
 /// What the dashboard shows of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -77,7 +78,7 @@ pub fn valid_id(id: &str) -> bool {
 
 /// Whether a process holds the run's lock, and its pid (written into the lock file).
 pub fn lock_holder(dir: &Path) -> Option<u32> {
-    let path = dir.join("train.lock");
+    let path = dir.join(LOCK_FILE);
     let file = File::open(&path).ok()?;
     match file.try_lock_shared() {
         Ok(()) => {
@@ -217,7 +218,7 @@ impl Runs {
         let facts = {
             let mut seen = lock(&self.seen);
             let seen = seen.entry(id.to_string()).or_default();
-            let path = dir.join("events.ndjson");
+            let path = dir.join(EVENTS_FILE);
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if len < seen.offset {
                 // The file was replaced (or removed): read it again from the start.
@@ -296,7 +297,7 @@ fn finish(facts: Facts, id: &str, dir: &Path, spawned: bool) -> RunSummary {
     if s.status == "failed" {
         // A killed process writes no last event; its last write is when it stopped.
         if s.ended.is_none() {
-            s.ended = std::fs::metadata(dir.join("events.ndjson"))
+            s.ended = std::fs::metadata(dir.join(EVENTS_FILE))
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -342,7 +343,7 @@ pub fn follow(
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let path = runs.dir.join(&id).join("events.ndjson");
+        let path = runs.dir.join(&id).join(EVENTS_FILE);
         let mut offset = from;
         let mut partial = Vec::new();
         let mut last_status: Option<(&'static str, Option<String>)> = None;

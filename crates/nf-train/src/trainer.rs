@@ -116,7 +116,7 @@ impl Trainer {
             targets: vec![0; b * t],
             starts: vec![0; b * t],
             state,
-            ckpt_root: run_dir.join("checkpoints"),
+            ckpt_root: run_dir.join(crate::run::CHECKPOINTS_DIR),
             inject_nan_at: Vec::new(),
             peak_gflops: None,
             times: StepTimes::default(),

@@ -21,7 +21,7 @@ pub fn run(args: &ExportArgs, home: &Path, out: &mut Output) -> Result<()> {
         // The source as open_source resolves it, so a model named from the store is
         // recorded by its files too; an unknown source is left to open_source to refuse.
         if let Ok(source) = nf_store::resolve::resolve_model_path(&args.source, home) {
-            let kind = if source.join("run.json").is_file() {
+            let kind = if nf_train::run::is_run(&source) {
                 "run"
             } else {
                 "model"

@@ -196,8 +196,8 @@ fn run_inner(
     // holds all it needs to start again: from step 0, in the same folder, saying so.
     // (Checkpoints that exist but fail to load still refuse, below: they may be the
     // user's only copy of the work.)
-    let restart =
-        resume && nf_train::checkpoint::list_checkpoints(&run_dir.join("checkpoints"))?.is_empty();
+    let restart = resume
+        && nf_train::checkpoint::list_checkpoints(&run_dir.join(run::CHECKPOINTS_DIR))?.is_empty();
     let Prepared {
         run:
             run::Prepared {
@@ -282,7 +282,7 @@ fn run_inner(
     if let Some(step) = resumed_from.filter(|s| *s > 0) {
         start.inputs.push(checkpoint_artifact(&run_dir, step)?);
     }
-    start.outputs = vec![Artifact::file("run", run_dir.join("run.json"))?];
+    start.outputs = vec![Artifact::file("run", run_dir.join(run::RUN_FILE))?];
     let details = serde_json::json!({
         "run_dir": run_dir.display().to_string(),
         "method": cfg.method,
@@ -294,7 +294,7 @@ fn run_inner(
     });
     start.details = Some(details.clone());
     crate::audit::append(home, start)?;
-    rec.inputs = vec![Artifact::file("run", run_dir.join("run.json"))?];
+    rec.inputs = vec![Artifact::file("run", run_dir.join(run::RUN_FILE))?];
     rec.event = Some("end".into());
     rec.details = Some(details);
     let mut sink = RunSink {
@@ -396,7 +396,7 @@ fn run_inner(
     );
     run::write_report(&run_dir, &report)?;
     rec.outputs
-        .push(Artifact::file("report", run_dir.join("report.json"))?);
+        .push(Artifact::file("report", run_dir.join(run::REPORT_FILE))?);
     if !sink.out.is_json() {
         print_report(&report, &ms);
     }
@@ -450,7 +450,9 @@ fn hashes_for_audit(cfg: &RunConfig) -> (String, String, String) {
 /// A checkpoint as an artifact: its folder, hashed by its `COMPLETE` marker (which lists
 /// the sha256 of every file in it).
 fn checkpoint_artifact(run_dir: &Path, step: u64) -> Result<Artifact> {
-    let dir = run_dir.join("checkpoints").join(format!("step-{step}"));
+    let dir = run_dir
+        .join(run::CHECKPOINTS_DIR)
+        .join(format!("step-{step}"));
     let marker = dir.join(nf_train::checkpoint::MARKER_FILE);
     Ok(Artifact::new(
         "checkpoint",

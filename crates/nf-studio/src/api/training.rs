@@ -29,7 +29,7 @@ pub(super) async fn run_detail(
 ) -> ApiResult {
     let dir = existing_run(&app, &id)?;
     let mut v = json!(app.runs.summary(&id));
-    v["config"] = std::fs::read_to_string(dir.join("run.json"))
+    v["config"] = std::fs::read_to_string(dir.join(nf_train::run::RUN_FILE))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);

@@ -68,11 +68,6 @@ impl RunLock {
         })
     }
 
-    /// The locked run's folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Appends `event` (the failure's `error` event) to the run's `events.ndjson`. Best
     /// effort: the error itself still reaches the user, which matters more.
     pub fn record_failure(&self, event: Event) {
