@@ -93,11 +93,7 @@ fn write_gguf(
 /// parameters derived from the chat template the model was trained with.
 fn modelfile(src: &Source, template: Option<&str>, notes: &mut Vec<String>) -> Result<String> {
     let tok = &src.tokenizer;
-    let text = |id: Option<u32>| {
-        id.and_then(|i| tok.id_to_token(i))
-            .unwrap_or("")
-            .to_string()
-    };
+    let (bos, eos) = tok.bos_eos_text();
     let mut mf = format!(
         "# Exported by NeuralForge {}{}\nFROM ./model.gguf\n",
         env!("CARGO_PKG_VERSION"),
@@ -124,8 +120,8 @@ fn modelfile(src: &Source, template: Option<&str>, notes: &mut Vec<String>) -> R
                 .collect();
             let chat = nf_tokenizer::ollama::ollama_chat(
                 t,
-                &text(tok.bos_id()),
-                &text(tok.eos_id()),
+                &bos,
+                &eos,
                 tok.add_bos_default(),
                 &stops,
             )

@@ -49,16 +49,12 @@ pub struct Renderer<'a> {
 impl<'a> Renderer<'a> {
     /// A renderer with this tokenizer and template.
     pub fn new(tok: &'a Tokenizer, template: Option<&'a str>) -> Renderer<'a> {
-        let piece = |id: Option<u32>| {
-            id.and_then(|i| tok.id_to_token(i))
-                .unwrap_or("")
-                .to_string()
-        };
+        let (bos, eos) = tok.bos_eos_text();
         Renderer {
             tok,
             template,
-            bos: piece(tok.bos_id()),
-            eos: piece(tok.eos_id()),
+            bos,
+            eos,
         }
     }
 

@@ -104,12 +104,7 @@ pub fn builtin_template(name: &str) -> Option<&'static str> {
 /// result with special tokens parsed, adding BOS only when the model wants one and the
 /// template did not already write it.
 pub fn encode_chat(tok: &Tokenizer, template: &str, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-    let piece = |id: Option<u32>| {
-        id.and_then(|i| tok.id_to_token(i))
-            .unwrap_or("")
-            .to_string()
-    };
-    let (bos, eos) = (piece(tok.bos_id()), piece(tok.eos_id()));
+    let (bos, eos) = tok.bos_eos_text();
     let text = render_chat(template, messages, true, &bos, &eos)?;
     let add_bos = tok.add_bos_default() && (bos.is_empty() || !text.starts_with(&bos));
     tok.encode(&text, add_bos, true)

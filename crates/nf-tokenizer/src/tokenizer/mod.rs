@@ -280,6 +280,17 @@ impl Tokenizer {
         self.eos
     }
 
+    /// The texts of BOS and EOS (empty where the vocabulary has none): what a chat template
+    /// writes for `bos_token` and `eos_token`.
+    pub fn bos_eos_text(&self) -> (String, String) {
+        let text = |id: Option<u32>| {
+            id.and_then(|i| self.id_to_token(i))
+                .unwrap_or("")
+                .to_string()
+        };
+        (text(self.bos), text(self.eos))
+    }
+
     /// Every id that ends a generation: EOS, end-of-turn tokens (`<|eot_id|>`,
     /// `<|im_end|>`, `<|end|>`, ...) and ids the model files declare. Sorted.
     pub fn eos_ids(&self) -> &[u32] {
