@@ -29,8 +29,10 @@ pub fn describe(err: &anyhow::Error) -> (ErrorCode, Option<String>) {
 }
 
 fn describe_one(err: &(dyn std::error::Error + 'static)) -> Option<(ErrorCode, Option<String>)> {
+    // `Other` is an error's way of saying it has no code of its own (a dataset error
+    // wrapping a tokenizer's, say): the chain goes on to its cause.
     fn of(d: &dyn Describe) -> Option<(ErrorCode, Option<String>)> {
-        Some((d.code(), d.hint()))
+        (d.code() != ErrorCode::Other).then(|| (d.code(), d.hint()))
     }
     if let Some(e) = err.downcast_ref::<UserError>() {
         return of(e);
@@ -44,7 +46,7 @@ fn describe_one(err: &(dyn std::error::Error + 'static)) -> Option<(ErrorCode, O
     if let Some(e) = err.downcast_ref::<IngestError>() {
         return of(e);
     }
-    if let Some(e @ DatasetError::BadSidecar { .. }) = err.downcast_ref::<DatasetError>() {
+    if let Some(e) = err.downcast_ref::<DatasetError>() {
         return of(e);
     }
     if let Some(e) = err.downcast_ref::<TokenizerError>() {

@@ -175,7 +175,8 @@ impl std::error::Error for Failure {}
 /// The code and the hint an error gives the user: each library's error type says what
 /// its variants mean, so the binary needs no table of other crates' errors.
 pub trait Describe {
-    /// The `error` event's code.
+    /// The `error` event's code; [`ErrorCode::Other`] when the error has none of its own,
+    /// so that a reader of an error chain takes its cause's.
     fn code(&self) -> ErrorCode;
     /// What the user can do about it, where there is something to say.
     fn hint(&self) -> Option<String> {
