@@ -95,7 +95,7 @@ pub fn open_source(home: &Path, o: &ExportOptions) -> Result<Source> {
         model: reference,
         tokenizer,
         ..
-    } = load(&spec, home)?;
+    } = load(&resolved, home)?;
     if !run {
         meta.insert("base_model_sha256".into(), hash_model_files(&base.model)?.0);
         meta.insert("base_model".into(), base.model.display().to_string());
