@@ -59,6 +59,11 @@ fn current_uid() -> u32 {
     std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid())
 }
 
+/// `<home>/runs`: a run's default parent folder.
+pub fn runs_dir(home: &Path) -> PathBuf {
+    home.join("runs")
+}
+
 /// The folders in `dir`, sorted, without hidden ones (staging folders start with a dot);
 /// none when `dir` cannot be read. The home's collections (models, datasets, runs) are
 /// listed with it.

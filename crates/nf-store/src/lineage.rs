@@ -267,7 +267,7 @@ pub fn forwards(doc: &Path, home: &Path, log: &[Entry]) -> Result<Lineage> {
     // Datasets in the home whose manifest lists the document, and runs on them.
     let mut manifests: BTreeSet<String> = BTreeSet::new();
     let mut dataset_paths: BTreeSet<String> = BTreeSet::new();
-    for dir in crate::home::subdirs(&home.join("datasets")) {
+    for dir in crate::home::subdirs(&crate::datasets::datasets_dir(home)) {
         let Ok(m) = Manifest::read(&dir) else {
             continue;
         };
@@ -324,7 +324,7 @@ pub fn forwards(doc: &Path, home: &Path, log: &[Entry]) -> Result<Lineage> {
         }
     }
     // Runs in the home trained on a found dataset (even if the log was started later).
-    for dir in crate::home::subdirs(&home.join("runs")) {
+    for dir in crate::home::subdirs(&crate::home::runs_dir(home)) {
         let Ok(cfg) = RunConfig::read(&dir) else {
             continue;
         };

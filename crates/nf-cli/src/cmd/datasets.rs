@@ -36,7 +36,7 @@ fn info(m: &Manifest, dir: &Path, samples: Vec<String>) -> Event {
 }
 
 fn list(home: &Path, out: &mut Output) -> Result<()> {
-    let root = home.join("datasets");
+    let root = nf_store::datasets::datasets_dir(home);
     // Not hidden folders: an ingest's staging folder is one until it is renamed into place,
     // and one stopped by a crash stays behind with a whole dataset in it.
     let dirs = nf_store::home::subdirs(&root);

@@ -61,7 +61,7 @@ fn run_inner(
         (Some(n), Some(o)) => (n.clone(), o.clone()),
         (Some(n), None) => {
             check_name(n)?;
-            (n.clone(), home.join("datasets").join(n))
+            (n.clone(), nf_store::datasets::datasets_dir(home).join(n))
         }
         (None, Some(o)) => (
             o.file_name()

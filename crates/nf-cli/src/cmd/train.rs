@@ -83,8 +83,7 @@ fn target(args: &TrainArgs, home: &Path) -> Result<(RunConfig, PathBuf, bool)> {
     }
     let cfg = resolve(args, home)?;
     let dir = args.out.clone().unwrap_or_else(|| {
-        home.join("runs")
-            .join(nf_protocol::run_id(cfg.method.name()))
+        nf_store::home::runs_dir(home).join(nf_protocol::run_id(cfg.method.name()))
     });
     refuse_existing_run(&dir)?;
     Ok((cfg, dir, false))
